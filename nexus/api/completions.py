@@ -1,0 +1,29 @@
+"""Receiver routes: algorithms report their outcome here."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from nexus.api import schemas
+from nexus.api.runs import _decode, json_response
+
+bp = Blueprint("completions", url_prefix="/algorithm/v1")
+
+
+@bp.post("/complete/<algorithm:str>/requests/<request_id:str>")
+async def complete_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    body = _decode(schemas.result_decoder, request.body, "Submitted result")
+    await request.app.ctx.completion.complete(
+        algorithm, request_id,
+        result_uri=body.result_uri or "",
+        error_cause=body.error_cause or "",
+        error_details=body.error_details or "",
+    )
+    return json_response({}, status=202)
+
+
+@bp.get("/check/<algorithm:str>/requests/<request_id:str>")
+async def check_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    processed = await request.app.ctx.completion.is_processed(algorithm, request_id)
+    return json_response(schemas.CheckResponse(is_processed=processed))

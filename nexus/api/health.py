@@ -1,0 +1,35 @@
+"""Health and metrics, on every role."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, text
+
+from nexus.errors import BackendUnavailable, NexusError
+
+bp = Blueprint("health")
+
+
+@bp.get("/health/live")
+async def live(request: Request) -> HTTPResponse:
+    return text("ok")
+
+
+@bp.get("/health/ready")
+async def ready(request: Request) -> HTTPResponse:
+    checks = request.app.ctx.readiness
+    try:
+        await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), timeout=5.0)
+    except NexusError as exc:
+        raise BackendUnavailable(f"not ready: {exc.message}") from exc
+    except TimeoutError as exc:
+        raise BackendUnavailable("not ready: a backend did not answer within 5s") from exc
+    return text("ready")
+
+
+@bp.get("/metrics")
+async def metrics(request: Request) -> HTTPResponse:
+    return text(request.app.ctx.metrics.render(),
+                content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,116 @@
+"""Scheduler routes (SPEC §2): decode, call the Scheduler use case, encode."""
+
+from __future__ import annotations
+
+import msgspec
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, raw, redirect
+
+from nexus.api import schemas
+from nexus.errors import BadRequest
+
+bp = Blueprint("runs", url_prefix="/algorithm/v1")
+
+JSON = "application/json"
+
+
+def json_response(body: object, status: int = 200) -> HTTPResponse:
+    return raw(schemas.encoder.encode(body), status=status, content_type=JSON)
+
+
+def _decode(decoder: msgspec.json.Decoder, body: bytes, what: str):
+    if not body:
+        raise BadRequest(f"{what} is invalid: the request body is empty, expected a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} is invalid: {exc}") from None
+
+
+def _parameters(request_body: schemas.RunRequest) -> memoryview:
+    params = memoryview(request_body.algorithm_parameters)
+    first = bytes(params[:64]).lstrip()[:1]
+    if first != b"{":
+        raise BadRequest("Algorithm payload is invalid: algorithmParameters must be a JSON object")
+    return params
+
+
+@bp.post("/run/<algorithm:str>")
+async def create_run(request: Request, algorithm: str) -> HTTPResponse:
+    body = _decode(schemas.run_request_decoder, request.body, "Algorithm payload")
+    run_id = await request.app.ctx.scheduler.accept(
+        algorithm,
+        _parameters(body),
+        custom=body.custom_configuration,
+        api_version=body.request_api_version or "",
+        tag=body.tag or "",
+        parent=body.parent_request,
+        payload_valid_for=body.payload_valid_for,
+        dry_run=request.args.get("dryRun") == "true",
+        idempotency_key=request.headers.get("idempotency-key") or None,
+    )
+    request.app.ctx.metrics.accepted.inc(algorithm)
+    return json_response(schemas.RunCreated(request_id=run_id), status=202)
+
+
+def _wait_seconds(request: Request) -> float:
+    text = request.args.get("wait")
+    if text is None:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a number of seconds") from None
+    if not 0 <= wait < float("inf"):
+        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a number of seconds >= 0")
+    return wait
+
+
+@bp.get("/results/<algorithm:str>/requests/<request_id:str>")
+async def get_result(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    scheduler = request.app.ctx.scheduler
+    wait = _wait_seconds(request)
+    run = await (scheduler.wait_result(algorithm, request_id, wait) if wait
+                 else scheduler.get(algorithm, request_id))
+    return json_response(schemas.request_result(run))
+
+
+@bp.get("/results/tags/<tag:str>")
+async def get_results_by_tag(request: Request, tag: str) -> HTTPResponse:
+    runs = await request.app.ctx.scheduler.by_tag(tag)
+    return json_response([schemas.tagged_result(run) for run in runs])
+
+
+@bp.get("/metadata/<algorithm:str>/requests/<request_id:str>")
+async def get_metadata(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    run = await request.app.ctx.scheduler.get(algorithm, request_id)
+    return json_response(schemas.checkpoint(run))
+
+
+@bp.get("/buffer/<algorithm:str>/requests/<request_id:str>")
+async def get_buffered(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    return json_response(await request.app.ctx.scheduler.submission(algorithm, request_id))
+
+
+@bp.get("/payload/<algorithm:str>/requests/<request_id:str>")
+async def get_payload(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    return redirect(await request.app.ctx.scheduler.payload_uri(algorithm, request_id), status=302)
+
+
+@bp.post("/cancel/<algorithm:str>/requests/<request_id:str>")
+async def cancel_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    body = _decode(schemas.cancel_decoder, request.body, "Cancellation payload")
+    await request.app.ctx.scheduler.cancel(
+        algorithm, request_id,
+        reason=body.reason or "",
+        initiator=body.initiator or "",
+        policy=body.cancellation_policy or "Background",
+    )
+    return empty(status=200, headers={"content-type": "text/plain; charset=utf-8"})
+
+
+@bp.post("/metadata/tags/<algorithm:str>/requests/<request_id:str>")
+async def update_tag(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+    body = _decode(schemas.tag_update_decoder, request.body, "Tag update request")
+    await request.app.ctx.scheduler.update_tag(algorithm, request_id, body.new_tag)
+    return json_response({})

@@ -1,0 +1,125 @@
+"""Wire Structs: the JSON shapes of the v1 API, camelCase exactly as the Go clients send."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from nexus.core.models import ParentRef, Run, SpecOverride
+
+
+class _Wire(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+class RunRequest(_Wire):
+    # Raw keeps the payload as the client's own bytes: it is stored without re-encoding.
+    algorithm_parameters: msgspec.Raw
+    custom_configuration: SpecOverride | None = None
+    request_api_version: str | None = None
+    tag: str | None = None
+    parent_request: ParentRef | None = None
+    payload_valid_for: str | None = None
+
+
+class RunCreated(_Wire):
+    request_id: str
+
+
+class RequestResult(_Wire):
+    request_id: str
+    status: str
+    result_uri: str
+    run_error_message: str
+
+
+class TaggedRequestResult(RequestResult):
+    algorithm_name: str
+
+
+class CancellationRequest(_Wire):
+    reason: str | None = None
+    initiator: str | None = None
+    cancellation_policy: str | None = None
+
+
+class TagUpdateRequest(_Wire):
+    new_tag: str
+
+
+class AlgorithmResult(_Wire):
+    result_uri: str | None = None
+    error_cause: str | None = None
+    error_details: str | None = None
+
+
+class CheckResponse(msgspec.Struct):
+    is_processed: bool
+
+
+run_request_decoder = msgspec.json.Decoder(RunRequest)
+cancel_decoder = msgspec.json.Decoder(CancellationRequest)
+tag_update_decoder = msgspec.json.Decoder(TagUpdateRequest)
+result_decoder = msgspec.json.Decoder(AlgorithmResult)
+encoder = msgspec.json.Encoder()
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def request_result(run: Run) -> RequestResult:
+    return RequestResult(
+        request_id=run.id,
+        status=run.lifecycle_stage.value,
+        result_uri=run.result_uri if run.lifecycle_stage.value == "COMPLETED" else "",
+        run_error_message=run.algorithm_failure_cause if run.lifecycle_stage.is_terminal
+        and run.lifecycle_stage.value != "COMPLETED" else "",
+    )
+
+
+def tagged_result(run: Run) -> TaggedRequestResult:
+    return TaggedRequestResult(
+        request_id=run.id,
+        algorithm_name=run.algorithm,
+        status=run.lifecycle_stage.value,
+        result_uri=run.result_uri,
+        run_error_message=run.algorithm_failure_cause,
+    )
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return ZERO_TIME
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def checkpoint(run: Run) -> dict[str, Any]:
+    """The metadata endpoint's body: the checkpoint with its snake_case column names."""
+    body: dict[str, Any] = {
+        "algorithm": run.algorithm,
+        "id": run.id,
+        "lifecycle_stage": run.lifecycle_stage.value,
+        "payload_uri": run.payload_uri,
+        "result_uri": run.result_uri,
+        "algorithm_failure_cause": run.algorithm_failure_cause,
+        "algorithm_failure_details": run.algorithm_failure_details,
+        "received_by_host": run.received_by_host,
+        "received_at": _time(run.received_at),
+        "sent_at": _time(run.sent_at),
+        "last_modified": _time(run.last_modified),
+        "content_hash": run.content_hash,
+        "tag": run.tag,
+        "api_version": run.api_version,
+        "job_uid": run.job_uid,
+        "payload_valid_for": run.payload_valid_for,
+    }
+    if run.applied_configuration is not None:
+        body["applied_configuration"] = run.applied_configuration
+    if run.configuration_overrides is not None:
+        body["configuration_overrides"] = run.configuration_overrides
+    if run.parent is not None:
+        body["parent"] = run.parent
+    return body

@@ -1,0 +1,89 @@
+"""The one place that maps settings to backend implementations.
+
+Each builder imports its technology lazily, so a process on embedded defaults never
+loads a database driver or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
+from nexus.core.signing import UrlSigner
+from nexus.errors import ConfigError
+from nexus.settings import Settings
+
+
+def make_store(settings: Settings) -> RunStore:
+    if settings.cql_store_type == "sqlite":
+        from nexus.backends.store.sqlite import SqliteRunStore
+
+        path = settings.sqlite_store.path or str(settings.data_path / "nexus.db")
+        return SqliteRunStore(path)
+    from nexus.backends.store.cassandra import CassandraRunStore
+
+    return CassandraRunStore(settings.scylla_cql_store)
+
+
+def signing_secret(settings: Settings) -> bytes:
+    """The configured secret, or one generated once and kept in the data folder so every
+    process on this machine (and every restart) signs alike."""
+    configured = settings.s3_buffer.request_payload_proxy_configuration.sign_secret
+    if configured:
+        return configured.encode()
+    path = settings.data_path / ".sign-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_hex(32).encode())
+    return path.read_bytes()
+
+
+def make_signer(settings: Settings) -> UrlSigner:
+    return UrlSigner(signing_secret(settings), settings.public_url)
+
+
+def is_s3(settings: Settings) -> bool:
+    return settings.s3_buffer.payload_storage_path.startswith(("s3://", "s3a://"))
+
+
+def make_buffer(settings: Settings, signer: UrlSigner) -> PayloadBuffer:
+    path = settings.s3_buffer.payload_storage_path
+    if is_s3(settings):
+        from nexus.backends.buffer.s3 import s3_buffer
+
+        return s3_buffer(settings.s3_buffer)
+    if path.startswith("file://"):
+        path = path.removeprefix("file://")
+    elif "://" in path:
+        raise ConfigError(
+            f"s3-buffer.payload-storage-path {path!r}: use s3a://bucket/prefix or a local folder"
+        )
+    from nexus.backends.buffer.local import local_buffer
+
+    return local_buffer(path or settings.data_path / "payloads", signer)
+
+
+def make_templates(settings: Settings) -> TemplateSource:
+    if settings.template_source == "kubernetes":
+        from nexus.backends.k8s.templates import KubernetesTemplateSource
+
+        return KubernetesTemplateSource(settings)
+    from nexus.backends.templates.folder import FolderTemplateSource
+
+    return FolderTemplateSource(settings.templates_path)
+
+
+def make_executor(settings: Settings) -> Executor:
+    if settings.executor == "kubernetes":
+        from nexus.backends.k8s.shards import KubernetesExecutor
+
+        return KubernetesExecutor(settings)
+    from nexus.backends.k8s.local_executor import LocalExecutor
+
+    return LocalExecutor(Path.cwd(), settings.data_path / "logs")

@@ -1,0 +1,296 @@
+"""The embedded run store: one SQLite file in WAL mode.
+
+All statements run on one dedicated thread that owns the connection. Writes that arrive
+together are committed together (group commit): the thread drains every queued operation,
+runs each inside its own SAVEPOINT (so one failure does not undo the others) and commits
+once, which is what lets the accept path answer only after its row is durable without
+paying one fsync per request. Stage changes are conditional UPDATEs on the stage read in
+the same transaction, and ``BEGIN IMMEDIATE`` keeps them safe when several nexus processes
+share the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from nexus.backends.store.rows import (
+    COLUMNS,
+    check_fields,
+    encode_value,
+    run_from_columns,
+)
+from nexus.core import lifecycle
+from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.errors import BackendUnavailable, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    algorithm TEXT NOT NULL, id TEXT NOT NULL, lifecycle_stage TEXT NOT NULL,
+    payload_uri TEXT, result_uri TEXT, algorithm_failure_cause TEXT,
+    algorithm_failure_details TEXT, received_by_host TEXT, received_at TEXT, sent_at TEXT,
+    applied_configuration TEXT, configuration_overrides TEXT, content_hash TEXT,
+    last_modified TEXT, tag TEXT, api_version TEXT, job_uid TEXT, parent TEXT, cluster TEXT,
+    payload_valid_for TEXT, parent_key TEXT,
+    PRIMARY KEY (algorithm, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkpoints_by_tag ON checkpoints (tag) WHERE tag != '';
+CREATE INDEX IF NOT EXISTS checkpoints_by_host ON checkpoints (received_by_host, lifecycle_stage);
+CREATE INDEX IF NOT EXISTS checkpoints_by_parent ON checkpoints (parent_key) WHERE parent_key != '';
+CREATE TABLE IF NOT EXISTS submission_buffer (
+    algorithm TEXT NOT NULL, id TEXT NOT NULL, cluster TEXT NOT NULL, template TEXT NOT NULL,
+    PRIMARY KEY (algorithm, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    algorithm TEXT NOT NULL, key TEXT NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (algorithm, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (host TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+"""
+
+_INSERT_RUN = (
+    f"INSERT INTO checkpoints ({', '.join(COLUMNS)}, parent_key) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)}, ?)"
+)
+_SELECT_RUN = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+_manifest_encoder = msgspec.json.Encoder()
+_manifest_decoder = msgspec.json.Decoder(dict)
+
+
+def _time_text(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _column_value(name: str, value: Any) -> Any:
+    value = encode_value(name, value)
+    return _time_text(value) if isinstance(value, datetime) else value
+
+
+def _parent_key(parent: ParentRef | None) -> str:
+    return f"{parent.algorithm_name}/{parent.request_id}" if parent else ""
+
+
+def _row_to_run(row: sqlite3.Row) -> Run:
+    return run_from_columns(dict(zip(COLUMNS, row)), parse_time=datetime.fromisoformat)
+
+
+_STOP = object()
+
+
+class SqliteRunStore:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # --- the store thread --------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="sqlite-store",
+                                        daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._ops.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def _serve(self, ready: Future[None]) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                                   timeout=self._busy_timeout)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            ready.set_exception(BackendUnavailable(f"Cannot open the run store {self._path}: {exc}"))
+            return
+        self._conn = conn
+        ready.set_result(None)
+        while True:
+            batch = [self._ops.get()]
+            while True:
+                try:
+                    batch.append(self._ops.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            self._run_batch(conn, [op for op in batch if op is not _STOP])
+            if stop:
+                conn.close()
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]]) -> None:
+        if not batch:
+            return
+        results: list[tuple[Future, Any, BaseException | None, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future, loop in batch:
+                try:
+                    conn.execute("SAVEPOINT op")
+                    value = fn(conn)
+                    conn.execute("RELEASE op")
+                    results.append((future, loop, None, value))
+                except Exception as exc:  # noqa: BLE001 - delivered to the caller below
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = BackendUnavailable(f"Run store operation failed: {exc}")
+                    results.append((future, loop, exc, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = BackendUnavailable(f"Run store write failed: {exc}")
+            results = [(future, loop, error, None) for _, future, loop in batch]
+        for future, loop, error, value in results:
+            loop.call_soon_threadsafe(_settle, future, error, value)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._thread is None:
+            raise BackendUnavailable("The run store is not open")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._ops.put((fn, future, loop))
+        return await future
+
+    # --- RunStore ----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def create(self, run: Run, submission: SubmissionEntry | None,
+                     idempotency_key: str | None = None) -> str:
+        values = [_column_value(name, getattr(run, name)) for name in COLUMNS]
+        values.append(_parent_key(run.parent))
+        manifest = _manifest_encoder.encode(submission.template).decode() if submission else None
+
+        def write(conn: sqlite3.Connection) -> str:
+            if idempotency_key:
+                row = conn.execute(
+                    "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?",
+                    (run.algorithm, idempotency_key)).fetchone()
+                if row is not None:
+                    return row[0]
+                conn.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?)",
+                             (run.algorithm, idempotency_key, run.id))
+            conn.execute(_INSERT_RUN, values)
+            if submission is not None:
+                conn.execute("INSERT INTO submission_buffer VALUES (?, ?, ?, ?)",
+                             (submission.algorithm, submission.id, submission.cluster, manifest))
+            return run.id
+
+        return await self._call(write)
+
+    async def find_idempotent(self, algorithm: str, key: str) -> str | None:
+        row = await self._call(lambda conn: conn.execute(
+            "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?",
+            (algorithm, key)).fetchone())
+        return row[0] if row else None
+
+    async def get(self, algorithm: str, run_id: str) -> Run | None:
+        row = await self._call(lambda conn: conn.execute(
+            f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)).fetchone())
+        return _row_to_run(row) if row else None
+
+    async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
+        row = await self._call(lambda conn: conn.execute(
+            "SELECT cluster, template FROM submission_buffer WHERE algorithm = ? AND id = ?",
+            (algorithm, run_id)).fetchone())
+        if row is None:
+            return None
+        return SubmissionEntry(algorithm=algorithm, id=run_id, cluster=row[0],
+                               template=_manifest_decoder.decode(row[1]))
+
+    async def transition(self, algorithm: str, run_id: str, target: LifecycleStage,
+                         **fields: Any) -> Run:
+        check_fields(fields)
+        fields["last_modified"] = fields.get("last_modified") or datetime.now(timezone.utc)
+
+        def write(conn: sqlite3.Connection) -> Run:
+            row = conn.execute(f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?",
+                               (algorithm, run_id)).fetchone()
+            if row is None:
+                raise NotFound(f"Provided request with identifier '{run_id}' not found")
+            current = _row_to_run(row)
+            lifecycle.check(run_id, current.lifecycle_stage, target)
+            changes = {**fields, "lifecycle_stage": target}
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            conn.execute(
+                f"UPDATE checkpoints SET {assignments} "
+                "WHERE algorithm = ? AND id = ? AND lifecycle_stage = ?",
+                [*(_column_value(n, v) for n, v in changes.items()), algorithm, run_id,
+                 current.lifecycle_stage.value])
+            return msgspec.structs.replace(current, **changes)
+
+        return await self._call(write)
+
+    async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
+        def write(conn: sqlite3.Connection) -> Run:
+            cursor = conn.execute(
+                "UPDATE checkpoints SET tag = ?, last_modified = ? WHERE algorithm = ? AND id = ?",
+                (tag, _time_text(datetime.now(timezone.utc)), algorithm, run_id))
+            if cursor.rowcount == 0:
+                raise NotFound(f"Provided request with identifier '{run_id}' not found")
+            row = conn.execute(f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?",
+                               (algorithm, run_id)).fetchone()
+            return _row_to_run(row)
+
+        return await self._call(write)
+
+    async def _select(self, where: str, args: tuple[Any, ...]) -> list[Run]:
+        rows = await self._call(lambda conn: conn.execute(
+            f"{_SELECT_RUN} WHERE {where} ORDER BY received_at", args).fetchall())
+        return [_row_to_run(row) for row in rows]
+
+    async def by_tag(self, tag: str) -> list[Run]:
+        if not tag:
+            return []
+        return await self._select("tag = ?", (tag,))
+
+    async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
+        return await self._select("received_by_host = ? AND lifecycle_stage = ?",
+                                  (host, stage.value))
+
+    async def children(self, parent: ParentRef) -> list[Run]:
+        return await self._select("parent_key = ?", (_parent_key(parent),))
+
+    async def heartbeat(self, host: str, ttl: float) -> None:
+        expires = time.time() + ttl
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO leases VALUES (?, ?) ON CONFLICT (host) DO UPDATE SET expires_at = ?",
+            (host, expires, expires)))
+
+    async def expired_hosts(self) -> list[str]:
+        rows = await self._call(lambda conn: conn.execute(
+            "SELECT host FROM leases WHERE expires_at < ?", (time.time(),)).fetchall())
+        return [row[0] for row in rows]
+
+    async def drop_lease(self, host: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "DELETE FROM leases WHERE host = ? AND expires_at < ?", (host, time.time())))
+
+
+def _settle(future: asyncio.Future, error: BaseException | None, value: Any) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

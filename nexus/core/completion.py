@@ -1,0 +1,45 @@
+"""Receiver use cases: an algorithm reports its result, or asks whether its run is done."""
+
+from __future__ import annotations
+
+from nexus.core.models import LifecycleStage as S, Run
+from nexus.core.ports import RunStore
+from nexus.core.scheduling import check_algorithm_name, check_request_id
+from nexus.core.watch import RunWatch
+from nexus.errors import InvalidTransition, NotFound
+
+
+class Completion:
+    def __init__(self, store: RunStore, watch: RunWatch) -> None:
+        self.store = store
+        self.watch = watch
+
+    async def _run(self, algorithm: str, run_id: str) -> Run:
+        check_algorithm_name(algorithm)
+        check_request_id(run_id)
+        run = await self.store.get(algorithm, run_id)
+        if run is None:
+            raise NotFound(f"checkpoint not found: {algorithm}/{run_id}")
+        return run
+
+    async def complete(self, algorithm: str, run_id: str, *, result_uri: str,
+                       error_cause: str = "", error_details: str = "") -> Run:
+        """Record the outcome; a run that is already finished keeps its first result."""
+        run = await self._run(algorithm, run_id)
+        if run.lifecycle_stage.is_terminal:
+            return run
+        if error_cause:
+            target, fields = S.FAILED, {"algorithm_failure_cause": error_cause,
+                                        "algorithm_failure_details": error_details,
+                                        "result_uri": result_uri}
+        else:
+            target, fields = S.COMPLETED, {"result_uri": result_uri}
+        try:
+            updated = await self.store.transition(algorithm, run_id, target, **fields)
+        except InvalidTransition:
+            return await self._run(algorithm, run_id)
+        self.watch.notify(algorithm, run_id)
+        return updated
+
+    async def is_processed(self, algorithm: str, run_id: str) -> bool:
+        return (await self._run(algorithm, run_id)).lifecycle_stage.is_terminal

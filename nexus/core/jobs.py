@@ -1,0 +1,171 @@
+"""Render the Kubernetes Job for a run as plain data (SPEC §7).
+
+The same manifest is stored in ``submission_buffer``, created on a shard by the
+Kubernetes launcher, and read by the local executor on embedded defaults, so what runs
+locally is exactly what would run on a cluster.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from nexus.core.models import AlgorithmSpec, ParentRef, WorkgroupSpec
+from nexus.core.units import cpu_request_from_limit
+
+LABEL_PREFIX = "science.sneaksanddata.com"
+TEMPLATE_LABEL = f"{LABEL_PREFIX}/algorithm-template-name"
+COMPONENT_LABEL = f"{LABEL_PREFIX}/nexus-component"
+VERSION_LABEL = f"{LABEL_PREFIX}/nexus-version"
+COMPONENT_VALUE = "algorithm-run"
+DEFAULT_CPU_REQUEST_FACTOR = Decimal("0.1")
+
+
+class JobContext(msgspec.Struct, kw_only=True):
+    """Everything the renderer needs besides the merged template spec."""
+
+    run_id: str
+    algorithm: str
+    cluster: str
+    namespace: str
+    payload_url: str
+    nexus_version: str
+    ttl_seconds_after_finished: int = 300
+    parent: ParentRef | None = None
+    parent_job_uid: str = ""
+    extra_env: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def render_args(args: list[str] | None, payload_url: str, run_id: str) -> list[str]:
+    """Format the payload URL into args naming ``sas-uri`` and the id into ``request-id``."""
+    rendered = []
+    for arg in args or ():
+        if "sas-uri" in arg:
+            arg = arg.replace("%s", payload_url, 1)
+        elif "request-id" in arg:
+            arg = arg.replace("%s", run_id, 1)
+        rendered.append(arg)
+    return rendered
+
+
+def render_resources(spec: AlgorithmSpec) -> dict[str, dict[str, str]]:
+    """Limits and requests; given maps win, otherwise requests derive from the limits."""
+    compute = spec.compute_resources
+    if compute is None:
+        return {}
+    limits = dict(compute.limits or {})
+    if not limits:
+        if compute.cpu_limit:
+            limits["cpu"] = compute.cpu_limit
+        if compute.memory_limit:
+            limits["memory"] = compute.memory_limit
+        limits.update(compute.custom_resources or {})
+    requests = dict(compute.requests or {})
+    if not requests and limits:
+        requests = dict(limits)
+        if "cpu" in limits:
+            requests["cpu"] = cpu_request_from_limit(limits["cpu"], DEFAULT_CPU_REQUEST_FACTOR)
+    resources: dict[str, dict[str, str]] = {}
+    if limits:
+        resources["limits"] = limits
+    if requests:
+        resources["requests"] = requests
+    return resources
+
+
+def render_pod_failure_policy(spec: AlgorithmSpec) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
+    behaviour = spec.error_handling_behaviour
+    if behaviour and behaviour.fatal_exit_codes:
+        rules.append(
+            {
+                "action": "FailJob",
+                "onExitCodes": {"operator": "In", "values": sorted(set(behaviour.fatal_exit_codes))},
+            }
+        )
+    if behaviour and behaviour.transient_exit_codes:
+        rules.append(
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "operator": "In",
+                    "values": sorted(set(behaviour.transient_exit_codes)),
+                },
+            }
+        )
+    return {"rules": rules}
+
+
+def render_env(spec: AlgorithmSpec, ctx: JobContext) -> list[dict[str, Any]]:
+    runtime = spec.runtime_environment
+    env = [dict(item) for item in (runtime.environment_variables if runtime else None) or ()]
+    env.append({"name": "NEXUS__ALGORITHM_NAME", "value": ctx.algorithm})
+    env.append({"name": "NEXUS__SHARD_NAME", "value": ctx.cluster})
+    if ctx.parent is not None:
+        env.append({"name": "NEXUS__PARENT_REQUEST_ID", "value": ctx.parent.request_id})
+        env.append({"name": "NEXUS__PARENT_ALGORITHM_NAME", "value": ctx.parent.algorithm_name})
+    env.extend({"name": name, "value": value} for name, value in ctx.extra_env.items())
+    return env
+
+
+def render_job(spec: AlgorithmSpec, workgroup: WorkgroupSpec, ctx: JobContext) -> dict[str, Any]:
+    labels = {
+        TEMPLATE_LABEL: ctx.algorithm,
+        COMPONENT_LABEL: COMPONENT_VALUE,
+        VERSION_LABEL: ctx.nexus_version,
+    }
+    runtime = spec.runtime_environment
+    annotations = dict((runtime.annotations if runtime else None) or {})
+    container: dict[str, Any] = {
+        "name": ctx.run_id,
+        "image": f"{spec.container.registry}/{spec.container.image}:{spec.container.version_tag}",
+        "imagePullPolicy": "IfNotPresent",
+        "command": [part for part in spec.command.split(" ") if part],
+        "args": render_args(spec.args, ctx.payload_url, ctx.run_id),
+        "env": render_env(spec, ctx),
+    }
+    env_from = runtime.mapped_environment_variables if runtime else None
+    if env_from:
+        container["envFrom"] = [dict(item) for item in env_from]
+    resources = render_resources(spec)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if spec.container.service_account_name:
+        pod_spec["serviceAccountName"] = spec.container.service_account_name
+    if workgroup.affinity:
+        pod_spec["affinity"] = workgroup.affinity
+    if workgroup.tolerations:
+        pod_spec["tolerations"] = workgroup.tolerations
+    job_spec: dict[str, Any] = {
+        "ttlSecondsAfterFinished": ctx.ttl_seconds_after_finished,
+        "podFailurePolicy": render_pod_failure_policy(spec),
+        "template": {
+            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+            "spec": pod_spec,
+        },
+    }
+    if runtime and runtime.maximum_retries is not None:
+        job_spec["backoffLimit"] = runtime.maximum_retries
+    if runtime and runtime.deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = runtime.deadline_seconds
+    metadata: dict[str, Any] = {
+        "name": ctx.run_id,
+        "namespace": ctx.namespace,
+        "labels": labels,
+        "annotations": annotations,
+    }
+    if ctx.parent is not None and ctx.parent_job_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": ctx.parent.request_id,
+                "uid": ctx.parent_job_uid,
+            }
+        ]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

@@ -1,0 +1,35 @@
+"""The run lifecycle as a pure state machine (SPEC §5).
+
+Stores call :func:`check` inside their compare-and-set loop: a transition is written only
+if it is allowed from the stage the row holds *at the moment of writing*, so a late
+writer can never overwrite a finished run.
+"""
+
+from __future__ import annotations
+
+from nexus.core.models import TERMINAL_STAGES, LifecycleStage as S
+from nexus.errors import InvalidTransition
+
+# BUFFERED may end directly in any terminal stage: the Job can be running (and report,
+# or fail) before the scheduler has committed RUNNING.
+ALLOWED: dict[S, frozenset[S]] = {
+    S.NEW: frozenset({S.BUFFERED, S.SCHEDULING_FAILED, S.CANCELLED}),
+    S.BUFFERED: frozenset({S.RUNNING}) | TERMINAL_STAGES,
+    S.RUNNING: TERMINAL_STAGES,
+    **{stage: frozenset() for stage in TERMINAL_STAGES},
+}
+
+
+def can_transition(current: S, target: S) -> bool:
+    return target in ALLOWED[current]
+
+
+def check(run_id: str, current: S, target: S) -> None:
+    """Raise InvalidTransition with a message that says why, or return."""
+    if can_transition(current, target):
+        return
+    if current in TERMINAL_STAGES:
+        raise InvalidTransition(
+            f"Run {run_id} already finished as {current.value}; it cannot become {target.value}"
+        )
+    raise InvalidTransition(f"Run {run_id} is {current.value}; it cannot become {target.value}")

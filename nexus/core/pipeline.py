@@ -1,0 +1,205 @@
+"""The virtual queue: workers that take accepted runs from the Rust queue and launch them.
+
+Per run: NEW -> BUFFERED (its payload and Job are stored by the time it is queued), then a
+token from the shard's bucket, then the Job is created and the run committed RUNNING. A
+failed launch is retried after a per-run exponential backoff; once the retry limit is
+reached the run is marked SCHEDULING_FAILED with the reason. A store outage is retried the
+same way and never marks the run: it stays NEW/BUFFERED in the store, where the owner's
+periodic sweep or the supervisor finds it again. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from datetime import datetime, timezone
+from typing import Callable
+
+from nexus._rust_queue import Backoff, Queue, TokenBucket
+from nexus.core.models import LifecycleStage as S, Run, RunKey
+from nexus.core.ports import JobLauncher, RunStore
+from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NotFound
+
+log = logging.getLogger("nexus.pipeline")
+
+DRY_RUN_UID = "dry-run"
+LAUNCH_FAILED_CAUSE = "Algorithm submission was buffered, but failed to launch on the target cluster: "
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class LimitConfig:
+    """Token bucket and backoff settings, read once from BufferConfig."""
+
+    def __init__(self, rate: float, burst: int, base_delay: float, max_delay: float,
+                 max_attempts: int, workers: int, capacity: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.base_delay, self.max_delay, self.max_attempts = base_delay, max_delay, max_attempts
+        self.workers, self.capacity = workers, capacity
+
+
+class LaunchPipeline:
+    def __init__(self, store: RunStore, launcher: JobLauncher, limits: LimitConfig,
+                 on_change: Callable[[str, str], None] | None = None) -> None:
+        self._store = store
+        self._launcher = launcher
+        self._limits = limits
+        self._queue = Queue(limits.capacity)
+        # Runs accepted while a racing producer filled the last slot wait here instead of
+        # being refused after they were already stored.
+        self._overflow: deque[RunKey] = deque()
+        self._backoff = Backoff(limits.base_delay, limits.max_delay, limits.max_attempts)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._in_flight: set[tuple[str, str]] = set()
+        self._on_change = on_change or (lambda algorithm, run_id: None)
+        self.launched = 0
+        self.launch_failures = 0
+
+    # --- producer side -----------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return self._queue.remaining() > 0
+
+    def depth(self) -> int:
+        return len(self._queue) + len(self._overflow)
+
+    def is_queued(self, algorithm: str, run_id: str) -> bool:
+        return (algorithm, run_id) in self._in_flight
+
+    def submit(self, key: RunKey) -> None:
+        """Queue an accepted (stored) run. Never refuses: the run is already durable."""
+        self._in_flight.add((key.algorithm, key.id))
+        if not self._queue.push(key):
+            self._overflow.append(key)
+        self._wakeup.set()
+
+    def _retry_later(self, key: RunKey, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.submit(key)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    # --- consumer side -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"launch-worker-{i}")
+                         for i in range(self._limits.workers)]
+
+    async def stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    async def _next(self) -> RunKey:
+        while True:
+            key = self._queue.pop()
+            if key is None and self._overflow:
+                key = self._overflow.popleft()
+            if key is not None:
+                return key
+            self._wakeup.clear()
+            if len(self._queue) or self._overflow:
+                continue
+            await self._wakeup.wait()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._next()
+            try:
+                await self.process(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the worker; the sweep finds the run again
+                log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
+                self._in_flight.discard((key.algorithm, key.id))
+
+    def _bucket(self, cluster: str) -> TokenBucket:
+        bucket = self._buckets.get(cluster)
+        if bucket is None:
+            bucket = self._buckets[cluster] = TokenBucket(self._limits.rate, self._limits.burst)
+        return bucket
+
+    async def process(self, key: RunKey) -> None:
+        """Take one run as far as it can go now; a scheduled retry keeps it in flight."""
+        try:
+            retrying = await self._launch(key)
+        except BackendUnavailable as exc:
+            if self._backoff.exhausted(key.attempt + 1):
+                log.warning("store unavailable for %s/%s, leaving it to the sweep: %s",
+                            key.algorithm, key.id, exc)
+                self._in_flight.discard((key.algorithm, key.id))
+                return
+            self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1),
+                              self._backoff.delay(key.attempt))
+            return
+        if not retrying:
+            self._in_flight.discard((key.algorithm, key.id))
+
+    async def _transition(self, run: Run, target: S, **fields) -> Run | None:
+        try:
+            updated = await self._store.transition(run.algorithm, run.id, target, **fields)
+        except (InvalidTransition, NotFound):
+            return None
+        self._on_change(run.algorithm, run.id)
+        return updated
+
+    async def _launch(self, key: RunKey) -> bool:
+        """Return True when a retry was scheduled."""
+        run = await self._store.get(key.algorithm, key.id)
+        if run is None or run.lifecycle_stage.is_terminal or run.lifecycle_stage is S.RUNNING:
+            return False
+        if run.lifecycle_stage is S.NEW:
+            run = await self._transition(run, S.BUFFERED)
+            if run is None:
+                return False
+        if run.job_uid == DRY_RUN_UID:
+            await self._transition(run, S.COMPLETED, sent_at=utcnow())
+            return False
+        entry = await self._store.get_submission(run.algorithm, run.id)
+        if entry is None:
+            await self._transition(run, S.SCHEDULING_FAILED,
+                                   algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",
+                                   algorithm_failure_details="The submission buffer has no entry for this run.")
+            return False
+        wait = self._bucket(entry.cluster).reserve(1)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            uid = await self._launcher.launch(entry.cluster, entry.template)
+        except LaunchError as exc:
+            self.launch_failures += 1
+            if exc.retryable and not self._backoff.exhausted(key.attempt + 1):
+                log.info("launch of %s/%s failed (attempt %d), retrying: %s",
+                         run.algorithm, run.id, key.attempt + 1, exc.message)
+                self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1),
+                                  self._backoff.delay(key.attempt))
+                return True
+            await self._transition(
+                run, S.SCHEDULING_FAILED,
+                algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
+                algorithm_failure_details=f"Gave up after {key.attempt + 1} attempt(s): {exc.message}",
+            )
+            return False
+        self.launched += 1
+        committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
+        if committed is None:
+            current = await self._store.get(run.algorithm, run.id)
+            if current is not None and current.lifecycle_stage is S.CANCELLED:
+                # Cancelled while we were creating the Job: do not leave it running.
+                await self._launcher.cancel(entry.cluster, run.id, "Background")
+        return False

@@ -1,0 +1,142 @@
+"""The ports: what the use cases need from the outside world, as Protocols.
+
+Each has one implementation per technology under ``nexus.backends`` and one contract
+suite under ``tests/contract`` run against all of them. Implementations raise only
+``nexus.errors`` classes: BackendUnavailable when their server does not answer.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, AsyncIterator, Collection, Protocol
+
+import msgspec
+
+from nexus.core.models import (
+    LifecycleStage,
+    ParentRef,
+    Run,
+    SubmissionEntry,
+    Template,
+    Workgroup,
+)
+
+
+class RunStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise BackendUnavailable unless the store answers."""
+
+    async def create(
+        self, run: Run, submission: SubmissionEntry | None, idempotency_key: str | None = None
+    ) -> str:
+        """Write a NEW run and its submission entry atomically and return ``run.id``.
+
+        With an idempotency key already used for ``run.algorithm``, write nothing and return
+        the id of the run that first used it.
+        """
+
+    async def find_idempotent(self, algorithm: str, key: str) -> str | None: ...
+    async def get(self, algorithm: str, run_id: str) -> Run | None: ...
+    async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None: ...
+
+    async def transition(
+        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+    ) -> Run:
+        """Compare-and-set the stage (and ``fields``) if the lifecycle allows it from the
+        stage stored now; return the updated run. Raise NotFound or InvalidTransition."""
+
+    async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run: ...
+    async def by_tag(self, tag: str) -> list[Run]: ...
+    async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]: ...
+    async def children(self, parent: ParentRef) -> list[Run]: ...
+
+    async def heartbeat(self, host: str, ttl: float) -> None:
+        """Renew ``host``'s lease for ``ttl`` seconds."""
+
+    async def expired_hosts(self) -> list[str]: ...
+    async def drop_lease(self, host: str) -> None: ...
+
+
+class PayloadBuffer(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def put(self, algorithm: str, run_id: str, data: bytes | memoryview) -> None: ...
+    async def get(self, algorithm: str, run_id: str) -> bytes:
+        """Raise NotFound when there is no payload."""
+
+    async def exists(self, algorithm: str, run_id: str) -> bool: ...
+    def payload_url(self, algorithm: str, run_id: str, valid_for: float) -> str:
+        """A URL the algorithm can GET its payload from, valid for ``valid_for`` seconds."""
+
+    def result_urls(self, algorithm: str, run_id: str, valid_for: float) -> tuple[str, str]:
+        """(upload URL for PUT, download URL for GET) of the run's result object."""
+
+    async def put_result(self, algorithm: str, run_id: str, data: bytes) -> None: ...
+    async def get_result(self, algorithm: str, run_id: str) -> bytes: ...
+
+
+class TemplateSource(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def template(self, name: str) -> Template | None: ...
+    async def workgroup(self, name: str) -> Workgroup | None: ...
+
+
+class JobLauncher(Protocol):
+    def shards(self) -> Collection[str]: ...
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def launch(self, cluster: str, manifest: dict[str, Any]) -> str:
+        """Create the Job; return its uid. An existing Job of that name counts as success.
+        Raise LaunchError(retryable=...) on failure."""
+
+    async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
+        """Delete the run's Job with the propagation policy; False when there is none."""
+
+
+class Outcome(str, enum.Enum):
+    """What a cluster says about a run's Job, whatever the executor."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FATAL_EXIT = "FATAL_EXIT"
+    OOM_KILLED = "OOM_KILLED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    BACKOFF_LIMIT = "BACKOFF_LIMIT"
+    FAILED_TO_START = "FAILED_TO_START"
+    IMAGE_PULL_BACKOFF = "IMAGE_PULL_BACKOFF"
+    CRASH_BACKOFF = "CRASH_BACKOFF"
+    LOST = "LOST"
+
+
+class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
+    algorithm: str
+    run_id: str
+    cluster: str
+    outcome: Outcome
+    since: datetime
+    message: str = ""
+
+
+class ClusterWatcher(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def observations(self) -> AsyncIterator[JobObservation]:
+        """Changes as they happen (watch)."""
+
+    async def snapshot(self) -> list[JobObservation]:
+        """The state of every run Job now (periodic re-list: watches are lossy)."""
+
+    async def delete_job(self, cluster: str, run_id: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Executor(JobLauncher, ClusterWatcher, Protocol):
+    """Both sides of one cluster technology (local processes, or Kubernetes shards)."""

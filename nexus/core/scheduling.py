@@ -1,0 +1,313 @@
+"""Scheduler use cases: accept a run, cancel it, re-tag it, and read it back.
+
+The accept path does its I/O concurrently (payload upload and the run + Job rows in one
+store write) and answers only once both are durable; everything before that is pure
+validation, so a refused request writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+import zlib
+import base64
+from typing import Any
+
+from nexus.core.jobs import JobContext, render_job
+from nexus.core.models import (
+    LifecycleStage as S,
+    ParentRef,
+    Run,
+    RunKey,
+    SpecOverride,
+    SubmissionEntry,
+)
+from nexus.core.overrides import apply_overrides
+from nexus.core.pipeline import DRY_RUN_UID, LaunchPipeline, utcnow
+from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
+from nexus.core.units import format_duration, parse_duration
+from nexus.core.watch import RunWatch
+from nexus.errors import (
+    BackendUnavailable,
+    BadRequest,
+    Conflict,
+    InvalidTransition,
+    NexusError,
+    NoPayload,
+    NotFound,
+    QueueFull,
+)
+
+log = logging.getLogger("nexus.scheduler")
+
+# Kubernetes object names (RFC 1123 subdomain): also keeps path tricks out of storage keys.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_REQUEST_ID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
+CANCELLATION_POLICIES = ("Background", "Foreground", "Orphan")
+
+
+def check_algorithm_name(name: str) -> None:
+    if not _NAME.match(name) or ".." in name:
+        raise BadRequest(
+            f"Invalid algorithm name {name[:80]!r}: use a Kubernetes object name "
+            "(lower-case letters, digits, '-' and '.')"
+        )
+
+
+def check_request_id(run_id: str) -> None:
+    if not _REQUEST_ID.match(run_id):
+        raise NotFound(f"Provided request with identifier '{run_id[:80]}' not found")
+
+
+def content_hash(payload: bytes | memoryview) -> str:
+    """Base64 of the lower-case hex CRC-32 of the payload, as the Go system stores it."""
+    return base64.b64encode(f"{zlib.crc32(payload) & 0xFFFFFFFF:08x}".encode()).decode()
+
+
+class SchedulerConfig:
+    def __init__(self, *, instance_id: str, namespace: str, nexus_version: str,
+                 payload_valid_for: float, receiver_url: str, job_ttl: int,
+                 max_wait: float) -> None:
+        self.instance_id = instance_id
+        self.namespace = namespace
+        self.nexus_version = nexus_version
+        self.payload_valid_for = payload_valid_for
+        self.receiver_url = receiver_url
+        self.job_ttl = job_ttl
+        self.max_wait = max_wait
+
+
+class Scheduler:
+    def __init__(self, store: RunStore, buffer: PayloadBuffer, templates: TemplateSource,
+                 launcher: JobLauncher, pipeline: LaunchPipeline, watch: RunWatch,
+                 config: SchedulerConfig) -> None:
+        self.store = store
+        self.buffer = buffer
+        self.templates = templates
+        self.launcher = launcher
+        self.pipeline = pipeline
+        self.watch = watch
+        self.config = config
+
+    # --- accept ------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        algorithm: str,
+        parameters: bytes | memoryview,
+        *,
+        custom: SpecOverride | None = None,
+        api_version: str = "",
+        tag: str = "",
+        parent: ParentRef | None = None,
+        payload_valid_for: str | None = None,
+        dry_run: bool = False,
+        idempotency_key: str | None = None,
+    ) -> str:
+        check_algorithm_name(algorithm)
+        template = await self.templates.template(algorithm)
+        if template is None:
+            raise BadRequest(
+                f"No valid configuration found for: {algorithm}. Create a "
+                f"NexusAlgorithmTemplate named '{algorithm}' or check the algorithm name."
+            )
+        spec = apply_overrides(template.spec, custom)
+        if spec.workgroup_ref is None:
+            raise BadRequest(f"Template '{algorithm}' names no workgroupRef; cannot place the run")
+        workgroup = await self.templates.workgroup(spec.workgroup_ref.name)
+        if workgroup is None:
+            raise BadRequest(
+                f"Cannot assign requested workgroup '{spec.workgroup_ref.name}' for {algorithm}: "
+                "no NexusAlgorithmWorkgroup of that name exists"
+            )
+        cluster = workgroup.spec.cluster
+        if not dry_run and cluster not in self.launcher.shards():
+            raise BadRequest(
+                f"Workgroup '{workgroup.name}' names cluster '{cluster}', which is not a "
+                f"configured shard (known: {', '.join(sorted(self.launcher.shards())) or 'none'})"
+            )
+        valid_for = self.config.payload_valid_for
+        if payload_valid_for:
+            try:
+                valid_for = parse_duration(payload_valid_for)
+            except ValueError as exc:
+                raise BadRequest(f"Invalid payloadValidFor: {exc}") from None
+            if valid_for <= 0:
+                raise BadRequest("Invalid payloadValidFor: must be longer than zero")
+        parent_uid = ""
+        if parent is not None:
+            check_algorithm_name(parent.algorithm_name)
+            parent_run = None
+            if _REQUEST_ID.match(parent.request_id):
+                parent_run = await self.store.get(parent.algorithm_name, parent.request_id)
+            if parent_run is None:
+                raise BadRequest(
+                    f"Parent request {parent.algorithm_name}/{parent.request_id} does not exist"
+                )
+            if parent_run.job_uid != DRY_RUN_UID and parent_run.cluster == cluster:
+                parent_uid = parent_run.job_uid
+        if idempotency_key:
+            existing = await self.store.find_idempotent(algorithm, idempotency_key)
+            if existing is not None:
+                return existing
+        if not self.pipeline.has_room():
+            raise QueueFull(
+                "The run queue is full; retry after a short wait",
+                headers={"Retry-After": "1"},
+            )
+
+        run_id = str(uuid.uuid4())
+        payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
+        upload_url, result_url = self.buffer.result_urls(algorithm, run_id, valid_for)
+        manifest = render_job(
+            spec,
+            workgroup.spec,
+            JobContext(
+                run_id=run_id,
+                algorithm=algorithm,
+                cluster=cluster,
+                namespace=self.config.namespace,
+                payload_url=payload_url,
+                nexus_version=self.config.nexus_version,
+                ttl_seconds_after_finished=self.config.job_ttl,
+                parent=parent,
+                parent_job_uid=parent_uid,
+                extra_env={
+                    "NEXUS__CLIENT__RECEIVER": self.config.receiver_url,
+                    "NEXUS__RESULT_UPLOAD_URL": upload_url,
+                    "NEXUS__RESULT_URL": result_url,
+                },
+            ),
+        )
+        now = utcnow()
+        run = Run(
+            algorithm=algorithm,
+            id=run_id,
+            lifecycle_stage=S.NEW,
+            payload_uri=payload_url,
+            received_by_host=self.config.instance_id,
+            received_at=now,
+            last_modified=now,
+            applied_configuration=spec,
+            configuration_overrides=custom,
+            content_hash=content_hash(parameters),
+            tag=tag,
+            api_version=api_version,
+            job_uid=DRY_RUN_UID if dry_run else "",
+            parent=parent,
+            cluster=cluster,
+            payload_valid_for=format_duration(valid_for),
+        )
+        entry = SubmissionEntry(algorithm=algorithm, id=run_id, cluster=cluster, template=manifest)
+        stored, created = await asyncio.gather(
+            self.buffer.put(algorithm, run_id, parameters),
+            self.store.create(run, entry, idempotency_key),
+            return_exceptions=True,
+        )
+        if isinstance(created, BaseException) or isinstance(stored, BaseException):
+            await self._abandon(run, stored, created)
+        if created != run_id:  # an idempotency key raced us and lost: the first run wins
+            return created
+        self.pipeline.submit(RunKey(algorithm, run_id))
+        return run_id
+
+    async def _abandon(self, run: Run, stored: Any, created: Any) -> None:
+        """One of the two writes failed: refuse the request and leave no live run behind."""
+        if not isinstance(created, BaseException):
+            try:
+                await self.store.transition(
+                    run.algorithm, run.id, S.SCHEDULING_FAILED,
+                    algorithm_failure_cause="Submission lost. Please resend the request.",
+                    algorithm_failure_details="The payload could not be stored; the request was refused.",
+                )
+            except NexusError:
+                log.warning("could not mark abandoned run %s/%s", run.algorithm, run.id)
+        failure = created if isinstance(created, BaseException) else stored
+        if isinstance(failure, NexusError):
+            raise failure
+        raise BackendUnavailable(f"Request buffering failed for: {run.algorithm}/{run.id}") from failure
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def get(self, algorithm: str, run_id: str) -> Run:
+        check_algorithm_name(algorithm)
+        check_request_id(run_id)
+        run = await self.store.get(algorithm, run_id)
+        if run is None:
+            raise NotFound(f"Provided request with identifier '{run_id}' not found")
+        return run
+
+    async def wait_result(self, algorithm: str, run_id: str, wait: float) -> Run:
+        """The run, as soon as it is finished or when ``wait`` seconds have passed."""
+        deadline = time.monotonic() + min(max(wait, 0.0), self.config.max_wait)
+        while True:
+            run = await self.get(algorithm, run_id)
+            remaining = deadline - time.monotonic()
+            if run.lifecycle_stage.is_terminal or remaining <= 0:
+                return run
+            await self.watch.wait(algorithm, run_id, min(remaining, 0.5))
+
+    async def submission(self, algorithm: str, run_id: str) -> dict[str, Any]:
+        await self.get(algorithm, run_id)
+        entry = await self.store.get_submission(algorithm, run_id)
+        if entry is None:
+            raise NotFound(f"No buffered Job for request '{run_id}'")
+        return entry.template
+
+    async def payload_uri(self, algorithm: str, run_id: str) -> str:
+        run = await self.get(algorithm, run_id)
+        if not run.payload_uri:
+            raise NoPayload(f"Specified request {run_id} does not have a serialized payload")
+        return run.payload_uri
+
+    async def by_tag(self, tag: str) -> list[Run]:
+        return await self.store.by_tag(tag)
+
+    async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
+        check_algorithm_name(algorithm)
+        check_request_id(run_id)
+        return await self.store.update_tag(algorithm, run_id, tag)
+
+    # --- cancel ------------------------------------------------------------------------
+
+    async def cancel(self, algorithm: str, run_id: str, *, reason: str, initiator: str,
+                     policy: str = "Background") -> Run:
+        if policy not in CANCELLATION_POLICIES:
+            raise BadRequest(
+                f"Invalid cancellation request: invalid CancellationPolicy '{policy}', "
+                f"use one of {', '.join(CANCELLATION_POLICIES)}"
+            )
+        run = await self.get(algorithm, run_id)
+        if run.lifecycle_stage.is_terminal:
+            raise Conflict(
+                f"Run {run_id} already finished as {run.lifecycle_stage.value}; nothing to cancel"
+            )
+        try:
+            cancelled = await self.store.transition(
+                algorithm, run_id, S.CANCELLED,
+                algorithm_failure_cause=f"Cancelled by '{initiator}'",
+                algorithm_failure_details=f"Run cancelled, reason: '{reason}'",
+            )
+        except InvalidTransition as exc:
+            raise Conflict(exc.message) from None
+        self.watch.notify(algorithm, run_id)
+        if run.job_uid and run.job_uid != DRY_RUN_UID or run.lifecycle_stage is S.BUFFERED:
+            try:
+                await self.launcher.cancel(run.cluster, run_id, policy)
+            except NexusError as exc:
+                log.warning("run %s cancelled but its Job could not be deleted: %s", run_id, exc)
+        await self._cancel_children(cancelled, initiator)
+        return cancelled
+
+    async def _cancel_children(self, parent: Run, initiator: str) -> None:
+        for child in await self.store.children(ParentRef(parent.id, parent.algorithm)):
+            if child.lifecycle_stage.is_terminal:
+                continue
+            try:
+                await self.cancel(child.algorithm, child.id, initiator=initiator,
+                                  reason=f"parent request {parent.id} was cancelled")
+            except (Conflict, NotFound):
+                continue

@@ -1,0 +1,148 @@
+"""Supervisor use cases: turn what the cluster says about a run's Job into its final stage.
+
+It works from Job and Pod *status* (a watch for speed plus a periodic snapshot, because
+watches and Events are lossy), never from Events alone. Each rule fires once: the stage
+change is a compare-and-set, so a run already finished (say, by its own report) stays as
+it is. The supervisor also re-queues runs left behind by schedulers whose lease expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from nexus.core.models import LifecycleStage as S, Run
+from nexus.core.pipeline import LAUNCH_FAILED_CAUSE, LaunchPipeline, utcnow
+from nexus.core.ports import ClusterWatcher, JobObservation, Outcome, PayloadBuffer, RunStore
+from nexus.core.recovery import requeue_pending
+from nexus.errors import InvalidTransition, NexusError, NotFound
+
+log = logging.getLogger("nexus.supervisor")
+
+FATAL_CAUSE = "Algorithm encountered a fatal error during execution."
+OOM_CAUSE = "Algorithm was killed because it ran out of memory (OOMKilled)."
+CRASH_CAUSE = "Algorithm keeps crashing and was stopped (BackOff)."
+DEADLINE_CAUSE = "Algorithm exceeded its max allowed run time limit or retry attempt count."
+NO_REPORT_CAUSE = "Algorithm finished without reporting a result to the receiver."
+LOST_CAUSE = "The run's Job disappeared before the algorithm reported a result."
+START_CAUSE = LAUNCH_FAILED_CAUSE + (
+    "Unable to launch a container for the algorithm - please review configuration and try again."
+)
+IMAGE_CAUSE = LAUNCH_FAILED_CAUSE + "the container image could not be pulled."
+
+
+class SupervisionConfig:
+    def __init__(self, *, success_grace: float, backoff_grace: float, host: str,
+                 reconcile_interval: float, lease_ttl: float) -> None:
+        self.success_grace = success_grace
+        self.backoff_grace = backoff_grace
+        self.host = host
+        self.reconcile_interval = reconcile_interval
+        self.lease_ttl = lease_ttl
+
+
+# outcome -> (target stage, cause, grace setting name or None, delete the Job)
+_RULES: dict[Outcome, tuple[S, str, str | None, bool]] = {
+    Outcome.SUCCEEDED: (S.FAILED, NO_REPORT_CAUSE, "success_grace", False),
+    Outcome.FATAL_EXIT: (S.FAILED, FATAL_CAUSE, None, True),
+    Outcome.OOM_KILLED: (S.FAILED, OOM_CAUSE, None, True),
+    Outcome.CRASH_BACKOFF: (S.FAILED, CRASH_CAUSE, "backoff_grace", True),
+    Outcome.IMAGE_PULL_BACKOFF: (S.SCHEDULING_FAILED, IMAGE_CAUSE, "backoff_grace", True),
+    Outcome.FAILED_TO_START: (S.SCHEDULING_FAILED, START_CAUSE, None, True),
+    Outcome.DEADLINE_EXCEEDED: (S.DEADLINE_EXCEEDED, DEADLINE_CAUSE, None, True),
+    Outcome.BACKOFF_LIMIT: (S.DEADLINE_EXCEEDED, DEADLINE_CAUSE, None, True),
+    Outcome.LOST: (S.FAILED, LOST_CAUSE, "success_grace", False),
+}
+
+
+class Supervision:
+    def __init__(self, store: RunStore, buffer: PayloadBuffer, watcher: ClusterWatcher,
+                 pipeline: LaunchPipeline | None, config: SupervisionConfig,
+                 on_change=None) -> None:
+        self.store = store
+        self.buffer = buffer
+        self.watcher = watcher
+        self.pipeline = pipeline
+        self.config = config
+        self._on_change = on_change or (lambda algorithm, run_id: None)
+
+    async def apply(self, obs: JobObservation, now: datetime | None = None) -> Run | None:
+        """Act on one observation; return the run if its stage changed."""
+        run = await self.store.get(obs.algorithm, obs.run_id)
+        if run is None:
+            return None
+        if run.lifecycle_stage.is_terminal:
+            if run.lifecycle_stage is S.CANCELLED and obs.outcome is Outcome.RUNNING:
+                await self.watcher.delete_job(obs.cluster, obs.run_id)
+            return None
+        if obs.outcome is Outcome.RUNNING:
+            if run.lifecycle_stage is S.BUFFERED:
+                return await self._transition(run, S.RUNNING)
+            return None
+        target, cause, grace_name, delete = _RULES[obs.outcome]
+        if grace_name is not None:
+            grace = getattr(self.config, grace_name)
+            if ((now or utcnow()) - obs.since) < timedelta(seconds=grace):
+                return None
+        if delete:
+            await self.watcher.delete_job(obs.cluster, obs.run_id)
+        return await self._transition(run, target, algorithm_failure_cause=cause,
+                                      algorithm_failure_details=obs.message)
+
+    async def _transition(self, run: Run, target: S, **fields) -> Run | None:
+        try:
+            updated = await self.store.transition(run.algorithm, run.id, target, **fields)
+        except (InvalidTransition, NotFound):
+            return None
+        log.info("run %s/%s -> %s %s", run.algorithm, run.id, target.value,
+                 fields.get("algorithm_failure_cause", ""))
+        self._on_change(run.algorithm, run.id)
+        return updated
+
+    async def reconcile(self) -> None:
+        """One full pass: every Job's status, lost runs, and expired schedulers."""
+        snapshot = await self.watcher.snapshot()
+        for obs in snapshot:
+            await self.apply(obs)
+        seen = {(obs.algorithm, obs.run_id) for obs in snapshot}
+        hosts = [self.config.host, *await self.store.expired_hosts()]
+        for host in dict.fromkeys(hosts):
+            await self._fail_lost(host, seen)
+            if host != self.config.host and self.pipeline is not None:
+                await requeue_pending(self.store, self.buffer, self.pipeline, host)
+                if not any([await self.store.by_host_stage(host, stage)
+                            for stage in (S.NEW, S.BUFFERED, S.RUNNING)]):
+                    await self.store.drop_lease(host)
+
+    async def _fail_lost(self, host: str, seen: set[tuple[str, str]]) -> None:
+        now = utcnow()
+        for run in await self.store.by_host_stage(host, S.RUNNING):
+            if (run.algorithm, run.id) in seen or run.lifecycle_stage is not S.RUNNING:
+                continue
+            since = run.sent_at or run.last_modified or now
+            await self.apply(JobObservation(algorithm=run.algorithm, run_id=run.id,
+                                            cluster=run.cluster, outcome=Outcome.LOST,
+                                            since=since, message="No Job exists for this run."),
+                             now=now)
+
+    async def watch_forever(self) -> None:
+        while True:
+            try:
+                async for obs in self.watcher.observations():
+                    await self.apply(obs)
+            except asyncio.CancelledError:
+                raise
+            except NexusError as exc:
+                log.warning("watch interrupted, resuming: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except NexusError as exc:
+                log.warning("reconcile pass failed, retrying: %s", exc)
+            await asyncio.sleep(self.config.reconcile_interval)

@@ -1,0 +1,87 @@
+"""One exception hierarchy for the whole service.
+
+Every class knows the HTTP status it maps to, so a single Sanic error handler can render
+any of them as the plain-text body the Go clients expect. Backends translate library
+exceptions into these (chained with ``from``) and nothing else leaks out of them.
+"""
+
+from __future__ import annotations
+
+
+class NexusError(Exception):
+    """Base of every error nexus raises on purpose."""
+
+    status: int = 500
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if headers:
+            self.headers = headers
+
+
+class BadRequest(NexusError):
+    """The caller sent something we cannot act on; nothing was changed."""
+
+    status = 400
+
+
+class NotFound(NexusError):
+    status = 404
+
+
+class Forbidden(NexusError):
+    """A signed URL that is tampered with or expired."""
+
+    status = 403
+
+
+class Conflict(NexusError):
+    """The run is in a stage where the requested change is not allowed."""
+
+    status = 409
+
+
+class PayloadTooLarge(NexusError):
+    status = 413
+
+
+class NoPayload(NexusError):
+    """The run exists but carries no stored payload (417, as in the Go system)."""
+
+    status = 417
+
+
+class QueueFull(NexusError):
+    """Back-pressure: the virtual queue is full; the client should retry later."""
+
+    status = 429
+
+
+class BackendUnavailable(NexusError):
+    """A store, buffer or cluster did not answer; the request was not accepted."""
+
+    status = 503
+
+
+class ConfigError(NexusError):
+    """Settings that cannot be used; raised at start-up, never at request time."""
+
+    status = 500
+
+
+class InvalidTransition(NexusError):
+    """A lifecycle change that the state machine refuses (e.g. leaving a terminal stage)."""
+
+    status = 409
+
+
+class LaunchError(NexusError):
+    """Creating a Job failed. ``retryable`` tells the pipeline whether to back off and retry."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

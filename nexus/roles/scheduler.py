@@ -1,0 +1,57 @@
+"""Scheduler role: the public run API, the virtual queue, the lease, and self-recovery."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from sanic import Sanic
+
+from nexus.api import data, runs
+from nexus.core.recovery import requeue_pending
+from nexus.core.scheduling import Scheduler, SchedulerConfig
+from nexus.roles.shared import Shared
+
+
+def nexus_version() -> str:
+    try:
+        return importlib.metadata.version("nexus")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def routes(app: Sanic) -> None:
+    app.blueprint(runs.bp)
+    app.blueprint(data.bp)
+
+
+async def start(app: Sanic, shared: Shared) -> None:
+    settings = shared.settings
+    store = await shared.store()
+    buffer = await shared.buffer()
+    pipeline = await shared.pipeline()
+    app.ctx.signer = shared.signer()
+    app.ctx.buffer = buffer
+    app.ctx.scheduler = Scheduler(
+        store, buffer, await shared.templates(), await shared.executor(), pipeline,
+        app.ctx.watch,
+        SchedulerConfig(
+            instance_id=settings.instance_id,
+            namespace=settings.runtime_namespace,
+            nexus_version=nexus_version(),
+            payload_valid_for=settings.s3_buffer.payload_valid_for,
+            receiver_url=settings.receiver_base_url,
+            job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
+            max_wait=settings.max_wait,
+        ),
+    )
+    supervisor = settings.supervisor
+    host = settings.instance_id
+    # Whatever this host left NEW/BUFFERED before a restart is ours to finish.
+    await store.heartbeat(host, supervisor.lease_ttl)
+    await requeue_pending(store, buffer, pipeline, host)
+    shared.every(supervisor.heartbeat_interval,
+                 lambda: store.heartbeat(host, supervisor.lease_ttl), "lease heartbeat")
+    shared.every(supervisor.reconcile_interval,
+                 lambda: requeue_pending(store, buffer, pipeline, host,
+                                         min_age=supervisor.reconcile_interval),
+                 "pending-run sweep")

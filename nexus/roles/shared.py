@@ -1,0 +1,102 @@
+"""Backends shared by the roles of one process, opened once and closed in reverse order.
+
+With ``--role all`` the scheduler, receiver and supervisor use the same store, buffer,
+executor and launch pipeline; each role asks for what it needs and gets the one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from sanic import Sanic
+
+from nexus.backends import factory
+from nexus.core.pipeline import LaunchPipeline, LimitConfig
+
+
+class Shared:
+    def __init__(self, app: Sanic) -> None:
+        self.app = app
+        self.settings = app.ctx.settings
+        self._opened: list[Any] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self._cache: dict[str, Any] = {}
+
+    async def _get(self, name: str, build: Callable[[], Any], ready: bool = True) -> Any:
+        if name not in self._cache:
+            component = build()
+            await component.open()
+            self._opened.append(component)
+            self._cache[name] = component
+            if ready and hasattr(component, "ping"):
+                self.app.ctx.readiness.append(component.ping)
+        return self._cache[name]
+
+    async def store(self):
+        return await self._get("store", lambda: factory.make_store(self.settings))
+
+    def signer(self):
+        if "signer" not in self._cache:
+            self._cache["signer"] = factory.make_signer(self.settings)
+        return self._cache["signer"]
+
+    async def buffer(self):
+        return await self._get("buffer", lambda: factory.make_buffer(self.settings, self.signer()))
+
+    async def templates(self):
+        return await self._get("templates", lambda: factory.make_templates(self.settings))
+
+    async def executor(self):
+        return await self._get("executor", lambda: factory.make_executor(self.settings))
+
+    async def pipeline(self) -> LaunchPipeline:
+        if "pipeline" not in self._cache:
+            limits = self.settings.s3_buffer.buffer_config
+            pipeline = LaunchPipeline(
+                await self.store(), await self.executor(),
+                LimitConfig(rate=limits.rate_limit_elements_per_second,
+                            burst=limits.rate_limit_elements_burst,
+                            base_delay=limits.failure_rate_base_delay,
+                            max_delay=limits.failure_rate_max_delay,
+                            max_attempts=limits.max_attempts, workers=limits.workers,
+                            capacity=limits.queue_capacity),
+                on_change=self.app.ctx.watch.notify,
+            )
+            pipeline.start()
+            self._cache["pipeline"] = pipeline
+            metrics = self.app.ctx.metrics
+            metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)
+            metrics.gauge("nexus_jobs_launched", "Jobs created by this process",
+                          lambda: pipeline.launched)
+            metrics.gauge("nexus_job_launch_failures", "Failed Job creations (before retry)",
+                          lambda: pipeline.launch_failures)
+        return self._cache["pipeline"]
+
+    def every(self, seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:
+        """Run ``action`` now and then every ``seconds``; a failure is logged, not fatal."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await action()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a background duty must survive its errors
+                    self.app.ctx.log.exception("%s failed; retrying in %ss", name, seconds)
+                await asyncio.sleep(seconds)
+
+        self.spawn(loop(), name)
+
+    def spawn(self, coroutine: Awaitable[None], name: str) -> None:
+        self.tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        pipeline = self._cache.get("pipeline")
+        if pipeline is not None:
+            await pipeline.stop()
+        for component in reversed(self._opened):
+            await component.close()

@@ -1,0 +1,29 @@
+"""Supervisor role: follows Jobs to their end and finishes what dead schedulers left."""
+
+from __future__ import annotations
+
+from sanic import Sanic
+
+from nexus.core.supervision import Supervision, SupervisionConfig
+from nexus.roles.shared import Shared
+
+
+def routes(app: Sanic) -> None:
+    """The supervisor serves only health and metrics."""
+
+
+async def start(app: Sanic, shared: Shared) -> None:
+    settings = shared.settings.supervisor
+    supervision = Supervision(
+        await shared.store(), await shared.buffer(), await shared.executor(),
+        await shared.pipeline(),
+        SupervisionConfig(success_grace=settings.job_success_grace,
+                          backoff_grace=settings.backoff_grace,
+                          host=shared.settings.instance_id,
+                          reconcile_interval=settings.reconcile_interval,
+                          lease_ttl=settings.lease_ttl),
+        on_change=app.ctx.watch.notify,
+    )
+    app.ctx.supervision = supervision
+    shared.spawn(supervision.watch_forever(), "supervisor watch")
+    shared.spawn(supervision.reconcile_forever(), "supervisor reconcile")

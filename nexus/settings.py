@@ -1,0 +1,249 @@
+"""Settings: one YAML file plus ``NEXUS__SECTION__KEY`` environment overrides.
+
+Keys follow the Go system's names where it has them (``cql-store-type``,
+``scylla-cql-store.hosts``, ``s3-buffer.payload-storage-path``, ...). Every value is
+validated at start-up; a bad key or value raises :class:`~nexus.errors.ConfigError`
+naming it, and the process stops before it serves anything.
+
+Embedded defaults: with nothing configured, nexus keeps runs in a SQLite file and
+payloads in a local folder under ``data-dir``, reads templates from ``templates-path`` and
+runs algorithms as local processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import msgspec
+import yaml
+
+from nexus.core.units import parse_duration, parse_quantity
+from nexus.errors import ConfigError
+
+
+class Duration(float):
+    """Seconds, written in settings as a Go-style duration ("100ms", "24h")."""
+
+
+class ByteSize(int):
+    """Bytes, written in settings as a Kubernetes quantity ("500Mi")."""
+
+
+class _Section(msgspec.Struct, rename="kebab", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BufferConfig(_Section):
+    """The virtual queue and the launch rate towards each shard (SPEC §6)."""
+
+    failure_rate_base_delay: Duration = Duration(0.1)
+    failure_rate_max_delay: Duration = Duration(5.0)
+    rate_limit_elements_per_second: float = 20.0
+    rate_limit_elements_burst: int = 50
+    workers: int = 8
+    max_attempts: int = 8
+    queue_capacity: int = 100_000
+
+
+class PayloadProxy(_Section):
+    """Signed payload URLs served by the scheduler itself (embedded payload folder)."""
+
+    sign_secret: str = ""
+    serve_path_template: str = "/data/v1/payloads/{algorithm}/requests/{request_id}"
+
+
+class S3Buffer(_Section):
+    payload_storage_path: str = ""
+    payload_valid_for: Duration = Duration(86400.0)
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    region: str = "us-east-1"
+    endpoint: str = ""
+    virtual_hosted_style: bool = False
+    multipart_threshold: ByteSize = ByteSize(8 * 1024 * 1024)
+    buffer_config: BufferConfig = msgspec.field(default_factory=BufferConfig)
+    request_payload_proxy_configuration: PayloadProxy = msgspec.field(default_factory=PayloadProxy)
+
+
+class ScyllaCqlStore(_Section):
+    hosts: list[str] = msgspec.field(default_factory=list)
+    port: int = 9042
+    user: str = ""
+    password: str = ""
+    local_dc: str = ""
+    keyspace: str = "nexus"
+    replication_factor: int = 1
+    consistency: str = "LOCAL_QUORUM"
+    serial_consistency: str = "LOCAL_SERIAL"
+    tls: bool = False
+    tls_ca_path: str = ""
+    connect_timeout: Duration = Duration(5.0)
+    request_timeout: Duration = Duration(5.0)
+    checkpoint_ttl: Duration = Duration(0.0)
+    submission_ttl: Duration = Duration(0.0)
+
+
+class SqliteStore(_Section):
+    path: str = ""
+
+
+class Kubernetes(_Section):
+    client_qps: float = 20.0
+    client_burst: int = 40
+    job_ttl_seconds_after_finished: int = 300
+    in_cluster_shard: str = ""
+
+
+class Supervisor(_Section):
+    job_success_grace: Duration = Duration(30.0)
+    backoff_grace: Duration = Duration(60.0)
+    lease_ttl: Duration = Duration(15.0)
+    heartbeat_interval: Duration = Duration(5.0)
+    reconcile_interval: Duration = Duration(10.0)
+
+
+class Settings(_Section):
+    instance_id: str = msgspec.field(default_factory=socket.gethostname)
+    data_dir: str = "nexus-data"
+    external_url: str = ""
+    receiver_url: str = ""
+    bind_host: str = "127.0.0.1"
+    bind_port: int = 8080
+    log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
+    max_payload_size: ByteSize = ByteSize(500 * 1024 * 1024)
+    max_wait: Duration = Duration(60.0)
+    cql_store_type: Literal["sqlite", "scylla", "cassandra-scylla", "astra", "cassandra"] = "sqlite"
+    sqlite_store: SqliteStore = msgspec.field(default_factory=SqliteStore)
+    scylla_cql_store: ScyllaCqlStore = msgspec.field(default_factory=ScyllaCqlStore)
+    s3_buffer: S3Buffer = msgspec.field(default_factory=S3Buffer)
+    executor: Literal["local", "kubernetes"] = "local"
+    template_source: Literal["folder", "kubernetes"] = "folder"
+    templates_path: str = "examples/templates"
+    kube_config_path: str = ""
+    shard_kube_config_path: str = ""
+    runtime_namespace: str = "default"
+    deploy_namespace: str = "default"
+    kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
+    supervisor: Supervisor = msgspec.field(default_factory=Supervisor)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def public_url(self) -> str:
+        """Base URL other processes use to reach this one (signed URLs, receiver)."""
+        return (self.external_url or f"http://{self.bind_host}:{self.bind_port}").rstrip("/")
+
+    @property
+    def receiver_base_url(self) -> str:
+        return (self.receiver_url or self.public_url).rstrip("/")
+
+
+ENV_PREFIX = "NEXUS__"
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Duration:
+        return Duration(parse_duration(obj))
+    if type_ is ByteSize:
+        return ByteSize(int(parse_quantity(obj)))
+    raise NotImplementedError(f"unsupported settings type {type_!r}")
+
+
+def _field_types(struct_type: type) -> dict[str, Any]:
+    info = msgspec.inspect.type_info(struct_type)
+    return {field.encode_name: field.type for field in info.fields}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nest ``NEXUS__A_B__C_D=v`` as ``{"a-b": {"c-d": v}}``, checking each key exists."""
+    tree: dict[str, Any] = {}
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX):].split("__")]
+        struct_type: Any = Settings
+        node = tree
+        for depth, key in enumerate(path):
+            fields = _field_types(struct_type) if isinstance(struct_type, type) else {}
+            kind = fields.get(key)
+            if kind is None:
+                raise ConfigError(f"Unknown setting {name}: no key '{'.'.join(path[:depth + 1])}'")
+            if depth == len(path) - 1:
+                if isinstance(kind, msgspec.inspect.StructType):
+                    raise ConfigError(f"Setting {name} names a section, not a value")
+                if isinstance(kind, msgspec.inspect.ListType):
+                    node[key] = [item.strip() for item in value.split(",") if item.strip()]
+                else:
+                    node[key] = value
+            else:
+                if not isinstance(kind, msgspec.inspect.StructType):
+                    raise ConfigError(f"Unknown setting {name}: '{key}' is not a section")
+                struct_type = kind.cls
+                node = node.setdefault(key, {})
+    return tree
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read, merge and validate settings; raise ConfigError naming the bad key."""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"Cannot read settings file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Settings file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Settings file {path} must hold a mapping at the top level")
+        raw = loaded
+    raw = _merge(raw, _env_overrides(os.environ if environ is None else environ))
+    raw = _merge(raw, {key.replace("_", "-"): value for key, value in overrides.items()})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"Invalid settings: {exc}") from exc
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    limits = settings.s3_buffer.buffer_config
+    for key, value, minimum in (
+        ("s3-buffer.buffer-config.workers", limits.workers, 1),
+        ("s3-buffer.buffer-config.max-attempts", limits.max_attempts, 1),
+        ("s3-buffer.buffer-config.queue-capacity", limits.queue_capacity, 1),
+        ("s3-buffer.buffer-config.rate-limit-elements-burst", limits.rate_limit_elements_burst, 1),
+        ("bind-port", settings.bind_port, 0),
+        ("max-payload-size", settings.max_payload_size, 1),
+    ):
+        if value < minimum:
+            raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
+    if limits.failure_rate_base_delay > limits.failure_rate_max_delay:
+        raise ConfigError(
+            "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "
+            "failure-rate-max-delay"
+        )
+    if settings.cql_store_type not in ("sqlite",) and not settings.scylla_cql_store.hosts:
+        raise ConfigError(
+            f"Invalid settings: cql-store-type '{settings.cql_store_type}' needs "
+            "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2)"
+        )

@@ -1,0 +1,57 @@
+"""A test algorithm whose behaviour the payload chooses, to drive every lifecycle path.
+
+Payload keys (all optional): "sleep" seconds before acting; "exit" code to exit with
+(without reporting); "fail_attempts" — exit 1 on the first N attempts (counted in a file
+named by the request id under $BEHAVE_STATE); "report": false to exit 0 silently;
+"error": a cause to report as failure; otherwise report success with the payload echoed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+
+
+def http(method, url, body=None):
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sas-uri", required=True)
+    parser.add_argument("--request-id", required=True)
+    args = parser.parse_args()
+    payload = json.loads(http("GET", args.sas_uri))
+    state_dir = os.environ.get("BEHAVE_STATE") or os.path.join(os.getcwd(), ".behave")
+    os.makedirs(state_dir, exist_ok=True)
+    counter = os.path.join(state_dir, args.request_id)
+    attempt = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+    with open(counter, "w") as handle:
+        handle.write(str(attempt))
+    time.sleep(float(payload.get("sleep", 0)))
+    if "exit" in payload:
+        return int(payload["exit"])
+    if attempt <= int(payload.get("fail_attempts", 0)):
+        return 1
+    if payload.get("report") is False:
+        return 0
+    receiver = os.environ["NEXUS__CLIENT__RECEIVER"].rstrip("/")
+    algorithm = os.environ["NEXUS__ALGORITHM_NAME"]
+    url = f"{receiver}/algorithm/v1/complete/{algorithm}/requests/{args.request_id}"
+    if "error" in payload:
+        outcome = {"resultUri": "", "errorCause": payload["error"], "errorDetails": "details"}
+    else:
+        result = json.dumps({"echo": payload, "attempt": attempt}).encode()
+        http("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], result)
+        outcome = {"resultUri": os.environ["NEXUS__RESULT_URL"]}
+    http("POST", url, json.dumps(outcome).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
