@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 
 from sanic import Request, Sanic
-from sanic.errorpages import BaseRenderer
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, text
 
-from nexus.api import health
+from nexus import logs
+from nexus.api import health, openapi
 from nexus.core.watch import RunWatch
-from nexus.errors import NexusError
-from nexus.metrics import Metrics
+from nexus.errors import ConfigError, NexusError
+from nexus.metrics import MeteredLauncher, MeteredStore, Metrics
 from nexus.roles import receiver, scheduler, supervisor
 from nexus.roles.shared import Shared
 from nexus.settings import Settings
@@ -44,11 +44,40 @@ class PlainTextErrors(ErrorHandler):
         return text("Internal server error; see the server log", status=500)
 
 
+class MeteredShared(Shared):
+    """The shared backends, with the store and executor wrapped to feed the metrics
+    (launches and failures by shard, run durations by final stage): core stays unaware."""
+
+    def __init__(self, app: Sanic) -> None:
+        super().__init__(app)
+        self._metered: dict[str, object] = {}
+
+    def _meter(self, name: str, component: object, wrapper: type) -> object:
+        if name not in self._metered:
+            self._metered[name] = wrapper(component, self.app.ctx.metrics)
+        return self._metered[name]
+
+    async def store(self):
+        return self._meter("store", await super().store(), MeteredStore)
+
+    async def executor(self):
+        return self._meter("executor", await super().executor(), MeteredLauncher)
+
+
 def create_app(settings: Settings, role: str, *, name: str | None = None) -> Sanic:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     roles = ("scheduler", "receiver", "supervisor") if role == "all" else (role,)
-    app = Sanic(name or f"nexus-{role}", error_handler=PlainTextErrors())
+    if settings.executor == "local" and role in ("scheduler", "supervisor"):
+        # Local processes are watched by the process that started them; a scheduler and a
+        # supervisor in separate processes would not see each other's children.
+        raise ConfigError(
+            f"executor 'local' runs algorithms as child processes and needs --role all; "
+            f"set executor: kubernetes (NEXUS__EXECUTOR=kubernetes) to run --role {role}"
+        )
+    # Logging is nexus.logs' job (one JSON line per event): Sanic must not install its own.
+    app = Sanic(name or f"nexus-{role}", error_handler=PlainTextErrors(),
+                configure_logging=False)
     app.config.REQUEST_MAX_SIZE = int(settings.max_payload_size)
     app.config.FALLBACK_ERROR_FORMAT = "text"
     app.config.KEEP_ALIVE_TIMEOUT = 75
@@ -63,15 +92,26 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
     app.blueprint(health.bp)
     for name_ in roles:
         _ROLE_MODULES[name_].routes(app)
+    if role != "supervisor":
+        app.blueprint(openapi.bp)
+
+    @app.on_request(priority=1000)
+    async def bind_request_id(request: Request) -> None:
+        request.ctx.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+        request.ctx.request_id_token = logs.request_id.set(request.ctx.request_id)
 
     @app.on_response
     async def count(request: Request, response: HTTPResponse) -> None:
         route = request.route.path if request.route else "unmatched"
         request.app.ctx.metrics.requests.inc(route, request.method, str(response.status))
+        request_id = getattr(request.ctx, "request_id", None)
+        if request_id is not None:
+            response.headers[logs.REQUEST_ID_HEADER] = request_id
+            logs.request_id.reset(request.ctx.request_id_token)
 
     @app.before_server_start
     async def open_backends(app: Sanic) -> None:
-        shared = Shared(app)
+        shared = MeteredShared(app)
         app.ctx.shared = shared
         try:
             for name_ in roles:

@@ -7,9 +7,11 @@
 #   NEXUS_TEST_CASSANDRA_PORT           CQL port (default 9042)
 #   NEXUS_TESTENV_CASSANDRA_VERSION     cassandra-all version (default 5.0.9)
 #   NEXUS_TESTENV_CASSANDRA_STORAGE_PORT internode port (default 17000; +1 for TLS)
-#   NEXUS_TESTENV_CASSANDRA_HEAP        max heap (default 1g; -Xms is half of it)
+#   NEXUS_TESTENV_CASSANDRA_HEAP        -Xmx (default 1g); NEXUS_TESTENV_CASSANDRA_HEAP_MIN -Xms (512m)
 #   NEXUS_TESTENV_CASSANDRA_TIMEOUT     seconds to wait for CQL (default 240)
 #   NEXUS_TESTENV_CASSANDRA_JMX_PORT    if set, local-only JMX on that port (nodetool)
+#   NEXUS_TESTENV_CASSANDRA_FAST_START  1 (default): C1 JIT only, faster start; 0 for benchmarks
+#   NEXUS_TESTENV_CASSANDRA_JVM_OPTS    extra JVM options (space separated, added last)
 #   JAVA_HOME / NEXUS_TESTENV_JAVA      the java to run (default: java on PATH)
 
 cassandra__version() { printf '%s\n' "${NEXUS_TESTENV_CASSANDRA_VERSION:-5.0.9}"; }
@@ -191,11 +193,15 @@ cassandra__jvm_opts() {
         -Dcassandra.ring_delay_ms=1000
         -Dcassandra.superuser_setup_delay_ms=0
         -Dcassandra.load_ring_state=false
-        -Dcassandra.migration_task_wait_in_seconds=1
         -Dcassandra.available_processors="${NEXUS_TESTENV_CASSANDRA_CPUS:-2}"
-        # The schema/gossip checks a multi-node start-up needs.
+        # No peers to agree on a schema with.
         -Dcassandra.skip_schema_check=true
     )
+    # C1 only: about a third less CPU to start on this 2-core machine; set
+    # NEXUS_TESTENV_CASSANDRA_FAST_START=0 for benchmarks (full JIT).
+    if [[ ${NEXUS_TESTENV_CASSANDRA_FAST_START:-1} == 1 ]]; then
+        TENV_JVM_OPTS+=(-XX:TieredStopAtLevel=1)
+    fi
     if [[ -n ${NEXUS_TESTENV_CASSANDRA_JMX_PORT:-} ]]; then
         TENV_JVM_OPTS+=("-Dcassandra.jmx.local.port=$NEXUS_TESTENV_CASSANDRA_JMX_PORT")
     fi
@@ -248,6 +254,8 @@ cassandra_start() {
             tenv_log "cassandra: WARNING: Java $major; Cassandra 5.0 supports Java 11 and 17"
         tenv_require_free_port cassandra "$port" "$(cassandra__storage_port)"
         cassandra__write_config "$rd"
+        # Keep the previous run's log aside so a failure shows this run only.
+        [[ -f $rd/logs/system.log ]] && mv -f "$rd/logs/system.log" "$rd/logs/system.log.1"
         cassandra__jvm_opts "$rd"
         cp="$home/lib/*"
         tenv_log "cassandra: starting $(cassandra__version) on 127.0.0.1:$port (logs: $rd/logs)"
@@ -284,6 +292,10 @@ cassandra_start() {
 
 cassandra_stop() {
     tenv_stop_pid cassandra "${NEXUS_TESTENV_CASSANDRA_STOP_TIMEOUT:-60}"
+}
+
+cassandra_kill() {
+    tenv_stop_pid cassandra 10 KILL
 }
 
 cassandra_status() {

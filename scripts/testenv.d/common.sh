@@ -53,7 +53,8 @@ tenv_pid() {
 
 # tenv_spawn NAME LOGFILE CMD...: start CMD detached in a new session (so it
 # survives the calling shell and can be stopped as a group), stdin from
-# /dev/null, stdout+stderr appended to LOGFILE; records the pid.
+# /dev/null, stdout+stderr to LOGFILE (emptied first), without the lock fd 9;
+# records the pid in $(tenv_pidfile NAME) and in $TENV_SPAWNED_PID.
 tenv_spawn() {
     local name=$1 logfile=$2; shift 2
     local pidfile
@@ -61,28 +62,30 @@ tenv_spawn() {
     tenv_mkdir "$(dirname "$logfile")" "$NEXUS_TESTENV_RUN"
     : >"$logfile"
     if command -v setsid >/dev/null 2>&1; then
-        setsid "$@" </dev/null >>"$logfile" 2>&1 &
+        setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     else
-        nohup "$@" </dev/null >>"$logfile" 2>&1 &
+        nohup "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     fi
     local pid=$!
     printf '%s\n' "$pid" >"$pidfile"
+    # shellcheck disable=SC2034  # read by the components
     TENV_SPAWNED_PID=$pid
 }
 
-# tenv_stop_pid NAME [TIMEOUT]: SIGTERM the recorded process (and its process
-# group), wait until it is gone, SIGKILL after TIMEOUT seconds. Removes the
-# pid file. Returns 0 when nothing is left running.
+# tenv_stop_pid NAME [TIMEOUT [SIGNAL]]: send SIGNAL (default TERM) to the
+# recorded process (and its process group), wait until it is gone, SIGKILL
+# after TIMEOUT seconds. Removes the pid file. Returns 0 when nothing is left
+# running.
 tenv_stop_pid() {
-    local name=$1 timeout=${2:-30} pid pidfile i
+    local name=$1 timeout=${2:-30} sig=${3:-TERM} pid pidfile i
     pidfile=$(tenv_pidfile "$name")
     if ! pid=$(tenv_pid "$name"); then
         rm -f "$pidfile"
         tenv_log "$name: not running"
         return 0
     fi
-    tenv_log "$name: stopping pid $pid"
-    tenv_signal "$pid" TERM
+    tenv_log "$name: stopping pid $pid (SIG$sig)"
+    tenv_signal "$pid" "$sig"
     for ((i = 0; i < timeout * 10; i++)); do
         tenv_gone "$pid" && break
         sleep 0.1
@@ -187,4 +190,23 @@ tenv_write_env() {
         printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}" >>"$f.tmp"
     done
     mv "$f.tmp" "$f"
+}
+
+# tenv_locked NAME CMD...: run CMD (in a subshell) holding an exclusive lock
+# for component NAME, so that two `scripts/testenv up` runs on one machine do
+# not start the same server twice.
+tenv_locked() {
+    local name=$1; shift
+    tenv_mkdir "$NEXUS_TESTENV_RUN"
+    if ! command -v flock >/dev/null 2>&1; then
+        "$@"
+        return
+    fi
+    (
+        if ! flock -n 9; then
+            tenv_log "$name: another scripts/testenv holds $NEXUS_TESTENV_RUN/.$name.lock, waiting"
+            flock -w "${NEXUS_TESTENV_LOCK_TIMEOUT:-1200}" 9 || tenv_die "$name: timed out waiting for the lock"
+        fi
+        "$@"
+    ) 9>"$NEXUS_TESTENV_RUN/.${name//\//_}.lock"
 }

@@ -138,29 +138,60 @@ class SqliteRunStore:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]]) -> None:
         if not batch:
             return
-        results: list[tuple[Future, Any, BaseException | None, Any]] = []
+        results = self._commit(conn, batch, isolate=False)
+        if results is None:  # an operation failed after writing: redo, each in a SAVEPOINT
+            results = self._commit(conn, batch, isolate=True)
+        # One wake-up per event loop for the whole batch, not one per operation: each
+        # call_soon_threadsafe pokes the loop's self-pipe.
+        settled: dict[Any, list[tuple[Future, BaseException | None, Any]]] = {}
+        for (_, future, loop), (error, value) in zip(batch, results):
+            settled.setdefault(loop, []).append((future, error, value))
+        for loop, outcomes in settled.items():
+            loop.call_soon_threadsafe(_settle_all, outcomes)
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]], *,
+                isolate: bool) -> list[tuple[BaseException | None, Any]] | None:
+        """Run every operation of ``batch`` in one transaction and commit it.
+
+        Most operations succeed, and those that fail (NotFound, InvalidTransition) do so
+        before they write, so by default no SAVEPOINT is paid per operation. An operation
+        that raises after it changed rows (``total_changes`` moved), or with an SQLite
+        error, makes this roll back and return None; the caller then redoes the batch
+        with ``isolate``, one SAVEPOINT per operation, so one failure undoes only its
+        own writes. Operations only talk to the connection, so running one again after
+        a rollback is safe.
+        """
+        results: list[tuple[BaseException | None, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future, loop in batch:
-                try:
+            for fn, _, _ in batch:
+                if isolate:
                     conn.execute("SAVEPOINT op")
+                before = conn.total_changes
+                try:
                     value = fn(conn)
-                    conn.execute("RELEASE op")
-                    results.append((future, loop, None, value))
-                except Exception as exc:  # noqa: BLE001 - delivered to the caller below
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
+                except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                    if isolate:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                    elif isinstance(exc, sqlite3.Error) or conn.total_changes != before:
+                        conn.execute("ROLLBACK")
+                        return None
                     if isinstance(exc, sqlite3.Error):
                         exc = BackendUnavailable(f"Run store operation failed: {exc}")
-                    results.append((future, loop, exc, None))
+                    results.append((exc, None))
+                    continue
+                if isolate:
+                    conn.execute("RELEASE op")
+                results.append((None, value))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = BackendUnavailable(f"Run store write failed: {exc}")
-            results = [(future, loop, error, None) for _, future, loop in batch]
-        for future, loop, error, value in results:
-            loop.call_soon_threadsafe(_settle, future, error, value)
+            return [(error, None)] * len(batch)
+        return results
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._thread is None:
@@ -287,10 +318,11 @@ class SqliteRunStore:
             "DELETE FROM leases WHERE host = ? AND expires_at < ?", (host, time.time())))
 
 
-def _settle(future: asyncio.Future, error: BaseException | None, value: Any) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _settle_all(outcomes: list[tuple[asyncio.Future, BaseException | None, Any]]) -> None:
+    for future, error, value in outcomes:
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
