@@ -64,6 +64,11 @@ class S3Buffer(_Section):
     endpoint: str = ""
     virtual_hosted_style: bool = False
     multipart_threshold: ByteSize = ByteSize(8 * 1024 * 1024)
+    # S3 client limits: a store that is down must turn into a quick 503, not a hung request.
+    connect_timeout: Duration = Duration(2.0)  # TCP/TLS connect, per attempt
+    request_timeout: Duration = Duration(60.0)  # one HTTP request (a part, for multipart)
+    max_retries: int = 3  # retries of a failed request, with exponential backoff
+    retry_timeout: Duration = Duration(10.0)  # no retry starts later than this after the first try
     buffer_config: BufferConfig = msgspec.field(default_factory=BufferConfig)
     request_payload_proxy_configuration: PayloadProxy = msgspec.field(default_factory=PayloadProxy)
 
@@ -84,6 +89,9 @@ class ScyllaCqlStore(_Section):
     request_timeout: Duration = Duration(5.0)
     checkpoint_ttl: Duration = Duration(0.0)
     submission_ttl: Duration = Duration(0.0)
+    create_schema: bool = True  # create the keyspace (if missing) and the tables at start-up
+    secure_connect_bundle: str = ""  # AstraDB: the bundle zip; replaces hosts, port and TLS
+    reconnect_max_delay: Duration = Duration(10.0)  # longest wait between reconnection attempts
 
 
 class SqliteStore(_Section):
@@ -113,6 +121,7 @@ class Settings(_Section):
     bind_host: str = "127.0.0.1"
     bind_port: int = 8080
     log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"  # json: one JSON object per line (nexus.logs)
     max_payload_size: ByteSize = ByteSize(500 * 1024 * 1024)
     max_wait: Duration = Duration(60.0)
     cql_store_type: Literal["sqlite", "scylla", "cassandra-scylla", "astra", "cassandra"] = "sqlite"
@@ -242,8 +251,10 @@ def _check(settings: Settings) -> None:
             "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "
             "failure-rate-max-delay"
         )
-    if settings.cql_store_type not in ("sqlite",) and not settings.scylla_cql_store.hosts:
+    cql = settings.scylla_cql_store
+    if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
         raise ConfigError(
             f"Invalid settings: cql-store-type '{settings.cql_store_type}' needs "
-            "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2)"
+            "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2), "
+            "or scylla-cql-store.secure-connect-bundle for AstraDB"
         )

@@ -25,7 +25,10 @@ import msgspec
 
 from nexus.backends.store.rows import (
     COLUMNS,
+    JSON_COLUMNS,
+    TIME_COLUMNS,
     check_fields,
+    encode_json_column,
     encode_value,
     run_from_columns,
 )
@@ -75,6 +78,24 @@ def _column_value(name: str, value: Any) -> Any:
     return _time_text(value) if isinstance(value, datetime) else value
 
 
+# Run's fields are the columns, in order: a row is one astuple() (in C) plus the few
+# columns that need encoding, instead of one lookup and type test per column per insert.
+assert Run.__struct_fields__ == COLUMNS
+_STAGE_AT = COLUMNS.index("lifecycle_stage")
+_JSON_AT = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
+_TIME_AT = tuple(COLUMNS.index(name) for name in TIME_COLUMNS)
+
+
+def _run_values(run: Run) -> list[Any]:
+    values = list(msgspec.structs.astuple(run))
+    values[_STAGE_AT] = LifecycleStage(values[_STAGE_AT]).value
+    for at in _JSON_AT:
+        values[at] = encode_json_column(values[at])
+    for at in _TIME_AT:
+        values[at] = _time_text(values[at])
+    return values
+
+
 def _parent_key(parent: ParentRef | None) -> str:
     return f"{parent.algorithm_name}/{parent.request_id}" if parent else ""
 
@@ -102,7 +123,11 @@ class SqliteRunStore:
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="sqlite-store",
                                         daemon=True)
         self._thread.start()
-        await asyncio.wrap_future(ready)
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            self._thread = None
+            raise
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -208,7 +233,7 @@ class SqliteRunStore:
 
     async def create(self, run: Run, submission: SubmissionEntry | None,
                      idempotency_key: str | None = None) -> str:
-        values = [_column_value(name, getattr(run, name)) for name in COLUMNS]
+        values = _run_values(run)
         values.append(_parent_key(run.parent))
         manifest = _manifest_encoder.encode(submission.template).decode() if submission else None
 

@@ -1,0 +1,469 @@
+"""The production run store: Cassandra, ScyllaDB or AstraDB through ``scylla-driver``.
+
+Schema and statement texts live in :mod:`cassandra_schema`. Decisions worth knowing:
+
+* **asyncio bridge.** The driver's ``ResponseFuture`` completes on its own I/O thread;
+  :meth:`CassandraRunStore._run` is the one place that hands results (all pages) back to
+  the event loop with ``call_soon_threadsafe``; ``_execute`` turns driver errors into
+  ``BackendUnavailable`` (503), so an unreachable database is refused quickly, never
+  accepted.
+* **Stage changes are lightweight transactions** (``UPDATE ... IF lifecycle_stage = ?``)
+  in a read / :func:`lifecycle.check` / compare-and-set loop. An LWT cannot share a batch
+  with other tables, so the lookup row of the new (host, stage) is written *before* the
+  LWT and the old one deleted *after* it; a crash in between leaves a stale row, which
+  readers filter out by re-checking the run itself. A run is therefore always found under
+  its current stage.
+* **Ambiguous LWT timeouts.** A ``WriteTimeout`` (or client timeout) on the LWT does not
+  say whether it was applied. The store then reads the row at SERIAL consistency, which
+  completes any unfinished Paxos round, and counts the change as applied if the row shows
+  the target stage with this write's ``last_modified``. If even that read fails, the
+  caller gets ``BackendUnavailable`` saying the outcome is unknown.
+* **Creation** writes the run, its submission entry and its lookup rows in one LOGGED
+  batch. An idempotency key is claimed first with ``INSERT ... IF NOT EXISTS``; if the
+  batch then fails the claim is released. A key left behind by a crash at that moment
+  points at a run that never existed; once it is older than any in-flight request could
+  be, the next request with that key takes it over instead of answering a ghost id.
+  A create that fails is refused (503). A batch that timed out after reaching the batch
+  log is still applied later; such a run was refused to its client but is then picked up
+  by recovery like any other NEW run — a timeout cannot tell the two cases apart.
+* **TTLs.** ``checkpoint-ttl`` counts from when the run was received: later writes use
+  the time that is left, so every cell of a record (and its lookup rows and idempotency
+  key) expires at the same moment and no half-expired record is ever read.
+* **Write timestamps.** The stage is written once without Paxos (the create) and then
+  only by LWTs, whose cells carry the Paxos ballot time of a server, not this client's
+  clock. Should this client's clock run ahead of the server's, the create would look
+  newer than the first stage change and shadow it; so the create's checkpoint row is
+  written with a timestamp a minute in the past (the row is new, nothing older exists).
+* Times are CQL timestamps (UTC, millisecond precision); the store truncates to
+  milliseconds before writing so the run it returns equals the run read back later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+from cassandra import OperationTimedOut, WriteTimeout, WriteType
+from cassandra.cluster import Cluster
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+
+from nexus.backends.store.cassandra_cluster import (
+    DRIVER_ERRORS,
+    build_cluster,
+    consistency_levels,
+)
+from nexus.backends.store.cassandra_schema import (
+    LookupRow,
+    Statements,
+    check_keyspace,
+    keyspace_cql,
+    lookup_rows,
+    tables_cql,
+)
+from nexus.backends.store.rows import (
+    COLUMNS,
+    TIME_COLUMNS,
+    check_fields,
+    encode_value,
+    run_from_columns,
+    run_to_columns,
+    utc,
+)
+from nexus.core import lifecycle
+from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.errors import BackendUnavailable, ConfigError, NotFound
+from nexus.settings import ScyllaCqlStore
+
+log = logging.getLogger("nexus.store.cassandra")
+
+_CAS_ATTEMPTS = 20
+_CREATE_BACKDATE_US = 60_000_000  # see "Write timestamps" above
+_FETCH_CONCURRENCY = 32
+_manifest_encoder = msgspec.json.Encoder()
+_manifest_decoder = msgspec.json.Decoder(dict)
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _now() -> datetime:
+    return _ms(datetime.now(timezone.utc))
+
+
+def _ms(value: Any) -> Any:
+    """CQL timestamps keep milliseconds; truncate so written and read-back values match."""
+    if isinstance(value, datetime):
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    return value
+
+
+def _not_found(run_id: str) -> NotFound:
+    return NotFound(f"Provided request with identifier '{run_id}' not found")
+
+
+class CassandraRunStore:
+    def __init__(self, config: ScyllaCqlStore) -> None:
+        self._config = config
+        self._keyspace = check_keyspace(config.keyspace)
+        self._consistency, self._serial = consistency_levels(config)
+        self._ttl = int(config.checkpoint_ttl)
+        self._submission_ttl = int(config.submission_ttl)
+        # A claimed idempotency key without its run is only abandoned once no request that
+        # claimed it can still be writing (driver timeout plus its retries, with margin).
+        self._key_grace = timedelta(seconds=max(30.0, 6 * config.request_timeout))
+        self._text = Statements(self._keyspace)
+        self._cluster: Cluster | None = None
+        self._session: Any = None
+        self._prepared: dict[str, Any] = {}
+        self._describe = (f"AstraDB bundle {config.secure_connect_bundle}"
+                          if config.secure_connect_bundle
+                          else f"{','.join(config.hosts)}:{config.port}")
+
+    # --- connection --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._cluster = await asyncio.to_thread(build_cluster, config=self._config,
+                                                    consistency=self._consistency,
+                                                    serial=self._serial)
+            self._session = await asyncio.to_thread(self._cluster.connect)
+        except ConfigError:
+            raise
+        except (*DRIVER_ERRORS, ValueError) as exc:
+            await self.close()
+            raise BackendUnavailable(f"Cannot connect to the run store ({self._describe}): "
+                                     f"{exc}") from exc
+        try:
+            if self._config.create_schema:
+                await asyncio.to_thread(self._create_schema)
+            await asyncio.to_thread(self._prepare_all)
+        except DRIVER_ERRORS as exc:
+            await self.close()
+            hint = ("" if self._config.create_schema else
+                    " (scylla-cql-store.create-schema is false: create the keyspace and tables "
+                    "first, see docs/backends.md)")
+            raise BackendUnavailable(f"Run store schema in keyspace '{self._keyspace}' is not "
+                                     f"usable{hint}: {exc}") from exc
+
+    def _create_schema(self) -> None:
+        config = self._config
+        # Managed services (AstraDB) refuse CREATE KEYSPACE even when it already exists.
+        if self._keyspace not in self._cluster.metadata.keyspaces:
+            self._session.execute(keyspace_cql(self._keyspace, config.replication_factor,
+                                               config.local_dc))
+        for statement in tables_cql(self._keyspace):
+            self._session.execute(statement)
+
+    def _prepare_all(self) -> None:
+        text = self._text
+        fixed = {name: value for name, value in vars(text).items()
+                 if isinstance(value, str) and not name.startswith("_")}
+        for name, statement in fixed.items():
+            self._prepared[name] = self._prepare(statement)
+        for kind in ("lookup_insert", "lookup_delete", "lookup_select"):
+            for table, statement in getattr(text, kind).items():
+                self._prepared[f"{kind}:{table}"] = self._prepare(statement)
+
+    def _prepare(self, statement: str) -> Any:
+        prepared = self._session.prepare(statement)
+        # Everything but a compare-and-set can be retried safely by the driver.
+        prepared.is_idempotent = " IF " not in statement
+        return prepared
+
+    def _p(self, name: str) -> Any:
+        """A prepared statement; BackendUnavailable before open() has prepared them."""
+        try:
+            return self._prepared[name]
+        except KeyError:
+            raise BackendUnavailable("The run store is not open") from None
+
+    async def _statement(self, name: str, text: str) -> Any:
+        if self._session is None:
+            raise BackendUnavailable("The run store is not open")
+        if name not in self._prepared:
+            try:
+                self._prepared[name] = await asyncio.to_thread(self._prepare, text)
+            except DRIVER_ERRORS as exc:
+                raise self._unavailable(exc) from exc
+        return self._prepared[name]
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    # --- the asyncio bridge ------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(f"The run store ({self._describe}) did not answer: "
+                                  f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, statement: Any, params: Any = None) -> list[dict[str, Any]]:
+        """Execute on the driver's thread and await every page; raise driver errors as-is."""
+        if self._session is None:
+            raise BackendUnavailable("The run store is not open")
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        rows: list[dict[str, Any]] = []
+        response = self._session.execute_async(statement, params)
+
+        def on_page(page: list[dict[str, Any]] | None) -> None:
+            rows.extend(page or ())  # writes answer with no rows at all
+            try:
+                more = response.has_more_pages
+                if more:
+                    response.start_fetching_next_page()
+            except Exception as exc:  # noqa: BLE001 - delivered to the awaiting task
+                on_error(exc)
+                return
+            if not more:
+                loop.call_soon_threadsafe(_settle, done, None, rows)
+
+        def on_error(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, done, exc, None)
+
+        response.add_callbacks(on_page, on_error)
+        return await done
+
+    async def _execute(self, statement: Any, params: Any = None) -> list[dict[str, Any]]:
+        try:
+            return await self._run(statement, params)
+        except DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def _batch(self) -> BatchStatement:
+        return BatchStatement(BatchType.LOGGED, consistency_level=self._consistency)
+
+    def _ttl_left(self, run: Run) -> int:
+        """Seconds until ``run`` expires (0: never), so that every write expires together."""
+        if not self._ttl:
+            return 0
+        if run.received_at is None:
+            return self._ttl
+        elapsed = (datetime.now(timezone.utc) - utc(run.received_at)).total_seconds()
+        return max(1, math.ceil(self._ttl - elapsed))
+
+    def _add_lookups(self, batch: BatchStatement, rows: set[LookupRow], run: Run, *,
+                     insert: bool, ttl: int = 0) -> None:
+        for row in rows:
+            if insert:
+                batch.add(self._p(f"lookup_insert:{row.table}"),
+                          (*row.key, run.algorithm, run.id, ttl))
+            else:
+                batch.add(self._p(f"lookup_delete:{row.table}"),
+                          (*row.key, run.algorithm, run.id))
+
+    # --- RunStore: single runs ---------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._execute(self._p("ping"))
+
+    async def create(self, run: Run, submission: SubmissionEntry | None,
+                     idempotency_key: str | None = None) -> str:
+        run = msgspec.structs.replace(
+            run, **{name: _ms(getattr(run, name)) for name in TIME_COLUMNS})
+        if idempotency_key:
+            existing = await self._claim_key(run.algorithm, idempotency_key, run.id)
+            if existing is not None:
+                return existing
+        columns = run_to_columns(run)
+        batch = self._batch()
+        batch.add(self._p("insert_run"),
+                  [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
+                  + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US])
+        if submission is not None:
+            batch.add(self._p("insert_submission"),
+                      (submission.algorithm, submission.id, submission.cluster,
+                       _manifest_encoder.encode(submission.template).decode(),
+                       self._submission_ttl))
+        self._add_lookups(batch, lookup_rows(run), run, insert=True, ttl=self._ttl)
+        try:
+            await self._execute(batch)
+        except BackendUnavailable:
+            if idempotency_key:
+                await self._release_key(run.algorithm, idempotency_key, run.id)
+            raise
+        return run.id
+
+    async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
+        """None when ``key`` is now ours, else the id of the run that holds it."""
+        rows = await self._execute(self._p("claim_key"), (algorithm, key, run_id, self._ttl))
+        if rows[0]["[applied]"]:
+            return None
+        holder = rows[0]["id"]
+        if await self.get(algorithm, holder) is not None:
+            return holder
+        rows = await self._execute(self._p("select_key"), (algorithm, key))
+        if not rows:  # expired or released meanwhile: claim again
+            return await self._claim_key(algorithm, key, run_id)
+        written = datetime.fromtimestamp(rows[0]["written"] / 1e6, timezone.utc)
+        if rows[0]["id"] != holder or datetime.now(timezone.utc) - written < self._key_grace:
+            return rows[0]["id"]  # still being written by the request that claimed it
+        log.warning("idempotency key %r of %s pointed at run %s, which was never stored; "
+                    "giving it to run %s", key, algorithm, holder, run_id)
+        rows = await self._execute(self._p("replace_key"),
+                                   (self._ttl, run_id, algorithm, key, holder))
+        return None if rows[0]["[applied]"] else rows[0]["id"]
+
+    async def _release_key(self, algorithm: str, key: str, run_id: str) -> None:
+        try:
+            await self._execute(self._p("release_key"), (algorithm, key, run_id))
+        except BackendUnavailable as exc:
+            log.warning("could not release idempotency key %r of %s after a failed create "
+                        "(it is taken over later): %s", key, algorithm, exc)
+
+    async def find_idempotent(self, algorithm: str, key: str) -> str | None:
+        rows = await self._execute(self._p("select_key"), (algorithm, key))
+        if not rows or await self.get(algorithm, rows[0]["id"]) is None:
+            return None  # create() decides, with a compare-and-set, who gets the key
+        return rows[0]["id"]
+
+    async def get(self, algorithm: str, run_id: str) -> Run | None:
+        return await self._read(algorithm, run_id)
+
+    async def _read(self, algorithm: str, run_id: str, *, serial: bool = False) -> Run | None:
+        bound = self._p("select_run").bind((algorithm, run_id))
+        if serial:
+            bound.consistency_level = self._serial
+        rows = await self._execute(bound)
+        return run_from_columns(rows[0], parse_time=utc) if rows else None
+
+    async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
+        rows = await self._execute(self._p("select_submission"), (algorithm, run_id))
+        if not rows:
+            return None
+        return SubmissionEntry(algorithm=algorithm, id=run_id, cluster=rows[0]["cluster"],
+                               template=_manifest_decoder.decode(rows[0]["template"]))
+
+    async def transition(self, algorithm: str, run_id: str, target: LifecycleStage,
+                         **fields: Any) -> Run:
+        check_fields(fields)
+        fields.pop("lifecycle_stage", None)
+        fields = {name: _ms(value) for name, value in fields.items()}
+        fields["last_modified"] = fields.get("last_modified") or _now()
+        names = tuple(sorted(fields))
+        cas = await self._statement(f"transition:{','.join(names)}",
+                                    self._text.transition(names))
+        for _ in range(_CAS_ATTEMPTS):
+            current = await self.get(algorithm, run_id)
+            if current is None:
+                raise _not_found(run_id)
+            lifecycle.check(run_id, current.lifecycle_stage, target)
+            updated = msgspec.structs.replace(current, lifecycle_stage=target, **fields)
+            ttl = self._ttl_left(current)
+            added = lookup_rows(updated) - lookup_rows(current)
+            if added:
+                batch = self._batch()
+                self._add_lookups(batch, added, updated, insert=True, ttl=ttl)
+                await self._execute(batch)
+            params = (ttl, target.value, *(encode_value(n, fields[n]) for n in names),
+                      algorithm, run_id, current.lifecycle_stage.value)
+            if await self._compare_and_set(cas, params, updated):
+                await self._drop_lookups(lookup_rows(current) - lookup_rows(updated), updated)
+                return updated
+        raise BackendUnavailable(f"Run {run_id} is being changed by many writers at once; "
+                                 "its stage could not be set, retry")
+
+    async def _compare_and_set(self, cas: Any, params: tuple[Any, ...], updated: Run) -> bool:
+        try:
+            rows = await self._run(cas, params)
+            return bool(rows[0]["[applied]"])
+        except (WriteTimeout, OperationTimedOut) as exc:
+            if isinstance(exc, WriteTimeout) and exc.write_type not in (WriteType.CAS, None):
+                raise self._unavailable(exc) from exc
+            cause = exc
+        except DRIVER_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        # Ambiguous: a SERIAL read finishes any Paxos round in flight, then tells.
+        try:
+            now = await self._read(updated.algorithm, updated.id, serial=True)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"The run store ({self._describe}) timed out setting run {updated.id} to "
+                f"{updated.lifecycle_stage.value}; whether it was written is unknown: {cause}"
+            ) from exc
+        return (now is not None and now.lifecycle_stage is updated.lifecycle_stage
+                and now.last_modified == updated.last_modified)
+
+    async def _drop_lookups(self, rows: set[LookupRow], run: Run) -> None:
+        if not rows:
+            return
+        batch = self._batch()
+        self._add_lookups(batch, rows, run, insert=False)
+        try:
+            await self._execute(batch)
+        except BackendUnavailable as exc:  # the change is done; a stale row is filtered out
+            log.warning("stale lookup rows of run %s left behind: %s", run.id, exc)
+
+    async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
+        current = await self.get(algorithm, run_id)
+        if current is None:
+            raise _not_found(run_id)
+        updated = msgspec.structs.replace(current, tag=tag, last_modified=_now())
+        ttl = self._ttl_left(current)
+        batch = self._batch()
+        batch.add(self._p("update_tag"),
+                  (ttl, tag, updated.last_modified, algorithm, run_id))
+        before, after = lookup_rows(current), lookup_rows(updated)
+        self._add_lookups(batch, after - before, updated, insert=True, ttl=ttl)
+        self._add_lookups(batch, before - after, updated, insert=False)
+        await self._execute(batch)
+        return updated
+
+    # --- RunStore: lookups -------------------------------------------------------------
+
+    async def _lookup(self, table: str, key: tuple[str, ...]) -> list[Run]:
+        rows = await self._execute(self._p(f"lookup_select:{table}"), key)
+        limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+        async def load(row: dict[str, Any]) -> Run | None:
+            async with limit:
+                return await self.get(row["algorithm"], row["id"])
+
+        runs = [run for run in await asyncio.gather(*map(load, rows)) if run is not None]
+        return sorted(runs, key=lambda run: run.received_at or _EPOCH)
+
+    async def by_tag(self, tag: str) -> list[Run]:
+        if not tag:
+            return []
+        return [run for run in await self._lookup("checkpoints_by_tag", (tag,))
+                if run.tag == tag]
+
+    async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
+        runs = await self._lookup("checkpoints_by_host", (host, stage.value))
+        return [run for run in runs
+                if run.received_by_host == host and run.lifecycle_stage is stage]
+
+    async def children(self, parent: ParentRef) -> list[Run]:
+        runs = await self._lookup("checkpoints_by_parent",
+                                  (parent.algorithm_name, parent.request_id))
+        return [run for run in runs if run.parent == parent]
+
+    # --- RunStore: scheduler leases ----------------------------------------------------
+    # Expiry times come from the writer's clock and are compared with the reader's: keep
+    # the hosts' clocks in sync (NTP) well within supervisor.lease-ttl.
+
+    async def heartbeat(self, host: str, ttl: float) -> None:
+        expires = _now() + timedelta(seconds=ttl)
+        await self._execute(self._p("heartbeat"), (host, expires))
+
+    async def expired_hosts(self) -> list[str]:
+        now = datetime.now(timezone.utc)
+        rows = await self._execute(self._p("select_leases"))
+        return sorted(row["host"] for row in rows if utc(row["expires_at"]) < now)
+
+    async def drop_lease(self, host: str) -> None:
+        """Delete the lease only if it is still expired (the host may have come back)."""
+        await self._execute(self._p("drop_lease"), (host, _now()))
+
+
+def _settle(future: asyncio.Future, error: BaseException | None, value: Any) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

@@ -1,0 +1,145 @@
+"""A backend that goes away under load: the answer is 202 (and the run is really stored)
+or 503, nothing else; when the backend comes back, nexus recovers by itself.
+
+These tests stop and start the servers of ``scripts/testenv`` (the ones named by the
+NEXUS_TEST_* variables): run them alone, not next to other tests using those servers.
+Runs are posted as dry runs so that the accept path (store + buffer writes) is what is
+measured, without starting a process per run; a real run is launched after recovery.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import httpx
+import pytest
+from contract.servers import (
+    cassandra_settings_env,
+    delete_prefix,
+    drop_keyspace,
+    run_testenv,
+    s3_settings_env,
+    unique,
+)
+
+API = "/algorithm/v1"
+pytestmark = [pytest.mark.slow, pytest.mark.cassandra, pytest.mark.s3]
+SLOWEST_ANSWER = 20.0  # seconds; a refusal must be quick, not a hung request
+
+
+class Poster(threading.Thread):
+    """Posts runs in a loop and records every answer as (when, status, id or message)."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.interval = interval
+        self.answers: list[tuple[float, int, str, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            n = 0
+            while not self._halt.is_set():
+                n += 1
+                started = time.monotonic()
+                try:
+                    response = http.post(f"{API}/run/behave", params={"dryRun": "true"},
+                                         json={"algorithmParameters": {"n": n}})
+                    detail = (response.json()["requestId"] if response.status_code == 202
+                              else response.text)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    status, detail = 0, repr(exc)
+                now = time.monotonic()
+                self.answers.append((now, status, detail, now - started))
+                self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(90)
+
+    def count(self, status: int, since: float = 0.0) -> int:
+        return sum(1 for when, code, _, _ in list(self.answers) if code == status and when >= since)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or not self.is_alive():
+                pytest.fail(f"timed out after {timeout}s waiting for {what}; last answers: "
+                            f"{self.answers[-5:]}", pytrace=False)
+            time.sleep(0.1)
+
+
+def finished(http: httpx.Client, algorithm: str, run_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"{API}/results/{algorithm}/requests/{run_id}", params={"wait": 5})
+        assert response.status_code == 200, f"accepted run {run_id}: {response.text}"
+        body = response.json()
+        if body["status"] not in ("NEW", "BUFFERED", "RUNNING") or time.monotonic() > deadline:
+            return body
+
+
+def outage(nexus_factory, tmp_path, component: str) -> None:
+    """Post runs, stop ``component``, start it again, and check every answer and run.
+
+    The server is stopped (SIGTERM), not killed: the test Cassandra acknowledges writes
+    before they reach the disk (commitlog_sync: periodic), so a SIGKILL of its single node
+    loses acknowledged writes whatever the client does. In production, replication with
+    QUORUM writes is what makes an acknowledged run survive the loss of a node."""
+    keyspace, prefix = unique("nexus_fault_"), unique("nexus-fault-")
+    run_testenv("up", "cassandra")
+    run_testenv("up", "seaweedfs")
+    env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix),
+           "NEXUS__SCYLLA_CQL_STORE__RECONNECT_MAX_DELAY": "2s"}
+    poster = None
+    try:
+        nexus = nexus_factory(env=env, data_dir=tmp_path / "nexus")
+        poster = Poster(nexus.url)
+        poster.start()
+        poster.wait_until(lambda: poster.count(202) >= 5, 60, "runs accepted before the outage")
+        run_testenv("down", component)
+        down = time.monotonic()
+        poster.wait_until(lambda: poster.count(503, since=down) >= 5, 60,
+                          f"503 answers while {component} is down")
+        run_testenv("up", component)
+        up = time.monotonic()
+        poster.wait_until(lambda: poster.count(202, since=up) >= 5, 120,
+                          f"runs accepted again after {component} came back")
+        poster.stop()
+
+        codes = [a[1] for a in poster.answers]
+        print(f"{component} outage: {codes.count(202)} accepted, {codes.count(503)} refused, "
+              f"slowest answer {max(a[3] for a in poster.answers):.2f}s")
+        wrong = [a for a in poster.answers if a[1] not in (202, 503)]
+        assert not wrong, f"answers other than 202/503: {wrong[:10]}"
+        slow = [a for a in poster.answers if a[3] > SLOWEST_ANSWER]
+        assert not slow, f"answers slower than {SLOWEST_ANSWER}s: {slow[:10]}"
+        accepted = [detail for _, status, detail, _ in poster.answers if status == 202]
+        with httpx.Client(base_url=nexus.url, timeout=60) as http:
+            # Every 202 is a stored run (read back after the restart) that finishes.
+            for run_id in accepted:
+                result = finished(http, "behave", run_id, timeout=60)
+                assert result["status"] == "COMPLETED", (run_id, result)
+            # The service recovered by itself: a real run goes all the way.
+            response = http.post(f"{API}/run/behave", json={"algorithmParameters": {}})
+            assert response.status_code == 202, response.text
+            result = finished(http, "behave", response.json()["requestId"], timeout=90)
+            assert result["status"] == "COMPLETED", (result, nexus.log())
+    finally:
+        if poster is not None and poster.is_alive():
+            poster.stop()
+        run_testenv("up", component)
+        drop_keyspace(keyspace)
+        delete_prefix(prefix)
+
+
+def test_cassandra_outage(nexus_factory, tmp_path):
+    outage(nexus_factory, tmp_path, "cassandra")
+
+
+def test_s3_outage(nexus_factory, tmp_path):
+    outage(nexus_factory, tmp_path, "seaweedfs")
