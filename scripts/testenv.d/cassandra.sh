@@ -92,8 +92,10 @@ commitlog_directory: $rd/commitlog
 saved_caches_directory: $rd/saved_caches
 hints_directory: $rd/hints
 cdc_raw_directory: $rd/cdc_raw
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+# group: a write is acknowledged only once its commit-log group is synced, so a node that
+# is SIGKILLed keeps every write it acknowledged (periodic would lose the last 10 s).
+commitlog_sync: group
+commitlog_sync_group_window: 10ms
 commitlog_segment_size: 8MiB
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
