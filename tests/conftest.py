@@ -5,17 +5,41 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_TEMPLATES = REPO / "tests" / "e2e" / "templates"
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """Make ``from conftest import ...`` in a test module mean its nearest conftest.py.
+
+    Every conftest.py of a folder without ``__init__.py`` is imported as the module
+    ``conftest``, each replacing the previous one in ``sys.modules``: without this, a test
+    under tests/e2e would import whichever conftest pytest happened to load last (such as
+    tests/contract/conftest.py).
+    """
+    if not isinstance(collector, pytest.Module):
+        return
+    for folder in collector.path.parents:
+        candidate = folder / "conftest.py"
+        if candidate.exists():
+            for plugin in collector.config.pluginmanager.get_plugins():
+                if getattr(plugin, "__file__", None) == str(candidate):
+                    sys.modules["conftest"] = plugin
+                    return
+            return
+        if folder == REPO:
+            return
 
 
 def free_port() -> int:
@@ -46,14 +70,14 @@ class NexusProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"nexus-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> "NexusProcess":
+    def start(self, timeout: float = 30.0) -> NexusProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS__")}
         env.update(self.env)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -83,20 +107,71 @@ class NexusProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    # --- what the process left on disk (to check that a refused request wrote nothing) ---
 
-@pytest.fixture
-def nexus_factory(tmp_path: Path) -> Iterator:
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "nexus.db"
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table of the embedded store, read through a separate connection."""
+        with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
+            return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("checkpoints", "submission_buffer", "idempotency_keys")}
+
+    def payload_files(self) -> list[str]:
+        """Stored payloads (results that algorithms upload, under results/, are left out)."""
+        root = self.data_dir / "payloads"
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and p.relative_to(root).parts[0] != "results")
+
+    def written(self) -> tuple[dict[str, int], list[str]]:
+        """Everything an accepted run writes: store rows and payload files."""
+        return self.row_counts(), self.payload_files()
+
+    def behave_starts(self, run_id: str) -> int:
+        """How many times the behave algorithm was started for ``run_id``."""
+        path = self.data_dir / "behave" / f"{run_id}.starts"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def kill_algorithms(self) -> None:
+        """SIGKILL behave processes that outlived their server (after a kill -9)."""
+        for pid_file in (self.data_dir / "behave").glob("*.pid"):
+            run_id = pid_file.name.removesuffix(".pid")
+            try:
+                pid = int(pid_file.read_text())
+                # only that run's own process: a pid may have been reused since
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"behave.py" in cmdline and run_id.encode() in cmdline:
+                    os.kill(pid, signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
+
+
+def _factory(make_dir) -> Iterator:
     started: list[NexusProcess] = []
 
     def start(role: str = "all", env: dict[str, str] | None = None, data_dir: Path | None = None,
               port: int | None = None) -> NexusProcess:
-        proc = NexusProcess(data_dir or tmp_path / "data", role, env, port).start()
+        proc = NexusProcess(data_dir or make_dir(), role, env, port).start()
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
+        proc.kill_algorithms()
+
+
+@pytest.fixture
+def nexus_factory(tmp_path: Path) -> Iterator:
+    yield from _factory(lambda: tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def module_nexus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Like ``nexus_factory``, for a server shared by every test of a module."""
+    yield from _factory(lambda: tmp_path_factory.mktemp("nexus") / "data")
 
 
 @pytest.fixture

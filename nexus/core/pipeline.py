@@ -60,6 +60,10 @@ class LaunchPipeline:
         self._on_change = on_change or (lambda algorithm, run_id: None)
         self.launched = 0
         self.launch_failures = 0
+        # How many times a stored, unfinished run was let go of for the periodic sweep to
+        # find (store outage, a bug, an interrupted accept). While it does not move, every
+        # NEW/BUFFERED run of this host is in flight here and the sweep can be skipped.
+        self.left_behind = 0
 
     # --- producer side -----------------------------------------------------------------
 
@@ -71,6 +75,10 @@ class LaunchPipeline:
 
     def is_queued(self, algorithm: str, run_id: str) -> bool:
         return (algorithm, run_id) in self._in_flight
+
+    def note_left_behind(self) -> None:
+        """A stored run may be NEW/BUFFERED without being in flight: the sweep must look."""
+        self.left_behind += 1
 
     def submit(self, key: RunKey) -> None:
         """Queue an accepted (stored) run. Never refuses: the run is already durable."""
@@ -127,6 +135,7 @@ class LaunchPipeline:
             except Exception:  # a bug must not kill the worker; the sweep finds the run again
                 log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
                 self._in_flight.discard((key.algorithm, key.id))
+                self.note_left_behind()
 
     def _bucket(self, cluster: str) -> TokenBucket:
         bucket = self._buckets.get(cluster)
@@ -143,6 +152,7 @@ class LaunchPipeline:
                 log.warning("store unavailable for %s/%s, leaving it to the sweep: %s",
                             key.algorithm, key.id, exc)
                 self._in_flight.discard((key.algorithm, key.id))
+                self.note_left_behind()
                 return
             self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1),
                               self._backoff.delay(key.attempt))
@@ -179,6 +189,11 @@ class LaunchPipeline:
         wait = self._bucket(entry.cluster).reserve(1)
         if wait > 0:
             await asyncio.sleep(wait)
+            # A cancel may have landed while this run waited for its token: a run that has
+            # no Job yet must not get one (SPEC §2).
+            current = await self._store.get(run.algorithm, run.id)
+            if current is None or current.lifecycle_stage is not S.BUFFERED:
+                return False
         try:
             uid = await self._launcher.launch(entry.cluster, entry.template)
         except LaunchError as exc:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import os
 import time
-import uuid
 import zlib
 import base64
 from typing import Any
@@ -60,6 +60,21 @@ def check_algorithm_name(name: str) -> None:
 def check_request_id(run_id: str) -> None:
     if not _REQUEST_ID.match(run_id):
         raise NotFound(f"Provided request with identifier '{run_id[:80]}' not found")
+
+
+def new_run_id() -> str:
+    """A UUID version 7 (RFC 9562) as text: 48 bits of Unix milliseconds, 74 random bits.
+
+    Ids made later sort later, so the store's primary key (algorithm, id) and its by-host
+    index grow at their right edge instead of at random pages: an insert touches the
+    pages the previous one did, and a commit writes a fraction of the WAL that random
+    (version 4) ids cost once the table outgrows the cache. Clients still get a UUID.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+             | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def content_hash(payload: bytes | memoryview) -> str:
@@ -159,7 +174,7 @@ class Scheduler:
                 headers={"Retry-After": "1"},
             )
 
-        run_id = str(uuid.uuid4())
+        run_id = new_run_id()
         payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
         upload_url, result_url = self.buffer.result_urls(algorithm, run_id, valid_for)
         manifest = render_job(
@@ -202,16 +217,33 @@ class Scheduler:
             payload_valid_for=format_duration(valid_for),
         )
         entry = SubmissionEntry(algorithm=algorithm, id=run_id, cluster=cluster, template=manifest)
-        stored, created = await asyncio.gather(
-            self.buffer.put(algorithm, run_id, parameters),
-            self.store.create(run, entry, idempotency_key),
-            return_exceptions=True,
-        )
-        if isinstance(created, BaseException) or isinstance(stored, BaseException):
-            await self._abandon(run, stored, created)
-        if created != run_id:  # an idempotency key raced us and lost: the first run wins
-            return created
-        self.pipeline.submit(RunKey(algorithm, run_id))
+        # The payload upload runs as a task while this one writes the store row (one task
+        # instead of gather's two: this is the hot path); both outcomes are judged below.
+        upload = asyncio.ensure_future(self.buffer.put(algorithm, run_id, parameters))
+        submitted = False
+        try:
+            try:
+                created: Any = await self.store.create(run, entry, idempotency_key)
+            except asyncio.CancelledError:
+                upload.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handled with the upload's outcome
+                created = exc
+            try:
+                stored: Any = await upload
+            except Exception as exc:  # noqa: BLE001 - handled by _abandon
+                stored = exc
+            if isinstance(created, BaseException) or isinstance(stored, BaseException):
+                await self._abandon(run, stored, created)
+            if created != run_id:  # an idempotency key raced us and lost: the first run wins
+                return created
+            self.pipeline.submit(RunKey(algorithm, run_id))
+            submitted = True
+        finally:
+            if not submitted:
+                # Our row may be stored without being queued (a request cancelled mid-write,
+                # an abandon that could not mark it): the periodic sweep must look again.
+                self.pipeline.note_left_behind()
         return run_id
 
     async def _abandon(self, run: Run, stored: Any, created: Any) -> None:

@@ -8,10 +8,8 @@ method, or used after it expires.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import time
-from urllib.parse import urlencode
 
 from nexus.errors import Forbidden
 
@@ -25,13 +23,16 @@ class UrlSigner:
 
     def _signature(self, method: str, path: str, expires: int) -> str:
         message = f"{method}\n{path}\n{expires}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        # One-shot hmac.digest runs in C without building an HMAC object: every accept
+        # signs three URLs, so this is on the hot path.
+        digest = hmac.digest(self._secret, message, "sha256")
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(self, method: str, path: str, valid_for: float, now: float | None = None) -> str:
         expires = int((time.time() if now is None else now) + valid_for)
-        query = urlencode({"exp": expires, "sig": self._signature(method, path, expires)})
-        return f"{self._base_url}{path}?{query}"
+        # Digits and unpadded URL-safe base64 need no escaping, so the query is formatted
+        # directly: the same text urlencode gives, at a fraction of its cost.
+        return f"{self._base_url}{path}?exp={expires}&sig={self._signature(method, path, expires)}"
 
     def verify(self, method: str, path: str, exp: str | None, sig: str | None,
                now: float | None = None) -> None:

@@ -55,6 +55,28 @@ def _exit_rules(manifest: dict[str, Any]) -> tuple[set[int], set[int]]:
     return fatal, transient
 
 
+def _keep_fds_from_children() -> None:
+    """Mark every descriptor of this process close-on-exec before spawning.
+
+    uvloop (Sanic's loop) ignores ``close_fds``, and Sanic makes its listening socket
+    inheritable: an algorithm would inherit it, and one outliving a killed nexus would hold
+    the port so nexus could not start again on it.
+    """
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                fd = int(name)
+                if fd > 2 and os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except (ValueError, OSError):
+                continue
+        return
+
+
 class _LocalJob:
     def __init__(self, run_id: str, cluster: str, manifest: dict[str, Any]) -> None:
         self.run_id = run_id
@@ -222,6 +244,7 @@ class LocalExecutor:
         """Run the process once; its exit code, or None when it could not start."""
         command = self._command(container)
         log_path = self._logs / f"{job.run_id}.log"
+        _keep_fds_from_children()
         try:
             with open(log_path, "ab") as output:
                 job.process = await asyncio.create_subprocess_exec(

@@ -2,8 +2,11 @@
 
 Payload keys (all optional): "sleep" seconds before acting; "exit" code to exit with
 (without reporting); "fail_attempts" — exit 1 on the first N attempts (counted in a file
-named by the request id under $BEHAVE_STATE); "report": false to exit 0 silently;
-"error": a cause to report as failure; otherwise report success with the payload echoed.
+named by the request id under $BEHAVE_STATE); "transient_attempts" — exit 75 (a
+transient code of the test templates) on the first N attempts; "report": false to exit 0
+silently; "error": a cause to report as failure; otherwise report success with the payload
+echoed. Each attempt also appends its pid to "<request id>.starts" and writes it to
+"<request id>.pid" there, so tests can count launches and check a process was stopped.
 """
 
 import argparse
@@ -30,12 +33,20 @@ def main():
     state_dir = os.environ.get("BEHAVE_STATE") or os.path.join(os.getcwd(), ".behave")
     os.makedirs(state_dir, exist_ok=True)
     counter = os.path.join(state_dir, args.request_id)
-    attempt = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+    # One line per start, appended: two processes of one run would both show up.
+    with open(counter + ".starts", "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    with open(counter + ".starts") as handle:
+        attempt = len(handle.read().splitlines())
     with open(counter, "w") as handle:
         handle.write(str(attempt))
+    with open(counter + ".pid", "w") as handle:
+        handle.write(str(os.getpid()))
     time.sleep(float(payload.get("sleep", 0)))
     if "exit" in payload:
         return int(payload["exit"])
+    if attempt <= int(payload.get("transient_attempts", 0)):
+        return 75
     if attempt <= int(payload.get("fail_attempts", 0)):
         return 1
     if payload.get("report") is False:

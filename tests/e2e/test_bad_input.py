@@ -1,0 +1,329 @@
+"""Bad and hostile input: a clear 4xx in plain text, and nothing written.
+
+"Nothing written" is checked on disk: the rows of the embedded store (checkpoints,
+submission_buffer, idempotency_keys in <data_dir>/nexus.db) and the payload files under
+<data_dir>/payloads, before and after each refused request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from support import API, assert_error, create, metadata, wait_terminal
+
+MAX = 1024  # NEXUS__MAX_PAYLOAD_SIZE=1Ki
+
+
+@pytest.fixture(scope="module")
+def server(module_nexus_factory):
+    return module_nexus_factory(env={"NEXUS__MAX_PAYLOAD_SIZE": "1Ki"})
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def parent(api):
+    """A finished run, to point children at."""
+    run_id = create(api, {}, dry_run=True)
+    wait_terminal(api, run_id)
+    return run_id
+
+
+@pytest.fixture
+def nothing_written(server):
+    """Asserts, after the test, that the store and payload folder did not change."""
+    before = server.written()
+    yield
+    assert server.written() == before
+
+
+def post_run(api, body: bytes, algorithm: str = "behave", **kwargs) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    return api.post(f"{API}/run/{algorithm}", content=body, headers=headers, **kwargs)
+
+
+def test_the_server_accepts_a_good_request(api, server):
+    """The control: the same server writes a row and a payload for a good request."""
+    rows, files = server.written()
+    run_id = create(api, {"ok": True})
+    rows_after, files_after = server.written()
+    assert rows_after["checkpoints"] == rows["checkpoints"] + 1
+    assert rows_after["submission_buffer"] == rows["submission_buffer"] + 1
+    assert len(files_after) == len(files) + 1
+    assert any(run_id in name for name in files_after)
+    wait_terminal(api, run_id)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"", "empty"),
+        (b"{", "Algorithm payload is invalid"),
+        (b'{"algorithmParameters": {"a": 1}', "Algorithm payload is invalid"),
+        (b'{"algorithmParameters": {"a": 1}}}', "Algorithm payload is invalid"),
+        (b"{'algorithmParameters': {}}", "Algorithm payload is invalid"),
+        (b"not json", "Algorithm payload is invalid"),
+        (b"\xff\xfe\x00{", "Algorithm payload is invalid"),
+        (b'{"algorithmParameters": NaN}', "Algorithm payload is invalid"),
+    ],
+    ids=["empty", "truncated", "unclosed", "trailing", "single-quotes", "text", "binary",
+         "nan"],
+)
+def test_malformed_json(api, nothing_written, body, fragment):
+    assert_error(post_run(api, body), 400, fragment)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{}", b'{"tag": "x"}', b'{"AlgorithmParameters": {}}', b"[]", b'"text"', b"42", b"null"],
+    ids=["empty-object", "only-tag", "wrong-case", "array", "string", "number", "null"],
+)
+def test_missing_algorithm_parameters(api, nothing_written, body):
+    assert_error(post_run(api, body), 400, "Algorithm payload is invalid")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [b"null", b"[]", b"[1, 2]", b'"a string"', b"7", b"true"],
+    ids=["null", "empty-array", "array", "string", "number", "bool"],
+)
+def test_algorithm_parameters_must_be_an_object(api, nothing_written, params):
+    body = b'{"algorithmParameters": ' + params + b"}"
+    assert_error(post_run(api, body), 400, "Algorithm payload is invalid")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tag": 5},
+        {"tag": ["a"]},
+        {"requestApiVersion": {"v": 1}},
+        {"payloadValidFor": 3600},
+        {"parentRequest": "some-id"},
+        {"parentRequest": {"requestId": "x"}},
+        {"parentRequest": {"requestId": 1, "algorithmName": "behave"}},
+        {"customConfiguration": []},
+        {"customConfiguration": "big"},
+        {"customConfiguration": {"runtimeEnvironment": {"maximumRetries": "three"}}},
+        {"customConfiguration": {"runtimeEnvironment": {"deadlineSeconds": 1.5}}},
+        {"customConfiguration": {"computeResources": {"limits": {"cpu": 2}}}},
+        {"customConfiguration": {"container": {"versionTag": 2}}},
+        {"customConfiguration": {"workgroupRef": "local"}},
+    ],
+    ids=lambda extra: str(extra)[:60],
+)
+def test_wrong_types(api, nothing_written, extra):
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {}, **extra})
+    message = assert_error(response, 400, "Algorithm payload is invalid")
+    assert "$." in message  # msgspec names the offending field
+
+
+def test_unknown_algorithm(api, nothing_written):
+    assert_error(api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}}),
+                 400, "No valid configuration found for: no-such-algorithm")
+
+
+def test_unknown_workgroup_in_the_template(api, nothing_written):
+    assert_error(api.post(f"{API}/run/orphan-workgroup", json={"algorithmParameters": {}}),
+                 400, "Cannot assign requested workgroup 'no-such-workgroup'")
+
+
+def test_unknown_workgroup_by_override(api, nothing_written):
+    response = api.post(f"{API}/run/behave", json={
+        "algorithmParameters": {},
+        "customConfiguration": {"workgroupRef": {"name": "elsewhere"}}})
+    assert_error(response, 400, "elsewhere")
+
+
+@pytest.mark.parametrize("duration", ["forever", "1 h", "-1h", "0s", "0", "1y", "h"])
+def test_bad_payload_valid_for(api, nothing_written, duration):
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
+                                                   "payloadValidFor": duration})
+    assert_error(response, 400, "payloadValidFor")
+
+
+@pytest.mark.parametrize("duration", ["24", ""])
+def test_lenient_payload_valid_for(api, duration):
+    """A bare number is seconds (as in settings); an empty string means the default."""
+    response = api.post(f"{API}/run/behave", params={"dryRun": "true"},
+                        json={"algorithmParameters": {}, "payloadValidFor": duration})
+    assert response.status_code == 202
+    expected = "24s" if duration == "24" else "24h"
+    assert metadata(api, response.json()["requestId"])["payload_valid_for"] == expected
+
+
+@pytest.mark.parametrize(
+    "parent_ref",
+    [
+        lambda p: {"requestId": str(uuid.uuid4()), "algorithmName": "behave"},
+        lambda p: {"requestId": p, "algorithmName": "short-deadline"},
+        lambda p: {"requestId": "../../etc/passwd", "algorithmName": "behave"},
+        lambda p: {"requestId": p, "algorithmName": "../behave"},
+    ],
+    ids=["unknown-id", "wrong-algorithm", "path-id", "path-algorithm"],
+)
+def test_a_parent_that_does_not_exist(api, server, parent, parent_ref):
+    before = server.written()
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
+                                                   "parentRequest": parent_ref(parent)})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert server.written() == before
+
+
+def test_body_over_the_size_limit(api, nothing_written):
+    body = b'{"algorithmParameters": {"blob": "' + b"x" * MAX + b'"}}'
+    message = assert_error(post_run(api, body), 413, "max-payload-size")
+    assert str(MAX) in message
+
+
+def test_chunked_body_over_the_size_limit(api, nothing_written):
+    def chunks():
+        yield b'{"algorithmParameters": {"blob": "'
+        for _ in range(8):
+            yield b"x" * 256
+        yield b'"}}'
+
+    assert_error(post_run(api, chunks()), 413)
+
+
+def test_body_just_under_the_size_limit_is_accepted(api):
+    head, tail = b'{"algorithmParameters": {"blob": "', b'"}}'
+    body = head + b"x" * (MAX - len(head) - len(tail)) + tail
+    assert len(body) == MAX
+    response = post_run(api, body, params={"dryRun": "true"})
+    assert response.status_code == 202, response.text
+
+
+def test_a_lying_content_length_is_refused(server, nothing_written):
+    """A declared length over the limit is refused before the body is read."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n"
+                     b'{"algorithmParameters": {}}')
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+# --- path tricks in names ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Behave", "be_have", "..", "...", "a..b", ".hidden", "-dash", "dash-", "%2e%2e",
+     "%2E%2E%2Fetc", "..%2F..%2Fetc%2Fpasswd", "behave%00", "behave%0A", "a%20b", "x" * 300,
+     "%C3%A9t%C3%A9"],
+)
+def test_hostile_algorithm_names_on_create(api, nothing_written, name):
+    response = api.post(f"{API}/run/{name}", json={"algorithmParameters": {}})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def raw_request(server, method: str, path: str, body: bytes = b"") -> tuple[int, str, bytes]:
+    """Send ``path`` exactly as written (httpx would remove the dot segments first)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["run/../run/behave", "run/./behave", "run/behave/../../x", "run/behave/..", "run/a/b",
+     "run/%2Fetc%2Fpasswd", "run/", "run", "run/..%2Fbehave", "run/%2e%2e%2fbehave"],
+)
+def test_paths_that_are_not_a_run_route(server, nothing_written, path):
+    status, content_type, body = raw_request(server, "POST", f"{API}/{path}",
+                                             b'{"algorithmParameters": {}}')
+    assert 400 <= status < 500, (status, body)
+    assert content_type.startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    ["..", "..%2F..%2Fnexus.db", "%2e%2e%2f%2e%2e%2fnexus.db", "nexus.db", "x" * 100,
+     "00000000-0000-0000-0000-000000000000%00", "*", "%25"],
+)
+@pytest.mark.parametrize("route", ["results", "metadata", "buffer", "payload"])
+def test_hostile_request_ids_on_reads(api, nothing_written, route, request_id):
+    response = api.get(f"{API}/{route}/behave/requests/{request_id}")
+    assert response.status_code in (400, 404), (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("request_id", ["..", "..%2Fnexus.db", "x" * 100])
+def test_hostile_request_ids_on_writes(api, nothing_written, request_id):
+    for path, body in ((f"cancel/behave/requests/{request_id}", {"reason": "", "initiator": ""}),
+                       (f"metadata/tags/behave/requests/{request_id}", {"newTag": "x"}),
+                       (f"complete/behave/requests/{request_id}", {"resultUri": "x"})):
+        response = api.post(f"{API}/{path}", json=body)
+        assert response.status_code in (400, 404), (path, response.status_code, response.text)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/data/v1/payloads/behave/requests/..%2F..%2Fnexus.db",
+     "/data/v1/payloads/..%2F..%2F/requests/nexus.db",
+     "/data/v1/payloads/behave/requests/%2e%2e",
+     "/data/v1/results/behave/requests/..%2F.sign-secret"],
+)
+def test_hostile_paths_on_the_data_routes(server, nothing_written, path):
+    status, _, body = raw_request(server, "GET", path)
+    assert status in (400, 403, 404), (status, body)
+    assert (server.data_dir / ".sign-secret").read_bytes() not in body
+    assert b"SQLite format" not in body
+
+
+def test_a_signed_url_cannot_be_redirected_to_another_file(api, server):
+    run_id = create(api, {"mine": 1}, dry_run=True)
+    url = urlsplit(metadata(api, run_id)["payload_uri"])
+    for trick in ("/../../nexus.db", "%2F..%2F..%2Fnexus.db", "/..", "/../.sign-secret"):
+        path = url.path.replace(run_id, run_id + trick) + "?" + url.query
+        status, _, body = raw_request(server, "GET", path)
+        assert status in (400, 403, 404), (trick, status, body)
+        assert b"SQLite format" not in body
+
+
+# --- other routes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"cancellationPolicy": 5}', b"[]"])
+def test_bad_cancel_body_changes_nothing(api, server, body):
+    run_id = create(api, {"sleep": 30, "report": False})
+    before = server.written()
+    response = api.post(f"{API}/cancel/behave/requests/{run_id}", content=body,
+                        headers={"Content-Type": "application/json"})
+    assert_error(response, 400, "Cancellation payload is invalid")
+    assert server.written() == before
+    assert metadata(api, run_id)["lifecycle_stage"] != "CANCELLED"
+    api.post(f"{API}/cancel/behave/requests/{run_id}", json={"reason": "", "initiator": ""})
+
+
+def test_bad_input_with_an_idempotency_key_does_not_burn_the_key(api, server):
+    key = f"key-{uuid.uuid4()}"
+    before = server.written()
+    assert_error(post_run(api, b"{", headers={"Idempotency-Key": key}), 400)
+    assert_error(api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}},
+                          headers={"Idempotency-Key": key}), 400)
+    assert server.written() == before
+    first = create(api, {}, dry_run=True, headers={"Idempotency-Key": key})
+    assert create(api, {}, dry_run=True, headers={"Idempotency-Key": key}) == first
+
+
+def test_unknown_routes_and_methods_are_plain_text(api, nothing_written):
+    assert_error(api.get("/algorithm/v1/nothing-here"), 404)
+    assert_error(api.get(f"{API}/run/behave"), 405)
+    assert_error(api.delete(f"{API}/results/behave/requests/{uuid.uuid4()}"), 405)

@@ -1,0 +1,276 @@
+"""The local executor: a Job's container command run as a child process (embedded mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexus.backends.k8s.local_executor import LocalExecutor
+from nexus.core.ports import Outcome
+from nexus.errors import LaunchError
+
+TERMINAL_OUTCOMES = {o for o in Outcome if o is not Outcome.RUNNING}
+
+
+def manifest(run_id: str, code: str, *, backoff_limit: int | None = 0,
+             deadline: int | None = None, fatal: list[int] = (), transient: list[int] = (),
+             env: dict[str, str] | None = None, ttl: int | None = 300,
+             command: list[str] | None = None) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    if fatal:
+        rules.append({"action": "FailJob", "onExitCodes": {"operator": "In", "values": fatal}})
+    if transient:
+        rules.append({"action": "Ignore", "onExitCodes": {"operator": "In", "values": transient}})
+    spec: dict[str, Any] = {
+        "podFailurePolicy": {"rules": rules},
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": run_id,
+            "command": command if command is not None else ["python", "-c"],
+            "args": [code] if command is None else [],
+            "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        }]}},
+    }
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    if backoff_limit is not None:
+        spec["backoffLimit"] = backoff_limit
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": run_id, "labels": {
+                "science.sneaksanddata.com/algorithm-template-name": "algo"}},
+            "spec": spec}
+
+
+def counting(path: Path, then: str) -> str:
+    """Python code that appends one line to ``path`` per attempt, then runs ``then``."""
+    return (f"import sys, os, time\n"
+            f"p = {str(path)!r}\n"
+            f"open(p, 'a').write('x\\n')\n"
+            f"attempt = len(open(p).read().splitlines())\n"
+            f"{then}\n")
+
+
+def attempts(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture
+async def executor(tmp_path):
+    ex = LocalExecutor(tmp_path, tmp_path / "logs", retry_base=0.01, retry_max=0.05)
+    await ex.open()
+    yield ex
+    await ex.close()
+
+
+async def final(ex: LocalExecutor, run_id: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for obs in await ex.snapshot():
+            if obs.run_id == run_id and obs.outcome in TERMINAL_OUTCOMES:
+                return obs
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {run_id} did not finish in {timeout}s")
+
+
+async def test_success(executor, tmp_path):
+    uid = await executor.launch("local", manifest("ok", "print('hello')"))
+    assert uid == "ok"
+    obs = await final(executor, "ok")
+    assert obs.outcome is Outcome.SUCCEEDED
+    assert obs.algorithm == "algo" and obs.cluster == "local"
+    assert "hello" in (tmp_path / "logs" / "ok.log").read_text()
+
+
+async def test_observations_stream_running_then_the_outcome(executor):
+    await executor.launch("local", manifest("stream", "pass"))
+    seen = []
+    async for obs in executor.observations():
+        seen.append(obs.outcome)
+        if obs.outcome is not Outcome.RUNNING:
+            break
+    assert seen[0] is Outcome.RUNNING and seen[-1] is Outcome.SUCCEEDED
+
+
+async def test_python_is_the_running_interpreter_and_env_is_the_jobs(executor, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("NEXUS__SECRET_SETTING", "must-not-leak")
+    out = tmp_path / "env.txt"
+    code = (f"import os, sys; open({str(out)!r}, 'w').write(sys.executable + '\\n' + "
+            "os.environ.get('MODE', '') + '\\n' + os.environ.get('NEXUS__SECRET_SETTING', "
+            "'absent') + '\\n' + os.getcwd())")
+    await executor.launch("local", manifest("env", code, env={"MODE": "fast"}))
+    assert (await final(executor, "env")).outcome is Outcome.SUCCEEDED
+    executable, mode, secret, cwd = out.read_text().splitlines()
+    assert Path(executable).resolve() == Path(sys.executable).resolve()
+    assert mode == "fast"
+    assert secret == "absent"
+    assert Path(cwd).resolve() == tmp_path.resolve()
+
+
+async def test_fatal_exit_code_fails_the_job_at_once(executor, tmp_path):
+    count = tmp_path / "fatal.count"
+    await executor.launch("local", manifest("fatal", counting(count, "sys.exit(42)"),
+                                            backoff_limit=5, fatal=[42]))
+    obs = await final(executor, "fatal")
+    assert obs.outcome is Outcome.FATAL_EXIT
+    assert "42" in obs.message
+    assert attempts(count) == 1
+
+
+async def test_transient_exit_code_is_retried_without_counting(executor, tmp_path):
+    count = tmp_path / "transient.count"
+    code = counting(count, "sys.exit(75 if attempt <= 3 else 0)")
+    await executor.launch("local", manifest("transient", code, backoff_limit=0, transient=[75]))
+    obs = await final(executor, "transient")
+    assert obs.outcome is Outcome.SUCCEEDED
+    assert attempts(count) == 4
+
+
+async def test_other_failures_are_retried_up_to_the_backoff_limit(executor, tmp_path):
+    count = tmp_path / "flaky.count"
+    code = counting(count, "sys.exit(1 if attempt <= 2 else 0)")
+    await executor.launch("local", manifest("flaky", code, backoff_limit=2))
+    assert (await final(executor, "flaky")).outcome is Outcome.SUCCEEDED
+    assert attempts(count) == 3
+
+
+async def test_backoff_limit_reached(executor, tmp_path):
+    count = tmp_path / "failing.count"
+    await executor.launch("local", manifest("failing", counting(count, "sys.exit(3)"),
+                                            backoff_limit=2))
+    obs = await final(executor, "failing")
+    assert obs.outcome is Outcome.BACKOFF_LIMIT
+    assert "backoff limit (2)" in obs.message and "exit code 3" in obs.message
+    assert attempts(count) == 3  # the first try plus backoffLimit retries
+
+
+async def test_default_backoff_limit_is_six(executor, tmp_path):
+    count = tmp_path / "default.count"
+    await executor.launch("local", manifest("default", counting(count, "sys.exit(1)"),
+                                            backoff_limit=None))
+    assert (await final(executor, "default", timeout=30)).outcome is Outcome.BACKOFF_LIMIT
+    assert attempts(count) == 7
+
+
+async def test_deadline_kills_the_process(executor, tmp_path):
+    pid_file = tmp_path / "pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    started = time.monotonic()
+    await executor.launch("local", manifest("slow", code, deadline=1))
+    obs = await final(executor, "slow")
+    assert obs.outcome is Outcome.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 30
+    assert "deadline" in obs.message
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_command_not_found(executor):
+    await executor.launch("local", manifest("missing", "", command=["/nonexistent/binary-x"]))
+    obs = await final(executor, "missing")
+    assert obs.outcome is Outcome.FAILED_TO_START
+    assert "/nonexistent/binary-x" in obs.message
+
+
+async def test_empty_command_is_a_non_retryable_launch_error(executor):
+    with pytest.raises(LaunchError) as caught:
+        await executor.launch("local", manifest("empty", "", command=[]))
+    assert caught.value.retryable is False
+
+
+async def test_launching_the_same_job_twice_starts_one_process(executor, tmp_path):
+    count = tmp_path / "twice.count"
+    job = manifest("twice", counting(count, "time.sleep(0.3)"))
+    assert await executor.launch("local", job) == await executor.launch("local", job)
+    assert (await final(executor, "twice")).outcome is Outcome.SUCCEEDED
+    assert attempts(count) == 1
+
+
+async def test_cancel_kills_the_process(executor, tmp_path):
+    pid_file = tmp_path / "cancel.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    await executor.launch("local", manifest("cancel", code))
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text())
+    assert await executor.cancel("local", "cancel", "Background") is True
+    await asyncio.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert all(obs.run_id != "cancel" for obs in await executor.snapshot())
+    assert await executor.cancel("local", "cancel", "Background") is False
+
+
+async def test_delete_job_stops_it(executor, tmp_path):
+    await executor.launch("local", manifest("deleted", "import time; time.sleep(60)"))
+    await executor.delete_job("local", "deleted")
+    assert all(obs.run_id != "deleted" for obs in await executor.snapshot())
+    await executor.delete_job("local", "deleted")  # absent: no error
+
+
+async def test_finished_jobs_expire_after_their_ttl(executor):
+    await executor.launch("local", manifest("ttl", "pass", ttl=0))
+    deadline = time.monotonic() + 15
+    while True:
+        snapshot = {obs.run_id: obs for obs in await executor.snapshot()}
+        if "ttl" not in snapshot:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_every_shard_name_is_served(executor):
+    shards = executor.shards()
+    assert "local" in shards and "any-shard" in shards
+    assert list(shards) == ["local"] and len(shards) == 1
+
+
+def test_children_do_not_inherit_the_servers_descriptors(tmp_path):
+    """Under uvloop (Sanic's loop, which ignores close_fds) an algorithm must not inherit
+    an inheritable socket such as Sanic's listening one: an orphan would hold the port."""
+    uvloop = pytest.importorskip("uvloop")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.set_inheritable(True)
+    inode = f"socket:[{os.fstat(listener.fileno()).st_ino}]"
+    out = tmp_path / "fds.txt"
+    code = ("import os\n"
+            "targets = []\n"
+            "for name in os.listdir('/proc/self/fd'):\n"
+            "    try:\n"
+            "        targets.append(os.readlink('/proc/self/fd/' + name))\n"
+            "    except OSError:\n"
+            "        pass\n"
+            f"open({str(out)!r}, 'w').write('\\n'.join(targets))\n")
+
+    async def main() -> Outcome:
+        ex = LocalExecutor(tmp_path, tmp_path / "logs", retry_base=0.01)
+        await ex.open()
+        try:
+            await ex.launch("local", manifest("fds", code))
+            return (await final(ex, "fds")).outcome
+        finally:
+            await ex.close()
+
+    try:
+        loop = uvloop.new_event_loop()
+        try:
+            assert loop.run_until_complete(main()) is Outcome.SUCCEEDED
+        finally:
+            loop.close()
+    finally:
+        listener.close()
+    assert inode not in out.read_text().splitlines()

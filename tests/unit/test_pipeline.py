@@ -1,0 +1,385 @@
+"""The launch pipeline over the Rust queue, with an in-memory store and a fake launcher."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+
+from nexus.core import lifecycle
+from nexus.core.models import LifecycleStage as S
+from nexus.core.models import Run, RunKey, SubmissionEntry
+from nexus.core.pipeline import (
+    DRY_RUN_UID,
+    LAUNCH_FAILED_CAUSE,
+    LaunchPipeline,
+    LimitConfig,
+)
+from nexus.errors import BackendUnavailable, LaunchError, NotFound
+
+
+class MemoryStore:
+    """Just what the pipeline uses of a RunStore, with the real lifecycle checks."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str], Run] = {}
+        self.submissions: dict[tuple[str, str], SubmissionEntry] = {}
+        self.transitions: list[tuple[str, S]] = []
+        self.unavailable = 0  # fail this many calls with BackendUnavailable
+
+    def add(self, run_id: str, stage: S = S.NEW, *, cluster: str = "shard-a",
+            job_uid: str = "", submission: bool = True, algorithm: str = "algo") -> RunKey:
+        self.runs[(algorithm, run_id)] = Run(algorithm=algorithm, id=run_id,
+                                             lifecycle_stage=stage, cluster=cluster,
+                                             job_uid=job_uid,
+                                             received_at=datetime.now(UTC))
+        if submission:
+            self.submissions[(algorithm, run_id)] = SubmissionEntry(
+                algorithm=algorithm, id=run_id, cluster=cluster,
+                template={"metadata": {"name": run_id}})
+        return RunKey(algorithm, run_id)
+
+    def stage(self, run_id: str, algorithm: str = "algo") -> S:
+        return self.runs[(algorithm, run_id)].lifecycle_stage
+
+    def run(self, run_id: str, algorithm: str = "algo") -> Run:
+        return self.runs[(algorithm, run_id)]
+
+    def _maybe_fail(self) -> None:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise BackendUnavailable("store down")
+
+    async def get(self, algorithm: str, run_id: str) -> Run | None:
+        self._maybe_fail()
+        return self.runs.get((algorithm, run_id))
+
+    async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
+        self._maybe_fail()
+        return self.submissions.get((algorithm, run_id))
+
+    async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
+        self._maybe_fail()
+        run = self.runs.get((algorithm, run_id))
+        if run is None:
+            raise NotFound(run_id)
+        lifecycle.check(run_id, run.lifecycle_stage, target)
+        updated = msgspec.structs.replace(run, lifecycle_stage=target, **fields)
+        self.runs[(algorithm, run_id)] = updated
+        self.transitions.append((run_id, target))
+        return updated
+
+
+class FakeLauncher:
+    def __init__(self, behaviour: Callable[[str, dict], Any] | None = None) -> None:
+        self.behaviour = behaviour
+        self.calls: list[tuple[float, str, str]] = []  # (monotonic time, cluster, run id)
+        self.cancelled: list[tuple[str, str, str]] = []
+
+    def shards(self):
+        return {"shard-a", "shard-b"}
+
+    async def launch(self, cluster: str, manifest: dict[str, Any]) -> str:
+        run_id = manifest["metadata"]["name"]
+        self.calls.append((time.monotonic(), cluster, run_id))
+        if self.behaviour is not None:
+            result = self.behaviour(cluster, manifest)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, BaseException):
+                raise result
+        return f"uid-{run_id}"
+
+    async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
+        self.cancelled.append((cluster, run_id, policy))
+        return True
+
+    def attempts(self, run_id: str) -> list[float]:
+        return [at for at, _, launched in self.calls if launched == run_id]
+
+
+def limits(**changes) -> LimitConfig:
+    values = {"rate": 1000.0, "burst": 1000, "base_delay": 0.01, "max_delay": 0.1,
+              "max_attempts": 4, "workers": 2, "capacity": 100}
+    values.update(changes)
+    return LimitConfig(**values)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def make_pipeline():
+    pipelines: list[LaunchPipeline] = []
+
+    def make(store, launcher, config=None, on_change=None, start=True) -> LaunchPipeline:
+        pipeline = LaunchPipeline(store, launcher, config or limits(), on_change=on_change)
+        if start:
+            pipeline.start()
+        pipelines.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in pipelines:
+        await pipeline.stop()
+
+
+async def test_launch_moves_a_new_run_to_running(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    changes: list[tuple[str, str]] = []
+    pipeline = make_pipeline(store, launcher, on_change=lambda a, r: changes.append((a, r)))
+    key = store.add("r1")
+    pipeline.submit(key)
+    assert pipeline.is_queued("algo", "r1")
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    run = store.run("r1")
+    assert run.job_uid == "uid-r1"
+    assert run.sent_at is not None
+    assert [target for _, target in store.transitions] == [S.BUFFERED, S.RUNNING]
+    assert [cluster for _, cluster, _ in launcher.calls] == ["shard-a"]
+    assert pipeline.launched == 1 and pipeline.launch_failures == 0
+    assert changes == [("algo", "r1"), ("algo", "r1")]
+    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    assert pipeline.depth() == 0
+
+
+async def test_a_buffered_run_is_launched_without_re_buffering(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1", S.BUFFERED))
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    assert [target for _, target in store.transitions] == [S.RUNNING]
+
+
+@pytest.mark.parametrize("stage", [S.RUNNING, S.COMPLETED, S.CANCELLED, S.FAILED])
+async def test_running_or_finished_runs_are_not_launched_again(make_pipeline, stage):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1", stage))
+    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    assert launcher.calls == [] and store.transitions == []
+
+
+async def test_an_unknown_run_is_skipped(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(RunKey("algo", "ghost"))
+    await eventually(lambda: not pipeline.is_queued("algo", "ghost"))
+    assert launcher.calls == []
+
+
+async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeline):
+    failures = iter([LaunchError("API server busy"), LaunchError("API server busy")])
+    store = MemoryStore()
+    launcher = FakeLauncher(lambda cluster, manifest: next(failures, None))
+    pipeline = make_pipeline(store, launcher, limits(base_delay=0.05, max_delay=1.0))
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    attempts = launcher.attempts("r1")
+    assert len(attempts) == 3
+    # attempt k waits at least base * 2**k (lower bounds only: the machine may be slow)
+    assert attempts[1] - attempts[0] >= 0.05 - 0.005
+    assert attempts[2] - attempts[1] >= 0.10 - 0.005
+    assert pipeline.launch_failures == 2 and pipeline.launched == 1
+    assert pipeline.is_queued("algo", "r1") is False
+
+
+async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_pipeline):
+    store = MemoryStore()
+    launcher = FakeLauncher(lambda cluster, manifest: LaunchError("quota exceeded"))
+    pipeline = make_pipeline(store, launcher, limits(max_attempts=3, base_delay=0.02,
+                                                     max_delay=0.03))
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
+    attempts = launcher.attempts("r1")
+    assert len(attempts) == 3
+    assert attempts[1] - attempts[0] >= 0.02 - 0.005
+    # the cap: the third wait is min(0.02 * 2, 0.03)
+    assert attempts[2] - attempts[1] >= 0.03 - 0.005
+    run = store.run("r1")
+    assert run.algorithm_failure_cause == LAUNCH_FAILED_CAUSE + "quota exceeded"
+    assert "3 attempt" in run.algorithm_failure_details
+    assert "quota exceeded" in run.algorithm_failure_details
+    await asyncio.sleep(0.1)
+    assert len(launcher.attempts("r1")) == 3  # nothing more after giving up
+    assert not pipeline.is_queued("algo", "r1")
+
+
+async def test_non_retryable_error_fails_at_once(make_pipeline):
+    store = MemoryStore()
+    launcher = FakeLauncher(lambda cluster, manifest: LaunchError("invalid manifest",
+                                                                  retryable=False))
+    pipeline = make_pipeline(store, launcher, limits(max_attempts=5))
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
+    assert len(launcher.calls) == 1
+    run = store.run("r1")
+    assert "invalid manifest" in run.algorithm_failure_cause
+    assert "1 attempt" in run.algorithm_failure_details
+
+
+async def test_dry_run_completes_without_a_job(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1", job_uid=DRY_RUN_UID))
+    await eventually(lambda: store.stage("r1") is S.COMPLETED)
+    assert launcher.calls == []
+    assert store.run("r1").job_uid == "dry-run"
+    assert store.run("r1").sent_at is not None
+
+
+async def test_a_run_without_a_stored_job_fails_to_schedule(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1", submission=False))
+    await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
+    assert launcher.calls == []
+    assert store.run("r1").algorithm_failure_cause.startswith(LAUNCH_FAILED_CAUSE)
+
+
+async def test_token_bucket_paces_launches(make_pipeline):
+    rate, burst, runs = 20.0, 3, 12
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(rate=rate, burst=burst, workers=8))
+    started = time.monotonic()
+    for i in range(runs):
+        pipeline.submit(store.add(f"r{i}"))
+    await eventually(lambda: len(launcher.calls) == runs, timeout=20)
+    times = sorted(at - started for at, _, _ in launcher.calls)
+    # The n-th launch (from 0) cannot come before (n - burst + 1) / rate seconds.
+    for n, at in enumerate(times):
+        assert at >= (n - burst + 1) / rate - 0.02, (n, at)
+    # Early on, no more than the burst plus what the rate refilled (a count, not a time).
+    window = 0.2
+    early = sum(1 for at in times if at <= window)
+    assert early <= burst + rate * window + 1
+    assert all(store.stage(f"r{i}") is S.RUNNING for i in range(runs))
+
+
+async def test_each_shard_has_its_own_bucket(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(rate=0.5, burst=1, workers=4))
+    started = time.monotonic()
+    pipeline.submit(store.add("a1", cluster="shard-a"))
+    pipeline.submit(store.add("a2", cluster="shard-a"))
+    pipeline.submit(store.add("b1", cluster="shard-b"))
+    await eventually(lambda: {run for _, _, run in launcher.calls} >= {"a1", "b1"})
+    first_two = {run for _, _, run in launcher.calls}
+    assert "a2" not in first_two  # shard-a's single token went to a1
+    b_at = launcher.attempts("b1")[0] - started
+    assert b_at < 1.5  # shard-b did not wait behind shard-a's 2 s refill
+    await eventually(lambda: store.stage("a2") is S.RUNNING, timeout=10)
+    assert launcher.attempts("a2")[0] - started >= 2.0 - 0.05
+
+
+async def test_cancelled_while_launching_deletes_the_job(make_pipeline):
+    store = MemoryStore()
+
+    async def cancel_during_launch(cluster, manifest):
+        # the cancel request lands while the Job is being created
+        await store.transition("algo", manifest["metadata"]["name"], S.CANCELLED)
+
+    launcher = FakeLauncher(cancel_during_launch)
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: launcher.cancelled != [])
+    assert launcher.cancelled == [("shard-a", "r1", "Background")]
+    assert store.stage("r1") is S.CANCELLED
+
+
+async def test_cancelled_while_waiting_for_a_token_is_not_launched(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(rate=2.0, burst=1, workers=1))
+    pipeline.submit(store.add("first"))
+    pipeline.submit(store.add("waiting"))
+    await eventually(lambda: store.stage("waiting") is S.BUFFERED)
+    await store.transition("algo", "waiting", S.CANCELLED)  # the token is ~0.5 s away
+    await eventually(lambda: not pipeline.is_queued("algo", "waiting"))
+    assert [run for _, _, run in launcher.calls] == ["first"]
+    assert launcher.cancelled == []
+
+
+async def test_cancelled_before_launch_is_not_launched(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, start=False)
+    key = store.add("r1", S.BUFFERED)
+    pipeline.submit(key)
+    await store.transition("algo", "r1", S.CANCELLED)
+    pipeline.start()
+    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    assert launcher.calls == []
+
+
+async def test_store_outage_is_retried_and_never_marks_the_run(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(max_attempts=5))
+    store.unavailable = 2
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    assert len(launcher.calls) == 1
+
+
+async def test_long_store_outage_leaves_the_run_pending_for_the_sweep(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(max_attempts=2))
+    store.unavailable = 1000
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    store.unavailable = 0
+    assert store.stage("r1") is S.NEW  # never dropped, never failed
+    assert launcher.calls == []
+    pipeline.submit(RunKey("algo", "r1"))  # what the sweep does
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+
+
+async def test_queue_full_reports_no_room_but_accepts_overflow(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(capacity=2), start=False)
+    assert pipeline.has_room()
+    for i in range(5):
+        pipeline.submit(store.add(f"r{i}"))
+    assert not pipeline.has_room()
+    assert pipeline.depth() == 5
+    pipeline.start()
+    await eventually(lambda: all(store.stage(f"r{i}") is S.RUNNING for i in range(5)))
+    assert pipeline.has_room() and pipeline.depth() == 0
+    assert len(launcher.calls) == 5
+
+
+async def test_an_unexpected_error_does_not_kill_the_workers(make_pipeline):
+    store = MemoryStore()
+
+    def explode_once(cluster, manifest):
+        if manifest["metadata"]["name"] == "bad":
+            return RuntimeError("bug")
+        return None
+
+    launcher = FakeLauncher(explode_once)
+    pipeline = make_pipeline(store, launcher, limits(workers=1))
+    pipeline.submit(store.add("bad"))
+    pipeline.submit(store.add("good"))
+    await eventually(lambda: store.stage("good") is S.RUNNING)
+    assert not pipeline.is_queued("algo", "bad")
+
+
+async def test_stop_cancels_pending_retries(make_pipeline):
+    store = MemoryStore()
+    launcher = FakeLauncher(lambda cluster, manifest: LaunchError("down"))
+    pipeline = make_pipeline(store, launcher, limits(base_delay=0.2, max_delay=0.2,
+                                                     max_attempts=10))
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: len(launcher.calls) == 1)
+    await pipeline.stop()
+    await asyncio.sleep(0.3)
+    assert len(launcher.calls) == 1
+    assert store.stage("r1") is S.BUFFERED
