@@ -21,6 +21,7 @@ from nexus.settings import Settings
 ROLES = ("scheduler", "receiver", "supervisor", "all")
 _ROLE_MODULES = {"scheduler": scheduler, "receiver": receiver, "supervisor": supervisor}
 log = logging.getLogger("nexus")
+access_log = logging.getLogger("nexus.access")  # one line per request at DEBUG
 
 
 class PlainTextErrors(ErrorHandler):
@@ -98,7 +99,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
     @app.on_request(priority=1000)
     async def bind_request_id(request: Request) -> None:
         request.ctx.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
-        request.ctx.request_id_token = logs.request_id.set(request.ctx.request_id)
+        logs.request_id.set(request.ctx.request_id)
 
     @app.on_response
     async def count(request: Request, response: HTTPResponse) -> None:
@@ -107,7 +108,8 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         request_id = getattr(request.ctx, "request_id", None)
         if request_id is not None:
             response.headers[logs.REQUEST_ID_HEADER] = request_id
-            logs.request_id.reset(request.ctx.request_id_token)
+            access_log.debug("%s %s -> %d", request.method, request.path, response.status)
+            logs.request_id.set(None)  # the connection's task serves the next request too
 
     @app.before_server_start
     async def open_backends(app: Sanic) -> None:

@@ -1,28 +1,62 @@
-"""The ``nexus`` command: ``nexus --role scheduler|receiver|supervisor|all``."""
+"""The ``nexus`` command.
+
+Server:  ``nexus --role scheduler|receiver|supervisor|all [--config F] [--host H] [--port P]``
+Client:  ``nexus run|get|wait|cancel|runs ...`` against a scheduler (``--scheduler URL`` or
+         env NEXUS_SCHEDULER_URL); see ``nexus COMMAND --help`` and docs/client.md.
+
+The server side is imported only when a role is given, so the client commands start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from nexus.app import ROLES, create_app
-from nexus.errors import ConfigError
-from nexus.settings import load_settings
+from nexus.client.cli import EXIT_CODES_HELP, add_commands, run_command
+
+ROLE_NAMES = "scheduler|receiver|supervisor|all"
+
+DESCRIPTION = f"""Run a nexus process (--role {ROLE_NAMES}), or talk to a running
+scheduler with one of the commands below."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nexus", description="Run a nexus process.")
-    parser.add_argument("--role", required=True, choices=ROLES,
-                        help="what this process does; 'all' runs every role in one process")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexus", description=DESCRIPTION, epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--role", metavar="ROLE",
+                        help=f"serve as {ROLE_NAMES}; 'all' runs every role in one process")
     parser.add_argument("--config", help="settings file (YAML); NEXUS__A__B env vars override it")
     parser.add_argument("--host", help="address to listen on (bind-host)")
     parser.add_argument("--port", type=int, help="port to listen on (bind-port)")
-    return parser.parse_args(argv)
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       title="client commands"))
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from nexus.app import ROLES
+
+        if args.role is None:
+            parser.error(f"choose a role (--role {ROLE_NAMES}) or a command")
+        if args.role not in ROLES:
+            parser.error(f"argument --role: invalid choice: {args.role!r} "
+                         f"(choose from {', '.join(ROLES)})")
+    elif args.role or args.config or args.host or args.port is not None:
+        parser.error("--role/--config/--host/--port start a server; "
+                     "they do not go with a client command")
+    return args
+
+
+def serve(args: argparse.Namespace) -> int:
+    from nexus.app import create_app
+    from nexus.errors import ConfigError
+    from nexus.logs import configure_logging
+    from nexus.settings import load_settings
+
     overrides = {}
     if args.host:
         overrides["bind_host"] = args.host
@@ -33,16 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nexus: {exc.message}", file=sys.stderr)
         return 2
-    level = "WARNING" if settings.log_level == "WARN" else settings.log_level
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings, args.role)
+    configure_logging(settings)
     try:
+        app = create_app(settings, args.role)
         app.run(host=settings.bind_host, port=settings.bind_port, single_process=True,
                 access_log=False, motd=False)
     except ConfigError as exc:
         print(f"nexus: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command is not None:
+        return run_command(args)
+    return serve(args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.signing import UrlSigner
 from nexus.errors import ConfigError
+from nexus.metrics import Metrics
 from nexus.settings import Settings
 
 
@@ -79,11 +80,11 @@ def make_templates(settings: Settings) -> TemplateSource:
     return FolderTemplateSource(settings.templates_path)
 
 
-def make_executor(settings: Settings) -> Executor:
+def make_executor(settings: Settings, metrics: Metrics | None = None) -> Executor:
     if settings.executor == "kubernetes":
         from nexus.backends.k8s.shards import KubernetesExecutor
 
-        return KubernetesExecutor(settings)
+        return KubernetesExecutor(settings, metrics)
     from nexus.backends.k8s.local_executor import LocalExecutor
 
     return LocalExecutor(Path.cwd(), settings.data_path / "logs")

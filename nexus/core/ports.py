@@ -120,6 +120,7 @@ class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome
     since: datetime
     message: str = ""
+    job_uid: str = ""  # when known: recorded if the supervisor is first to see the Job
 
 
 class ClusterWatcher(Protocol):

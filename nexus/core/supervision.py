@@ -78,7 +78,9 @@ class Supervision:
             return None
         if obs.outcome is Outcome.RUNNING:
             if run.lifecycle_stage is S.BUFFERED:
-                return await self._transition(run, S.RUNNING)
+                # A Job its launcher did not commit (say, it died): cancel needs the uid.
+                fields = {"job_uid": obs.job_uid} if obs.job_uid else {}
+                return await self._transition(run, S.RUNNING, **fields)
             return None
         target, cause, grace_name, delete = _RULES[obs.outcome]
         if grace_name is not None:

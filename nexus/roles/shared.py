@@ -48,7 +48,8 @@ class Shared:
         return await self._get("templates", lambda: factory.make_templates(self.settings))
 
     async def executor(self):
-        return await self._get("executor", lambda: factory.make_executor(self.settings))
+        return await self._get("executor", lambda: factory.make_executor(self.settings,
+                                                                         self.app.ctx.metrics))
 
     async def pipeline(self) -> LaunchPipeline:
         if "pipeline" not in self._cache:
@@ -67,10 +68,6 @@ class Shared:
             self._cache["pipeline"] = pipeline
             metrics = self.app.ctx.metrics
             metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)
-            metrics.gauge("nexus_jobs_launched", "Jobs created by this process",
-                          lambda: pipeline.launched)
-            metrics.gauge("nexus_job_launch_failures", "Failed Job creations (before retry)",
-                          lambda: pipeline.launch_failures)
         return self._cache["pipeline"]
 
     def every(self, seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:

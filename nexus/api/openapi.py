@@ -1,0 +1,208 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of the routes this process serves.
+
+Built once per app from two sources that cannot drift apart silently: the app's route
+table (what is really served — a role only lists its own routes) and the wire Structs of
+``nexus.api.schemas`` (``msgspec.json.schema_components``). ``OPERATIONS`` adds what the
+code cannot say (summaries, status codes); a route missing there is still listed, with
+``x-undocumented: true``, and the test suite fails on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse, raw
+
+from nexus.api import schemas
+
+bp = Blueprint("openapi")
+
+JSON = "application/json"
+TEXT = "text/plain"
+REF = "#/components/schemas/{name}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    body: Any = None  # a wire Struct type
+    ok: tuple[int, str, Any, str] = (200, "OK", None, JSON)  # status, text, type, media
+    errors: tuple[int, ...] = ()
+    query: tuple[tuple[str, str, Any], ...] = ()  # name, description, schema
+    headers: tuple[tuple[str, str], ...] = ()  # request headers: name, description
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+_SIGNED = (("exp", "expiry of the signed URL (Unix seconds)", {"type": "string"}),
+           ("sig", "signature of the URL", {"type": "string"}))
+_RUN_ERRORS = (400, 404, 503)
+
+OPERATIONS: dict[str, Operation] = {
+    "runs.create_run": Operation(
+        "Start a run of an algorithm", "scheduler", body=schemas.RunRequest,
+        ok=(202, "Accepted: the run is durably recorded", schemas.RunCreated, JSON),
+        errors=(400, 413, 429, 503),
+        query=(("dryRun", "'true' records the run and renders its Job without launching it",
+                {"type": "string", "enum": ["true", "false"]}),),
+        headers=(("Idempotency-Key", ("a repeat with the same key (per algorithm) returns "
+                                      "the first run's requestId and creates nothing")),)),
+    "runs.get_result": Operation(
+        "A run's status and result", "scheduler",
+        ok=(200, "The run", schemas.RequestResult, JSON), errors=_RUN_ERRORS,
+        query=(("wait", ("long-poll: answer as soon as the run finishes, or after this many "
+                         "seconds (capped by the server's max-wait)"),
+                {"type": "number", "minimum": 0}),)),
+    "runs.get_results_by_tag": Operation(
+        "Every run that carries a client tag", "scheduler",
+        ok=(200, "The runs (may be empty)", list[schemas.TaggedRequestResult], JSON),
+        errors=(400, 503)),
+    "runs.get_metadata": Operation(
+        "The full run record (checkpoint, snake_case keys)", "scheduler",
+        ok=(200, "The checkpoint", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+    "runs.get_buffered": Operation(
+        "The Kubernetes Job manifest that was (or will be) submitted", "scheduler",
+        ok=(200, "The Job manifest", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+    "runs.get_payload": Operation(
+        "Redirect to the run's payload", "scheduler",
+        ok=(302, "Found: Location is the payload's signed URL", None, TEXT),
+        errors=(400, 404, 417, 503)),
+    "runs.cancel_run": Operation(
+        "Cancel a run and its children", "scheduler", body=schemas.CancellationRequest,
+        ok=(200, "Cancelled (empty body)", None, TEXT), errors=(400, 404, 409, 503)),
+    "runs.update_tag": Operation(
+        "Replace a run's client tag", "scheduler", body=schemas.TagUpdateRequest,
+        ok=(200, "Updated", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+    "completions.complete_run": Operation(
+        "Report a run's outcome (called by the algorithm)", "receiver",
+        body=schemas.AlgorithmResult, ok=(202, "Recorded (first result wins)", _ANY_OBJECT, JSON),
+        errors=_RUN_ERRORS),
+    "completions.check_run": Operation(
+        "Whether a run is finished", "receiver",
+        ok=(200, "The answer", schemas.CheckResponse, JSON), errors=_RUN_ERRORS),
+    "data.get_payload": Operation(
+        "Download a run's payload (signed URL)", "data",
+        ok=(200, "The payload", _ANY_OBJECT, JSON), errors=(400, 403, 404, 503), query=_SIGNED),
+    "data.put_result": Operation(
+        "Upload a run's result (signed URL)", "data",
+        ok=(201, "Stored", None, TEXT), errors=(400, 403, 404, 413, 503), query=_SIGNED,
+        extra={"requestBody": {"required": True, "content": {
+            "application/octet-stream": {"schema": {"type": "string",
+                                                    "contentMediaType": "application/octet-stream"}}}}}),
+    "data.get_result": Operation(
+        "Download a run's result (signed URL)", "data",
+        ok=(200, "The result", {}, JSON), errors=(400, 403, 404, 503), query=_SIGNED),
+    "health.live": Operation("Liveness: the process serves", "health",
+                             ok=(200, "Alive", {"type": "string"}, TEXT)),
+    "health.ready": Operation("Readiness: the backends answer", "health",
+                              ok=(200, "Ready", {"type": "string"}, TEXT), errors=(503,)),
+    "health.metrics": Operation("Prometheus metrics", "health",
+                                ok=(200, "Text exposition format", {"type": "string"}, TEXT)),
+    "openapi.openapi": Operation("This document", "health",
+                                 ok=(200, "OpenAPI 3.1", _ANY_OBJECT, JSON)),
+}
+
+_ERROR_TEXT = {
+    400: "Bad request; the body says what was wrong and how to fix it",
+    403: "Invalid or expired signed URL",
+    404: "Unknown run",
+    409: "The run already finished",
+    413: "Body larger than max-payload-size",
+    417: "The run has no stored payload",
+    429: "The queue is full; retry after Retry-After seconds",
+    503: "A backend did not answer; nothing was accepted",
+}
+_PARAM = re.compile(r"<([^:>]+)(?::[^>]+)?>")
+
+
+def openapi_path(sanic_path: str) -> str:
+    """``algorithm/v1/run/<algorithm:str>`` -> ``/algorithm/v1/run/{algorithm}``."""
+    return "/" + _PARAM.sub(r"{\1}", sanic_path.lstrip("/"))
+
+
+def operation_key(route_name: str) -> str:
+    """``nexus-all.runs.create_run`` -> ``runs.create_run`` (app name dropped)."""
+    return route_name.split(".", 1)[1] if "." in route_name else route_name
+
+
+def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(kind, dict):
+        return kind
+    (schema,), found = msgspec.json.schema_components([kind], ref_template=REF)
+    components.update(found)
+    return schema
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {"description": _ERROR_TEXT.get(status, "Error"),
+            "content": {TEXT: {"schema": {"type": "string"}}}}
+
+
+def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> dict[str, Any]:
+    op = OPERATIONS.get(key)
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in re.findall(r"{([^}]+)}", path)]
+    if op is None:
+        return {"operationId": key, "summary": key, "x-undocumented": True,
+                "parameters": params, "responses": {"default": {"description": "Any"}}}
+    params += [{"name": name, "in": "query", "required": False, "description": text,
+                "schema": schema} for name, text, schema in op.query]
+    params += [{"name": name, "in": "header", "required": False, "description": text,
+                "schema": {"type": "string"}} for name, text in op.headers]
+    status, text, kind, media = op.ok
+    ok: dict[str, Any] = {"description": text}
+    if kind is not None:
+        ok["content"] = {media: {"schema": _schema(kind, components)}}
+    elif status == 302:
+        ok["headers"] = {"Location": {"schema": {"type": "string", "format": "uri"}}}
+    responses = {str(status): ok, **{str(code): _error_response(code) for code in op.errors}}
+    result: dict[str, Any] = {"operationId": key.replace(".", "_"), "summary": op.summary,
+                              "tags": [op.tag], "parameters": params, "responses": responses}
+    if op.body is not None:
+        result["requestBody"] = {"required": True,
+                                 "content": {JSON: {"schema": _schema(op.body, components)}}}
+    result.update(op.extra)
+    return result
+
+
+def build_document(app: Sanic) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes:
+        path = openapi_path(route.path)
+        for method in sorted(route.methods):
+            paths.setdefault(path, {})[method.lower()] = _operation(
+                operation_key(route.name), method, path, components)
+    request = components.get("RunRequest")
+    if request is not None:  # msgspec.Raw has no schema of its own: it is any JSON object
+        request["properties"]["algorithmParameters"] = {
+            "type": "object", "description": "The payload, any JSON object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"nexus {app.ctx.role}", "version": _version(),
+                 "description": "Error bodies are plain text (text/plain) saying what was "
+                                "wrong. Clients send Authorization: Bearer <token>."},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(components.items())),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _version() -> str:
+    from nexus.roles.scheduler import nexus_version
+
+    return nexus_version()
+
+
+@bp.get("/openapi.json")
+async def openapi(request: Request) -> HTTPResponse:
+    document = getattr(request.app.ctx, "openapi_document", None)
+    if document is None:
+        document = request.app.ctx.openapi_document = schemas.encoder.encode(
+            build_document(request.app))
+    return raw(document, content_type=JSON)

@@ -1,0 +1,38 @@
+"""Python client for nexus: ``NexusClient`` (blocking) and ``AsyncNexusClient`` (asyncio).
+
+    from nexus.client import NexusClient
+
+    with NexusClient("http://nexus-scheduler:8080", token=get_token) as nexus:
+        run_id = nexus.create_run("word-stats", {"text": "hello"}, tag="demo")
+        result = nexus.await_run("word-stats", run_id, timeout=600)
+        print(result.status, result.result_uri)
+
+Errors are :class:`NexusClientError` subclasses carrying the server's message; see
+docs/client.md.
+"""
+
+from nexus.client._calls import RetryPolicy
+from nexus.client.async_ import AsyncNexusClient
+from nexus.client.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NexusClientError,
+    NoPayload,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    WaitTimeout,
+)
+from nexus.client.models import ParentRequest, RunResult
+from nexus.client.sync import NexusClient
+
+__all__ = [
+    "AsyncNexusClient", "BadRequest", "Conflict", "Forbidden", "NexusClient",
+    "NexusClientError", "NoPayload", "NotFound", "ParentRequest", "PayloadTooLarge",
+    "QueueFull", "RetryPolicy", "RunResult", "ServerError", "Unauthorized", "Unavailable",
+    "WaitTimeout",
+]

@@ -1,0 +1,294 @@
+"""The client side of the ``nexus`` command: run, get, wait, cancel, runs.
+
+Exit codes (a script can rely on them; also in ``nexus --help`` and docs/client.md):
+
+    0  success; for run --wait / get / wait: every run COMPLETED (or is still going, for get)
+    1  a run ended unsuccessfully (FAILED, CANCELLED, SCHEDULING_FAILED, DEADLINE_EXCEEDED)
+    2  usage error or a request the server refused as bad (400, 401, 403, 413, 417, other 4xx)
+    3  not found (404: unknown run)
+    4  timeout: a run was still unfinished when --timeout ran out
+    5  server unavailable: unreachable, 503 / 429 through every retry, or a 5xx
+    6  conflict (409): e.g. cancelling a run that already finished
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from nexus.client import models
+from nexus.client.async_ import AsyncNexusClient
+from nexus.client.errors import (
+    Conflict,
+    NexusClientError,
+    NotFound,
+    QueueFull,
+    ServerError,
+    Unavailable,
+    WaitTimeout,
+)
+from nexus.client.models import RunResult
+from nexus.client.progress import Progress, describe
+from nexus.client.sync import DEFAULT_URL, NexusClient
+from nexus.core.units import parse_duration
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 4, 5, 6
+
+EXIT_CODES_HELP = """exit codes:
+  0  success (every awaited run COMPLETED)
+  1  a run ended unsuccessfully (FAILED, CANCELLED, SCHEDULING_FAILED, DEADLINE_EXCEEDED)
+  2  usage error, or the server refused the request as bad (400/401/403/413/417)
+  3  not found (unknown run)
+  4  timeout: a run was still unfinished when --timeout ran out
+  5  server unavailable (unreachable, 429/503 after retries, 5xx)
+  6  conflict (e.g. cancelling a run that already finished)"""
+
+COMMANDS = ("run", "get", "wait", "cancel", "runs")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (unreadable payload file, bad duration)."""
+
+
+def exit_code_for(exc: NexusClientError) -> int:
+    if isinstance(exc, WaitTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, Conflict):
+        return EXIT_CONFLICT
+    if isinstance(exc, (Unavailable, QueueFull, ServerError)):
+        return EXIT_UNAVAILABLE
+    return EXIT_USAGE
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register the client commands on the ``nexus`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--scheduler", metavar="URL",
+                        default=os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL),
+                        help="scheduler base URL (env NEXUS_SCHEDULER_URL; default %(default)s)")
+    common.add_argument("--token", default=os.environ.get("NEXUS_TOKEN"),
+                        help="bearer token sent as Authorization (env NEXUS_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], help=help_text,
+                                     description=help_text, epilog=EXIT_CODES_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "start a run; prints its request id (or, with --wait, its result)")
+    run.add_argument("algorithm")
+    run.add_argument("--payload", required=True, metavar="FILE|-",
+                     help="the run's payload, a JSON object; '-' reads standard input")
+    run.add_argument("--tag", help="client tag to find the run by (nexus runs --tag)")
+    run.add_argument("--wait", action="store_true", help="wait until the run finishes")
+    run.add_argument("--timeout", type=_seconds, metavar="S",
+                     help="with --wait: give up after S seconds ('90s', '5m'); exit code 4")
+    run.add_argument("--dry-run", action="store_true",
+                     help="record the run and render its Job, but launch nothing")
+    run.add_argument("--idempotency-key", metavar="K",
+                     help="a repeat with the same key returns the first run's id")
+    run.add_argument("--custom-configuration", metavar="FILE",
+                     help="JSON file with template overrides (customConfiguration)")
+    run.add_argument("--parent", metavar="ALGORITHM/ID",
+                     help="make this run a child of that run (cancelled with it)")
+    run.add_argument("--payload-valid-for", metavar="DURATION",
+                     help="lifetime of the payload URL, e.g. '24h'")
+
+    get = command("get", "show a run's status")
+    get.add_argument("algorithm")
+    get.add_argument("request_id")
+
+    wait = command("wait", "wait until runs finish; a live display on a terminal")
+    wait.add_argument("algorithm")
+    wait.add_argument("request_ids", nargs="+", metavar="ID")
+    wait.add_argument("--timeout", type=_seconds, metavar="S",
+                      help="give up after S seconds ('90s', '5m'); exit code 4")
+
+    cancel = command("cancel", "cancel a run (and its children)")
+    cancel.add_argument("algorithm")
+    cancel.add_argument("request_id")
+    cancel.add_argument("--reason", default="", help="why; recorded with the run")
+    cancel.add_argument("--policy", default="Background", choices=models.CANCELLATION_POLICIES,
+                        help="how the run's Job is deleted (default %(default)s)")
+    cancel.add_argument("--initiator", default=None,
+                        help="who cancels (default: the local user name)")
+
+    runs = command("runs", "list the runs that carry a tag, as a table")
+    runs.add_argument("--tag", required=True)
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+
+def _result_code(result: RunResult) -> int:
+    return EXIT_RUN_FAILED if result.failed else EXIT_OK
+
+
+def _table(rows: list[RunResult]) -> str:
+    header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT / ERROR")
+    lines = [header] + [
+        (r.request_id, r.algorithm_name, r.status,
+         r.result_uri if r.succeeded else r.run_error_message) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:3])) + "  " + line[3]
+        for line in lines).rstrip() + "\n"
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def _read_json_object(source: str, what: str) -> bytes:
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {source}: {exc.strerror}") from None
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"{what} {source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} {source} must hold a JSON object")
+    return data
+
+
+def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
+    payload = _read_json_object(args.payload, "payload")
+    custom = None
+    if args.custom_configuration:
+        custom = msgspec.json.decode(
+            _read_json_object(args.custom_configuration, "custom configuration"))
+    parent = None
+    if args.parent:
+        algorithm, _, request_id = args.parent.partition("/")
+        if not algorithm or not request_id:
+            raise UsageError("--parent must be ALGORITHM/REQUEST_ID")
+        parent = (algorithm, request_id)
+    request_id = client.create_run(
+        args.algorithm, payload, custom_configuration=custom, tag=args.tag, parent=parent,
+        payload_valid_for=args.payload_valid_for, dry_run=args.dry_run,
+        idempotency_key=args.idempotency_key)
+    if not args.wait:
+        if args.json:
+            _print_json({"requestId": request_id})
+        else:
+            print(request_id)
+        return EXIT_OK
+    try:
+        result = client.await_run(args.algorithm, request_id, timeout=args.timeout)
+    except WaitTimeout as exc:
+        _show(exc.last_result, args)
+        raise
+    _show(result, args)
+    return _result_code(result)
+
+
+def _show(result: Any, args: argparse.Namespace) -> None:
+    if result is None:
+        return
+    if args.json:
+        _print_json(result)
+    else:
+        print(describe(result))
+
+
+def _cmd_get(client: NexusClient, args: argparse.Namespace) -> int:
+    result = client.get_run(args.algorithm, args.request_id)
+    _show(result, args)
+    return _result_code(result)
+
+
+def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
+    initiator = args.initiator or getpass.getuser()
+    client.cancel_run(args.algorithm, args.request_id, reason=args.reason,
+                      initiator=initiator, policy=args.policy)
+    if args.json:
+        _print_json({"requestId": args.request_id, "cancelled": True})
+    else:
+        print(f"{args.request_id}\tCANCELLED")
+    return EXIT_OK
+
+
+def _cmd_runs(client: NexusClient, args: argparse.Namespace) -> int:
+    rows = client.runs_by_tag(args.tag)
+    if args.json:
+        _print_json(rows)
+    else:
+        sys.stdout.write(_table(rows))
+    return EXIT_OK
+
+
+async def _wait_all(args: argparse.Namespace) -> list[RunResult | NexusClientError]:
+    progress = None if args.json else Progress(args.request_ids)
+    async with AsyncNexusClient(args.scheduler, token=args.token) as client:
+        task = client.await_runs([(args.algorithm, rid) for rid in args.request_ids],
+                                 timeout=args.timeout,
+                                 on_result=progress.settle if progress else None)
+        if progress is None or not progress.live:
+            return await task
+        waiting = asyncio.ensure_future(task)
+        while not waiting.done():
+            progress.refresh()
+            await asyncio.wait({waiting}, timeout=0.5)
+        progress.finish()
+        return waiting.result()
+
+
+def _cmd_wait(args: argparse.Namespace) -> int:
+    outcomes = asyncio.run(_wait_all(args))
+    unfinished = [o for o in outcomes if isinstance(o, RunResult) and not o.finished]
+    errors = [o for o in outcomes if isinstance(o, NexusClientError)]
+    if args.json:
+        _print_json([
+            {"requestId": rid, "error": str(o), "status": o.status}
+            if isinstance(o, NexusClientError) else o
+            for rid, o in zip(args.request_ids, outcomes)])
+    else:
+        for result in unfinished:
+            print(f"{result.request_id}\t{result.status}\tstill unfinished after "
+                  f"{args.timeout:g}s", file=sys.stderr)
+    if errors:
+        return max(exit_code_for(e) for e in errors)
+    if unfinished:
+        return EXIT_TIMEOUT
+    return EXIT_RUN_FAILED if any(o.failed for o in outcomes) else EXIT_OK  # type: ignore[union-attr]
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one client command; print errors to stderr and return the exit code."""
+    try:
+        if args.command == "wait":
+            return _cmd_wait(args)
+        handler = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel,
+                   "runs": _cmd_runs}[args.command]
+        with NexusClient(args.scheduler, token=args.token) as client:
+            return handler(client, args)
+    except UsageError as exc:
+        print(f"nexus {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NexusClientError as exc:
+        print(f"nexus {args.command}: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130

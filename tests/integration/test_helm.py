@@ -1,0 +1,341 @@
+"""The Helm chart (helm/nexus): lint, render, schema, and an install into the test
+control plane of scripts/testenv (kube component: NEXUS_TEST_HELM, NEXUS_TEST_KUBECONFIG).
+
+The rendered settings file must pass nexus's own validation, with the environment the
+Deployments give each role, so a chart change can never ship a config nexus refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nexus.settings import load_settings
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "nexus"
+ROLES = ("scheduler", "receiver", "supervisor")
+SETTINGS_PATH = "/etc/nexus/settings.yaml"
+
+# What a production install sets (docs/deploy.md): external Cassandra and S3, credentials
+# from Secrets, remote shards, an autoscaled scheduler.
+PRODUCTION_VALUES = {
+    "image": {"repository": "registry.test/nexus", "tag": "test"},
+    "config": {
+        "scylla-cql-store": {"hosts": ["cassandra-0.cassandra", "cassandra-1.cassandra"],
+                             "local-dc": "dc1"},
+        "s3-buffer": {"payload-storage-path": "s3a://payloads/nexus",
+                      "endpoint": "http://seaweedfs.storage:8333"},
+        "kubernetes": {"in-cluster-shard": "home"},
+    },
+    "secrets": {
+        "cassandra": {"name": "nexus-cassandra"},
+        "s3": {"name": "nexus-s3"},
+        "shards": {"name": "nexus-shards"},
+        "payloadSigning": {"name": "nexus-signing"},
+    },
+    "scheduler": {"replicas": 2,
+                  "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}},
+    "receiver": {"replicas": 1},
+}
+
+
+def _need(*names: str) -> dict[str, str]:
+    found = {name: os.environ.get(name, "") for name in names}
+    missing = [name for name, value in found.items() if not value or not Path(value).exists()]
+    if missing:
+        message = (f"{' and '.join(missing)} not set or missing: run `scripts/testenv up kube` "
+                   "and `eval \"$(scripts/testenv env kube)\"` (helm and the control plane)")
+        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("helm-home")
+    return {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+
+
+@pytest.fixture(scope="module")
+def helm(helm_env):
+    binary = _need("NEXUS_TEST_HELM")["NEXUS_TEST_HELM"]
+
+    def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run([binary, *args], env=helm_env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed ({done.returncode}):\n"
+                        f"{done.stdout}\n{done.stderr}")
+        return done
+
+    return run
+
+
+@pytest.fixture
+def values_file(tmp_path: Path) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(PRODUCTION_VALUES))
+    return path
+
+
+def _documents(text: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def _check_settings(settings_yaml: str, container: dict, tmp_path: Path) -> None:
+    """nexus.settings.load_settings accepts the file with the container's environment
+    (placeholder values for what Secrets and the downward API would provide)."""
+    path = tmp_path / f"settings-{uuid.uuid4().hex}.yaml"
+    path.write_text(settings_yaml)
+    environ = {env["name"]: env.get("value", "placeholder") for env in container.get("env", [])}
+    settings = load_settings(path, environ=environ)
+    assert settings.executor == "kubernetes" and settings.template_source == "kubernetes"
+    assert settings.bind_host == "0.0.0.0"
+    assert settings.bind_port == container["ports"][0]["containerPort"]
+
+
+def _check_deployments(docs: list[dict], settings_yaml: str, tmp_path: Path) -> None:
+    deployments = _by_kind(docs, "Deployment")
+    assert len(deployments) == len(ROLES)
+    for role in ROLES:
+        (deployment,) = [d for name, d in deployments.items() if name.endswith(f"-{role}")]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == ["--role", role, "--config", SETTINGS_PATH]
+        assert "command" not in container  # the image's ENTRYPOINT is `nexus`
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == SETTINGS_PATH)
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["configMap"]["name"].endswith("-settings")
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        _check_settings(settings_yaml, container, tmp_path)
+
+
+def test_lint(helm, values_file: Path) -> None:
+    helm("lint", "--strict", str(CHART))
+    helm("lint", "--strict", str(CHART), "-f", str(values_file))
+
+
+def test_default_values_render_a_valid_settings_file(helm, tmp_path: Path) -> None:
+    docs = _documents(helm("template", "nexus", str(CHART), "--namespace", "ml").stdout)
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    settings = yaml.safe_load(config_map["data"]["settings.yaml"])
+    assert settings["runtime-namespace"] == "ml"
+    assert settings["receiver-url"] == "http://nexus-receiver.ml.svc:8080"
+    _check_deployments(docs, config_map["data"]["settings.yaml"], tmp_path)
+    assert set(_by_kind(docs, "PodDisruptionBudget")) == {"nexus-scheduler"}
+    assert _by_kind(docs, "HorizontalPodAutoscaler") == {}
+
+
+def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> None:
+    docs = _documents(helm("template", "prod", str(CHART), "--namespace", "ml",
+                           "-f", str(values_file)).stdout)
+    kinds = sorted({doc["kind"] for doc in docs})
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    settings_yaml = config_map["data"]["settings.yaml"]
+    settings = yaml.safe_load(settings_yaml)
+    assert settings["shard-kube-config-path"] == "/etc/nexus/shards"
+    assert settings["scylla-cql-store"]["hosts"] == ["cassandra-0.cassandra", "cassandra-1.cassandra"]
+    _check_deployments(docs, settings_yaml, tmp_path)
+
+    deployments = _by_kind(docs, "Deployment")
+    scheduler = deployments["prod-nexus-scheduler"]
+    assert "replicas" not in scheduler["spec"]  # the HPA owns it
+    container = scheduler["spec"]["template"]["spec"]["containers"][0]
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+                  for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert secret_env == {
+        "NEXUS__SCYLLA_CQL_STORE__USER": "nexus-cassandra",
+        "NEXUS__SCYLLA_CQL_STORE__PASSWORD": "nexus-cassandra",
+        "NEXUS__S3_BUFFER__ACCESS_KEY_ID": "nexus-s3",
+        "NEXUS__S3_BUFFER__SECRET_ACCESS_KEY": "nexus-s3",
+        "NEXUS__S3_BUFFER__REQUEST_PAYLOAD_PROXY_CONFIGURATION__SIGN_SECRET": "nexus-signing",
+    }
+    shards = next(v for v in scheduler["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards")
+    assert shards["secret"]["secretName"] == "nexus-shards"
+    receiver = deployments["prod-nexus-receiver"]["spec"]["template"]["spec"]
+    assert receiver["automountServiceAccountToken"] is False
+    assert {e["name"] for e in receiver["containers"][0]["env"]} == {
+        "NEXUS__INSTANCE_ID", "NEXUS__SCYLLA_CQL_STORE__USER", "NEXUS__SCYLLA_CQL_STORE__PASSWORD"}
+    assert all(v["name"] != "shards" for v in receiver["volumes"])
+
+    rules = {name: role["rules"] for name, role in _by_kind(docs, "Role").items()}
+    assert set(rules) == {"prod-nexus-scheduler", "prod-nexus-supervisor"}
+    verbs = {(name, group, resource): sorted(rule["verbs"])
+             for name, role_rules in rules.items() for rule in role_rules
+             for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert verbs[("prod-nexus-scheduler", "batch", "jobs")] == ["create", "delete", "get"]
+    assert verbs[("prod-nexus-scheduler", "science.sneaksanddata.com",
+                  "nexusalgorithmtemplates")] == ["get", "list", "watch"]
+    assert verbs[("prod-nexus-supervisor", "batch", "jobs")] == [
+        "create", "delete", "get", "list", "watch"]
+    assert verbs[("prod-nexus-supervisor", "", "pods")] == ["get", "list", "watch"]
+    assert not any(v in ("*", "update", "patch", "deletecollection")
+                   for vs in verbs.values() for v in vs)
+    services = _by_kind(docs, "Service")
+    assert set(services) == {"prod-nexus-scheduler", "prod-nexus-receiver"}
+    hpa = _by_kind(docs, "HorizontalPodAutoscaler")["prod-nexus-scheduler"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+
+
+@pytest.mark.parametrize("bad", [
+    "scheduler.replicas=-1",
+    "image.pullPolicy=Sometimes",
+    "config.log-format=xml",
+    "config.scylla-cql-store.password=in-plain-text",
+    "probes.liveness.path=health",
+    "schedulr.replicas=2",
+])
+def test_values_schema_refuses_bad_values(helm, bad: str) -> None:
+    done = helm("template", "nexus", str(CHART), "--set", bad, check=False)
+    assert done.returncode != 0
+    assert "schema" in done.stderr.lower(), done.stderr
+
+
+def test_roles_can_be_turned_off(helm) -> None:
+    docs = _documents(helm("template", "nexus", str(CHART), "--set", "receiver.enabled=false",
+                           "--set", "supervisor.enabled=false").stdout)
+    assert set(_by_kind(docs, "Deployment")) == {"nexus-scheduler"}
+    assert set(_by_kind(docs, "ServiceAccount")) == {"nexus-scheduler"}
+    assert set(_by_kind(docs, "Role")) == {"nexus-scheduler"}
+
+
+# --- install into the test control plane ---------------------------------------------
+
+@pytest.fixture
+def kube(helm):
+    kubeconfig = _need("NEXUS_TEST_KUBECONFIG")["NEXUS_TEST_KUBECONFIG"]
+    from kubernetes import config as kube_config
+
+    api = kube_config.new_client_from_config(config_file=kubeconfig)
+    yield kubeconfig, api
+    api.close()
+
+
+def _get(dynamic, doc: dict, namespace: str) -> dict | None:
+    from kubernetes.dynamic.exceptions import NotFoundError
+
+    resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    try:
+        return resource.get(name=doc["metadata"]["name"], namespace=namespace).to_dict()
+    except NotFoundError:
+        return None
+
+
+# (role, verb, group, resource, allowed): what the API server answers for each role's
+# ServiceAccount in the runtime namespace.
+PERMISSIONS = [
+    ("scheduler", "create", "batch", "jobs", True),
+    ("scheduler", "delete", "batch", "jobs", True),
+    ("scheduler", "list", "batch", "jobs", False),
+    ("scheduler", "watch", "science.sneaksanddata.com", "nexusalgorithmtemplates", True),
+    ("scheduler", "list", "science.sneaksanddata.com", "nexusalgorithmworkgroups", True),
+    ("scheduler", "create", "science.sneaksanddata.com", "nexusalgorithmtemplates", False),
+    ("scheduler", "list", "", "pods", False),
+    ("scheduler", "get", "", "secrets", False),
+    ("supervisor", "watch", "batch", "jobs", True),
+    ("supervisor", "create", "batch", "jobs", True),
+    ("supervisor", "watch", "", "pods", True),
+    ("supervisor", "list", "", "events", True),
+    ("supervisor", "delete", "", "pods", False),
+    ("supervisor", "patch", "batch", "jobs", False),
+    ("supervisor", "list", "science.sneaksanddata.com", "nexusalgorithmtemplates", False),
+    ("receiver", "get", "batch", "jobs", False),
+    ("receiver", "list", "", "pods", False),
+]
+
+
+def _check_permissions(api, namespace: str, release: str) -> None:
+    from kubernetes.client import (
+        AuthorizationV1Api,
+        V1ResourceAttributes,
+        V1SubjectAccessReview,
+        V1SubjectAccessReviewSpec,
+    )
+
+    authorization = AuthorizationV1Api(api)
+    wrong = []
+    for role, verb, group, resource, allowed in PERMISSIONS:
+        user = f"system:serviceaccount:{namespace}:{release}-nexus-{role}"
+        review = authorization.create_subject_access_review(V1SubjectAccessReview(
+            spec=V1SubjectAccessReviewSpec(user=user, groups=["system:serviceaccounts"],
+                                           resource_attributes=V1ResourceAttributes(
+                                               namespace=namespace, verb=verb, group=group,
+                                               resource=resource))))
+        if review.status.allowed != allowed:
+            wrong.append(f"{role} {verb} {group or 'core'}/{resource}: "
+                         f"allowed={review.status.allowed}, expected {allowed}")
+    assert wrong == []
+
+
+def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path: Path) -> None:
+    kubeconfig, api = kube
+    from kubernetes.client import CoreV1Api
+    from kubernetes.dynamic import DynamicClient
+
+    dynamic = DynamicClient(api)
+    core = CoreV1Api(api)
+    namespace = f"nexus-helm-{uuid.uuid4().hex[:8]}"
+    release = "it"
+    try:
+        helm("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace",
+             namespace, "--create-namespace", "-f", str(values_file), "--timeout", "120s")
+        manifest = helm("get", "manifest", release, "--kubeconfig", kubeconfig,
+                        "--namespace", namespace).stdout
+        docs = _documents(manifest)
+        assert len(docs) >= 13
+        live: list[dict] = []
+        for doc in docs:
+            found = _get(dynamic, doc, doc["metadata"].get("namespace", namespace))
+            assert found is not None, f"{doc['kind']} {doc['metadata']['name']} was not created"
+            assert found["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+            live.append(found)
+        (config_map,) = [d for d in live if d["kind"] == "ConfigMap"]
+        _check_deployments(live, config_map["data"]["settings.yaml"], tmp_path)
+
+        # The control plane's controllers take the Deployments from there: Pods appear.
+        deadline = time.monotonic() + 90
+        while True:
+            pods = core.list_namespaced_pod(namespace).items
+            roles = {p.metadata.labels.get("app.kubernetes.io/component") for p in pods}
+            if roles >= set(ROLES):
+                break
+            assert time.monotonic() < deadline, f"no Pods for every role yet: {roles}"
+            time.sleep(1)
+        for pod in pods:
+            (container,) = pod.spec.containers
+            role = pod.metadata.labels["app.kubernetes.io/component"]
+            assert container.args == ["--role", role, "--config", SETTINGS_PATH]
+            assert container.image == "registry.test/nexus:test"
+
+        _check_permissions(api, namespace, release)
+
+        status = helm("status", release, "--kubeconfig", kubeconfig, "--namespace", namespace)
+        assert "STATUS: deployed" in status.stdout
+        helm("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace,
+             "--wait", "--timeout", "120s")
+        assert all(_get(dynamic, doc, namespace) is None for doc in docs)
+    finally:
+        helm("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace,
+             "--ignore-not-found", check=False)
+        try:
+            core.delete_namespace(namespace)
+        except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
+            pass
