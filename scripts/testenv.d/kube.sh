@@ -79,6 +79,8 @@ kube__go_build() {
     printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "$name" "$(tenv_elapsed "$t0")" >>"$NEXUS_TESTENV_CACHE/kube/build-times.txt"
 }
 
+kube__in_dir() { local d=$1; shift; (cd "$d" && "$@"); }
+
 kube_install() {
     command -v go >/dev/null 2>&1 || tenv_die "kube: the go command is needed to build the control plane"
     local bindir logdir jobs ld v=$KUBE_K8S_VERSION minor
@@ -87,7 +89,7 @@ kube_install() {
     tenv_mkdir "$bindir" "$logdir"
     jobs=${NEXUS_TESTENV_GO_JOBS:-2}
     # GOFLAGS from the caller (e.g. -mod=mod) must not change what we build.
-    local -a goenv=(env GOFLAGS=-mod=readonly CGO_ENABLED=0)
+    local -a goenv=(env "GOFLAGS=-mod=readonly -buildvcs=false" CGO_ENABLED=0)
 
     if ! kube__built kube kube-apiserver kube-controller-manager kube-scheduler; then
         minor=${v#v1.}; minor=${minor%%.*}
@@ -97,7 +99,7 @@ kube_install() {
             ld+=" -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         done
         kube__go_build kube "$logdir/build-kube.log" \
-            bash -c 'cd "$1" && shift && exec "$@"' _ "$KUBE_TENV_DIR/kube/build" \
+            kube__in_dir "$KUBE_TENV_DIR/kube/build" \
             "${goenv[@]}" go build -p "$jobs" -trimpath -ldflags "$ld" -o "$bindir/" \
             k8s.io/kubernetes/cmd/kube-apiserver \
             k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -106,7 +108,7 @@ kube_install() {
 
     if ! kube__built etcd etcd; then
         kube__go_build etcd "$logdir/build-etcd.log" \
-            bash -c 'cd "$1" && shift && exec "$@"' _ "$KUBE_TENV_DIR/kube/etcd" \
+            kube__in_dir "$KUBE_TENV_DIR/kube/etcd" \
             "${goenv[@]}" go build -p "$jobs" -trimpath -ldflags "-s -w" -o "$bindir/etcd" \
             go.etcd.io/etcd/server/v3
     fi
@@ -131,9 +133,18 @@ kube_install() {
 
 # ---------------------------------------------------------------- certificates
 
-# kube__cert NAME SUBJECT [SAN]: a key and a certificate signed by the CA.
+# kube__ca DIR NAME CN: a self-signed CA (NAME.crt, NAME.key).
+kube__ca() {
+    local pki=$1 name=$2 cn=$3
+    openssl ecparam -name prime256v1 -genkey -noout -out "$pki/$name.key" 2>/dev/null
+    openssl req -x509 -new -key "$pki/$name.key" -subj "/CN=$cn" -days 3650 -sha256 \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+        -out "$pki/$name.crt" 2>/dev/null || tenv_die "kube: openssl could not make the CA $name"
+}
+
+# kube__cert DIR NAME SUBJECT [SAN [CA]]: a key and a certificate signed by CA (default ca).
 kube__cert() {
-    local pki=$1 name=$2 subj=$3 san=${4:-} ext
+    local pki=$1 name=$2 subj=$3 san=${4:-} ca=${5:-ca} ext
     ext=$pki/$name.ext
     {
         echo "basicConstraints=critical,CA:FALSE"
@@ -147,7 +158,7 @@ kube__cert() {
     } >"$ext"
     openssl ecparam -name prime256v1 -genkey -noout -out "$pki/$name.key" 2>/dev/null
     openssl req -new -key "$pki/$name.key" -subj "$subj" -out "$pki/$name.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
         -days 3650 -sha256 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null ||
         tenv_die "kube: openssl could not sign $name"
     rm -f "$pki/$name.csr" "$ext"
@@ -156,15 +167,15 @@ kube__cert() {
 kube__pki() {
     local pki
     pki=$(kube__rundir)/pki
-    [[ -s $pki/ca.crt && -s $pki/admin.crt && -s $pki/apiserver.crt && -s $pki/sa.pub ]] && return 0
+    [[ -s $pki/ca.crt && -s $pki/admin.crt && -s $pki/apiserver.crt && -s $pki/sa.pub && -s $pki/front-proxy-client.crt ]] && return 0
     command -v openssl >/dev/null 2>&1 || tenv_die "kube: openssl is needed (apt-get install -y openssl)"
     rm -rf "$pki"
     tenv_mkdir "$pki"
     chmod 700 "$pki"
-    openssl ecparam -name prime256v1 -genkey -noout -out "$pki/ca.key" 2>/dev/null
-    openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=nexus-testenv-ca" -days 3650 -sha256 \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-        -out "$pki/ca.crt" 2>/dev/null || tenv_die "kube: openssl could not make the CA"
+    kube__ca "$pki" ca nexus-testenv-ca
+    # Front proxy (request-header authentication, used for aggregated API servers).
+    kube__ca "$pki" front-proxy-ca nexus-testenv-front-proxy-ca
+    kube__cert "$pki" front-proxy-client "/CN=front-proxy-client" "" front-proxy-ca
     kube__cert "$pki" apiserver "/CN=kube-apiserver" \
         "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:198.19.0.1"
     kube__cert "$pki" admin "/O=system:masters/CN=kubernetes-admin"
@@ -239,9 +250,9 @@ kube__wait() {
     local deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
-            kube__fail "timed out after ${timeout}s waiting for $what" $logs
+            kube__fail "timed out after ${timeout}s waiting for $what" "$logs"
         fi
-        kube__check_alive $logs
+        kube__check_alive
         sleep 0.2
     done
 }
@@ -321,15 +332,17 @@ kube_start() {
     pki=$dir/pki
     timeout=${NEXUS_TESTENV_KUBE_TIMEOUT:-${NEXUS_TESTENV_TIMEOUT:-120}}
     nodes=${NEXUS_TESTENV_KUBE_NODES:-2}
-    kube__built kube kube-apiserver kube-controller-manager kube-scheduler && kube__built etcd etcd &&
-        kube__built kwok kwok || tenv_die "kube: binaries missing in $bin (run: scripts/testenv install kube)"
+    if ! kube__built kube kube-apiserver kube-controller-manager kube-scheduler ||
+        ! kube__built etcd etcd || ! kube__built kwok kwok; then
+        tenv_die "kube: binaries missing or outdated in $bin (run: scripts/testenv install kube)"
+    fi
     command -v curl >/dev/null 2>&1 || tenv_die "kube: curl is needed"
     # Leftovers of an earlier run (e.g. only some processes alive) are stopped first.
     kube_stop >/dev/null 2>&1 || true
     tenv_mkdir "$dir"
 
     # Ports.
-    local api_port etcd_port peer_port kcm_port sched_port
+    local api_port etcd_port peer_port kcm_port sched_port kubelet_port
     if [[ -n ${NEXUS_TEST_KUBE_PORT:-} ]]; then
         api_port=$NEXUS_TEST_KUBE_PORT
         tenv_require_free_port kube "$api_port"
@@ -340,8 +353,11 @@ kube_start() {
     peer_port=$(kube__free_port $((etcd_port + 1)))
     kcm_port=$(kube__free_port 10257)
     sched_port=$(kube__free_port $((kcm_port == 10259 ? 10260 : 10259)))
-    printf 'apiserver=%s\netcd=%s\netcd_peer=%s\ncontroller_manager=%s\nscheduler=%s\n' \
-        "$api_port" "$etcd_port" "$peer_port" "$kcm_port" "$sched_port" >"$dir/ports"
+    kubelet_port=$(kube__free_port 10250)
+    [[ $kubelet_port == "$api_port" || $kubelet_port == "$kcm_port" || $kubelet_port == "$sched_port" ]] &&
+        kubelet_port=$(kube__free_port 20250)
+    printf 'apiserver=%s\netcd=%s\netcd_peer=%s\ncontroller_manager=%s\nscheduler=%s\nkwok=%s\n' \
+        "$api_port" "$etcd_port" "$peer_port" "$kcm_port" "$sched_port" "$kubelet_port" >"$dir/ports"
 
     kube__pki
     kube__write_kubeconfig "$api_port"
@@ -368,10 +384,15 @@ kube_start() {
         --etcd-servers="http://127.0.0.1:$etcd_port" \
         --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
         --client-ca-file="$pki/ca.crt" \
+        --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
         --service-cluster-ip-range=198.19.0.0/16 \
         --authorization-mode=Node,RBAC \
+        --kubelet-preferred-address-types=InternalIP \
         --allow-privileged=true \
         --profiling=false \
         --v=1
@@ -392,14 +413,24 @@ kube_start() {
         --leader-elect=false --profiling=false \
         --v=1
     tenv_mkdir "$dir/kwok"
-    cp "$KUBE_TENV_DIR/kube/kwok.yaml" "$dir/kwok/kwok.yaml"
-    # Node IP 127.0.0.1: anything that would talk to a "kubelet" stays on loopback.
-    # Pod IPs come from 198.18.0.0/16 (a range reserved for tests; nothing routes there).
+    # Container logs (kubectl logs / read_namespaced_pod_log) of every pod: this
+    # file, in the CRI log format kwok parses ("<time> stdout F <line>").
+    printf '%s stdout F %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" \
+        "${NEXUS_TESTENV_KUBE_POD_LOG:-kwok: simulated container output}" >"$dir/kwok/container.log"
+    {
+        cat "$KUBE_TENV_DIR/kube/kwok.yaml"
+        printf -- '---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\nmetadata:\n  name: nexus-logs\n'
+        printf 'spec:\n  logs:\n  - logsFile: %s\n    follow: false\n' "$dir/kwok/container.log"
+    } >"$dir/kwok/kwok.yaml"
+    # Node IP 127.0.0.1: the API server reaches the "kubelet" (kwok's server, for
+    # logs) on loopback. Pod IPs come from 198.18.0.0/16 (a range reserved for
+    # network tests); they only appear in pod status, nothing connects to them.
     kube__spawn kwok "$bin/kwok" \
         --kubeconfig="$kc" --config="$dir/kwok/kwok.yaml" \
         --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
         --node-lease-duration-seconds=40 \
-        --node-ip=127.0.0.1 --cidr=198.18.0.1/16
+        --node-ip=127.0.0.1 --cidr=198.18.0.1/16 \
+        --server-address="127.0.0.1:$kubelet_port" --node-port="$kubelet_port"
 
     kube__wait "kube-controller-manager /healthz" "$timeout" "$dir/controller-manager/controller-manager.log" -- \
         bash -c "curl -skf --max-time 2 https://127.0.0.1:$kcm_port/healthz | grep -qx ok"
