@@ -78,9 +78,10 @@ class Supervision:
             return None
         if obs.outcome is Outcome.RUNNING:
             if run.lifecycle_stage is S.BUFFERED:
-                # A Job its launcher did not commit (say, it died): cancel needs the uid.
+                # The watch saw the Job before its launcher committed it (or the launcher
+                # died): record what the commit would have, cancel needs the uid.
                 fields = {"job_uid": obs.job_uid} if obs.job_uid else {}
-                return await self._transition(run, S.RUNNING, **fields)
+                return await self._transition(run, S.RUNNING, sent_at=now or utcnow(), **fields)
             return None
         target, cause, grace_name, delete = _RULES[obs.outcome]
         if grace_name is not None:

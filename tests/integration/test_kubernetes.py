@@ -1,0 +1,508 @@
+"""nexus on a real Kubernetes control plane (scripts/testenv kube): kube-apiserver,
+kube-controller-manager (the real Job and garbage-collector controllers), kube-scheduler,
+and KWOK playing the kubelets of two fake nodes.
+
+Each test starts ``nexus --role all`` with the Kubernetes executor and template source.
+The test applies the CRDs and the NexusAlgorithmTemplate/Workgroup resources, submits
+runs over HTTP and reads them back over HTTP; the Pods run on KWOK nodes, whose
+behaviour the template's annotations choose (``nexus.test/*``, see
+scripts/testenv.d/kube/kwok.yaml; nexus copies template annotations onto the Pod). Where a
+run needs its algorithm to report, the test does what the algorithm would: it reads the
+Job's args and env from the API server, fetches the payload, uploads a result and calls
+the receiver.
+
+Needs NEXUS_TEST_KUBECONFIG (``eval "$(scripts/testenv env kube)"``); without it the tests
+are skipped, or fail when NEXUS_TEST_REQUIRE_SERVERS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import urllib3
+import yaml
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient, Configuration
+
+from nexus.core.supervision import (
+    DEADLINE_CAUSE,
+    FATAL_CAUSE,
+    IMAGE_CAUSE,
+    NO_REPORT_CAUSE,
+    START_CAUSE,
+)
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "helm" / "nexus" / "crds"
+GROUP = "science.sneaksanddata.com"
+RUN_SELECTOR = f"{GROUP}/nexus-component=algorithm-run"
+
+
+def require_kubeconfig() -> str:
+    path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
+    if not path:
+        message = ("needs the kube test control plane but NEXUS_TEST_KUBECONFIG is not set: run "
+                   "`scripts/testenv up kube && eval \"$(scripts/testenv env kube)\"`")
+        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
+            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)", pytrace=False)
+        pytest.skip(message)
+    if not Path(path).is_file():
+        pytest.fail(f"NEXUS_TEST_KUBECONFIG={path} does not exist: is the kube test server up?",
+                    pytrace=False)
+    return path
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})", pytrace=False)
+
+
+class Kube:
+    """The test's own small API client (independent of the code under test)."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        configuration = Configuration()
+        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
+                                     persist_config=False)
+        self._configuration = configuration
+        self._api = ApiClient(configuration)
+        self._http = self._api.rest_client.pool_manager
+        self.host = configuration.host
+
+    def close(self) -> None:
+        self._api.close()
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 202),
+             **query: Any) -> dict | None:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        bearer = self._configuration.auth_settings().get("BearerToken")
+        if bearer:
+            headers[bearer["key"]] = bearer["value"]
+        url = self.host + path + ("?" + urlencode(query) if query else "")
+        response = self._http.request(method, url, headers=headers,
+                                      body=None if body is None else json.dumps(body).encode(),
+                                      timeout=urllib3.Timeout(connect=5, read=60))
+        data = json.loads(response.data) if response.data else {}
+        if response.status == 404 and 404 not in ok:
+            return None
+        assert response.status in ok, f"{method} {path} -> {response.status}: {data.get('message', data)}"
+        return data
+
+    def apply(self, base: str, obj: dict) -> dict:
+        """Create ``obj`` under the collection path ``base``, or replace it."""
+        created = self.call("POST", base, obj, ok=(200, 201, 409))
+        if created.get("code") != 409:
+            return created
+        current = self.call("GET", f"{base}/{obj['metadata']['name']}")
+        obj = {**obj, "metadata": {**obj["metadata"],
+                                   "resourceVersion": current["metadata"]["resourceVersion"]}}
+        return self.call("PUT", f"{base}/{obj['metadata']['name']}", obj)
+
+    def jobs(self, namespace: str) -> list[dict]:
+        return self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                         labelSelector=RUN_SELECTOR)["items"]
+
+    def job(self, namespace: str, name: str) -> dict | None:
+        return self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+
+    def pods(self, namespace: str, job_name: str) -> list[dict]:
+        return self.call("GET", f"/api/v1/namespaces/{namespace}/pods",
+                         labelSelector=f"batch.kubernetes.io/job-name={job_name}")["items"]
+
+    def create_namespace(self, name: str) -> str:
+        self.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": name}})
+        # Pods need the namespace's default ServiceAccount, made by the controller-manager.
+        wait_for(lambda: self.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+                 30, f"the default ServiceAccount of namespace {name}")
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    return require_kubeconfig()
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: str) -> Iterator[Kube]:
+    client = Kube(kubeconfig)
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        client.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        name = crd["metadata"]["name"]
+        wait_for(lambda name=name: any(
+                     c["type"] == "Established" and c["status"] == "True"
+                     for c in (client.call("GET", f"/apis/apiextensions.k8s.io/v1/"
+                                           f"customresourcedefinitions/{name}")
+                               .get("status", {}).get("conditions") or [])),
+                 30, f"CRD {name} to be established")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    name = kube.create_namespace(f"nexus-it-{uuid.uuid4().hex[:8]}")
+    yield name
+    kube.delete_namespace(name)
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+def workgroup(kube: Kube, namespace: str, name: str, cluster: str) -> None:
+    kube.apply(f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmworkgroups", {
+        "apiVersion": f"{GROUP}/v1", "kind": "NexusAlgorithmWorkgroup",
+        "metadata": {"name": name},
+        "spec": {"description": "integration test", "cluster": cluster,
+                 "capabilities": {"amd64": True},
+                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
+                                  "effect": "NoSchedule"}]},
+    })
+
+
+def template(kube: Kube, namespace: str, name: str, annotations: dict[str, str], *,
+             workgroup_name: str = "wg-a", deadline: int = 120, retries: int = 0,
+             fatal: list[int] | None = None, service_account: str | None = None) -> None:
+    container: dict[str, Any] = {"registry": "test.local", "image": "behave", "versionTag": "1"}
+    if service_account:
+        container["serviceAccountName"] = service_account
+    spec: dict[str, Any] = {
+        "container": container,
+        "command": "python main.py",
+        "args": ["--sas-uri=%s", "--request-id=%s"],
+        "computeResources": {"cpuLimit": "100m", "memoryLimit": "64Mi"},
+        "workgroupRef": {"name": workgroup_name},
+        "runtimeEnvironment": {
+            "annotations": annotations, "deadlineSeconds": deadline, "maximumRetries": retries,
+            "environmentVariables": [{"name": "TEAM", "value": "integration"}],
+        },
+    }
+    if fatal:
+        spec["errorHandlingBehaviour"] = {"fatalExitCodes": fatal, "transientExitCodes": [75]}
+    kube.apply(f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates", {
+        "apiVersion": f"{GROUP}/v1", "kind": "NexusAlgorithmTemplate",
+        "metadata": {"name": name}, "spec": spec,
+    })
+
+
+def shard_kubeconfig(source: str, target: Path, namespace: str | None = None) -> None:
+    """A copy of ``source``; with ``namespace``, its current context points there."""
+    if namespace is None:
+        shutil.copyfile(source, target)
+        return
+    doc = yaml.safe_load(Path(source).read_text())
+    for context in doc["contexts"]:
+        if context["name"] == doc["current-context"]:
+            context["context"]["namespace"] = namespace
+    target.write_text(yaml.safe_dump(doc))
+
+
+def kube_env(kubeconfig: str, namespace: str, shard_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "NEXUS__EXECUTOR": "kubernetes",
+        "NEXUS__TEMPLATE_SOURCE": "kubernetes",
+        "NEXUS__KUBE_CONFIG_PATH": kubeconfig,
+        "NEXUS__SHARD_KUBE_CONFIG_PATH": str(shard_dir),
+        "NEXUS__RUNTIME_NAMESPACE": namespace,
+        **extra,
+    }
+
+
+def start(nexus_factory, kubeconfig: str, namespace: str, tmp_path: Path,
+          shards: dict[str, str | None] | None = None, data_dir: Path | None = None,
+          **extra: str):
+    shard_dir = tmp_path / f"shards-{uuid.uuid4().hex[:6]}"
+    shard_dir.mkdir()
+    for name, shard_namespace in (shards or {"shard-a": None}).items():
+        shard_kubeconfig(kubeconfig, shard_dir / f"{name}.kubeconfig", shard_namespace)
+    return nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir, **extra),
+                         data_dir=data_dir)
+
+
+# --- the client and the algorithm --------------------------------------------------------
+
+V1 = "/algorithm/v1"
+
+
+def submit(http: httpx.Client, algorithm: str, payload: dict | None = None, **body: Any) -> str:
+    response = http.post(f"{V1}/run/{algorithm}",
+                         json={"algorithmParameters": payload or {"n": 1}, **body})
+    assert response.status_code == 202, response.text
+    return response.json()["requestId"]
+
+
+def submit_when_known(http: httpx.Client, algorithm: str, **body: Any) -> str:
+    """Submit once the template source has seen the template (a watch, so soon)."""
+    def attempt() -> str | None:
+        response = http.post(f"{V1}/run/{algorithm}", json={"algorithmParameters": {"n": 1}, **body})
+        if response.status_code == 400 and "No valid configuration" in response.text:
+            return None
+        assert response.status_code == 202, response.text
+        return response.json()["requestId"]
+    return wait_for(attempt, 20, f"template {algorithm} to reach nexus", every=0.3)
+
+
+def result(http: httpx.Client, algorithm: str, run_id: str, wait: float = 30) -> dict:
+    response = http.get(f"{V1}/results/{algorithm}/requests/{run_id}", params={"wait": wait})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def metadata(http: httpx.Client, algorithm: str, run_id: str) -> dict:
+    response = http.get(f"{V1}/metadata/{algorithm}/requests/{run_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_stage(http: httpx.Client, algorithm: str, run_id: str, stages: set[str],
+               timeout: float = 60) -> dict:
+    return wait_for(lambda: (m := metadata(http, algorithm, run_id))["lifecycle_stage"] in stages and m,
+                    timeout, f"run {algorithm}/{run_id} to reach {sorted(stages)}", every=0.3)
+
+
+def finished(http: httpx.Client, algorithm: str, run_id: str, timeout: float = 90) -> dict:
+    """The run's result once it is terminal, with its metadata under ``meta``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = result(http, algorithm, run_id, wait=min(20, timeout))
+        if body["status"] not in ("NEW", "BUFFERED", "RUNNING"):
+            return {**body, "meta": metadata(http, algorithm, run_id)}
+    pytest.fail(f"run {algorithm}/{run_id} did not finish in {timeout}s: "
+                f"{metadata(http, algorithm, run_id)}", pytrace=False)
+
+
+def act_as_algorithm(kube: Kube, namespace: str, algorithm: str, run_id: str) -> bytes:
+    """Do what the algorithm in the Job would: read the payload, upload a result, report."""
+    job = wait_for(lambda: kube.job(namespace, run_id), 30, f"Job {run_id}")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    payload_url = next(arg.split("=", 1)[1] for arg in container["args"] if "sas-uri" in arg)
+    assert f"--request-id={run_id}" in container["args"]
+    payload = httpx.get(payload_url, timeout=10)
+    assert payload.status_code == 200, payload.text
+    result_body = json.dumps({"echo": payload.json(), "shard": env["NEXUS__SHARD_NAME"]}).encode()
+    upload = httpx.put(env["NEXUS__RESULT_UPLOAD_URL"], content=result_body, timeout=10)
+    assert upload.status_code in (200, 201), upload.text
+    report = httpx.post(f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/{algorithm}/requests/{run_id}",
+                        json={"resultUri": env["NEXUS__RESULT_URL"]}, timeout=10)
+    assert report.status_code == 202, report.text
+    return result_body
+
+
+def job_gone(kube: Kube, namespace: str, run_id: str, timeout: float = 30) -> None:
+    wait_for(lambda: kube.job(namespace, run_id) is None, timeout, f"Job {run_id} to be deleted")
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_run_goes_through_a_real_job_on_a_kwok_node(kube, kubeconfig, namespace, tmp_path,
+                                                    nexus_factory):
+    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    # Applied after nexus started: the template source's watch must pick them up.
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    template(kube, namespace, "hello", {"nexus.test/hold": "true"})
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        run_id = submit_when_known(http, "hello", tag="it")
+        meta = wait_stage(http, "hello", run_id, {"RUNNING"})
+        job = wait_for(lambda: kube.job(namespace, run_id), 30, "the Job")
+        assert meta["job_uid"] == job["metadata"]["uid"]
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["NEXUS__SHARD_NAME"] == "shard-a" and env["TEAM"] == "integration"
+        labels = job["metadata"]["labels"]
+        assert labels[f"{GROUP}/algorithm-template-name"] == "hello"
+        assert labels[f"{GROUP}/nexus-component"] == "algorithm-run"
+        assert job["spec"]["template"]["spec"]["tolerations"][0]["key"] == "kwok.x-k8s.io/node"
+        [pod] = wait_for(lambda: [p for p in kube.pods(namespace, run_id)
+                                  if p["status"].get("phase") == "Running"], 60, "a Running Pod")
+        assert pod["spec"]["nodeName"].startswith("kwok-node-")
+        assert pod["metadata"]["annotations"]["nexus.test/hold"] == "true"
+
+        sent = act_as_algorithm(kube, namespace, "hello", run_id)
+        done = finished(http, "hello", run_id)
+        assert done["status"] == "COMPLETED", done
+        assert httpx.get(done["resultUri"], timeout=10).content == sent
+        metrics = http.get("/metrics").text
+        assert 'nexus_kube_api_responses_total{shard="shard-a",verb="create",code="201"} 1' in metrics
+
+
+FAILURES = {
+    # name: (annotations, template options, stage, cause, words in the details)
+    "fatal-exit": ({"nexus.test/exit-code": "42", "nexus.test/run-duration": "300ms"},
+                   {"fatal": [42], "retries": 3}, "FAILED", FATAL_CAUSE, "exit code 42"),
+    "pull-back-off": ({"nexus.test/image-pull-backoff": "true"}, {}, "SCHEDULING_FAILED",
+                      IMAGE_CAUSE, "ImagePullBackOff"),
+    "deadline": ({"nexus.test/hold": "true"}, {"deadline": 3}, "DEADLINE_EXCEEDED",
+                 DEADLINE_CAUSE, "deadline"),
+    "retry-limit": ({"nexus.test/exit-code": "3", "nexus.test/run-duration": "300ms"},
+                    {"retries": 0}, "DEADLINE_EXCEEDED", DEADLINE_CAUSE, "backoff limit"),
+    "no-report": ({"nexus.test/run-duration": "300ms"}, {}, "FAILED", NO_REPORT_CAUSE,
+                  "CompletionsReached"),
+    "failed-create": ({}, {"service_account": "no-such-account"}, "SCHEDULING_FAILED",
+                      START_CAUSE, "no-such-account"),
+}
+
+
+def test_each_failure_ends_in_its_stage_with_its_cause(kube, kubeconfig, namespace, tmp_path,
+                                                       nexus_factory):
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    for name, (pod_annotations, options, *_) in FAILURES.items():
+        template(kube, namespace, name, pod_annotations, **options)
+    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        runs = {name: submit(http, name) for name in FAILURES}
+        problems = []
+        for name, (_, _, stage, cause, detail) in FAILURES.items():
+            done = finished(http, name, runs[name], timeout=120)
+            meta = done["meta"]
+            print(f"{name}: {done['status']} | {done['runErrorMessage']} | "
+                  f"{meta['algorithm_failure_details']}")
+            if done["status"] != stage or cause not in done["runErrorMessage"] or \
+                    detail.lower() not in meta["algorithm_failure_details"].lower():
+                problems.append(f"{name}: {done['status']} {done['runErrorMessage']!r} "
+                                f"details {meta['algorithm_failure_details']!r}")
+        assert not problems, "\n".join(problems) + "\n" + nexus.log()
+        # The supervisor deleted every Job that failed (not the one that succeeded silently).
+        for name in FAILURES:
+            if name != "no-report":
+                job_gone(kube, namespace, runs[name])
+
+
+def test_cancel_parent_cancels_children_and_deletes_their_jobs(kube, kubeconfig, namespace,
+                                                               tmp_path, nexus_factory):
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    template(kube, namespace, "tree", {"nexus.test/hold": "true"})
+    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        parent = submit(http, "tree")
+        parent_uid = wait_stage(http, "tree", parent, {"RUNNING"})["job_uid"]
+        children = [submit(http, "tree", parentRequest={"requestId": parent, "algorithmName": "tree"})
+                    for _ in range(2)]
+        for child in children:
+            wait_stage(http, "tree", child, {"RUNNING"})
+            owners = kube.job(namespace, child)["metadata"]["ownerReferences"]
+            assert [(o["kind"], o["uid"]) for o in owners] == [("Job", parent_uid)]
+        response = http.post(f"{V1}/cancel/tree/requests/{parent}",
+                             json={"reason": "test", "initiator": "it",
+                                   "cancellationPolicy": "Foreground"})
+        assert response.status_code == 200, response.text
+        for run_id in (parent, *children):
+            done = finished(http, "tree", run_id, timeout=30)
+            assert done["status"] == "CANCELLED", done
+            job_gone(kube, namespace, run_id, timeout=60)
+        assert http.post(f"{V1}/cancel/tree/requests/{parent}", json={}).status_code == 409
+
+
+def test_cancel_honours_the_propagation_policy(kube, kubeconfig, namespace, tmp_path,
+                                              nexus_factory):
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    template(kube, namespace, "policy", {"nexus.test/hold": "true"})
+    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        orphaned, background = submit(http, "policy"), submit(http, "policy")
+        pods = {}
+        for run_id in (orphaned, background):
+            wait_stage(http, "policy", run_id, {"RUNNING"})
+            [pods[run_id]] = wait_for(lambda run_id=run_id: [
+                p["metadata"]["name"] for p in kube.pods(namespace, run_id)
+                if p["status"].get("phase") == "Running"], 60, f"the Pod of {run_id}")
+        for run_id, policy in ((orphaned, "Orphan"), (background, "Background")):
+            response = http.post(f"{V1}/cancel/policy/requests/{run_id}",
+                                 json={"reason": "test", "initiator": "it", "cancellationPolicy": policy})
+            assert response.status_code == 200, response.text
+            assert finished(http, "policy", run_id, timeout=10)["status"] == "CANCELLED"
+            job_gone(kube, namespace, run_id)
+        pod_path = f"/api/v1/namespaces/{namespace}/pods"
+        wait_for(lambda: kube.call("GET", f"{pod_path}/{pods[background]}") is None, 30,
+                 "the Pod of the Job deleted in the background to go")
+        # Orphan: the Job is gone, its Pod lives on without an owner.
+        orphan = wait_for(lambda: (p := kube.call("GET", f"{pod_path}/{pods[orphaned]}"))
+                          and not p["metadata"].get("ownerReferences") and p, 30,
+                          "the orphaned Pod to lose its owner")
+        assert orphan["status"]["phase"] == "Running"
+
+
+def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, namespace, tmp_path,
+                                                         nexus_factory):
+    """Two shards on one control plane, told apart by namespace: each shard's kubeconfig
+    names its own namespace in its context, which is where nexus puts that shard's Jobs
+    and where it watches them. Templates and workgroups live in runtime-namespace."""
+    other = kube.create_namespace(f"{namespace}-b")
+    try:
+        workgroup(kube, namespace, "wg-a", "shard-a")
+        workgroup(kube, namespace, "wg-b", "shard-b")
+        workgroup(kube, namespace, "wg-z", "shard-z")
+        template(kube, namespace, "on-a", {"nexus.test/hold": "true"}, workgroup_name="wg-a")
+        template(kube, namespace, "on-b", {"nexus.test/hold": "true"}, workgroup_name="wg-b")
+        template(kube, namespace, "on-z", {}, workgroup_name="wg-z")
+        nexus = start(nexus_factory, kubeconfig, namespace, tmp_path,
+                      shards={"shard-a": namespace, "shard-b": other})
+        with httpx.Client(base_url=nexus.url, timeout=60) as http:
+            refused = http.post(f"{V1}/run/on-z", json={"algorithmParameters": {}})
+            assert refused.status_code == 400 and "shard-z" in refused.text, refused.text
+            runs = [("on-a", submit(http, "on-a")) for _ in range(3)]
+            runs += [("on-b", submit(http, "on-b")) for _ in range(3)]
+            for algorithm, run_id in runs:
+                wait_stage(http, algorithm, run_id, {"RUNNING"})
+            in_a = {j["metadata"]["name"] for j in kube.jobs(namespace)}
+            in_b = {j["metadata"]["name"] for j in kube.jobs(other)}
+            assert in_a == {r for a, r in runs if a == "on-a"}
+            assert in_b == {r for a, r in runs if a == "on-b"}
+            for algorithm, run_id in runs:
+                act_as_algorithm(kube, namespace if algorithm == "on-a" else other, algorithm, run_id)
+            for algorithm, run_id in runs:
+                done = finished(http, algorithm, run_id)
+                assert done["status"] == "COMPLETED", done
+                shard = json.loads(httpx.get(done["resultUri"], timeout=10).content)["shard"]
+                assert shard == ("shard-a" if algorithm == "on-a" else "shard-b")
+    finally:
+        kube.delete_namespace(other)
+
+
+def test_killed_scheduler_runs_are_launched_by_the_survivor_exactly_once(
+        kube, kubeconfig, namespace, tmp_path, nexus_factory):
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    template(kube, namespace, "queued", {"nexus.test/hold": "true"})
+    data_dir = tmp_path / "data"
+    lease = {"NEXUS__SUPERVISOR__LEASE_TTL": "2s", "NEXUS__SUPERVISOR__HEARTBEAT_INTERVAL": "500ms"}
+    slow = start(nexus_factory, kubeconfig, namespace, tmp_path, data_dir=data_dir,
+                 NEXUS__INSTANCE_ID="scheduler-1",
+                 NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND="2",
+                 NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST="1", **lease)
+    with httpx.Client(base_url=slow.url, timeout=60) as http:
+        runs = [submit(http, "queued", {"i": i}) for i in range(20)]
+    time.sleep(1.0)
+    slow.kill()
+    launched_before = {j["metadata"]["name"] for j in kube.jobs(namespace)}
+    assert len(launched_before) < len(runs), "the queue drained before the kill; slow it down"
+
+    survivor = start(nexus_factory, kubeconfig, namespace, tmp_path, data_dir=data_dir,
+                     NEXUS__INSTANCE_ID="scheduler-2", **lease)
+    with httpx.Client(base_url=survivor.url, timeout=60) as http:
+        stages = {r: wait_stage(http, "queued", r, {"RUNNING"}, timeout=60) for r in runs}
+    jobs = {j["metadata"]["name"]: j for j in kube.jobs(namespace)}
+    assert sorted(jobs) == sorted(runs)  # one Job per accepted run, none missing, none extra
+    for run_id, meta in stages.items():
+        assert meta["job_uid"] == jobs[run_id]["metadata"]["uid"]
