@@ -183,3 +183,15 @@ def nexus(nexus_factory) -> NexusProcess:
 def client(nexus: NexusProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=nexus.url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def server(module_nexus_factory):
+    """One nexus on default test settings, shared by a module (override it for others)."""
+    return module_nexus_factory()
+
+
+@pytest.fixture(scope="module")
+def api(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http

@@ -50,17 +50,6 @@ def parse_metrics(text: str) -> dict[str, float]:
     return samples
 
 
-@pytest.fixture(scope="module")
-def server(module_nexus_factory):
-    return module_nexus_factory()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-
-
 def test_live(api):
     response = api.get("/health/live")
     assert response.status_code == 200

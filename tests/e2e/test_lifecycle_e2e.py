@@ -49,17 +49,6 @@ SCENARIOS = {
 
 
 @pytest.fixture(scope="module")
-def server(module_nexus_factory):
-    return module_nexus_factory()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 def runs(api) -> dict[str, tuple[str, str]]:
     """Scenario name -> (algorithm, request id), all submitted up front."""
     submitted = {}

@@ -20,17 +20,6 @@ from support import (
 SILENT = {"sleep": 60, "report": False}
 
 
-@pytest.fixture(scope="module")
-def server(module_nexus_factory):
-    return module_nexus_factory()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-
-
 @pytest.fixture
 def running(api):
     run_id = create(api, SILENT)

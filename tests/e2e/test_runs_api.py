@@ -45,17 +45,6 @@ SLOW = {
 
 
 @pytest.fixture(scope="module")
-def server(module_nexus_factory):
-    return module_nexus_factory()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 def slow_server(module_nexus_factory):
     """Runs stay NEW/BUFFERED here: one launch every 50 s, one launch worker."""
     proc = module_nexus_factory(env=SLOW)
