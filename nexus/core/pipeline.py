@@ -1,5 +1,8 @@
 """The virtual queue: workers that take accepted runs from the Rust queue and launch them.
 
+Each shard has its own lane — a Rust queue, a token bucket and its own workers — so a
+shard that is throttled or failing holds only its own workers, never another shard's.
+
 Per run: NEW -> BUFFERED (its payload and Job are stored by the time it is queued), then a
 token from the shard's bucket, then the Job is created and the run committed RUNNING. A
 failed launch is retried after a per-run exponential backoff; once the retry limit is
@@ -41,20 +44,48 @@ class LimitConfig:
         self.workers, self.capacity = workers, capacity
 
 
+class _Lane:
+    """One shard's part of the virtual queue."""
+
+    def __init__(self, capacity: int, rate: float, burst: int) -> None:
+        self.queue = Queue(capacity)
+        # Runs accepted while a racing producer filled the last slot wait here instead of
+        # being refused after they were already stored.
+        self.overflow: deque[RunKey] = deque()
+        self.bucket = TokenBucket(rate, burst)
+        self.wakeup = asyncio.Event()
+        self.workers: list[asyncio.Task[None]] = []
+
+    def depth(self) -> int:
+        return len(self.queue) + len(self.overflow)
+
+    def push(self, key: RunKey) -> None:
+        if not self.queue.push(key):
+            self.overflow.append(key)
+        self.wakeup.set()
+
+    async def next(self) -> RunKey:
+        while True:
+            key = self.queue.pop()
+            if key is None and self.overflow:
+                key = self.overflow.popleft()
+            if key is not None:
+                return key
+            self.wakeup.clear()
+            if self.depth():
+                continue
+            await self.wakeup.wait()
+
+
 class LaunchPipeline:
     def __init__(self, store: RunStore, launcher: JobLauncher, limits: LimitConfig,
                  on_change: Callable[[str, str], None] | None = None) -> None:
         self._store = store
         self._launcher = launcher
         self._limits = limits
-        self._queue = Queue(limits.capacity)
-        # Runs accepted while a racing producer filled the last slot wait here instead of
-        # being refused after they were already stored.
-        self._overflow: deque[RunKey] = deque()
+        self._lanes: dict[str, _Lane] = {}
         self._backoff = Backoff(limits.base_delay, limits.max_delay, limits.max_attempts)
-        self._buckets: dict[str, TokenBucket] = {}
-        self._wakeup = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self._running = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._in_flight: set[tuple[str, str]] = set()
         self._on_change = on_change or (lambda algorithm, run_id: None)
@@ -68,10 +99,10 @@ class LaunchPipeline:
     # --- producer side -----------------------------------------------------------------
 
     def has_room(self) -> bool:
-        return self._queue.remaining() > 0
+        return self.depth() < self._limits.capacity
 
     def depth(self) -> int:
-        return len(self._queue) + len(self._overflow)
+        return sum(lane.depth() for lane in self._lanes.values())
 
     def is_queued(self, algorithm: str, run_id: str) -> bool:
         return (algorithm, run_id) in self._in_flight
@@ -83,9 +114,16 @@ class LaunchPipeline:
     def submit(self, key: RunKey) -> None:
         """Queue an accepted (stored) run. Never refuses: the run is already durable."""
         self._in_flight.add((key.algorithm, key.id))
-        if not self._queue.push(key):
-            self._overflow.append(key)
-        self._wakeup.set()
+        self._lane(key.cluster).push(key)
+
+    def _lane(self, cluster: str) -> _Lane:
+        lane = self._lanes.get(cluster)
+        if lane is None:
+            limits = self._limits
+            lane = self._lanes[cluster] = _Lane(limits.capacity, limits.rate, limits.burst)
+            if self._running:
+                self._start_lane(cluster, lane)
+        return lane
 
     def _retry_later(self, key: RunKey, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -101,33 +139,29 @@ class LaunchPipeline:
     # --- consumer side -----------------------------------------------------------------
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work(), name=f"launch-worker-{i}")
-                         for i in range(self._limits.workers)]
+        self._running = True
+        for cluster, lane in self._lanes.items():
+            self._start_lane(cluster, lane)
+
+    def _start_lane(self, cluster: str, lane: _Lane) -> None:
+        lane.workers = [asyncio.create_task(self._work(lane), name=f"launch-{cluster}-{i}")
+                        for i in range(self._limits.workers)]
 
     async def stop(self) -> None:
+        self._running = False
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        for task in self._workers:
+        workers = [task for lane in self._lanes.values() for task in lane.workers]
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        await asyncio.gather(*workers, return_exceptions=True)
+        for lane in self._lanes.values():
+            lane.workers = []
 
-    async def _next(self) -> RunKey:
+    async def _work(self, lane: _Lane) -> None:
         while True:
-            key = self._queue.pop()
-            if key is None and self._overflow:
-                key = self._overflow.popleft()
-            if key is not None:
-                return key
-            self._wakeup.clear()
-            if len(self._queue) or self._overflow:
-                continue
-            await self._wakeup.wait()
-
-    async def _work(self) -> None:
-        while True:
-            key = await self._next()
+            key = await lane.next()
             try:
                 await self.process(key)
             except asyncio.CancelledError:
@@ -136,12 +170,6 @@ class LaunchPipeline:
                 log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
                 self._in_flight.discard((key.algorithm, key.id))
                 self.note_left_behind()
-
-    def _bucket(self, cluster: str) -> TokenBucket:
-        bucket = self._buckets.get(cluster)
-        if bucket is None:
-            bucket = self._buckets[cluster] = TokenBucket(self._limits.rate, self._limits.burst)
-        return bucket
 
     async def process(self, key: RunKey) -> None:
         """Take one run as far as it can go now; a scheduled retry keeps it in flight."""
@@ -154,7 +182,7 @@ class LaunchPipeline:
                 self._in_flight.discard((key.algorithm, key.id))
                 self.note_left_behind()
                 return
-            self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1),
+            self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
                               self._backoff.delay(key.attempt))
             return
         if not retrying:
@@ -186,7 +214,7 @@ class LaunchPipeline:
                                    algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",
                                    algorithm_failure_details="The submission buffer has no entry for this run.")
             return False
-        wait = self._bucket(entry.cluster).reserve(1)
+        wait = self._lane(entry.cluster).bucket.reserve(1)
         if wait > 0:
             await asyncio.sleep(wait)
             # A cancel may have landed while this run waited for its token: a run that has
@@ -201,7 +229,7 @@ class LaunchPipeline:
             if exc.retryable and not self._backoff.exhausted(key.attempt + 1):
                 log.info("launch of %s/%s failed (attempt %d), retrying: %s",
                          run.algorithm, run.id, key.attempt + 1, exc.message)
-                self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1),
+                self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
                                   self._backoff.delay(key.attempt))
                 return True
             await self._transition(

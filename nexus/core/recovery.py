@@ -46,7 +46,7 @@ async def requeue_pending(store: RunStore, buffer: PayloadBuffer, pipeline: Laun
                 except (InvalidTransition, NotFound):
                     pass
                 continue
-            pipeline.submit(RunKey(run.algorithm, run.id))
+            pipeline.submit(RunKey(run.algorithm, run.id, cluster=run.cluster))
             count += 1
     if count:
         log.info("re-queued %d pending run(s) of %s", count, host)

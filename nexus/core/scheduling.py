@@ -237,7 +237,7 @@ class Scheduler:
                 await self._abandon(run, stored, created)
             if created != run_id:  # an idempotency key raced us and lost: the first run wins
                 return created
-            self.pipeline.submit(RunKey(algorithm, run_id))
+            self.pipeline.submit(RunKey(algorithm, run_id, cluster=cluster))
             submitted = True
         finally:
             if not submitted:

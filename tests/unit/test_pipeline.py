@@ -42,7 +42,7 @@ class MemoryStore:
             self.submissions[(algorithm, run_id)] = SubmissionEntry(
                 algorithm=algorithm, id=run_id, cluster=cluster,
                 template={"metadata": {"name": run_id}})
-        return RunKey(algorithm, run_id)
+        return RunKey(algorithm, run_id, cluster=cluster)
 
     def stage(self, run_id: str, algorithm: str = "algo") -> S:
         return self.runs[(algorithm, run_id)].lifecycle_stage
@@ -383,3 +383,16 @@ async def test_stop_cancels_pending_retries(make_pipeline):
     await asyncio.sleep(0.3)
     assert len(launcher.calls) == 1
     assert store.stage("r1") is S.BUFFERED
+
+
+async def test_a_throttled_shard_does_not_hold_up_another_shard(make_pipeline):
+    """Each shard has its own lane: runs queued for a slow shard take its workers only."""
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(rate=0.2, burst=1, workers=2))
+    for i in range(5):
+        pipeline.submit(store.add(f"a{i}", cluster="shard-a"))
+    await eventually(lambda: len(launcher.calls) == 1)  # shard-a's burst is spent
+    pipeline.submit(store.add("b0", cluster="shard-b"))
+    await eventually(lambda: store.stage("b0") is S.RUNNING, timeout=2.0)
+    assert [cluster for _, cluster, _ in launcher.calls] == ["shard-a", "shard-b"]
+    assert pipeline.depth() == 2  # shard-a: 2 runs wait in its workers, 2 in its queue
