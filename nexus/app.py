@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from sanic import Request, Sanic
@@ -121,6 +122,12 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         except BaseException:
             await shared.close()
             raise
+        # Everything made so far (modules, the app, backends) lives as long as the process:
+        # moved out of the collector's reach, a full collection under load takes ~1 ms
+        # instead of 15-30 ms every couple of seconds (an event-loop stall that shows in
+        # the accept p99; docs/performance.md).
+        gc.collect()
+        gc.freeze()
 
     @app.after_server_stop
     async def close_backends(app: Sanic) -> None:

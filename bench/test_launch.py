@@ -1,0 +1,184 @@
+"""Target 4: launching Jobs on a real API server (the control plane of scripts/testenv).
+
+Two figures, both against what the API server itself can take, measured in the same run:
+
+* limiter off (rate 0 = unlimited): Jobs created per second by nexus's launch pipeline
+  over Jobs created per second by a bare loop of the same ``kubernetes`` client creating
+  the same Jobs (the manifest nexus stored for a run, renamed) with the same concurrency
+  as nexus's launch workers (goal >= 0.8);
+* limiter on at a rate below that: the rate nexus holds over the configured one
+  (goal within 5%).
+
+nexus's rate is read from its own count of the API server's answers
+(``nexus_kube_api_responses_total{verb="create",code="201"}`` on /metrics), sampled while
+it runs, from the first Job to the last. Without a running control plane (or without the
+Kubernetes executor) the figures are filed as "not measured" with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bench import load, servers
+
+RUNS = 600
+WORKERS = 16
+CREATES = re.compile(r'^nexus_kube_api_responses_total\{[^}]*verb="create"[^}]*code="201"[^}]*\} (\S+)$',
+                     re.M)
+
+
+def _unavailable() -> str:
+    path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
+    if not path:
+        return "NEXUS_TEST_KUBECONFIG not set: run `scripts/testenv up kube` first"
+    if not Path(path).is_file():
+        return f"NEXUS_TEST_KUBECONFIG={path} does not exist: the kube test server is not up"
+    try:
+        import nexus.backends.k8s.shards  # noqa: F401  (the Kubernetes executor)
+    except ImportError as exc:
+        return f"the Kubernetes executor is not importable: {exc}"
+    try:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=path)
+        client.VersionApi(api).get_code(_request_timeout=5)
+        api.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no control plane to measure
+        return f"the control plane of {path} does not answer: {type(exc).__name__}: {exc}"[:300]
+    return ""
+
+
+def _created(server: servers.Server) -> int:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
+        return int(sum(float(v) for v in CREATES.findall(answer.read().decode())))
+
+
+def _nexus_launch_rate(server: servers.Server, algorithm: str, runs: int,
+                       timeout: float) -> tuple[float, int]:
+    """Post ``runs`` runs and time the Jobs nexus creates, from the first to the last."""
+    request = load.build_request("POST", f"/algorithm/v1/run/{algorithm}",
+                                 b'{"algorithmParameters":{"bench":true}}')
+    base = _created(server)
+    poster = threading.Thread(target=load.closed_loop, args=(server.host, server.port, request),
+                              kwargs={"connections": 8, "total": runs, "duration": timeout})
+    poster.start()
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        samples.append((time.monotonic(), _created(server) - base))
+        if samples[-1][1] >= runs:
+            break
+        time.sleep(0.1)
+    poster.join(timeout)
+    first = next(((t, n) for t, n in samples if n >= 1), None)
+    last = samples[-1]
+    if first is None or last[0] <= first[0]:
+        return 0.0, last[1]
+    return (last[1] - first[1]) / (last[0] - first[0]), last[1]
+
+
+def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> float:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    batch = client.BatchV1Api(api)
+    prefix = f"bare-{uuid.uuid4().hex[:6]}"
+
+    def create(i: int) -> None:
+        job = {**manifest, "metadata": {**manifest["metadata"], "name": f"{prefix}-{i}",
+                                        "namespace": namespace}}
+        batch.create_namespaced_job(namespace, job)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(create, range(runs)))
+    seconds = time.perf_counter() - start
+    api.close()
+    return runs / seconds
+
+
+def test_4_launch_rate(bench, tmp_path):
+    reason = _unavailable()
+    figures = ("Jobs/s nexus scheduler / bare kubernetes-client loop (limiter off)",
+               "launch rate nexus / configured rate (limiter on)")
+    if reason:
+        for figure, goal in zip(figures, (">= 0.8", "within 5%")):
+            bench.record("4", figure, None, goal, None, note=f"not measured: {reason}")
+        pytest.skip(reason)
+
+    sys.path.insert(0, str(servers.REPO / "tests" / "integration"))
+    import test_kubernetes as kt  # the integration suite's resource helpers
+
+    kubeconfig = os.environ["NEXUS_TEST_KUBECONFIG"]
+    kube = kt.Kube(kubeconfig)
+    namespace = kube.create_namespace(f"nexus-bench-{uuid.uuid4().hex[:8]}")
+    runs = 100 if bench.quick else RUNS
+    try:
+        for path in sorted(kt.CRDS.glob("*.yaml")):
+            import yaml
+
+            kube.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                       yaml.safe_load(path.read_text()))
+        kt.workgroup(kube, namespace, "wg-a", "shard-a")
+        kt.template(kube, namespace, "bench", {"nexus.test/hold": "true"}, deadline=3600)
+        shard_dir = tmp_path / "shards"
+        shard_dir.mkdir()
+        kt.shard_kubeconfig(kubeconfig, shard_dir / "shard-a.kubeconfig")
+
+        def start(name: str, rate: float, burst: int) -> servers.Server:
+            env = kt.kube_env(kubeconfig, namespace, shard_dir)
+            env.update({
+                "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": str(WORKERS),
+                "NEXUS__KUBERNETES__CLIENT_QPS": "10000",
+                "NEXUS__KUBERNETES__CLIENT_BURST": "10000",
+                "NEXUS__SUPERVISOR__RECONCILE_INTERVAL": "60s",
+            })
+            server = servers.nexus(tmp_path / name, name=name, rate=str(rate), extra=env)
+            server.env["NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST"] = str(burst)
+            return server.start(timeout=120)
+
+        unlimited = start("nexus-unlimited", 0, 1)
+        try:
+            nexus_rate, created = _nexus_launch_rate(unlimited, "bench", runs, timeout=300)
+            job = kube.jobs(namespace)[0]
+            manifest = {"apiVersion": "batch/v1", "kind": "Job",
+                        "metadata": {"labels": job["metadata"].get("labels", {}),
+                                     "annotations": job["metadata"].get("annotations", {})},
+                        "spec": {k: v for k, v in job["spec"].items()
+                                 if k not in ("selector", "manualSelector")}}
+            manifest["spec"]["template"]["metadata"].setdefault("labels", {})
+            for key in list(manifest["spec"]["template"]["metadata"]["labels"]):
+                if key.startswith(("controller-uid", "batch.kubernetes.io/controller-uid",
+                                   "job-name", "batch.kubernetes.io/job-name")):
+                    del manifest["spec"]["template"]["metadata"]["labels"][key]
+        finally:
+            unlimited.stop()
+        bare_rate = _bare_rate(kubeconfig, namespace, manifest, runs)
+        ratio = nexus_rate / bare_rate if bare_rate else 0.0
+        bench.record("4", figures[0], ratio, ">= 0.8", ratio >= 0.8,
+                     {"nexus_jobs_per_s": round(nexus_rate, 1), "bare_jobs_per_s": round(bare_rate, 1),
+                      "runs": runs, "jobs_created_by_nexus": created, "workers": WORKERS})
+
+        configured = max(5.0, round(min(nexus_rate, bare_rate) * 0.5))
+        limited = start("nexus-limited", configured, 1)
+        try:
+            held, created = _nexus_launch_rate(limited, "bench", runs, timeout=runs / configured * 3 + 60)
+        finally:
+            limited.stop()
+        error = abs(held / configured - 1)
+        bench.record("4", figures[1], held / configured, "within 5% (0.95 .. 1.05)",
+                     error <= 0.05, {"configured_per_s": configured, "held_per_s": round(held, 2),
+                                     "jobs_created": created})
+    finally:
+        kube.delete_namespace(namespace)
+        kube.close()
