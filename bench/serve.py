@@ -7,34 +7,20 @@ text report to OUT: with ``--profiler cprofile`` (the default) cProfile timed by
 thread's CPU clock, plus OUT with a .json suffix, a flat profile the report summarises;
 with ``--profiler pyinstrument`` (when installed) a sampled call tree in wall-clock time.
 
-``--reuse-port`` binds the listening socket with SO_REUSEPORT before handing it to
-Sanic, so several independent nexus processes (each with its own instance id) can share
-one port and the kernel spreads connections over them. The product CLI has no such flag
-yet; this is how the scale-out benchmark measures what it would give (see
-docs/performance.md for the proposed ``nexus --reuse-port``).
+``--reuse-port`` is ``nexus --reuse-port``: several independent nexus processes (each
+with its own instance id) share one port and the kernel spreads connections over them.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from pathlib import Path
 
 from nexus.app import create_app
-from nexus.cli import parse_args
+from nexus.cli import parse_args, reuse_port_socket
 from nexus.logs import configure_logging
 from nexus.settings import load_settings
-
-
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 class _Profile:
@@ -91,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--profile", type=Path)
     extra.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
-    extra.add_argument("--reuse-port", action="store_true")
     ours, rest = extra.parse_known_args(argv)
     args = parse_args(rest)
     overrides = {"bind_host": args.host} if args.host else {}
@@ -101,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     app = create_app(settings, args.role)
     run_args: dict = {"single_process": True, "access_log": False, "motd": False}
-    if ours.reuse_port:
+    if args.reuse_port:
         run_args["sock"] = reuse_port_socket(settings.bind_host, settings.bind_port)
     else:
         run_args.update(host=settings.bind_host, port=settings.bind_port)

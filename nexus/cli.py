@@ -10,6 +10,7 @@ The server side is imported only when a role is given, so the client commands st
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 from nexus.client.cli import EXIT_CODES_HELP, add_commands, run_command
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="settings file (YAML); NEXUS__A__B env vars override it")
     parser.add_argument("--host", help="address to listen on (bind-host)")
     parser.add_argument("--port", type=int, help="port to listen on (bind-port)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT so several nexus processes (each with its "
+                             "own instance-id) share the port and the kernel spreads connections")
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
                                        title="client commands"))
     return parser
@@ -45,10 +49,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.role not in ROLES:
             parser.error(f"argument --role: invalid choice: {args.role!r} "
                          f"(choose from {', '.join(ROLES)})")
-    elif args.role or args.config or args.host or args.port is not None:
-        parser.error("--role/--config/--host/--port start a server; "
+    elif args.role or args.config or args.host or args.port is not None or args.reuse_port:
+        parser.error("--role/--config/--host/--port/--reuse-port start a server; "
                      "they do not go with a client command")
     return args
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind too (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -68,10 +82,14 @@ def serve(args: argparse.Namespace) -> int:
         print(f"nexus: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    # Sanic's own multi-worker mode would give every worker the same settings, hence the
+    # same instance-id, which names the scheduler's lease and the runs it recovers; separate
+    # processes sharing a port keep one identity each.
+    where = ({"sock": reuse_port_socket(settings.bind_host, settings.bind_port)}
+             if args.reuse_port else {"host": settings.bind_host, "port": settings.bind_port})
     try:
         app = create_app(settings, args.role)
-        app.run(host=settings.bind_host, port=settings.bind_port, single_process=True,
-                access_log=False, motd=False)
+        app.run(**where, single_process=True, access_log=False, motd=False)
     except ConfigError as exc:
         print(f"nexus: {exc.message}", file=sys.stderr)
         return 2
