@@ -135,8 +135,16 @@ class Kube:
                  30, f"the default ServiceAccount of namespace {name}")
         return name
 
-    def delete_namespace(self, name: str) -> None:
+    def delete_namespace(self, name: str, wait: float = 300.0) -> None:
+        """Delete and wait until it is gone, so the next test starts on a quiet cluster
+        (a namespace holding thousands of Jobs keeps the controllers busy for a while)."""
         self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
+        deadline = time.monotonic() + wait
+        while self.call("GET", f"/api/v1/namespaces/{name}") is not None:
+            if time.monotonic() > deadline:
+                print(f"namespace {name} still terminating after {wait:.0f}s")
+                return
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

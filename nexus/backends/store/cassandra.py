@@ -385,8 +385,10 @@ class CassandraRunStore:
                 f"The run store ({self._describe}) timed out setting run {updated.id} to "
                 f"{updated.lifecycle_stage.value}; whether it was written is unknown: {cause}"
             ) from exc
-        return (now is not None and now.lifecycle_stage is updated.lifecycle_stage
-                and now.last_modified == updated.last_modified)
+        # Ours only if the row holds everything this write set: a rival writer that reached
+        # the same stage in the same millisecond differs in some field (a write identical in
+        # every field is indistinguishable, and equivalent).
+        return now == updated
 
     async def _drop_lookups(self, rows: set[LookupRow], run: Run) -> None:
         if not rows:
