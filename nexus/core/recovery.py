@@ -51,3 +51,40 @@ async def requeue_pending(store: RunStore, buffer: PayloadBuffer, pipeline: Laun
     if count:
         log.info("re-queued %d pending run(s) of %s", count, host)
     return count
+
+
+class PendingSweep:
+    """A scheduler's periodic sweep of its own NEW/BUFFERED runs, skipped while it has
+    nothing to find.
+
+    A sweep reads every such row, so with a deep queue it is O(queue) work that stalls
+    the event loop (seconds at 100,000 queued runs: the p99 of every accept around it).
+    Runs accepted here stay in the pipeline until they finish unless the pipeline reports
+    one left behind (``pipeline.left_behind``, e.g. after a store outage outlasted its
+    retries). Each report makes two *successful* sweeps owed: a sweep that fails because
+    the store is still down pays nothing, so a run left behind during an outage is found
+    once the store is back, however long the outage. Two, because the first may skip a
+    run received less than ``interval`` ago (``min_age``); the second, an interval later,
+    cannot.
+    """
+
+    OWED_PER_REPORT = 2
+
+    def __init__(self, store: RunStore, buffer: PayloadBuffer, pipeline: LaunchPipeline,
+                 host: str, interval: float) -> None:
+        self._store, self._buffer, self._pipeline = store, buffer, pipeline
+        self._host, self._interval = host, interval
+        self._seen = pipeline.left_behind
+        self.owed = 0
+
+    async def __call__(self) -> int:
+        """Sweep if one is owed; return how many runs were queued again."""
+        if self._pipeline.left_behind != self._seen:
+            self._seen = self._pipeline.left_behind
+            self.owed = self.OWED_PER_REPORT
+        if not self.owed:
+            return 0
+        count = await requeue_pending(self._store, self._buffer, self._pipeline, self._host,
+                                      min_age=self._interval)
+        self.owed -= 1
+        return count

@@ -1,0 +1,97 @@
+"""The scheduler's pending-run sweep: owed after a run is left behind, paid only by a
+sweep that reached the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from test_pipeline import FakeLauncher, MemoryStore, limits
+
+from nexus.core.models import LifecycleStage as S
+from nexus.core.pipeline import LaunchPipeline
+from nexus.core.recovery import PendingSweep
+from nexus.errors import BackendUnavailable
+
+HOST = "host-1"
+
+
+class SweptStore(MemoryStore):
+    """MemoryStore plus the host/stage lookup the sweep reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def age(self, run_id: str, seconds: float) -> None:
+        self.runs[("algo", run_id)] = msgspec.structs.replace(
+            self.run(run_id), received_by_host=HOST,
+            received_at=datetime.now(UTC) - timedelta(seconds=seconds))
+
+    async def by_host_stage(self, host: str, stage: S):
+        self.lookups += 1
+        self._maybe_fail()
+        return [run for run in self.runs.values()
+                if run.received_by_host == host and run.lifecycle_stage is stage]
+
+
+class Payloads:
+    async def exists(self, algorithm: str, run_id: str) -> bool:
+        return True
+
+
+@pytest.fixture
+def setup():
+    store = SweptStore()
+    pipeline = LaunchPipeline(store, FakeLauncher(), limits())  # not started: runs stay queued
+    return store, pipeline, PendingSweep(store, Payloads(), pipeline, HOST, interval=10.0)
+
+
+async def test_no_sweep_while_nothing_was_left_behind(setup):
+    store, pipeline, sweep = setup
+    store.add("r1", S.BUFFERED)
+    store.age("r1", 60)
+    assert await sweep() == 0
+    assert store.lookups == 0
+    assert not pipeline.is_queued("algo", "r1")
+
+
+async def test_a_report_owes_two_sweeps_that_requeue_the_run(setup):
+    store, pipeline, sweep = setup
+    store.add("r1", S.BUFFERED)
+    store.age("r1", 60)
+    pipeline.note_left_behind()
+    assert await sweep() == 1
+    assert pipeline.is_queued("algo", "r1")
+    assert await sweep() == 0  # second owed sweep: already queued
+    lookups = store.lookups
+    assert await sweep() == 0 and store.lookups == lookups  # nothing owed any more
+
+
+async def test_sweeps_failing_during_an_outage_stay_owed_until_the_store_is_back(setup):
+    """The CI failure this guards against: a run left behind while the store was down was
+    never swept, because the owed sweeps were spent (and failed) during the outage."""
+    store, pipeline, sweep = setup
+    store.add("r1", S.BUFFERED)
+    store.age("r1", 60)
+    pipeline.note_left_behind()
+    store.unavailable = 10_000
+    for _ in range(20):  # a long outage: many intervals
+        with pytest.raises(BackendUnavailable):
+            await sweep()
+    assert sweep.owed == PendingSweep.OWED_PER_REPORT
+    store.unavailable = 0
+    assert await sweep() == 1
+    assert pipeline.is_queued("algo", "r1")
+
+
+async def test_a_recent_run_is_left_to_the_second_sweep(setup):
+    store, pipeline, sweep = setup
+    store.add("r1", S.NEW)
+    store.age("r1", 1)  # its accept may still be writing
+    pipeline.note_left_behind()
+    assert await sweep() == 0
+    store.age("r1", 11)  # an interval later
+    assert await sweep() == 1
+    assert pipeline.is_queued("algo", "r1")
