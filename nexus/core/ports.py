@@ -123,14 +123,27 @@ class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
     job_uid: str = ""  # when known: recorded if the supervisor is first to see the Job
 
 
+class ClusterSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Every run Job of the shards that answered a re-list, and why the others did not.
+
+    A shard that cannot be reached must not stop the supervision of the others, nor make
+    its own RUNNING runs look lost (their Jobs were not seen because nobody looked).
+    """
+
+    observations: list[JobObservation]
+    unreachable: dict[str, str] = msgspec.field(default_factory=dict)  # shard -> why
+
+
 class ClusterWatcher(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def observations(self) -> AsyncIterator[JobObservation]:
         """Changes as they happen (watch)."""
 
-    async def snapshot(self) -> list[JobObservation]:
-        """The state of every run Job now (periodic re-list: watches are lossy)."""
+    async def snapshot(self) -> ClusterSnapshot:
+        """The state of every run Job now (periodic re-list: watches are lossy). A shard
+        that does not answer is named in ``unreachable``; only when no shard answers, or
+        for a bug, does this raise."""
 
     async def delete_job(self, cluster: str, run_id: str) -> None: ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from nexus.core.models import LifecycleStage as S, Run
@@ -106,22 +107,28 @@ class Supervision:
     async def reconcile(self) -> None:
         """One full pass: every Job's status, lost runs, and expired schedulers."""
         snapshot = await self.watcher.snapshot()
-        for obs in snapshot:
+        for shard, why in snapshot.unreachable.items():
+            log.warning("shard %s did not answer; its runs wait for the next pass: %s",
+                        shard, why)
+        for obs in snapshot.observations:
             await self.apply(obs)
-        seen = {(obs.algorithm, obs.run_id) for obs in snapshot}
+        seen = {(obs.algorithm, obs.run_id) for obs in snapshot.observations}
         hosts = [self.config.host, *await self.store.expired_hosts()]
         for host in dict.fromkeys(hosts):
-            await self._fail_lost(host, seen)
+            await self._fail_lost(host, seen, snapshot.unreachable.keys())
             if host != self.config.host and self.pipeline is not None:
                 await requeue_pending(self.store, self.buffer, self.pipeline, host)
                 if not any([await self.store.by_host_stage(host, stage)
                             for stage in (S.NEW, S.BUFFERED, S.RUNNING)]):
                     await self.store.drop_lease(host)
 
-    async def _fail_lost(self, host: str, seen: set[tuple[str, str]]) -> None:
+    async def _fail_lost(self, host: str, seen: set[tuple[str, str]],
+                         unseen_shards: Collection[str]) -> None:
+        """RUNNING runs whose Job was not in the snapshot, on shards that answered."""
         now = utcnow()
         for run in await self.store.by_host_stage(host, S.RUNNING):
-            if (run.algorithm, run.id) in seen or run.lifecycle_stage is not S.RUNNING:
+            if ((run.algorithm, run.id) in seen or run.lifecycle_stage is not S.RUNNING
+                    or run.cluster in unseen_shards):
                 continue
             since = run.sent_at or run.last_modified or now
             await self.apply(JobObservation(algorithm=run.algorithm, run_id=run.id,

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import urllib3
 import yaml
+from conftest import free_port
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
@@ -37,6 +38,7 @@ from nexus.core.supervision import (
     DEADLINE_CAUSE,
     FATAL_CAUSE,
     IMAGE_CAUSE,
+    LOST_CAUSE,
     NO_REPORT_CAUSE,
     START_CAUSE,
 )
@@ -487,6 +489,33 @@ def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, names
                 assert shard == ("shard-a" if algorithm == "on-a" else "shard-b")
     finally:
         kube.delete_namespace(other)
+
+
+def test_an_unreachable_shard_does_not_stop_supervision_of_the_others(
+        kube, kubeconfig, namespace, tmp_path, nexus_factory):
+    """shard-down's API server does not answer (its kubeconfig names a closed port). The
+    periodic re-list still judges shard-a: a run whose Job was deleted behind nexus's back
+    there is failed as lost (only the re-list can see that), while shard-down's runs are
+    left alone until their shard answers."""
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    template(kube, namespace, "on-a", {"nexus.test/hold": "true"}, workgroup_name="wg-a")
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    shard_kubeconfig(kubeconfig, shard_dir / "shard-a.kubeconfig")
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    for cluster in doc["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
+    (shard_dir / "shard-down.kubeconfig").write_text(yaml.safe_dump(doc))
+    nexus = nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir))
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        run_id = submit(http, "on-a")
+        wait_stage(http, "on-a", run_id, {"RUNNING"})
+        kube.call("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{run_id}",
+                  ok=(200, 202), propagationPolicy="Background")
+        done = finished(http, "on-a", run_id, timeout=60)
+        assert done["status"] == "FAILED", (done, nexus.log())
+        assert done["runErrorMessage"] == LOST_CAUSE
+    assert "shard shard-down did not answer" in nexus.log(), nexus.log()
 
 
 def test_killed_scheduler_runs_are_launched_by_the_survivor_exactly_once(

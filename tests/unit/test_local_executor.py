@@ -74,7 +74,7 @@ async def executor(tmp_path):
 async def final(ex: LocalExecutor, run_id: str, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for obs in await ex.snapshot():
+        for obs in (await ex.snapshot()).observations:
             if obs.run_id == run_id and obs.outcome in TERMINAL_OUTCOMES:
                 return obs
         await asyncio.sleep(0.02)
@@ -209,14 +209,14 @@ async def test_cancel_kills_the_process(executor, tmp_path):
     await asyncio.sleep(0.1)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert all(obs.run_id != "cancel" for obs in await executor.snapshot())
+    assert all(obs.run_id != "cancel" for obs in (await executor.snapshot()).observations)
     assert await executor.cancel("local", "cancel", "Background") is False
 
 
 async def test_delete_job_stops_it(executor, tmp_path):
     await executor.launch("local", manifest("deleted", "import time; time.sleep(60)"))
     await executor.delete_job("local", "deleted")
-    assert all(obs.run_id != "deleted" for obs in await executor.snapshot())
+    assert all(obs.run_id != "deleted" for obs in (await executor.snapshot()).observations)
     await executor.delete_job("local", "deleted")  # absent: no error
 
 
@@ -224,7 +224,7 @@ async def test_finished_jobs_expire_after_their_ttl(executor):
     await executor.launch("local", manifest("ttl", "pass", ttl=0))
     deadline = time.monotonic() + 15
     while True:
-        snapshot = {obs.run_id: obs for obs in await executor.snapshot()}
+        snapshot = {obs.run_id: obs for obs in (await executor.snapshot()).observations}
         if "ttl" not in snapshot:
             break
         assert time.monotonic() < deadline

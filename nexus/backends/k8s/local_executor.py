@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from nexus.core.ports import JobObservation, Outcome
+from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
 from nexus.errors import LaunchError
 
 log = logging.getLogger("nexus.executor")
@@ -146,9 +146,9 @@ class LocalExecutor:
         while True:
             yield await self._events.get()
 
-    async def snapshot(self) -> list[JobObservation]:
+    async def snapshot(self) -> ClusterSnapshot:
         self._expire_finished()
-        return [job.observation() for job in self._jobs.values()]
+        return ClusterSnapshot(observations=[job.observation() for job in self._jobs.values()])
 
     async def delete_job(self, cluster: str, run_id: str) -> None:
         job = self._jobs.pop(run_id, None)

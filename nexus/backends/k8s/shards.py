@@ -24,7 +24,7 @@ from kubernetes.config.config_exception import ConfigException
 from nexus.backends.k8s.client import ApiMetrics, ShardClient, ShardConfig
 from nexus.backends.k8s.launcher import KubernetesLauncher
 from nexus.backends.k8s.watcher import KubernetesWatcher
-from nexus.core.ports import JobObservation
+from nexus.core.ports import ClusterSnapshot, JobObservation
 from nexus.errors import BackendUnavailable, ConfigError, LaunchError
 from nexus.metrics import Metrics
 from nexus.settings import Settings
@@ -148,7 +148,7 @@ class KubernetesExecutor:
     def observations(self) -> AsyncIterator[JobObservation]:
         return self._watching().observations()
 
-    async def snapshot(self) -> list[JobObservation]:
+    async def snapshot(self) -> ClusterSnapshot:
         return await self._watching().snapshot()
 
     async def delete_job(self, cluster: str, run_id: str) -> None:

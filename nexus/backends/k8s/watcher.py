@@ -19,7 +19,8 @@ from nexus.backends.k8s.client import ListWatch, ShardClient, object_path
 from nexus.backends.k8s.launcher import KubernetesLauncher
 from nexus.backends.k8s.status import FAILED_CREATE, Event, Job, Pod, controller_uid, job_verdict
 from nexus.core.jobs import COMPONENT_LABEL, COMPONENT_VALUE, TEMPLATE_LABEL
-from nexus.core.ports import JobObservation, Outcome
+from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
+from nexus.errors import BackendUnavailable
 
 RUN_SELECTOR = {"labelSelector": f"{COMPONENT_LABEL}={COMPONENT_VALUE}"}
 FAILED_CREATE_SELECTOR = {"fieldSelector": f"involvedObject.kind=Job,reason={FAILED_CREATE}"}
@@ -210,9 +211,22 @@ class KubernetesWatcher:
         while True:
             yield await self._queue.get()
 
-    async def snapshot(self) -> list[JobObservation]:
-        results = await asyncio.gather(*(self._list_shard(c) for c in self._clients.values()))
-        return [obs for shard in results for obs in shard]
+    async def snapshot(self) -> ClusterSnapshot:
+        results = await asyncio.gather(*(self._list_shard(c) for c in self._clients.values()),
+                                       return_exceptions=True)
+        observations: list[JobObservation] = []
+        unreachable: dict[str, str] = {}
+        for name, result in zip(self._clients, results):
+            if isinstance(result, BackendUnavailable):
+                unreachable[name] = result.message
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                observations.extend(result)
+        if results and len(unreachable) == len(results):
+            raise BackendUnavailable("No shard answered the re-list: " + "; ".join(
+                f"{name}: {why}" for name, why in unreachable.items()))
+        return ClusterSnapshot(observations=observations, unreachable=unreachable)
 
     async def _list_shard(self, client: ShardClient) -> list[JobObservation]:
         ns = client.namespace

@@ -1,0 +1,77 @@
+"""Supervision's reconcile pass over a partial snapshot: a shard that does not answer
+neither stops the others nor makes its own runs look lost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from test_pending_sweep import HOST, Payloads, SweptStore
+
+from nexus.core.models import LifecycleStage as S
+from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
+from nexus.errors import BackendUnavailable
+from nexus.core.supervision import FATAL_CAUSE, LOST_CAUSE, Supervision, SupervisionConfig
+
+
+class HostStore(SweptStore):
+    async def expired_hosts(self) -> list[str]:
+        return []
+
+
+class Watcher:
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.snapshot_value = snapshot
+        self.deleted: list[tuple[str, str]] = []
+
+    async def snapshot(self) -> ClusterSnapshot:
+        return self.snapshot_value
+
+    async def delete_job(self, cluster: str, run_id: str) -> None:
+        self.deleted.append((cluster, run_id))
+
+
+def running(store: HostStore, run_id: str, cluster: str) -> None:
+    store.add(run_id, S.RUNNING, cluster=cluster)
+    store.runs[("algo", run_id)] = msgspec.structs.replace(
+        store.run(run_id), received_by_host=HOST,
+        sent_at=datetime.now(UTC) - timedelta(hours=1))
+
+
+def supervision(store: HostStore, watcher: Watcher) -> Supervision:
+    return Supervision(store, Payloads(), watcher, None, SupervisionConfig(
+        success_grace=1.0, backoff_grace=1.0, host=HOST, reconcile_interval=1.0,
+        lease_ttl=10.0))
+
+
+async def test_an_unreachable_shard_does_not_stop_the_others():
+    store = HostStore()
+    running(store, "fatal-on-a", "shard-a")
+    running(store, "quiet-on-b", "shard-b")  # its Job was not listed: shard-b is down
+    running(store, "gone-on-a", "shard-a")   # not listed although shard-a answered: lost
+    fatal = JobObservation(algorithm="algo", run_id="fatal-on-a", cluster="shard-a",
+                           outcome=Outcome.FATAL_EXIT, since=datetime.now(UTC),
+                           message="exit code 42")
+    watcher = Watcher(ClusterSnapshot(observations=[fatal],
+                                      unreachable={"shard-b": "connection refused"}))
+    await supervision(store, watcher).reconcile()
+    assert store.stage("fatal-on-a") is S.FAILED
+    assert store.run("fatal-on-a").algorithm_failure_cause == FATAL_CAUSE
+    assert watcher.deleted == [("shard-a", "fatal-on-a")]
+    assert store.stage("gone-on-a") is S.FAILED
+    assert store.run("gone-on-a").algorithm_failure_cause == LOST_CAUSE
+    assert store.stage("quiet-on-b") is S.RUNNING  # not judged on a shard nobody saw
+
+
+async def test_a_snapshot_that_fails_entirely_changes_nothing():
+    store = HostStore()
+    running(store, "r1", "shard-a")
+
+    class Down(Watcher):
+        async def snapshot(self) -> ClusterSnapshot:
+            raise BackendUnavailable("no shard answered")
+
+    with pytest.raises(BackendUnavailable):
+        await supervision(store, Down(ClusterSnapshot(observations=[]))).reconcile()
+    assert store.stage("r1") is S.RUNNING
