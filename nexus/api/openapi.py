@@ -194,7 +194,7 @@ def build_document(app: Sanic) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from nexus.roles.scheduler import nexus_version
+    from nexus.roles.shared import nexus_version
 
     return nexus_version()
 

@@ -3,8 +3,9 @@
 Each shard has its own lane — a Rust queue, a token bucket and its own workers — so a
 shard that is throttled or failing holds only its own workers, never another shard's.
 
-Per run: NEW -> BUFFERED (its payload and Job are stored by the time it is queued), then a
-token from the shard's bucket, then the Job is created and the run committed RUNNING. A
+Per run: NEW -> BUFFERED (its Job is rendered and stored: :mod:`nexus.core.buffering`;
+the payload was stored before the run was accepted), then a token from the shard's
+bucket, then the Job is created and the run committed RUNNING. A
 failed launch is retried after a per-run exponential backoff; once the retry limit is
 reached the run is marked SCHEDULING_FAILED with the reason. A store outage is retried the
 same way and never marks the run: it stays NEW/BUFFERED in the store, where the owner's
@@ -17,10 +18,10 @@ import asyncio
 import logging
 from collections import deque
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Awaitable, Callable
 
 from nexus._rust_queue import Backoff, Queue, TokenBucket
-from nexus.core.models import LifecycleStage as S, Run, RunKey
+from nexus.core.models import LifecycleStage as S, Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
 from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NotFound
 
@@ -79,8 +80,10 @@ class _Lane:
 
 class LaunchPipeline:
     def __init__(self, store: RunStore, launcher: JobLauncher, limits: LimitConfig,
+                 render: Callable[[Run], Awaitable[SubmissionEntry]],
                  on_change: Callable[[str, str], None] | None = None) -> None:
         self._store = store
+        self._render = render
         self._launcher = launcher
         self._limits = limits
         self._lanes: dict[str, _Lane] = {}
@@ -201,14 +204,24 @@ class LaunchPipeline:
         run = await self._store.get(key.algorithm, key.id)
         if run is None or run.lifecycle_stage.is_terminal or run.lifecycle_stage is S.RUNNING:
             return False
+        entry: SubmissionEntry | None = None
         if run.lifecycle_stage is S.NEW:
+            try:
+                entry = await self._render(run)
+            except LaunchError as exc:
+                await self._transition(run, S.SCHEDULING_FAILED,
+                                       algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
+                                       algorithm_failure_details=f"Rendering its Job failed: {exc.message}")
+                return False
+            await self._store.put_submission(entry)
             run = await self._transition(run, S.BUFFERED)
             if run is None:
                 return False
         if run.job_uid == DRY_RUN_UID:
             await self._transition(run, S.COMPLETED, sent_at=utcnow())
             return False
-        entry = await self._store.get_submission(run.algorithm, run.id)
+        if entry is None:
+            entry = await self._store.get_submission(run.algorithm, run.id)
         if entry is None:
             await self._transition(run, S.SCHEDULING_FAILED,
                                    algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",

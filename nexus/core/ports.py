@@ -38,6 +38,11 @@ class RunStore(Protocol):
         the id of the run that first used it.
         """
 
+    async def put_submission(self, submission: SubmissionEntry) -> None:
+        """Store (or replace) the rendered Job of a run: the BUFFERED step writes it just
+        before it moves the run out of NEW, so a crash in between only means the Job is
+        rendered and written again."""
+
     async def find_idempotent(self, algorithm: str, key: str) -> str | None: ...
     async def get(self, algorithm: str, run_id: str) -> Run | None: ...
     async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None: ...

@@ -1,8 +1,9 @@
 """Scheduler use cases: accept a run, cancel it, re-tag it, and read it back.
 
-The accept path does its I/O concurrently (payload upload and the run + Job rows in one
-store write) and answers only once both are durable; everything before that is pure
-validation, so a refused request writes nothing.
+The accept path does its I/O concurrently (payload upload and the run's record) and
+answers only once both are durable; everything before that is pure validation, so a
+refused request writes nothing. The Job is rendered later, by the launch pipeline's
+BUFFERED step (:mod:`nexus.core.buffering`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import zlib
 import base64
 from typing import Any
 
-from nexus.core.jobs import JobContext, render_job
+from nexus.core.buffering import JobRenderer
 from nexus.core.models import (
     LifecycleStage as S,
     ParentRef,
     Run,
     RunKey,
     SpecOverride,
-    SubmissionEntry,
 )
 from nexus.core.overrides import apply_overrides
 from nexus.core.pipeline import DRY_RUN_UID, LaunchPipeline, utcnow
@@ -35,6 +35,7 @@ from nexus.errors import (
     BadRequest,
     Conflict,
     InvalidTransition,
+    LaunchError,
     NexusError,
     NoPayload,
     NotFound,
@@ -83,28 +84,23 @@ def content_hash(payload: bytes | memoryview) -> str:
 
 
 class SchedulerConfig:
-    def __init__(self, *, instance_id: str, namespace: str, nexus_version: str,
-                 payload_valid_for: float, receiver_url: str, job_ttl: int,
-                 max_wait: float) -> None:
+    def __init__(self, *, instance_id: str, payload_valid_for: float, max_wait: float) -> None:
         self.instance_id = instance_id
-        self.namespace = namespace
-        self.nexus_version = nexus_version
         self.payload_valid_for = payload_valid_for
-        self.receiver_url = receiver_url
-        self.job_ttl = job_ttl
         self.max_wait = max_wait
 
 
 class Scheduler:
     def __init__(self, store: RunStore, buffer: PayloadBuffer, templates: TemplateSource,
                  launcher: JobLauncher, pipeline: LaunchPipeline, watch: RunWatch,
-                 config: SchedulerConfig) -> None:
+                 renderer: JobRenderer, config: SchedulerConfig) -> None:
         self.store = store
         self.buffer = buffer
         self.templates = templates
         self.launcher = launcher
         self.pipeline = pipeline
         self.watch = watch
+        self.renderer = renderer
         self.config = config
 
     # --- accept ------------------------------------------------------------------------
@@ -152,7 +148,6 @@ class Scheduler:
                 raise BadRequest(f"Invalid payloadValidFor: {exc}") from None
             if valid_for <= 0:
                 raise BadRequest("Invalid payloadValidFor: must be longer than zero")
-        parent_uid = ""
         if parent is not None:
             check_algorithm_name(parent.algorithm_name)
             parent_run = None
@@ -162,8 +157,6 @@ class Scheduler:
                 raise BadRequest(
                     f"Parent request {parent.algorithm_name}/{parent.request_id} does not exist"
                 )
-            if parent_run.job_uid != DRY_RUN_UID and parent_run.cluster == cluster:
-                parent_uid = parent_run.job_uid
         if idempotency_key:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
@@ -176,27 +169,6 @@ class Scheduler:
 
         run_id = new_run_id()
         payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
-        upload_url, result_url = self.buffer.result_urls(algorithm, run_id, valid_for)
-        manifest = render_job(
-            spec,
-            workgroup.spec,
-            JobContext(
-                run_id=run_id,
-                algorithm=algorithm,
-                cluster=cluster,
-                namespace=self.config.namespace,
-                payload_url=payload_url,
-                nexus_version=self.config.nexus_version,
-                ttl_seconds_after_finished=self.config.job_ttl,
-                parent=parent,
-                parent_job_uid=parent_uid,
-                extra_env={
-                    "NEXUS__CLIENT__RECEIVER": self.config.receiver_url,
-                    "NEXUS__RESULT_UPLOAD_URL": upload_url,
-                    "NEXUS__RESULT_URL": result_url,
-                },
-            ),
-        )
         now = utcnow()
         run = Run(
             algorithm=algorithm,
@@ -216,14 +188,13 @@ class Scheduler:
             cluster=cluster,
             payload_valid_for=format_duration(valid_for),
         )
-        entry = SubmissionEntry(algorithm=algorithm, id=run_id, cluster=cluster, template=manifest)
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
         upload = asyncio.ensure_future(self.buffer.put(algorithm, run_id, parameters))
         submitted = False
         try:
             try:
-                created: Any = await self.store.create(run, entry, idempotency_key)
+                created: Any = await self.store.create(run, None, idempotency_key)
             except asyncio.CancelledError:
                 upload.cancel()
                 raise
@@ -283,8 +254,16 @@ class Scheduler:
             await self.watch.wait(algorithm, run_id, min(remaining, 0.5))
 
     async def submission(self, algorithm: str, run_id: str) -> dict[str, Any]:
-        await self.get(algorithm, run_id)
+        """The Job that was (or will be) submitted: a run still NEW has none stored yet,
+        so it is rendered now the way the pipeline will (its result URLs' signatures
+        may differ from the launched ones: they are signed again then)."""
+        run = await self.get(algorithm, run_id)
         entry = await self.store.get_submission(algorithm, run_id)
+        if entry is None and run.lifecycle_stage is S.NEW:
+            try:
+                entry = await self.renderer.render(run)
+            except LaunchError as exc:
+                raise NotFound(f"No Job can be rendered for request '{run_id}': {exc.message}") from None
         if entry is None:
             raise NotFound(f"No buffered Job for request '{run_id}'")
         return entry.template
@@ -331,15 +310,17 @@ class Scheduler:
                 await self.launcher.cancel(run.cluster, run_id, policy)
             except NexusError as exc:
                 log.warning("run %s cancelled but its Job could not be deleted: %s", run_id, exc)
-        await self._cancel_children(cancelled, initiator)
+        await self._cancel_children(cancelled, initiator, policy)
         return cancelled
 
-    async def _cancel_children(self, parent: Run, initiator: str) -> None:
+    async def _cancel_children(self, parent: Run, initiator: str, policy: str) -> None:
+        """Children go the way of their parent, with the policy the parent's cancel used."""
         for child in await self.store.children(ParentRef(parent.id, parent.algorithm)):
             if child.lifecycle_stage.is_terminal:
                 continue
             try:
                 await self.cancel(child.algorithm, child.id, initiator=initiator,
-                                  reason=f"parent request {parent.id} was cancelled")
+                                  reason=f"parent request {parent.id} was cancelled",
+                                  policy=policy)
             except (Conflict, NotFound):
                 continue

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
 from sanic import Sanic
 
 from nexus.api import data, runs
 from nexus.core.recovery import PendingSweep, requeue_pending
 from nexus.core.scheduling import Scheduler, SchedulerConfig
 from nexus.roles.shared import Shared
-
-
-def nexus_version() -> str:
-    try:
-        return importlib.metadata.version("nexus")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 def routes(app: Sanic) -> None:
@@ -34,13 +25,10 @@ async def start(app: Sanic, shared: Shared) -> None:
     app.ctx.scheduler = Scheduler(
         store, buffer, await shared.templates(), await shared.executor(), pipeline,
         app.ctx.watch,
+        await shared.renderer(),
         SchedulerConfig(
             instance_id=settings.instance_id,
-            namespace=settings.runtime_namespace,
-            nexus_version=nexus_version(),
             payload_valid_for=settings.s3_buffer.payload_valid_for,
-            receiver_url=settings.receiver_base_url,
-            job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
             max_wait=settings.max_wait,
         ),
     )

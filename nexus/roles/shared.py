@@ -7,12 +7,21 @@ executor and launch pipeline; each role asks for what it needs and gets the one 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from typing import Any, Awaitable, Callable
 
 from sanic import Sanic
 
 from nexus.backends import factory
+from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
+
+
+def nexus_version() -> str:
+    try:
+        return importlib.metadata.version("nexus")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 class Shared:
@@ -51,6 +60,19 @@ class Shared:
         return await self._get("executor", lambda: factory.make_executor(self.settings,
                                                                          self.app.ctx.metrics))
 
+    async def renderer(self) -> JobRenderer:
+        """Renders Jobs for the pipeline's BUFFERED step (and the buffer endpoint)."""
+        if "renderer" not in self._cache:
+            settings = self.settings
+            self._cache["renderer"] = JobRenderer(
+                await self.store(), await self.buffer(), await self.templates(),
+                RenderConfig(namespace=settings.runtime_namespace,
+                             nexus_version=nexus_version(),
+                             receiver_url=settings.receiver_base_url,
+                             job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
+                             payload_valid_for=settings.s3_buffer.payload_valid_for))
+        return self._cache["renderer"]
+
     async def pipeline(self) -> LaunchPipeline:
         if "pipeline" not in self._cache:
             limits = self.settings.s3_buffer.buffer_config
@@ -62,6 +84,7 @@ class Shared:
                             max_delay=limits.failure_rate_max_delay,
                             max_attempts=limits.max_attempts, workers=limits.workers,
                             capacity=limits.queue_capacity),
+                render=(await self.renderer()).render,
                 on_change=self.app.ctx.watch.notify,
             )
             pipeline.start()

@@ -114,6 +114,21 @@ async def test_create_without_submission_entry(run_store):
     assert await run_store.get_submission(run.algorithm, run.id) is None
 
 
+async def test_put_submission_stores_then_replaces_the_rendered_job(run_store):
+    """The BUFFERED step writes the Job after the run was created without one; a second
+    render (a crash between the write and the stage change) replaces it."""
+    run = make_run()
+    await run_store.create(run, None)
+    first = submission_for(run, cluster="shard-a")
+    await run_store.put_submission(first)
+    assert await run_store.get_submission(run.algorithm, run.id) == first
+    again = SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster="shard-b",
+                            template={**first.template, "spec": {"backoffLimit": 2}})
+    await run_store.put_submission(again)
+    assert await run_store.get_submission(run.algorithm, run.id) == again
+    assert await run_store.get(run.algorithm, run.id) == run  # the record is untouched
+
+
 async def test_same_run_id_under_two_algorithms_are_two_runs(run_store):
     first = await created(run_store)
     second = await created(run_store, algorithm="other-algorithm", id=first.id)

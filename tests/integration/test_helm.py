@@ -256,7 +256,8 @@ PERMISSIONS = [
     ("supervisor", "list", "", "events", True),
     ("supervisor", "delete", "", "pods", False),
     ("supervisor", "patch", "batch", "jobs", False),
-    ("supervisor", "list", "science.sneaksanddata.com", "nexusalgorithmtemplates", False),
+    ("supervisor", "list", "science.sneaksanddata.com", "nexusalgorithmworkgroups", True),
+    ("supervisor", "create", "science.sneaksanddata.com", "nexusalgorithmworkgroups", False),
     ("receiver", "get", "batch", "jobs", False),
     ("receiver", "list", "", "pods", False),
 ]

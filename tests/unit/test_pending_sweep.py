@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from test_pipeline import FakeLauncher, MemoryStore, limits
+from test_pipeline import FakeLauncher, MemoryStore, limits, render
 
 from nexus.core.models import LifecycleStage as S
 from nexus.core.pipeline import LaunchPipeline
@@ -44,7 +44,7 @@ class Payloads:
 @pytest.fixture
 def setup():
     store = SweptStore()
-    pipeline = LaunchPipeline(store, FakeLauncher(), limits())  # not started: runs stay queued
+    pipeline = LaunchPipeline(store, FakeLauncher(), limits(), render=render)  # not started: runs stay queued
     return store, pipeline, PendingSweep(store, Payloads(), pipeline, HOST, interval=10.0)
 
 

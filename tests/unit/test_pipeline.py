@@ -63,6 +63,10 @@ class MemoryStore:
         self._maybe_fail()
         return self.submissions.get((algorithm, run_id))
 
+    async def put_submission(self, submission: SubmissionEntry) -> None:
+        self._maybe_fail()
+        self.submissions[(submission.algorithm, submission.id)] = submission
+
     async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
         self._maybe_fail()
         run = self.runs.get((algorithm, run_id))
@@ -103,6 +107,12 @@ class FakeLauncher:
         return [at for at, _, launched in self.calls if launched == run_id]
 
 
+async def render(run: Run) -> SubmissionEntry:
+    """The BUFFERED step's renderer, reduced to what the fake launcher reads."""
+    return SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster=run.cluster,
+                           template={"metadata": {"name": run.id}})
+
+
 def limits(**changes) -> LimitConfig:
     values = {"rate": 1000.0, "burst": 1000, "base_delay": 0.01, "max_delay": 0.1,
               "max_attempts": 4, "workers": 2, "capacity": 100}
@@ -123,7 +133,8 @@ async def make_pipeline():
     pipelines: list[LaunchPipeline] = []
 
     def make(store, launcher, config=None, on_change=None, start=True) -> LaunchPipeline:
-        pipeline = LaunchPipeline(store, launcher, config or limits(), on_change=on_change)
+        pipeline = LaunchPipeline(store, launcher, config or limits(), render=render,
+                                  on_change=on_change)
         if start:
             pipeline.start()
         pipelines.append(pipeline)
@@ -238,13 +249,42 @@ async def test_dry_run_completes_without_a_job(make_pipeline):
     assert store.run("r1").sent_at is not None
 
 
-async def test_a_run_without_a_stored_job_fails_to_schedule(make_pipeline):
+async def test_a_buffered_run_without_a_stored_job_fails_to_schedule(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", submission=False))
+    pipeline.submit(store.add("r1", S.BUFFERED, submission=False))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert launcher.calls == []
     assert store.run("r1").algorithm_failure_cause.startswith(LAUNCH_FAILED_CAUSE)
+
+
+async def test_a_new_run_is_rendered_and_its_job_stored_before_it_is_buffered(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1", submission=False, cluster="shard-b"))
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    assert store.submissions[("algo", "r1")] == SubmissionEntry(
+        algorithm="algo", id="r1", cluster="shard-b", template={"metadata": {"name": "r1"}})
+    assert [stage for run_id, stage in store.transitions] == [S.BUFFERED, S.RUNNING]
+    assert [cluster for _, cluster, _ in launcher.calls] == ["shard-b"]
+
+
+async def test_a_run_that_cannot_be_rendered_fails_to_schedule(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+
+    async def no_workgroup(run: Run) -> SubmissionEntry:
+        raise LaunchError("workgroup 'gone' no longer exists", retryable=False)
+
+    pipeline = LaunchPipeline(store, launcher, limits(), render=no_workgroup)
+    pipeline.start()
+    try:
+        pipeline.submit(store.add("r1", submission=False))
+        await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
+    finally:
+        await pipeline.stop()
+    assert launcher.calls == []
+    assert "workgroup 'gone' no longer exists" in store.run("r1").algorithm_failure_cause
+    assert ("algo", "r1") not in store.submissions
 
 
 async def test_token_bucket_paces_launches(make_pipeline):

@@ -275,10 +275,7 @@ class CassandraRunStore:
                   [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
                   + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US])
         if submission is not None:
-            batch.add(self._p("insert_submission"),
-                      (submission.algorithm, submission.id, submission.cluster,
-                       _manifest_encoder.encode(submission.template).decode(),
-                       self._submission_ttl))
+            batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run), run, insert=True, ttl=self._ttl)
         try:
             await self._execute(batch)
@@ -287,6 +284,13 @@ class CassandraRunStore:
                 await self._release_key(run.algorithm, idempotency_key, run.id)
             raise
         return run.id
+
+    def _submission_values(self, submission: SubmissionEntry) -> tuple[Any, ...]:
+        return (submission.algorithm, submission.id, submission.cluster,
+                _manifest_encoder.encode(submission.template).decode(), self._submission_ttl)
+
+    async def put_submission(self, submission: SubmissionEntry) -> None:
+        await self._execute(self._p("insert_submission"), self._submission_values(submission))
 
     async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
         """None when ``key`` is now ours, else the id of the run that holds it."""

@@ -254,6 +254,12 @@ class SqliteRunStore:
 
         return await self._call(write)
 
+    async def put_submission(self, submission: SubmissionEntry) -> None:
+        manifest = _manifest_encoder.encode(submission.template).decode()
+        await self._call(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO submission_buffer VALUES (?, ?, ?, ?)",
+            (submission.algorithm, submission.id, submission.cluster, manifest)))
+
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
         row = await self._call(lambda conn: conn.execute(
             "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?",
