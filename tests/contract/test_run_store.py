@@ -295,6 +295,17 @@ async def test_by_host_stage_lists_oldest_first(run_store):
     assert ids(await run_store.by_host_stage(host, S.NEW)) == [early.id, late.id]
 
 
+async def test_by_host_stage_with_hundreds_of_runs_of_several_algorithms(run_store):
+    """More runs than one read page (the Cassandra store reads 100 ids per query), spread
+    over algorithms, each found once and whole."""
+    host, start = f"host-{uuid.uuid4()}", now_ms()
+    runs = [make_run(received_by_host=host, algorithm=f"algo-{n % 3}",
+                     received_at=start + timedelta(milliseconds=n)) for n in range(250)]
+    await asyncio.gather(*(run_store.create(run, None) for run in runs))
+    found = await run_store.by_host_stage(host, S.NEW)
+    assert found == runs  # every field, oldest first
+
+
 async def test_children_of_a_parent(run_store):
     parent = await created(run_store)
     ref = ParentRef(request_id=parent.id, algorithm_name=parent.algorithm)

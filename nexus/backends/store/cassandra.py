@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -83,7 +84,9 @@ log = logging.getLogger("nexus.store.cassandra")
 
 _CAS_ATTEMPTS = 20
 _CREATE_BACKDATE_US = 60_000_000  # see "Write timestamps" above
-_FETCH_CONCURRENCY = 32
+_FETCH_CONCURRENCY = 8
+_SERIAL_READ_ATTEMPTS = 3
+_FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their partitions
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
 _EPOCH = datetime.min.replace(tzinfo=timezone.utc)
@@ -381,14 +384,21 @@ class CassandraRunStore:
             cause = exc
         except DRIVER_ERRORS as exc:
             raise self._unavailable(exc) from exc
-        # Ambiguous: a SERIAL read finishes any Paxos round in flight, then tells.
-        try:
-            now = await self._read(updated.algorithm, updated.id, serial=True)
-        except BackendUnavailable as exc:
-            raise BackendUnavailable(
-                f"The run store ({self._describe}) timed out setting run {updated.id} to "
-                f"{updated.lifecycle_stage.value}; whether it was written is unknown: {cause}"
-            ) from exc
+        # Ambiguous: a SERIAL read finishes any Paxos round in flight, then tells. It is a
+        # Paxos round itself, so under contention (the rival writers that made the write
+        # time out) it can time out too: it is tried again after a jittered pause, which
+        # lets the rivals' rounds finish instead of colliding with them once more.
+        for attempt in range(_SERIAL_READ_ATTEMPTS):
+            try:
+                now = await self._read(updated.algorithm, updated.id, serial=True)
+                break
+            except BackendUnavailable as exc:
+                if attempt + 1 == _SERIAL_READ_ATTEMPTS:
+                    raise BackendUnavailable(
+                        f"The run store ({self._describe}) timed out setting run {updated.id} "
+                        f"to {updated.lifecycle_stage.value}; whether it was written is "
+                        f"unknown: {cause}") from exc
+                await asyncio.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         # Ours only if the row holds everything this write set: a rival writer that reached
         # the same stage in the same millisecond differs in some field (a write identical in
         # every field is indistinguishable, and equivalent).
@@ -423,13 +433,20 @@ class CassandraRunStore:
 
     async def _lookup(self, table: str, key: tuple[str, ...]) -> list[Run]:
         rows = await self._execute(self._p(f"lookup_select:{table}"), key)
+        ids_of: dict[str, list[str]] = {}
+        for row in rows:
+            ids_of.setdefault(row["algorithm"], []).append(row["id"])
+        pages = [(algorithm, ids[start:start + _FETCH_PAGE])
+                 for algorithm, ids in ids_of.items()
+                 for start in range(0, len(ids), _FETCH_PAGE)]
         limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
-        async def load(row: dict[str, Any]) -> Run | None:
+        async def load(algorithm: str, ids: list[str]) -> list[dict[str, Any]]:
             async with limit:
-                return await self.get(row["algorithm"], row["id"])
+                return await self._execute(self._p("select_runs"), (algorithm, ids))
 
-        runs = [run for run in await asyncio.gather(*map(load, rows)) if run is not None]
+        found = await asyncio.gather(*(load(algorithm, ids) for algorithm, ids in pages))
+        runs = [run_from_columns(row, parse_time=utc) for page in found for row in page]
         return sorted(runs, key=lambda run: run.received_at or _EPOCH)
 
     async def by_tag(self, tag: str) -> list[Run]:

@@ -98,6 +98,10 @@ class Statements:
         self.insert_run = (f"INSERT INTO {ks}.checkpoints ({names}) VALUES ({marks}) "
                            "USING TTL ? AND TIMESTAMP ?")
         self.select_run = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id = ?"
+        # Lookups read their runs a page of ids at a time (IN on the last partition-key
+        # column), not one query per run.
+        self.select_runs = (f"SELECT {names} FROM {ks}.checkpoints "
+                            "WHERE algorithm = ? AND id IN ?")
         self.update_tag = (f"UPDATE {ks}.checkpoints USING TTL ? SET tag = ?, last_modified = ? "
                            "WHERE algorithm = ? AND id = ?")
         self.insert_submission = (f"INSERT INTO {ks}.submission_buffer (algorithm, id, cluster, "
