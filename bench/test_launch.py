@@ -124,11 +124,7 @@ def test_4_launch_rate(bench, tmp_path):
     namespace = kube.create_namespace(f"nexus-bench-{uuid.uuid4().hex[:8]}")
     runs = 100 if bench.quick else RUNS
     try:
-        for path in sorted(kt.CRDS.glob("*.yaml")):
-            import yaml
-
-            kube.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                       yaml.safe_load(path.read_text()))
+        kt.install_crds(kube)  # and wait until they are served: a fresh control plane
         kt.workgroup(kube, namespace, "wg-a", "shard-a")
         kt.template(kube, namespace, "bench", {"nexus.test/hold": "true"}, deadline=3600)
         shard_dir = tmp_path / "shards"

@@ -14,7 +14,7 @@ time has by then. A workgroup deleted meanwhile fails the run with SCHEDULING_FA
 from __future__ import annotations
 
 from nexus.core.jobs import JobContext, render_job
-from nexus.core.models import Run, SubmissionEntry
+from nexus.core.models import LifecycleStage as S, Run, SubmissionEntry
 from nexus.core.pipeline import DRY_RUN_UID
 from nexus.core.ports import PayloadBuffer, RunStore, TemplateSource
 from nexus.core.units import parse_duration
@@ -74,10 +74,14 @@ class JobRenderer:
 
     async def _parent_job_uid(self, run: Run) -> str:
         """The parent's Job uid for the child's owner reference: only a real Job on the
-        same shard can own it (owner references do not cross clusters)."""
+        same shard can own it (owner references do not cross clusters), and only while
+        the parent runs. A finished parent's Job is deleted after its TTL, and Kubernetes
+        garbage-collects a Job whose owners are all gone, so a child owned by it would be
+        deleted under its feet (at once, if the parent's Job has already expired)."""
         if run.parent is None:
             return ""
         parent = await self._store.get(run.parent.algorithm_name, run.parent.request_id)
-        if parent is None or parent.job_uid in ("", DRY_RUN_UID) or parent.cluster != run.cluster:
+        if (parent is None or parent.lifecycle_stage is not S.RUNNING
+                or parent.job_uid in ("", DRY_RUN_UID) or parent.cluster != run.cluster):
             return ""
         return parent.job_uid

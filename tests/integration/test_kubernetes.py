@@ -161,9 +161,8 @@ def kubeconfig() -> str:
     return require_kubeconfig()
 
 
-@pytest.fixture(scope="session")
-def kube(kubeconfig: str) -> Iterator[Kube]:
-    client = Kube(kubeconfig)
+def install_crds(client: Kube) -> None:
+    """Apply the chart's CRDs and wait until the API server serves them."""
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         client.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
@@ -174,6 +173,12 @@ def kube(kubeconfig: str) -> Iterator[Kube]:
                                            f"customresourcedefinitions/{name}")
                                .get("status", {}).get("conditions") or [])),
                  30, f"CRD {name} to be established")
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: str) -> Iterator[Kube]:
+    client = Kube(kubeconfig)
+    install_crds(client)
     yield client
     client.close()
 

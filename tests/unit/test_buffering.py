@@ -89,11 +89,15 @@ async def test_a_deleted_workgroup_cannot_be_rendered():
     assert not caught.value.retryable
 
 
+RUNNING = {"lifecycle_stage": S.RUNNING}
+
+
 @pytest.mark.parametrize(("parent_fields", "owner_uid"), [
-    ({"job_uid": "uid-parent"}, "uid-parent"),
-    ({"job_uid": "uid-parent", "cluster": "shard-b"}, None),  # no owner across clusters
-    ({"job_uid": "dry-run"}, None),
-    ({"job_uid": ""}, None),  # parent not launched yet
+    ({**RUNNING, "job_uid": "uid-parent"}, "uid-parent"),
+    ({**RUNNING, "job_uid": "uid-parent", "cluster": "shard-b"}, None),  # not across clusters
+    ({"lifecycle_stage": S.COMPLETED, "job_uid": "uid-parent"}, None),  # its Job expires
+    ({"lifecycle_stage": S.COMPLETED, "job_uid": "dry-run"}, None),
+    ({"lifecycle_stage": S.BUFFERED, "job_uid": ""}, None),  # parent not launched yet
 ])
 async def test_the_parent_owns_the_child_job_only_when_it_has_one_here(parent_fields, owner_uid):
     parent = run("parent", **parent_fields)
