@@ -213,10 +213,11 @@ class LaunchPipeline:
                                        algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
                                        algorithm_failure_details=f"Rendering its Job failed: {exc.message}")
                 return False
-            await self._store.put_submission(entry)
-            run = await self._transition(run, S.BUFFERED)
-            if run is None:
+            try:
+                run = await self._store.buffer(entry)
+            except (InvalidTransition, NotFound):  # cancelled meanwhile
                 return False
+            self._on_change(run.algorithm, run.id)
         if run.job_uid == DRY_RUN_UID:
             await self._transition(run, S.COMPLETED, sent_at=utcnow())
             return False

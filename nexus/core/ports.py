@@ -38,10 +38,12 @@ class RunStore(Protocol):
         the id of the run that first used it.
         """
 
-    async def put_submission(self, submission: SubmissionEntry) -> None:
-        """Store (or replace) the rendered Job of a run: the BUFFERED step writes it just
-        before it moves the run out of NEW, so a crash in between only means the Job is
-        rendered and written again."""
+    async def buffer(self, submission: SubmissionEntry) -> Run:
+        """The BUFFERED step's write: store the run's rendered Job and move the run from
+        NEW to BUFFERED, so a BUFFERED run always has its Job. One transaction where the
+        store has them; otherwise the Job row first (a crash in between leaves a NEW run
+        whose Job is rendered and written again). Raise NotFound or InvalidTransition
+        like ``transition``; then the run's stage is unchanged."""
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None: ...
     async def get(self, algorithm: str, run_id: str) -> Run | None: ...

@@ -114,19 +114,25 @@ async def test_create_without_submission_entry(run_store):
     assert await run_store.get_submission(run.algorithm, run.id) is None
 
 
-async def test_put_submission_stores_then_replaces_the_rendered_job(run_store):
-    """The BUFFERED step writes the Job after the run was created without one; a second
-    render (a crash between the write and the stage change) replaces it."""
+async def test_buffer_stores_the_job_and_moves_the_run_to_buffered(run_store):
+    """The BUFFERED step's write, for a run created without a Job."""
     run = make_run()
     await run_store.create(run, None)
-    first = submission_for(run, cluster="shard-a")
-    await run_store.put_submission(first)
-    assert await run_store.get_submission(run.algorithm, run.id) == first
-    again = SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster="shard-b",
-                            template={**first.template, "spec": {"backoffLimit": 2}})
-    await run_store.put_submission(again)
-    assert await run_store.get_submission(run.algorithm, run.id) == again
-    assert await run_store.get(run.algorithm, run.id) == run  # the record is untouched
+    entry = submission_for(run, cluster="far-away-shard")
+    buffered = await run_store.buffer(entry)
+    assert buffered.lifecycle_stage is S.BUFFERED
+    assert await run_store.get(run.algorithm, run.id) == buffered
+    assert await run_store.get_submission(run.algorithm, run.id) == entry
+    assert ids(await run_store.by_host_stage(run.received_by_host, S.BUFFERED)) == [run.id]
+
+
+async def test_buffer_of_a_run_no_longer_new_changes_nothing(run_store):
+    cancelled = await reach(run_store, await created(run_store), S.CANCELLED)
+    with pytest.raises(InvalidTransition):
+        await run_store.buffer(submission_for(cancelled))
+    assert await run_store.get(cancelled.algorithm, cancelled.id) == cancelled
+    with pytest.raises(NotFound):
+        await run_store.buffer(submission_for(make_run()))
 
 
 async def test_same_run_id_under_two_algorithms_are_two_runs(run_store):

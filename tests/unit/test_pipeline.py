@@ -63,9 +63,10 @@ class MemoryStore:
         self._maybe_fail()
         return self.submissions.get((algorithm, run_id))
 
-    async def put_submission(self, submission: SubmissionEntry) -> None:
-        self._maybe_fail()
+    async def buffer(self, submission: SubmissionEntry) -> Run:
+        run = await self.transition(submission.algorithm, submission.id, S.BUFFERED)
         self.submissions[(submission.algorithm, submission.id)] = submission
+        return run
 
     async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
         self._maybe_fail()

@@ -292,8 +292,12 @@ class CassandraRunStore:
         return (submission.algorithm, submission.id, submission.cluster,
                 _manifest_encoder.encode(submission.template).decode(), self._submission_ttl)
 
-    async def put_submission(self, submission: SubmissionEntry) -> None:
+    async def buffer(self, submission: SubmissionEntry) -> Run:
+        # An LWT cannot share a batch with another table: the Job row goes first, so a
+        # BUFFERED run always has one (a refused change leaves a harmless Job row).
         await self._execute(self._p("insert_submission"), self._submission_values(submission))
+        return await self.transition(submission.algorithm, submission.id,
+                                     LifecycleStage.BUFFERED)
 
     async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
         """None when ``key`` is now ours, else the id of the run that holds it."""

@@ -291,11 +291,17 @@ class SqliteRunStore:
 
         return await self._call(write)
 
-    async def put_submission(self, submission: SubmissionEntry) -> None:
+    async def buffer(self, submission: SubmissionEntry) -> Run:
         manifest = _manifest_encoder.encode(submission.template).decode()
-        await self._call(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO submission_buffer VALUES (?, ?, ?, ?)",
-            (submission.algorithm, submission.id, submission.cluster, manifest)))
+
+        def store_job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO submission_buffer VALUES (?, ?, ?, ?)",
+                         (submission.algorithm, submission.id, submission.cluster, manifest))
+
+        # One operation, so one transaction (and one group commit) for both writes.
+        return await self._call(self._transition_op(
+            submission.algorithm, submission.id, LifecycleStage.BUFFERED,
+            {"last_modified": datetime.now(timezone.utc)}, also=store_job))
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
         row = await self._call(lambda conn: conn.execute(
@@ -321,6 +327,15 @@ class SqliteRunStore:
                          **fields: Any) -> Run:
         check_fields(fields)
         fields["last_modified"] = fields.get("last_modified") or datetime.now(timezone.utc)
+        return await self._call(self._transition_op(algorithm, run_id, target, fields))
+
+    @staticmethod
+    def _transition_op(algorithm: str, run_id: str, target: LifecycleStage,
+                       fields: dict[str, Any],
+                       also: Callable[[sqlite3.Connection], None] | None = None,
+                       ) -> Callable[[sqlite3.Connection], Run]:
+        """The compare-and-set of a stage change, run on the store thread; ``also`` writes
+        in the same transaction once the change is known to be allowed."""
 
         def write(conn: sqlite3.Connection) -> Run:
             row = conn.execute(f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?",
@@ -329,6 +344,8 @@ class SqliteRunStore:
                 raise NotFound(f"Provided request with identifier '{run_id}' not found")
             current = _row_to_run(row)
             lifecycle.check(run_id, current.lifecycle_stage, target)
+            if also is not None:
+                also(conn)
             changes = {**fields, "lifecycle_stage": target}
             assignments = ", ".join(f"{name} = ?" for name in changes)
             conn.execute(
@@ -338,7 +355,7 @@ class SqliteRunStore:
                  current.lifecycle_stage.value])
             return msgspec.structs.replace(current, **changes)
 
-        return await self._call(write)
+        return write
 
     async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
         def write(conn: sqlite3.Connection) -> Run:
