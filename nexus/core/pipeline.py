@@ -23,7 +23,7 @@ from typing import Awaitable, Callable
 from nexus._rust_queue import Backoff, Queue, TokenBucket
 from nexus.core.models import LifecycleStage as S, Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
-from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NotFound
+from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NexusError, NotFound
 
 log = logging.getLogger("nexus.pipeline")
 
@@ -90,6 +90,7 @@ class LaunchPipeline:
         self._backoff = Backoff(limits.base_delay, limits.max_delay, limits.max_attempts)
         self._running = False
         self._timers: set[asyncio.TimerHandle] = set()
+        self._commits: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()
         self._on_change = on_change or (lambda algorithm, run_id: None)
         self.launched = 0
@@ -159,6 +160,8 @@ class LaunchPipeline:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        # RUNNING commits already under way are let finish (each is one store write).
+        await asyncio.gather(*self._commits, return_exceptions=True)
         for lane in self._lanes.values():
             lane.workers = []
 
@@ -253,10 +256,23 @@ class LaunchPipeline:
             )
             return False
         self.launched += 1
-        committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
-        if committed is None:
-            current = await self._store.get(run.algorithm, run.id)
-            if current is not None and current.lifecycle_stage is S.CANCELLED:
-                # Cancelled while we were creating the Job: do not leave it running.
-                await self._launcher.cancel(entry.cluster, run.id, "Background")
+        # The worker does not wait for this commit: the Job exists, and a worker's time
+        # is the shard's launch concurrency. Should the commit be lost (the store down,
+        # nexus stopped), the supervisor's watch sees the Job and records RUNNING itself.
+        commit = asyncio.create_task(self._commit_running(run, uid, entry.cluster))
+        self._commits.add(commit)
+        commit.add_done_callback(self._commits.discard)
         return False
+
+    async def _commit_running(self, run: Run, uid: str, cluster: str) -> None:
+        try:
+            committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
+            if committed is None:
+                current = await self._store.get(run.algorithm, run.id)
+                if current is not None and current.lifecycle_stage is S.CANCELLED:
+                    # Cancelled while we were creating the Job: do not leave it running.
+                    await self._launcher.cancel(cluster, run.id, "Background")
+        except NexusError as exc:
+            log.warning("run %s/%s launched as %s, but its RUNNING commit failed (the "
+                        "supervisor records it from the Job): %s",
+                        run.algorithm, run.id, uid, exc)

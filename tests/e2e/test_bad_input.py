@@ -207,6 +207,7 @@ def test_body_just_under_the_size_limit_is_accepted(api):
     assert len(body) == MAX
     response = post_run(api, body, params={"dryRun": "true"})
     assert response.status_code == 202, response.text
+    wait_terminal(api, response.json()["requestId"])  # its Job row is written after the 202
 
 
 def test_a_lying_content_length_is_refused(server, nothing_written):

@@ -304,7 +304,7 @@ async def test_token_bucket_paces_launches(make_pipeline):
     window = 0.2
     early = sum(1 for at in times if at <= window)
     assert early <= burst + rate * window + 1
-    assert all(store.stage(f"r{i}") is S.RUNNING for i in range(runs))
+    await eventually(lambda: all(store.stage(f"r{i}") is S.RUNNING for i in range(runs)))
 
 
 async def test_each_shard_has_its_own_bucket(make_pipeline):
@@ -437,3 +437,44 @@ async def test_a_throttled_shard_does_not_hold_up_another_shard(make_pipeline):
     await eventually(lambda: store.stage("b0") is S.RUNNING, timeout=2.0)
     assert [cluster for _, cluster, _ in launcher.calls] == ["shard-a", "shard-b"]
     assert pipeline.depth() == 2  # shard-a: 2 runs wait in its workers, 2 in its queue
+
+
+async def test_a_worker_does_not_wait_for_the_running_commit(make_pipeline):
+    """One worker, a RUNNING commit that hangs: the next run is still launched; once the
+    store answers, both runs are committed RUNNING."""
+
+    class SlowCommits(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
+            if target is S.RUNNING:
+                await self.release.wait()
+            return await super().transition(algorithm, run_id, target, **fields)
+
+    store, launcher = SlowCommits(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(workers=1))
+    pipeline.submit(store.add("r1"))
+    pipeline.submit(store.add("r2"))
+    await eventually(lambda: len(launcher.calls) == 2)
+    assert store.stage("r1") is S.BUFFERED and store.stage("r2") is S.BUFFERED
+    store.release.set()
+    await eventually(lambda: store.stage("r1") is S.RUNNING and store.stage("r2") is S.RUNNING)
+    assert store.run("r2").job_uid == "uid-r2"
+
+
+async def test_a_failed_running_commit_is_left_to_the_supervisor(make_pipeline):
+    class DownAtCommit(MemoryStore):
+        async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
+            if target is S.RUNNING:
+                raise BackendUnavailable("store down")
+            return await super().transition(algorithm, run_id, target, **fields)
+
+    store, launcher = DownAtCommit(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher)
+    pipeline.submit(store.add("r1"))
+    await eventually(lambda: len(launcher.calls) == 1 and not pipeline.is_queued("algo", "r1"))
+    await asyncio.sleep(0.05)
+    assert len(launcher.calls) == 1  # launched once, not retried: the Job exists
+    assert store.stage("r1") is S.BUFFERED  # the supervisor's watch records RUNNING

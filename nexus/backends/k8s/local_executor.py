@@ -92,8 +92,11 @@ class _LocalJob:
         self.finished_at: float | None = None
 
     def observation(self) -> JobObservation:
+        # The local "Job uid" is the run id (what launch() returns), so the supervisor can
+        # record it when it is first to see the process.
         return JobObservation(algorithm=self.algorithm, run_id=self.run_id, cluster=self.cluster,
-                              outcome=self.outcome, since=self.since, message=self.message)
+                              outcome=self.outcome, since=self.since, message=self.message,
+                              job_uid=self.run_id)
 
 
 class LocalExecutor:
