@@ -258,7 +258,8 @@ class LaunchPipeline:
         self.launched += 1
         # The worker does not wait for this commit: the Job exists, and a worker's time
         # is the shard's launch concurrency. Should the commit be lost (the store down,
-        # nexus stopped), the supervisor's watch sees the Job and records RUNNING itself.
+        # nexus stopped), the supervisor's watch sees the Job and records RUNNING itself,
+        # and the scheduler's own sweep queues the run again.
         commit = asyncio.create_task(self._commit_running(run, uid, entry.cluster))
         self._commits.add(commit)
         commit.add_done_callback(self._commits.discard)
@@ -273,6 +274,9 @@ class LaunchPipeline:
                     # Cancelled while we were creating the Job: do not leave it running.
                     await self._launcher.cancel(cluster, run.id, "Background")
         except NexusError as exc:
-            log.warning("run %s/%s launched as %s, but its RUNNING commit failed (the "
-                        "supervisor records it from the Job): %s",
+            # Still BUFFERED with a Job: the supervisor's watch records RUNNING when it
+            # sees the Job, and the sweep queues the run again, whose launch then finds
+            # the Job (launching is idempotent) and commits RUNNING.
+            log.warning("run %s/%s launched as %s, but its RUNNING commit failed: %s",
                         run.algorithm, run.id, uid, exc)
+            self.note_left_behind()

@@ -464,7 +464,7 @@ async def test_a_worker_does_not_wait_for_the_running_commit(make_pipeline):
     assert store.run("r2").job_uid == "uid-r2"
 
 
-async def test_a_failed_running_commit_is_left_to_the_supervisor(make_pipeline):
+async def test_a_failed_running_commit_is_left_to_the_supervisor_and_the_sweep(make_pipeline):
     class DownAtCommit(MemoryStore):
         async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
             if target is S.RUNNING:
@@ -477,4 +477,5 @@ async def test_a_failed_running_commit_is_left_to_the_supervisor(make_pipeline):
     await eventually(lambda: len(launcher.calls) == 1 and not pipeline.is_queued("algo", "r1"))
     await asyncio.sleep(0.05)
     assert len(launcher.calls) == 1  # launched once, not retried: the Job exists
-    assert store.stage("r1") is S.BUFFERED  # the supervisor's watch records RUNNING
+    assert store.stage("r1") is S.BUFFERED  # the supervisor's watch records RUNNING...
+    assert pipeline.left_behind == 1  # ...and the scheduler's sweep will look again
