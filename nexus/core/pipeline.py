@@ -211,10 +211,18 @@ class LaunchPipeline:
         if run.lifecycle_stage is S.NEW:
             try:
                 entry = await self._render(run)
-            except LaunchError as exc:
+            except BackendUnavailable:
+                raise  # the template source is down: retried like a store outage
+            except Exception as exc:  # noqa: BLE001 - a run that cannot be rendered fails
+                # A missing workgroup (LaunchError), or a record the renderer cannot use:
+                # rendering again would fail again, so the run fails now, with the reason,
+                # instead of going round the sweep for ever.
+                reason = exc.message if isinstance(exc, LaunchError) else repr(exc)
+                if not isinstance(exc, LaunchError):
+                    log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
                 await self._transition(run, S.SCHEDULING_FAILED,
-                                       algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
-                                       algorithm_failure_details=f"Rendering its Job failed: {exc.message}")
+                                       algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
+                                       algorithm_failure_details=f"Rendering its Job failed: {reason}")
                 return False
             try:
                 run = await self._store.buffer(entry)

@@ -133,8 +133,9 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 async def make_pipeline():
     pipelines: list[LaunchPipeline] = []
 
-    def make(store, launcher, config=None, on_change=None, start=True) -> LaunchPipeline:
-        pipeline = LaunchPipeline(store, launcher, config or limits(), render=render,
+    def make(store, launcher, config=None, on_change=None, start=True,
+             renderer=render) -> LaunchPipeline:
+        pipeline = LaunchPipeline(store, launcher, config or limits(), render=renderer,
                                   on_change=on_change)
         if start:
             pipeline.start()
@@ -276,13 +277,9 @@ async def test_a_run_that_cannot_be_rendered_fails_to_schedule(make_pipeline):
     async def no_workgroup(run: Run) -> SubmissionEntry:
         raise LaunchError("workgroup 'gone' no longer exists", retryable=False)
 
-    pipeline = LaunchPipeline(store, launcher, limits(), render=no_workgroup)
-    pipeline.start()
-    try:
-        pipeline.submit(store.add("r1", submission=False))
-        await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
-    finally:
-        await pipeline.stop()
+    pipeline = make_pipeline(store, launcher, renderer=no_workgroup)
+    pipeline.submit(store.add("r1", submission=False))
+    await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert launcher.calls == []
     assert "workgroup 'gone' no longer exists" in store.run("r1").algorithm_failure_cause
     assert ("algo", "r1") not in store.submissions
@@ -479,3 +476,31 @@ async def test_a_failed_running_commit_is_left_to_the_supervisor_and_the_sweep(m
     assert len(launcher.calls) == 1  # launched once, not retried: the Job exists
     assert store.stage("r1") is S.BUFFERED  # the supervisor's watch records RUNNING...
     assert pipeline.left_behind == 1  # ...and the scheduler's sweep will look again
+
+
+async def test_a_run_whose_record_cannot_be_rendered_fails_once(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+
+    async def broken(run: Run) -> SubmissionEntry:
+        raise ValueError("bad duration 'soon'")
+
+    pipeline = make_pipeline(store, launcher, renderer=broken)
+    pipeline.submit(store.add("r1", submission=False))
+    await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
+    assert "bad duration 'soon'" in store.run("r1").algorithm_failure_cause
+    assert pipeline.left_behind == 0 and launcher.calls == []
+
+
+async def test_a_template_source_outage_while_rendering_is_retried(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    outages = [BackendUnavailable("templates not loaded yet")] * 2
+
+    async def flaky(run: Run) -> SubmissionEntry:
+        if outages:
+            raise outages.pop()
+        return await render(run)
+
+    pipeline = make_pipeline(store, launcher, renderer=flaky)
+    pipeline.submit(store.add("r1", submission=False))
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    assert len(launcher.calls) == 1
