@@ -2,6 +2,8 @@
 
 The signed URLs point at the scheduler's own ``/data/v1/payloads`` and
 ``/data/v1/results`` routes, which verify the signature before touching the folder.
+A write returns only once it is on stable storage (:mod:`group_sync`): the 202 promises
+a durable payload, and LocalStore alone does not flush.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from obstore.store import LocalStore
 
+from nexus.backends.buffer.group_sync import GroupSync
 from nexus.backends.buffer.objects import ObjectPayloadBuffer, ObjectRef
 from nexus.core.signing import UrlSigner
 
@@ -26,5 +29,7 @@ def local_buffer(folder: str | Path, signer: UrlSigner) -> ObjectPayloadBuffer:
         return signer.sign(method, route.format(algorithm=ref.algorithm, run_id=ref.run_id),
                            valid_for)
 
+    syncer = GroupSync(root)
     return ObjectPayloadBuffer(LocalStore(root.resolve(), mkdir=True), "", urls,
-                               describe=f"local folder {root}")
+                               describe=f"local folder {root}", durable=syncer.sync,
+                               on_open=syncer.open, on_close=syncer.close)

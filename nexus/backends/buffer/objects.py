@@ -7,7 +7,7 @@ How URLs are made is the only difference between stores, so it is passed in.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Awaitable, Callable, NamedTuple, Protocol
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
@@ -36,8 +36,16 @@ def result_key(prefix: str, algorithm: str, run_id: str) -> str:
 
 class ObjectPayloadBuffer:
     def __init__(self, store: obstore.store.ObjectStore, prefix: str, urls: UrlMaker,
-                 *, describe: str, multipart_threshold: int = 8 * 1024 * 1024) -> None:
+                 *, describe: str, multipart_threshold: int = 8 * 1024 * 1024,
+                 durable: Callable[[], Awaitable[None]] | None = None,
+                 on_open: Callable[[], None] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
+        """``durable``: awaited after each write until it is on stable storage, for
+        stores whose writes are not durable when they return (a local folder); S3's
+        are. ``on_open`` / ``on_close`` start and stop what it needs."""
         self._store = store
+        self._durable = durable
+        self._on_open, self._on_close = on_open, on_close
         self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self._urls = urls
         self._describe = describe
@@ -47,10 +55,13 @@ class ObjectPayloadBuffer:
         return BackendUnavailable(f"Payload storage ({self._describe}) failed to {action}: {exc}")
 
     async def open(self) -> None:
+        if self._on_open is not None:
+            self._on_open()
         await self.ping()
 
     async def close(self) -> None:
-        return None
+        if self._on_close is not None:
+            self._on_close()
 
     async def ping(self) -> None:
         try:
@@ -64,6 +75,8 @@ class ObjectPayloadBuffer:
         try:
             await obstore.put_async(self._store, key, data,
                                     use_multipart=len(data) > self._multipart_threshold)
+            if self._durable is not None:
+                await self._durable()
         except (BaseError, OSError) as exc:
             raise self._unavailable("store an object", exc) from exc
 
