@@ -209,17 +209,21 @@ class LaunchPipeline:
             return False
         entry: SubmissionEntry | None = None
         if run.lifecycle_stage is S.NEW:
+            # A run that cannot be rendered (a missing workgroup, a record the renderer
+            # cannot use) would fail again on every try: it fails now, with the reason,
+            # instead of going round the sweep for ever. A template source that is down
+            # (BackendUnavailable) is retried like a store outage.
+            reason = None
             try:
                 entry = await self._render(run)
             except BackendUnavailable:
-                raise  # the template source is down: retried like a store outage
-            except Exception as exc:  # noqa: BLE001 - a run that cannot be rendered fails
-                # A missing workgroup (LaunchError), or a record the renderer cannot use:
-                # rendering again would fail again, so the run fails now, with the reason,
-                # instead of going round the sweep for ever.
-                reason = exc.message if isinstance(exc, LaunchError) else repr(exc)
-                if not isinstance(exc, LaunchError):
-                    log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
+                raise
+            except LaunchError as exc:
+                reason = exc.message
+            except Exception as exc:  # noqa: BLE001 - a bug in rendering, or a bad record
+                log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
+                reason = repr(exc)
+            if reason is not None:
                 await self._transition(run, S.SCHEDULING_FAILED,
                                        algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
                                        algorithm_failure_details=f"Rendering its Job failed: {reason}")

@@ -45,3 +45,27 @@ async def test_closed_syncer_refuses(tmp_path):
     syncer.close()
     with pytest.raises(OSError, match="closed"):
         await syncer.sync()
+
+
+async def test_the_local_buffer_flushes_each_write_before_it_returns(tmp_path, monkeypatch):
+    """The wiring: a payload or result written to the local folder has been through a
+    flush that started after the file was in place, when put() returns."""
+    from nexus.backends.buffer.local import local_buffer
+    from nexus.core.signing import UrlSigner
+
+    files_at_flush: list[int] = []
+
+    def counting(fd: int) -> None:
+        files_at_flush.append(sum(1 for p in tmp_path.rglob("*") if p.is_file()))
+
+    monkeypatch.setattr(group_sync, "_SYNCFS", counting)
+    buffer = local_buffer(tmp_path, UrlSigner(b"k" * 32, "http://127.0.0.1"))
+    await buffer.open()
+    try:
+        await buffer.put("algo", "r1", b'{"a": 1}')
+        assert files_at_flush and files_at_flush[-1] >= 1
+        flushes = len(files_at_flush)
+        await buffer.put_result("algo", "r1", b"done")
+        assert len(files_at_flush) > flushes and files_at_flush[-1] >= 2
+    finally:
+        await buffer.close()
