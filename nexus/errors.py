@@ -60,9 +60,14 @@ class QueueFull(NexusError):
 
 
 class BackendUnavailable(NexusError):
-    """A store, buffer or cluster did not answer; the request was not accepted."""
+    """A store, buffer or cluster did not answer; the request was not accepted.
+
+    The answer asks the caller to come back in a second: an outage of one backend is
+    usually short, and nexus's own client (and the Go clients) retry a 503.
+    """
 
     status = 503
+    headers = {"Retry-After": "1"}
 
 
 class ConfigError(NexusError):

@@ -134,6 +134,12 @@ class NexusProcess:
         path = self.data_dir / "behave" / f"{run_id}.starts"
         return len(path.read_text().splitlines()) if path.exists() else 0
 
+    def behave_start_times(self, run_id: str) -> list[float]:
+        """When (unix time) each attempt of the behave algorithm for ``run_id`` started."""
+        path = self.data_dir / "behave" / f"{run_id}.starts"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [float(line.split()[1]) for line in lines]
+
     def kill_algorithms(self) -> None:
         """SIGKILL behave processes that outlived their server (after a kill -9)."""
         for pid_file in (self.data_dir / "behave").glob("*.pid"):

@@ -5,8 +5,14 @@ Payload keys (all optional): "sleep" seconds before acting; "exit" code to exit 
 named by the request id under $BEHAVE_STATE); "transient_attempts" — exit 75 (a
 transient code of the test templates) on the first N attempts; "report": false to exit 0
 silently; "error": a cause to report as failure; otherwise report success with the payload
-echoed. Each attempt also appends its pid to "<request id>.starts" and writes it to
-"<request id>.pid" there, so tests can count launches and check a process was stopped.
+echoed. Each attempt also appends "<pid> <unix time>" to "<request id>.starts" and writes
+its pid to "<request id>.pid" there, so tests can count and time launches and check a
+process was stopped.
+
+The final report is retried while the receiver answers 503 or 429, honouring
+Retry-After, as an algorithm reporting through nexus's own client would: a receiver whose
+store is briefly away asks to be called again. It is given up after "report_patience"
+seconds (payload key, default 20).
 """
 
 import argparse
@@ -14,6 +20,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -22,6 +29,18 @@ def http(method, url, body=None):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
+
+
+def report(url, body, patience):
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            return http("POST", url, body)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or time.monotonic() > give_up:
+                raise
+            delay = exc.headers.get("Retry-After", "1")
+            time.sleep(min(float(delay) if delay.isdigit() else 1.0, 2.0))
 
 
 def main():
@@ -35,7 +54,7 @@ def main():
     counter = os.path.join(state_dir, args.request_id)
     # One line per start, appended: two processes of one run would both show up.
     with open(counter + ".starts", "a") as handle:
-        handle.write(f"{os.getpid()}\n")
+        handle.write(f"{os.getpid()} {time.time():.3f}\n")
     with open(counter + ".starts") as handle:
         attempt = len(handle.read().splitlines())
     with open(counter, "w") as handle:
@@ -60,7 +79,7 @@ def main():
         result = json.dumps({"echo": payload, "attempt": attempt}).encode()
         http("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], result)
         outcome = {"resultUri": os.environ["NEXUS__RESULT_URL"]}
-    http("POST", url, json.dumps(outcome).encode())
+    report(url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)))
     return 0
 
 
