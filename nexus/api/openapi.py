@@ -115,7 +115,7 @@ _ERROR_TEXT = {
     413: "Body larger than max-payload-size",
     417: "The run has no stored payload",
     429: "The queue is full; retry after Retry-After seconds",
-    503: "A backend did not answer; nothing was accepted",
+    503: "A backend did not answer; nothing was accepted; retry after Retry-After seconds",
 }
 _PARAM = re.compile(r"<([^:>]+)(?::[^>]+)?>")
 
