@@ -40,6 +40,7 @@ from nexus.core.supervision import (
     IMAGE_CAUSE,
     LOST_CAUSE,
     NO_REPORT_CAUSE,
+    OOM_CAUSE,
     START_CAUSE,
 )
 
@@ -384,6 +385,11 @@ FAILURES = {
                   "CompletionsReached"),
     "failed-create": ({}, {"service_account": "no-such-account"}, "SCHEDULING_FAILED",
                       START_CAUSE, "no-such-account"),
+    "oom-killed": ({"nexus.test/exit-code": "137", "nexus.test/terminated-reason": "OOMKilled",
+                    "nexus.test/run-duration": "300ms"},
+                   {"retries": 0}, "FAILED", OOM_CAUSE, "OOM-killed"),
+    "cannot-start": ({"nexus.test/waiting-reason": "CreateContainerConfigError"}, {},
+                     "SCHEDULING_FAILED", START_CAUSE, "CreateContainerConfigError"),
 }
 
 
