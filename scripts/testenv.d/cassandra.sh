@@ -5,6 +5,10 @@
 #
 # Settings (environment):
 #   NEXUS_TEST_CASSANDRA_PORT           CQL port (default 9042)
+#
+# Logins are checked (PasswordAuthenticator): clients use the built-in superuser
+# cassandra/cassandra, exported as NEXUS_TEST_CASSANDRA_USER and _PASSWORD, so every test
+# goes through nexus's credentials settings.
 #   NEXUS_TESTENV_CASSANDRA_VERSION     cassandra-all version (default 5.0.9)
 #   NEXUS_TESTENV_CASSANDRA_STORAGE_PORT internode port (default 17000; +1 for TLS)
 #   NEXUS_TESTENV_CASSANDRA_HEAP        -Xmx (default 1g); NEXUS_TESTENV_CASSANDRA_HEAP_MIN -Xms (512m)
@@ -17,6 +21,11 @@
 cassandra__version() { printf '%s\n' "${NEXUS_TESTENV_CASSANDRA_VERSION:-5.0.9}"; }
 cassandra__home() { printf '%s\n' "$NEXUS_TESTENV_CACHE/cassandra/$(cassandra__version)"; }
 cassandra__port() { printf '%s\n' "${NEXUS_TEST_CASSANDRA_PORT:-9042}"; }
+CASSANDRA_USER=cassandra CASSANDRA_PASSWORD=cassandra
+cassandra__env_lines() {
+    printf '%s\n' "NEXUS_TEST_CASSANDRA_HOSTS=127.0.0.1" "NEXUS_TEST_CASSANDRA_PORT=$1" \
+        "NEXUS_TEST_CASSANDRA_USER=$CASSANDRA_USER" "NEXUS_TEST_CASSANDRA_PASSWORD=$CASSANDRA_PASSWORD"
+}
 cassandra__storage_port() { printf '%s\n' "${NEXUS_TESTENV_CASSANDRA_STORAGE_PORT:-17000}"; }
 
 cassandra__java() {
@@ -97,7 +106,7 @@ cdc_raw_directory: $rd/cdc_raw
 commitlog_sync: group
 commitlog_sync_group_window: 10ms
 commitlog_segment_size: 8MiB
-authenticator: AllowAllAuthenticator
+authenticator: PasswordAuthenticator
 authorizer: AllowAllAuthorizer
 role_manager: CassandraRoleManager
 disk_failure_policy: stop
@@ -222,13 +231,16 @@ cassandra__jvm_opts() {
 # One real CQL round trip; prints the release version. Exit 0 when it works.
 cassandra__cql_ping() {
     local py=$1 port=$2
-    "$py" - "$port" <<'PY' 2>/dev/null
+    "$py" - "$port" "$CASSANDRA_USER" "$CASSANDRA_PASSWORD" <<'PY' 2>/dev/null
 import logging, sys
 logging.disable(logging.CRITICAL)
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster
 from cassandra.policies import WhiteListRoundRobinPolicy
-port = int(sys.argv[1])
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+# A login that works also means the superuser role exists (it is created just after start).
 cluster = Cluster(["127.0.0.1"], port=port, connect_timeout=5, control_connection_timeout=5,
+                  auth_provider=PlainTextAuthProvider(user, password),
                   load_balancing_policy=WhiteListRoundRobinPolicy(["127.0.0.1"]))
 try:
     session = cluster.connect()
@@ -265,7 +277,9 @@ cassandra_start() {
             "$java" "${TENV_JVM_OPTS[@]}" -cp "$cp" org.apache.cassandra.service.CassandraDaemon
         pid=$TENV_SPAWNED_PID
     fi
-    tenv_write_env cassandra "NEXUS_TEST_CASSANDRA_HOSTS=127.0.0.1" "NEXUS_TEST_CASSANDRA_PORT=$port"
+    local lines
+    mapfile -t lines < <(cassandra__env_lines "$port")
+    tenv_write_env cassandra "${lines[@]}"
 
     py=$(tenv_python_with cassandra.cluster || true)
     [[ -n $py ]] || tenv_log "cassandra: no python with the 'cassandra' driver; readiness = TCP + log line"
@@ -321,7 +335,7 @@ cassandra_env() {
     if [[ -s $f ]]; then
         cat "$f"
     else
-        printf 'export NEXUS_TEST_CASSANDRA_HOSTS=127.0.0.1\nexport NEXUS_TEST_CASSANDRA_PORT=%s\n' "$(cassandra__port)"
+        cassandra__env_lines "$(cassandra__port)" | sed 's/^/export /'
     fi
 }
 

@@ -22,7 +22,8 @@ from nexus.settings import S3Buffer, ScyllaCqlStore
 
 REPO = Path(__file__).resolve().parents[2]
 TESTENV = REPO / "scripts" / "testenv"
-CASSANDRA_VARS = ("NEXUS_TEST_CASSANDRA_HOSTS", "NEXUS_TEST_CASSANDRA_PORT")
+CASSANDRA_VARS = ("NEXUS_TEST_CASSANDRA_HOSTS", "NEXUS_TEST_CASSANDRA_PORT",
+                  "NEXUS_TEST_CASSANDRA_USER", "NEXUS_TEST_CASSANDRA_PASSWORD")
 S3_VARS = ("NEXUS_TEST_S3_ENDPOINT", "NEXUS_TEST_S3_ACCESS_KEY_ID",
            "NEXUS_TEST_S3_SECRET_ACCESS_KEY", "NEXUS_TEST_S3_BUCKET", "NEXUS_TEST_S3_REGION")
 
@@ -47,9 +48,11 @@ def unique(prefix: str) -> str:
 
 def cassandra_config(keyspace: str, **overrides) -> ScyllaCqlStore:
     env = require("cassandra", CASSANDRA_VARS)
-    return ScyllaCqlStore(hosts=env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
-                          port=int(env["NEXUS_TEST_CASSANDRA_PORT"]), keyspace=keyspace,
-                          **overrides)
+    settings = {"hosts": env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
+                "port": int(env["NEXUS_TEST_CASSANDRA_PORT"]), "keyspace": keyspace,
+                "user": env["NEXUS_TEST_CASSANDRA_USER"],
+                "password": env["NEXUS_TEST_CASSANDRA_PASSWORD"]}
+    return ScyllaCqlStore(**{**settings, **overrides})
 
 
 def s3_config(prefix: str, **overrides) -> S3Buffer:
@@ -68,6 +71,8 @@ def cassandra_settings_env(keyspace: str) -> dict[str, str]:
         "NEXUS__CQL_STORE_TYPE": "cassandra",
         "NEXUS__SCYLLA_CQL_STORE__HOSTS": env["NEXUS_TEST_CASSANDRA_HOSTS"],
         "NEXUS__SCYLLA_CQL_STORE__PORT": env["NEXUS_TEST_CASSANDRA_PORT"],
+        "NEXUS__SCYLLA_CQL_STORE__USER": env["NEXUS_TEST_CASSANDRA_USER"],
+        "NEXUS__SCYLLA_CQL_STORE__PASSWORD": env["NEXUS_TEST_CASSANDRA_PASSWORD"],
         "NEXUS__SCYLLA_CQL_STORE__KEYSPACE": keyspace,
     }
 
@@ -87,6 +92,7 @@ def s3_settings_env(prefix: str) -> dict[str, str]:
 @contextlib.contextmanager
 def cql_session(keyspace: str | None = None) -> Iterator[Any]:
     """A plain driver session on the test Cassandra, for checks behind the store's back."""
+    from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import RoundRobinPolicy
     from cassandra.query import dict_factory
@@ -96,6 +102,8 @@ def cql_session(keyspace: str | None = None) -> Iterator[Any]:
                                row_factory=dict_factory, request_timeout=60)
     cluster = Cluster(env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
                       port=int(env["NEXUS_TEST_CASSANDRA_PORT"]), connect_timeout=5,
+                      auth_provider=PlainTextAuthProvider(env["NEXUS_TEST_CASSANDRA_USER"],
+                                                          env["NEXUS_TEST_CASSANDRA_PASSWORD"]),
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     try:
         yield cluster.connect(keyspace)

@@ -226,6 +226,31 @@ async def test_checkpoint_ttl_expires_the_whole_record_at_once(keyspace):
         await store.close()
 
 
+@pytest.mark.cassandra
+@pytest.mark.parametrize("user, password", [("cassandra", "wrong-password"), ("", "")])
+async def test_a_refused_login_is_a_clear_backend_error(keyspace, user, password):
+    """The test Cassandra checks logins (PasswordAuthenticator): the right credentials are
+    what every other test uses; wrong or missing ones are refused, and the error says so
+    in one line instead of a retry storm."""
+    store = CassandraRunStore(cassandra_config(keyspace, user=user, password=password,
+                                               connect_timeout=3.0))
+    with pytest.raises(Exception) as error:
+        await asyncio.wait_for(store.open(), 60)
+    assert error.type.__name__ == "BackendUnavailable"
+    text = str(error.value)
+    assert "\n" not in text and "127.0.0.1" in text
+    assert "scylla-cql-store.password" in text and "Authentication" in text, text
+
+
+@pytest.mark.cassandra
+def test_nexus_with_wrong_cassandra_password_stops_at_start_up(nexus_factory, keyspace, prefix):
+    env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix),
+           "NEXUS__SCYLLA_CQL_STORE__PASSWORD": "wrong-password"}
+    with pytest.raises(RuntimeError, match="nexus exited") as error:
+        nexus_factory(env=env)
+    assert "scylla-cql-store.password" in str(error.value), str(error.value)
+
+
 # --- the S3 buffer, from behind --------------------------------------------------------
 
 

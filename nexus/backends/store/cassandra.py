@@ -137,8 +137,11 @@ class CassandraRunStore:
             raise
         except (*DRIVER_ERRORS, ValueError) as exc:
             await self.close()
-            raise BackendUnavailable(f"Cannot connect to the run store ({self._describe}): "
-                                     f"{exc}") from exc
+            # A refused login is a settings problem, not an outage: say which keys to fix.
+            hint = (" (check scylla-cql-store.user and scylla-cql-store.password)"
+                    if "AuthenticationFailed" in repr(exc) else "")
+            raise BackendUnavailable(f"Cannot connect to the run store ({self._describe})"
+                                     f"{hint}: {exc}") from exc
         try:
             if self._config.create_schema:
                 await asyncio.to_thread(self._create_schema)
