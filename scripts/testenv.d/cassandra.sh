@@ -8,7 +8,9 @@
 #
 # Logins are checked (PasswordAuthenticator): clients use the built-in superuser
 # cassandra/cassandra, exported as NEXUS_TEST_CASSANDRA_USER and _PASSWORD, so every test
-# goes through nexus's credentials settings.
+# goes through nexus's credentials settings. The CQL port also speaks TLS (optional, so
+# plain clients still connect) with a self-signed certificate for IP 127.0.0.1 made by
+# the JDK's keytool; its PEM is exported as NEXUS_TEST_CASSANDRA_TLS_CA.
 #   NEXUS_TESTENV_CASSANDRA_VERSION     cassandra-all version (default 5.0.9)
 #   NEXUS_TESTENV_CASSANDRA_STORAGE_PORT internode port (default 17000; +1 for TLS)
 #   NEXUS_TESTENV_CASSANDRA_HEAP        -Xmx (default 1g); NEXUS_TESTENV_CASSANDRA_HEAP_MIN -Xms (512m)
@@ -22,9 +24,32 @@ cassandra__version() { printf '%s\n' "${NEXUS_TESTENV_CASSANDRA_VERSION:-5.0.9}"
 cassandra__home() { printf '%s\n' "$NEXUS_TESTENV_CACHE/cassandra/$(cassandra__version)"; }
 cassandra__port() { printf '%s\n' "${NEXUS_TEST_CASSANDRA_PORT:-9042}"; }
 CASSANDRA_USER=cassandra CASSANDRA_PASSWORD=cassandra
+CASSANDRA_TLS_PASSWORD=nexus-test-tls
 cassandra__env_lines() {
     printf '%s\n' "NEXUS_TEST_CASSANDRA_HOSTS=127.0.0.1" "NEXUS_TEST_CASSANDRA_PORT=$1" \
-        "NEXUS_TEST_CASSANDRA_USER=$CASSANDRA_USER" "NEXUS_TEST_CASSANDRA_PASSWORD=$CASSANDRA_PASSWORD"
+        "NEXUS_TEST_CASSANDRA_USER=$CASSANDRA_USER" "NEXUS_TEST_CASSANDRA_PASSWORD=$CASSANDRA_PASSWORD" \
+        "NEXUS_TEST_CASSANDRA_TLS_CA=$NEXUS_TESTENV_RUN/cassandra/conf/tls/ca.pem"
+}
+
+# The server's key and self-signed certificate (PKCS12) and the certificate as PEM, made
+# once per run folder with the keytool of the java that runs Cassandra.
+cassandra__tls_material() {
+    local dir=$1/conf/tls java keytool
+    [[ -s $dir/keystore.p12 && -s $dir/ca.pem ]] && return 0
+    java=$(cassandra__java)
+    keytool="$(dirname "$(readlink -f "$java")")/keytool"
+    [[ -x $keytool ]] || keytool=$(command -v keytool) ||
+        tenv_die "cassandra: no keytool next to $java (needed for the test TLS certificate)"
+    tenv_mkdir "$dir"
+    rm -f "$dir/keystore.p12" "$dir/ca.pem"
+    "$keytool" -genkeypair -alias node -keyalg RSA -keysize 2048 -validity 3650 \
+        -dname "CN=nexus-test-cassandra" -ext "SAN=IP:127.0.0.1" -ext "BC=ca:true" \
+        -keystore "$dir/keystore.p12" -storetype PKCS12 \
+        -storepass "$CASSANDRA_TLS_PASSWORD" -keypass "$CASSANDRA_TLS_PASSWORD" >"$dir/keytool.log" 2>&1 ||
+        tenv_fail_start cassandra "keytool could not make the test certificate" "$dir/keytool.log"
+    "$keytool" -exportcert -rfc -alias node -keystore "$dir/keystore.p12" -storetype PKCS12 \
+        -storepass "$CASSANDRA_TLS_PASSWORD" -file "$dir/ca.pem" >>"$dir/keytool.log" 2>&1 ||
+        tenv_fail_start cassandra "keytool could not export the test certificate" "$dir/keytool.log"
 }
 cassandra__storage_port() { printf '%s\n' "${NEXUS_TESTENV_CASSANDRA_STORAGE_PORT:-17000}"; }
 
@@ -108,6 +133,13 @@ commitlog_sync_group_window: 10ms
 commitlog_segment_size: 8MiB
 authenticator: PasswordAuthenticator
 authorizer: AllowAllAuthorizer
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $rd/conf/tls/keystore.p12
+  keystore_password: $CASSANDRA_TLS_PASSWORD
+  store_type: PKCS12
+  require_client_auth: false
 role_manager: CassandraRoleManager
 disk_failure_policy: stop
 commit_failure_policy: stop
@@ -267,6 +299,7 @@ cassandra_start() {
         [[ $major == 11 || $major == 17 ]] ||
             tenv_log "cassandra: WARNING: Java $major; Cassandra 5.0 supports Java 11 and 17"
         tenv_require_free_port cassandra "$port" "$(cassandra__storage_port)"
+        cassandra__tls_material "$rd"
         cassandra__write_config "$rd"
         # Keep the previous run's log aside so a failure shows this run only.
         [[ -f $rd/logs/system.log ]] && mv -f "$rd/logs/system.log" "$rd/logs/system.log.1"

@@ -23,6 +23,7 @@ from contract.servers import (
     cql_session,
     delete_prefix,
     drop_keyspace,
+    require,
     s3_config,
     s3_settings_env,
     unique,
@@ -240,6 +241,62 @@ async def test_a_refused_login_is_a_clear_backend_error(keyspace, user, password
     text = str(error.value)
     assert "\n" not in text and "127.0.0.1" in text
     assert "scylla-cql-store.password" in text and "Authentication" in text, text
+
+
+@pytest.mark.cassandra
+async def test_local_dc_places_the_keyspace_and_routes_to_that_dc():
+    """``local-dc`` names the test node's data center (``datacenter1``): the keyspace nexus
+    creates is NetworkTopologyStrategy in that DC, and the store works through the
+    DC-aware policy."""
+    keyspace = unique("nexus_dc_")
+    store = CassandraRunStore(cassandra_config(keyspace, local_dc="datacenter1"))
+    try:
+        await store.open()
+        run = make_run()
+        await store.create(run, None)
+        assert (await store.get(run.algorithm, run.id)).id == run.id
+        with cql_session() as session:
+            replication = session.execute("SELECT replication FROM system_schema.keyspaces "
+                                          "WHERE keyspace_name = %s", (keyspace,)).one()
+        assert replication["replication"] == {
+            "class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "datacenter1": "1"}
+    finally:
+        await store.close()
+        drop_keyspace(keyspace)
+
+
+@pytest.mark.cassandra
+async def test_tls_to_cassandra_with_the_servers_ca(keyspace):
+    """The test Cassandra also speaks TLS on its CQL port (scripts/testenv): a store with
+    ``tls`` and the server's certificate as ``tls-ca-path`` works over an encrypted
+    connection, as the server itself reports (system_views.clients)."""
+    ca = require("cassandra", ("NEXUS_TEST_CASSANDRA_TLS_CA",))["NEXUS_TEST_CASSANDRA_TLS_CA"]
+    store = CassandraRunStore(cassandra_config(keyspace, tls=True, tls_ca_path=ca))
+    await store.open()
+    try:
+        run = make_run()
+        await store.create(run, None)
+        assert (await store.get(run.algorithm, run.id)).id == run.id
+        with cql_session() as session:  # a plain connection, looking at everyone's
+            clients = session.execute("SELECT ssl_enabled, ssl_protocol FROM "
+                                      "system_views.clients").all()
+        encrypted = [c for c in clients if c["ssl_enabled"]]
+        assert encrypted and all(c["ssl_protocol"].startswith("TLS") for c in encrypted), clients
+    finally:
+        await store.close()
+
+
+@pytest.mark.cassandra
+async def test_tls_to_cassandra_refuses_a_certificate_it_cannot_verify(keyspace):
+    """Without the server's CA (the system CAs only) its self-signed certificate is not
+    trusted: the store does not open, with a one-line error."""
+    require("cassandra", ("NEXUS_TEST_CASSANDRA_TLS_CA",))
+    store = CassandraRunStore(cassandra_config(keyspace, tls=True, tls_ca_path="",
+                                               connect_timeout=3.0))
+    with pytest.raises(Exception) as error:
+        await asyncio.wait_for(store.open(), 60)
+    assert error.type.__name__ == "BackendUnavailable"
+    assert "\n" not in str(error.value) and "CERTIFICATE_VERIFY_FAILED" in str(error.value)
 
 
 @pytest.mark.cassandra
