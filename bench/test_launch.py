@@ -6,6 +6,12 @@ Two figures, both against what the API server itself can take, measured in the s
   over Jobs created per second by a bare loop of the same ``kubernetes`` client creating
   the same Jobs (the manifest nexus stored for a run, renamed) with the same concurrency
   as nexus's launch workers (goal >= 0.8);
+* the same, with the runs accepted *before* the timed window (launch path alone): a
+  first nexus accepts them with its launch rate parked and stops; a second one on the
+  same data folder and instance id finds them at start-up and launches them with the
+  limiter off. The bare loop gets its manifests for free, so this is the like-for-like
+  figure; the first one also charges nexus for accepting the runs over HTTP while it
+  launches them, on the same 2 cores as the API server;
 * limiter on at a rate below that: the rate nexus holds over the configured one
   (goal within 5%).
 
@@ -63,28 +69,44 @@ def _created(server: servers.Server) -> int:
         return int(sum(float(v) for v in CREATES.findall(answer.read().decode())))
 
 
-def _nexus_launch_rate(server: servers.Server, algorithm: str, runs: int,
-                       timeout: float) -> tuple[float, int]:
-    """Post ``runs`` runs and time the Jobs nexus creates, from the first to the last."""
+def _post(server: servers.Server, algorithm: str, runs: int, timeout: float) -> threading.Thread:
+    """Post ``runs`` runs from a thread (8 keep-alive connections); the thread is returned."""
     request = load.build_request("POST", f"/algorithm/v1/run/{algorithm}",
                                  b'{"algorithmParameters":{"bench":true}}')
-    base = _created(server)
     poster = threading.Thread(target=load.closed_loop, args=(server.host, server.port, request),
                               kwargs={"connections": 8, "total": runs, "duration": timeout})
     poster.start()
+    return poster
+
+
+def _creation_rate(server: servers.Server, jobs: int, timeout: float,
+                   counted_from_start: bool = False) -> tuple[float, int]:
+    """Jobs/s ``server`` creates between the first sample that saw a Job and its
+    ``jobs``-th, and how many it created. ``counted_from_start``: count every Job since the
+    process started (one that launches at start-up may have begun before it answered)."""
+    base = 0 if counted_from_start else _created(server)
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         samples.append((time.monotonic(), _created(server) - base))
-        if samples[-1][1] >= runs:
+        if samples[-1][1] >= jobs:
             break
-        time.sleep(0.1)
-    poster.join(timeout)
+        time.sleep(0.05)
     first = next(((t, n) for t, n in samples if n >= 1), None)
     last = samples[-1]
     if first is None or last[0] <= first[0]:
         return 0.0, last[1]
     return (last[1] - first[1]) / (last[0] - first[0]), last[1]
+
+
+def _nexus_launch_rate(server: servers.Server, algorithm: str, runs: int,
+                       timeout: float) -> tuple[float, int]:
+    """Post ``runs`` runs and time the Jobs nexus creates, from the first to the last."""
+    poster = _post(server, algorithm, runs, timeout)
+    try:
+        return _creation_rate(server, runs, timeout)
+    finally:
+        poster.join(timeout)
 
 
 def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> float:
@@ -110,9 +132,10 @@ def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> fl
 def test_4_launch_rate(bench, tmp_path):
     reason = _unavailable()
     figures = ("Jobs/s nexus scheduler / bare kubernetes-client loop (limiter off)",
-               "launch rate nexus / configured rate (limiter on)")
+               "launch rate nexus / configured rate (limiter on)",
+               "Jobs/s nexus / bare loop, runs accepted before the window (limiter off)")
     if reason:
-        for figure, goal in zip(figures, (">= 0.8", "within 5%")):
+        for figure, goal in zip(figures, (">= 0.8", "within 5%", ">= 0.8")):
             bench.record("4", figure, None, goal, None, note=f"not measured: {reason}")
         pytest.skip(reason)
 
@@ -131,7 +154,7 @@ def test_4_launch_rate(bench, tmp_path):
         shard_dir.mkdir()
         kt.shard_kubeconfig(kubeconfig, shard_dir / "shard-a.kubeconfig")
 
-        def start(name: str, rate: float, burst: int) -> servers.Server:
+        def start(name: str, rate: float | str, burst: int) -> servers.Server:
             env = kt.kube_env(kubeconfig, namespace, shard_dir)
             env.update({
                 "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": str(WORKERS),
@@ -164,6 +187,27 @@ def test_4_launch_rate(bench, tmp_path):
         bench.record("4", figures[0], ratio, ">= 0.8", ratio >= 0.8,
                      {"nexus_jobs_per_s": round(nexus_rate, 1), "bare_jobs_per_s": round(bare_rate, 1),
                       "runs": runs, "jobs_created_by_nexus": created, "workers": WORKERS})
+
+        # Launch path alone: accept with the rate parked (the bucket's one token launches
+        # one run), stop, and time a restart on the same folder launching the rest.
+        parked = start("nexus-preloaded", servers.PARKED_RATE, 1)
+        try:
+            _post(parked, "bench", runs, timeout=300).join(300)
+        finally:
+            parked.stop()
+        resumed = start("nexus-preloaded", 0, 1)
+        try:
+            preloaded_rate, launched = _creation_rate(resumed, runs - 1, timeout=300,
+                                                      counted_from_start=True)
+        finally:
+            resumed.stop()
+        bare_again = _bare_rate(kubeconfig, namespace, manifest, runs)
+        bare_mean = (bare_rate + bare_again) / 2
+        ratio = preloaded_rate / bare_mean if bare_mean else 0.0
+        bench.record("4", figures[2], ratio, ">= 0.8", ratio >= 0.8,
+                     {"nexus_jobs_per_s": round(preloaded_rate, 1),
+                      "bare_jobs_per_s_before_and_after": [round(bare_rate, 1), round(bare_again, 1)],
+                      "runs": runs, "jobs_created_after_restart": launched, "workers": WORKERS})
 
         configured = max(5.0, round(min(nexus_rate, bare_rate) * 0.5))
         limited = start("nexus-limited", configured, 1)
