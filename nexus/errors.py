@@ -63,7 +63,7 @@ class BackendUnavailable(NexusError):
     """A store, buffer or cluster did not answer; the request was not accepted.
 
     The answer asks the caller to come back in a second: an outage of one backend is
-    usually short, and nexus's own client (and the Go clients) retry a 503.
+    usually short, and nexus's own client retries a 503, honouring ``Retry-After``.
     """
 
     status = 503
