@@ -66,8 +66,16 @@ tenv_spawn() {
     else
         nohup "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     fi
-    local pid=$!
+    local pid=$! i
     printf '%s\n' "$pid" >"$pidfile"
+    # Until the child has exec'd, /proc/<pid>/cmdline is still this shell's, and tenv_pid
+    # (which checks the command line) would take a process that is starting for one that
+    # is gone: a CI run once stopped a healthy kwok as "exited" that way. Wait for the exec.
+    for ((i = 0; i < 100; i++)); do
+        tenv_pid "$name" >/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
     # shellcheck disable=SC2034  # read by the components
     TENV_SPAWNED_PID=$pid
 }
