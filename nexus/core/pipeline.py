@@ -111,6 +111,15 @@ class LaunchPipeline:
     def is_queued(self, algorithm: str, run_id: str) -> bool:
         return (algorithm, run_id) in self._in_flight
 
+    def hold(self, algorithm: str, run_id: str) -> None:
+        """An accept is writing this run: the sweep must leave it alone until the accept
+        submits it or lets it go (``release``). Without this, a sweep could find the
+        row NEW before its payload is stored and close an accepted run as lost."""
+        self._in_flight.add((algorithm, run_id))
+
+    def release(self, algorithm: str, run_id: str) -> None:
+        self._in_flight.discard((algorithm, run_id))
+
     def note_left_behind(self) -> None:
         """A stored run may be NEW/BUFFERED without being in flight: the sweep must look."""
         self.left_behind += 1

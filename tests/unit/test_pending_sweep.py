@@ -95,3 +95,26 @@ async def test_a_recent_run_is_left_to_the_second_sweep(setup):
     store.age("r1", 11)  # an interval later
     assert await sweep() == 1
     assert pipeline.is_queued("algo", "r1")
+
+
+class NoPayloadYet:
+    async def exists(self, algorithm: str, run_id: str) -> bool:
+        return False  # the accept's upload has not finished
+
+
+async def test_a_run_whose_accept_is_still_writing_is_not_closed_as_lost(setup):
+    """The CI failure this guards against: after an S3 outage a payload upload took longer
+    than the sweep's min_age; the sweep found the row NEW without its payload and closed
+    it as lost, and the accept then answered 202 for it. An accept holds its run in the
+    pipeline from its first write until it submits or lets go of it."""
+    store, pipeline, _ = setup
+    sweep = PendingSweep(store, NoPayloadYet(), pipeline, HOST, interval=0.5)
+    store.add("r1", S.NEW)
+    store.age("r1", 60)
+    pipeline.hold("algo", "r1")
+    pipeline.note_left_behind()
+    assert await sweep() == 0
+    assert store.run("r1").lifecycle_stage is S.NEW  # not closed: its accept owns it
+    pipeline.release("algo", "r1")  # the accept failed and let go: now the sweep judges it
+    assert await sweep() == 0
+    assert store.run("r1").lifecycle_stage is S.SCHEDULING_FAILED
