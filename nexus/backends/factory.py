@@ -87,4 +87,4 @@ def make_executor(settings: Settings, metrics: Metrics | None = None) -> Executo
         return KubernetesExecutor(settings, metrics)
     from nexus.backends.k8s.local_executor import LocalExecutor
 
-    return LocalExecutor(Path.cwd(), settings.data_path / "logs")
+    return LocalExecutor(Path.cwd(), settings.data_path / "logs", settings.data_path / "jobs")

@@ -59,13 +59,28 @@ def counting(path: Path, then: str) -> str:
             f"{then}\n")
 
 
+def assert_dies(pid: int, timeout: float = 10.0) -> None:
+    """The process ends: gone, or a zombie (killed; reaping it is its parent's business,
+    the wrapper shell's or, once that is killed too, init's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        assert time.monotonic() < deadline, f"process {pid} still {state}"
+        time.sleep(0.02)
+
+
 def attempts(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 @pytest.fixture
 async def executor(tmp_path):
-    ex = LocalExecutor(tmp_path, tmp_path / "logs", retry_base=0.01, retry_max=0.05)
+    ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01, retry_max=0.05)
     await ex.open()
     yield ex
     await ex.close()
@@ -170,9 +185,7 @@ async def test_deadline_kills_the_process(executor, tmp_path):
     assert obs.outcome is Outcome.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 30
     assert "deadline" in obs.message
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert_dies(int(pid_file.read_text()))
 
 
 async def test_command_not_found(executor):
@@ -206,9 +219,7 @@ async def test_cancel_kills_the_process(executor, tmp_path):
         await asyncio.sleep(0.02)
     pid = int(pid_file.read_text())
     assert await executor.cancel("local", "cancel", "Background") is True
-    await asyncio.sleep(0.1)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert_dies(pid)
     assert all(obs.run_id != "cancel" for obs in (await executor.snapshot()).observations)
     assert await executor.cancel("local", "cancel", "Background") is False
 
@@ -257,7 +268,7 @@ def test_children_do_not_inherit_the_servers_descriptors(tmp_path):
             f"open({str(out)!r}, 'w').write('\\n'.join(targets))\n")
 
     async def main() -> Outcome:
-        ex = LocalExecutor(tmp_path, tmp_path / "logs", retry_base=0.01)
+        ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01)
         await ex.open()
         try:
             await ex.launch("local", manifest("fds", code))
@@ -274,3 +285,127 @@ def test_children_do_not_inherit_the_servers_descriptors(tmp_path):
     finally:
         listener.close()
     assert inode not in out.read_text().splitlines()
+
+
+# --- a restarted nexus: the launch records (nexus/backends/k8s/local_records.py) --------
+
+_CRASHING_NEXUS = """
+import asyncio, os, sys, json
+from nexus.backends.k8s.local_executor import LocalExecutor
+root, manifest, started = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+async def main():
+    ex = LocalExecutor(root, root + "/logs", root + "/jobs")
+    await ex.open()
+    await ex.launch("local", manifest)
+    while not os.path.exists(started):
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), 9)  # a crash: no clean-up at all
+asyncio.run(main())
+"""
+
+
+def crash_after_start(tmp_path: Path, job: dict[str, Any], started: Path) -> None:
+    """Launch ``job`` in another process that is SIGKILLed once ``started`` exists."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _CRASHING_NEXUS, str(tmp_path),
+                             json.dumps(job), str(started)], timeout=60)
+    assert result.returncode == -9
+
+
+async def restarted(tmp_path: Path) -> LocalExecutor:
+    ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01,
+                       retry_max=0.05)
+    await ex.open()
+    return ex
+
+
+async def test_a_restart_adopts_the_live_process_instead_of_starting_another(tmp_path):
+    count, started = tmp_path / "adopt.count", tmp_path / "adopt.started"
+    body = counting(count, f"open({str(started)!r}, 'w').close(); time.sleep(1.5)")
+    crash_after_start(tmp_path, manifest("adopt", body, backoff_limit=3), started)
+    ex = await restarted(tmp_path)
+    try:
+        observed = {o.run_id: o for o in (await ex.snapshot()).observations}
+        assert observed["adopt"].outcome is Outcome.RUNNING  # so the run is not lost
+        ex.start()
+        # launching it again (the re-queued BUFFERED run) starts nothing either
+        assert await ex.launch("local", manifest("adopt", body, backoff_limit=3)) == "adopt"
+        obs = await final(ex, "adopt")
+        assert obs.outcome is Outcome.SUCCEEDED
+        assert attempts(count) == 1
+    finally:
+        await ex.close()
+
+
+async def test_a_failure_of_an_adopted_attempt_is_retried_and_counted(tmp_path):
+    count, started = tmp_path / "retried.count", tmp_path / "retried.started"
+    body = counting(count, f"open({str(started)!r}, 'w').close(); time.sleep(0.5); "
+                           "sys.exit(0 if attempt == 2 else 3)")
+    crash_after_start(tmp_path, manifest("retried", body, backoff_limit=1), started)
+    ex = await restarted(tmp_path)
+    try:
+        ex.start()
+        assert (await final(ex, "retried")).outcome is Outcome.SUCCEEDED
+        assert attempts(count) == 2
+    finally:
+        await ex.close()
+
+
+async def test_an_attempt_that_ended_while_nexus_was_down_keeps_its_outcome(tmp_path):
+    count, started = tmp_path / "ended.count", tmp_path / "ended.started"
+    body = counting(count, f"open({str(started)!r}, 'w').close(); sys.exit(42)")
+    crash_after_start(tmp_path, manifest("ended", body, fatal=[42]), started)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "jobs" / "ended.exit").exists():  # the orphan ends on its own
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    ex = await restarted(tmp_path)
+    try:
+        obs = await final(ex, "ended")
+        assert obs.outcome is Outcome.FATAL_EXIT and "42" in obs.message
+        assert attempts(count) == 1
+    finally:
+        await ex.close()
+
+
+async def test_a_retry_owed_by_a_previous_nexus_waits_until_payloads_are_served(tmp_path):
+    from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
+
+    count = tmp_path / "owed.count"
+    records = LaunchRecords(tmp_path / "jobs")
+    records.open()
+    records.save(LaunchRecord(run_id="owed", cluster="local", started_at=time.time(),
+                              manifest=manifest("owed", counting(count, "pass"), backoff_limit=2)))
+    records.exit_path("owed").write_text("1\n")  # its first attempt failed while nobody watched
+    ex = await restarted(tmp_path)
+    try:
+        await asyncio.sleep(0.3)
+        assert attempts(count) == 0  # not before start(): its payload URL is not served yet
+        ex.start()
+        assert (await final(ex, "owed")).outcome is Outcome.SUCCEEDED
+        assert attempts(count) == 1
+    finally:
+        await ex.close()
+
+
+async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kept(tmp_path):
+    from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
+
+    records = LaunchRecords(tmp_path / "jobs")
+    records.open()
+    now = time.time()
+    records.save(LaunchRecord(run_id="never", cluster="local", started_at=now,
+                              manifest=manifest("never", "pass")))
+    records.save(LaunchRecord(run_id="done", cluster="local", started_at=now,
+                              manifest=manifest("done", "pass"), outcome="SUCCEEDED",
+                              message="Job completed (exit code 0)", finished_at=now))
+    ex = await restarted(tmp_path)
+    try:
+        observed = {o.run_id: o for o in (await ex.snapshot()).observations}
+        assert "never" not in observed  # its BUFFERED run is launched again by the sweep
+        assert not (tmp_path / "jobs" / "never.json").exists()
+        assert observed["done"].outcome is Outcome.SUCCEEDED
+    finally:
+        await ex.close()

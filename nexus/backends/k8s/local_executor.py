@@ -1,4 +1,4 @@
-"""Local executor: runs each Job's container command as a child process (embedded mode).
+"""Local executor: runs each Job's container command as a process (embedded mode).
 
 It reads the very manifest that would be sent to Kubernetes and honours what the Job
 controller would: ``activeDeadlineSeconds`` (the process is killed and the run is
@@ -8,6 +8,13 @@ transient one is retried without counting). ``python``/``python3`` as the comman
 the interpreter nexus runs on, so examples work inside a virtualenv. Each process gets
 the Job's env (and not nexus's own ``NEXUS__`` settings); its output goes to
 ``<logs>/<run id>.log``. It stands in for every shard name.
+
+Like a Job, a local Job outlives the nexus that started it and is never started twice:
+each is recorded before its process is spawned (:mod:`.local_records`), and a restarted
+nexus adopts the attempts still alive, takes the outcome of those that ended while it was
+down, and forgets those that never ran (their runs are still BUFFERED, and the
+scheduler's start-up sweep launches them again). Attempts it must start itself after a
+restart wait for :meth:`LocalExecutor.start`, called once nexus serves the payloads.
 """
 
 from __future__ import annotations
@@ -16,18 +23,26 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from nexus.backends.k8s import local_process
+from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
 from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
 from nexus.errors import LaunchError
 
 log = logging.getLogger("nexus.executor")
 
 DEFAULT_BACKOFF_LIMIT = 6  # the Kubernetes default
+_ADOPTED_POLL = 0.2  # seconds between checks that an adopted attempt still runs
+# An adopted attempt that ended without writing its exit code was killed (its wrapper
+# too): counted as the container runtime would report a SIGKILL.
+_KILLED = 128 + signal.SIGKILL
 
 
 class _AnyShard:
@@ -55,41 +70,22 @@ def _exit_rules(manifest: dict[str, Any]) -> tuple[set[int], set[int]]:
     return fatal, transient
 
 
-def _keep_fds_from_children() -> None:
-    """Mark every descriptor of this process close-on-exec before spawning.
-
-    uvloop (Sanic's loop) ignores ``close_fds``, and Sanic makes its listening socket
-    inheritable: an algorithm would inherit it, and one outliving a killed nexus would hold
-    the port so nexus could not start again on it.
-    """
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            try:
-                fd = int(name)
-                if fd > 2 and os.get_inheritable(fd):
-                    os.set_inheritable(fd, False)
-            except (ValueError, OSError):
-                continue
-        return
-
-
 class _LocalJob:
-    def __init__(self, run_id: str, cluster: str, manifest: dict[str, Any]) -> None:
-        self.run_id = run_id
-        self.cluster = cluster
-        self.manifest = manifest
-        labels = manifest["metadata"].get("labels", {})
+    def __init__(self, record: LaunchRecord, *, resumed: bool = False) -> None:
+        self.record = record
+        self.run_id = record.run_id
+        self.cluster = record.cluster
+        self.manifest = record.manifest
+        labels = self.manifest["metadata"].get("labels", {})
         self.algorithm = labels.get("science.sneaksanddata.com/algorithm-template-name", "")
         self.outcome = Outcome.RUNNING
         self.message = ""
         self.since = datetime.now(timezone.utc)
-        self.process: asyncio.subprocess.Process | None = None
+        self.resumed = resumed  # taken over from a previous nexus: spawns wait for start()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.group: int | None = None  # process group of the live attempt
         self.task: asyncio.Task[None] | None = None
-        self.finished_at: float | None = None
+        self.finished_at: float | None = None  # monotonic
 
     def observation(self) -> JobObservation:
         # The local "Job uid" is the run id (what launch() returns), so the supervisor can
@@ -102,20 +98,29 @@ class _LocalJob:
 class LocalExecutor:
     """JobLauncher and ClusterWatcher for processes on this machine."""
 
-    def __init__(self, workdir: str | Path, logs: str | Path, *, retry_base: float = 0.5,
-                 retry_max: float = 10.0) -> None:
+    def __init__(self, workdir: str | Path, logs: str | Path, records: str | Path, *,
+                 retry_base: float = 0.5, retry_max: float = 10.0) -> None:
         self._workdir = Path(workdir)
         self._logs = Path(logs)
+        self._records = LaunchRecords(Path(records))
         self._retry_base = retry_base
         self._retry_max = retry_max
         self._jobs: dict[str, _LocalJob] = {}
         self._events: asyncio.Queue[JobObservation] = asyncio.Queue()
+        self._serving = asyncio.Event()
 
     def shards(self) -> _AnyShard:
         return _AnyShard()
 
     async def open(self) -> None:
         self._logs.mkdir(parents=True, exist_ok=True)
+        self._records.open()
+        for record in self._records.load_all():
+            self._restore(record)
+
+    def start(self) -> None:
+        """nexus serves payloads now: attempts taken over at open() may start processes."""
+        self._serving.set()
 
     async def close(self) -> None:
         for job in list(self._jobs.values()):
@@ -130,9 +135,16 @@ class LocalExecutor:
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         if not container.get("command"):
             raise LaunchError("the template's command is empty", retryable=False)
-        job = _LocalJob(run_id, cluster, manifest)
+        job = _LocalJob(LaunchRecord(run_id=run_id, cluster=cluster, manifest=manifest,
+                                     started_at=time.time()))
         self._jobs[run_id] = job
-        job.task = asyncio.create_task(self._supervise(job), name=f"local-job-{run_id}")
+        # Like a Job's create call, this returns once the process exists: the caller
+        # commits RUNNING next, and a run RUNNING without a process would be lost.
+        if await self._start_attempt(job):
+            if self._jobs.get(run_id) is job:
+                self._begin(job, first=self._wait_attempt(job))
+            else:  # cancelled while it was being spawned
+                self._kill(job)
         return run_id
 
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
@@ -141,6 +153,7 @@ class LocalExecutor:
             return False
         if policy != "Orphan":
             await self._stop(job)
+        self._records.remove(run_id)
         return True
 
     # --- ClusterWatcher ----------------------------------------------------------------
@@ -157,8 +170,46 @@ class LocalExecutor:
         job = self._jobs.pop(run_id, None)
         if job is not None:
             await self._stop(job)
+            self._records.remove(run_id)
+
+    # --- restart -----------------------------------------------------------------------
+
+    def _restore(self, record: LaunchRecord) -> None:
+        """Take over one Job recorded by a previous nexus."""
+        run_id = record.run_id
+        job = _LocalJob(record, resumed=True)
+        if record.outcome:
+            job.outcome, job.message = Outcome(record.outcome), record.message
+            job.since = datetime.fromtimestamp(record.finished_at, timezone.utc)
+            job.finished_at = time.monotonic() - max(time.time() - record.finished_at, 0.0)
+            self._jobs[run_id] = job
+            return
+        if self._records.held(run_id):
+            job.group = self._records.group(run_id)
+            job.message = f"Process group {job.group} adopted after a restart"
+            log.info("adopted the live process of %s", run_id)
+            self._begin(job, first=self._adopted_attempt(job))
+            return
+        code = self._records.exit_code(run_id)
+        if code is None:
+            # It never ran (nexus died between record and spawn) or was killed with no
+            # exit code: no process is left, so forgetting it cannot start a second one.
+            self._records.remove(run_id)
+            return
+        self._begin(job, first=_ended(code))
+
+    async def _adopted_attempt(self, job: _LocalJob) -> int:
+        """Wait for an attempt this process did not start (it cannot wait for its exit)."""
+        while self._records.held(job.run_id):
+            await asyncio.sleep(_ADOPTED_POLL)
+        code = self._records.exit_code(job.run_id)
+        return _KILLED if code is None else code
 
     # --- the process ---------------------------------------------------------------------
+
+    def _begin(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
+        self._jobs[job.run_id] = job
+        job.task = asyncio.create_task(self._supervise(job, first), name=f"local-job-{job.run_id}")
 
     def _expire_finished(self) -> None:
         now = time.monotonic()
@@ -166,12 +217,17 @@ class LocalExecutor:
             ttl = job.manifest["spec"].get("ttlSecondsAfterFinished")
             if job.finished_at is not None and ttl is not None and now - job.finished_at > ttl:
                 del self._jobs[run_id]
+                self._records.remove(run_id)
 
     def _report(self, job: _LocalJob, outcome: Outcome, message: str) -> None:
         job.outcome, job.message = outcome, message
         job.since = datetime.now(timezone.utc)
         if outcome is not Outcome.RUNNING:
             job.finished_at = time.monotonic()
+            record = job.record
+            record.outcome, record.message = outcome.value, message
+            record.finished_at = job.since.timestamp()
+            self._records.save(record)
         self._events.put_nowait(job.observation())
 
     def _command(self, container: dict[str, Any]) -> list[str]:
@@ -187,43 +243,47 @@ class LocalExecutor:
                 env[item["name"]] = str(item["value"])
         return env
 
-    async def _stop(self, job: _LocalJob) -> None:
-        process = job.process
-        if process is not None and process.returncode is None:
+    def _kill(self, job: _LocalJob) -> None:
+        if job.process is not None and job.process.returncode is not None:
+            return
+        group = job.process.pid if job.process is not None else job.group
+        if group is not None and (job.process is not None or self._records.held(job.run_id)):
             try:
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    async def _stop(self, job: _LocalJob) -> None:
+        self._kill(job)
         if job.task is not None and job.task is not asyncio.current_task():
             job.task.cancel()
             await asyncio.gather(job.task, return_exceptions=True)
 
-    async def _supervise(self, job: _LocalJob) -> None:
-        spec = job.manifest["spec"]
-        deadline = spec.get("activeDeadlineSeconds")
-        started = time.monotonic()
+    async def _supervise(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
+        deadline = job.manifest["spec"].get("activeDeadlineSeconds")
         try:
             if deadline is not None:
-                await asyncio.wait_for(self._attempts(job), timeout=deadline)
+                remaining = deadline - (time.time() - job.record.started_at)
+                await asyncio.wait_for(self._attempts(job, first), timeout=max(remaining, 0.0))
             else:
-                await self._attempts(job)
+                await self._attempts(job, first)
         except TimeoutError:
-            if job.process is not None and job.process.returncode is None:
-                os.killpg(job.process.pid, signal.SIGKILL)
-                await job.process.wait()
+            self._kill(job)
+            if job.process is not None:
+                await local_process.wait_exit(job.process)
             self._report(job, Outcome.DEADLINE_EXCEEDED,
                          f"Job was active longer than specified deadline ({deadline}s, ran "
-                         f"{time.monotonic() - started:.1f}s)")
+                         f"{time.time() - job.record.started_at:.1f}s)")
 
-    async def _attempts(self, job: _LocalJob) -> None:
+    async def _attempts(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
+        """Attempts until the Job ends; ``first`` awaits the code of the one under way."""
         spec = job.manifest["spec"]
-        container = spec["template"]["spec"]["containers"][0]
         backoff_limit = spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT)
         fatal, transient = _exit_rules(job.manifest)
-        failures = 0
-        retries = 0
+        record = job.record
+        attempt: Awaitable[int | None] = first
         while True:
-            code = await self._run_once(job, container)
+            code = await attempt
             if code is None:
                 return
             if code == 0:
@@ -234,31 +294,57 @@ class LocalExecutor:
                              f"Container exited with fatal exit code {code} (podFailurePolicy FailJob)")
                 return
             if code not in transient:
-                failures += 1
-                if failures > backoff_limit:
+                record.failures += 1
+                if record.failures > backoff_limit:
                     self._report(job, Outcome.BACKOFF_LIMIT,
                                  f"Job has reached the specified backoff limit ({backoff_limit}); "
                                  f"last exit code {code}")
                     return
-            await asyncio.sleep(min(self._retry_base * 2 ** retries, self._retry_max))
-            retries += 1
+            await asyncio.sleep(min(self._retry_base * 2 ** record.retries, self._retry_max))
+            record.retries += 1
+            attempt = self._run_once(job)
 
-    async def _run_once(self, job: _LocalJob, container: dict[str, Any]) -> int | None:
-        """Run the process once; its exit code, or None when it could not start."""
+    async def _run_once(self, job: _LocalJob) -> int | None:
+        """Run a further attempt; its exit code, or None when it could not start."""
+        if job.resumed:
+            await self._serving.wait()
+        return await self._wait_attempt(job) if await self._start_attempt(job) else None
+
+    async def _start_attempt(self, job: _LocalJob) -> bool:
+        """Spawn the attempt off the loop; False (and the Job failed) if it cannot start."""
+        container = job.manifest["spec"]["template"]["spec"]["containers"][0]
         command = self._command(container)
-        log_path = self._logs / f"{job.run_id}.log"
-        _keep_fds_from_children()
         try:
-            with open(log_path, "ab") as output:
-                job.process = await asyncio.create_subprocess_exec(
-                    *command, cwd=self._workdir, env=self._env(container),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
-                    start_new_session=True)
+            job.process = await asyncio.to_thread(self._spawn, job, command, self._env(container))
         except OSError as exc:
             self._report(job, Outcome.FAILED_TO_START,
                          f"Cannot start {command[0]!r}: {exc.strerror or exc}")
-            return None
+            return False
+        job.group = job.process.pid
         if job.outcome is not Outcome.RUNNING or job.message == "":
             self._report(job, Outcome.RUNNING, f"Process {job.process.pid} started")
-        code = await job.process.wait()
+        return True
+
+    async def _wait_attempt(self, job: _LocalJob) -> int:
+        assert job.process is not None
+        code = await local_process.wait_exit(job.process)
         return 128 - code if code < 0 else code
+
+    def _spawn(self, job: _LocalJob, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """On a worker thread: record the attempt, take its lock, start it."""
+        records, run_id = self._records, job.run_id
+        records.clear_attempt(run_id)
+        records.save(job.record)
+        lock = records.lock(run_id)
+        try:
+            return local_process.spawn(command, cwd=self._workdir, env=env,
+                                       log_path=self._logs / f"{run_id}.log",
+                                       pid_path=records.pid_path(run_id),
+                                       exit_path=records.exit_path(run_id), keep_fd=lock)
+        finally:
+            os.close(lock)  # the attempt holds the lock from here on
+
+
+async def _ended(code: int) -> int:
+    """An attempt that ended while no nexus watched it."""
+    return code
