@@ -129,6 +129,10 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         gc.collect()
         gc.freeze()
 
+    @app.after_server_start
+    async def start_launching(app: Sanic) -> None:
+        app.ctx.shared.serving()
+
     @app.after_server_stop
     async def close_backends(app: Sanic) -> None:
         await app.ctx.shared.close()

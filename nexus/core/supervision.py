@@ -60,13 +60,16 @@ _RULES: dict[Outcome, tuple[S, str, str | None, bool]] = {
 class Supervision:
     def __init__(self, store: RunStore, buffer: PayloadBuffer, watcher: ClusterWatcher,
                  pipeline: LaunchPipeline | None, config: SupervisionConfig,
-                 on_change=None) -> None:
+                 on_change=None, observing_since: datetime | None = None) -> None:
         self.store = store
         self.buffer = buffer
         self.watcher = watcher
         self.pipeline = pipeline
         self.config = config
         self._on_change = on_change or (lambda algorithm, run_id: None)
+        # A run's Job can only be missed since this supervisor began to look: after a
+        # restart, a Job's grace starts here, not at the run's (older) sent_at.
+        self._observing_since = observing_since or utcnow()
 
     async def apply(self, obs: JobObservation, now: datetime | None = None) -> Run | None:
         """Act on one observation; return the run if its stage changed."""
@@ -130,7 +133,7 @@ class Supervision:
             if ((run.algorithm, run.id) in seen or run.lifecycle_stage is not S.RUNNING
                     or run.cluster in unseen_shards):
                 continue
-            since = run.sent_at or run.last_modified or now
+            since = max(run.sent_at or run.last_modified or now, self._observing_since)
             await self.apply(JobObservation(algorithm=run.algorithm, run_id=run.id,
                                             cluster=run.cluster, outcome=Outcome.LOST,
                                             since=since, message="No Job exists for this run."),

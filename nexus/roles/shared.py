@@ -87,11 +87,22 @@ class Shared:
                 render=(await self.renderer()).render,
                 on_change=self.app.ctx.watch.notify,
             )
-            pipeline.start()
             self._cache["pipeline"] = pipeline
             metrics = self.app.ctx.metrics
             metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)
         return self._cache["pipeline"]
+
+    def serving(self) -> None:
+        """The server listens: launching may begin. Not earlier, because a launched
+        algorithm's first act is to fetch its payload, on embedded defaults from this very
+        process, and runs re-queued at start-up would otherwise be launched into a closed
+        port."""
+        pipeline = self._cache.get("pipeline")
+        if pipeline is not None:
+            pipeline.start()
+        start = getattr(self._cache.get("executor"), "start", None)  # the local executor's
+        if start is not None:
+            start()
 
     def every(self, seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:
         """Run ``action`` now and then every ``seconds``; a failure is logged, not fatal."""

@@ -39,10 +39,25 @@ def running(store: HostStore, run_id: str, cluster: str) -> None:
         sent_at=datetime.now(UTC) - timedelta(hours=1))
 
 
-def supervision(store: HostStore, watcher: Watcher) -> Supervision:
+def supervision(store: HostStore, watcher: Watcher,
+                since: timedelta = timedelta(hours=1)) -> Supervision:
+    """A supervisor that began observing ``since`` ago (well past the 1 s grace)."""
     return Supervision(store, Payloads(), watcher, None, SupervisionConfig(
         success_grace=1.0, backoff_grace=1.0, host=HOST, reconcile_interval=1.0,
-        lease_ttl=10.0))
+        lease_ttl=10.0), observing_since=datetime.now(UTC) - since)
+
+
+async def test_a_missing_jobs_grace_starts_when_the_supervisor_starts_observing():
+    """After a restart, a RUNNING run sent long ago is not lost before the new process
+    had its grace to see the Job (a process that survived the crash reports later)."""
+    store = HostStore()
+    running(store, "sent-an-hour-ago", "shard-a")
+    watcher = Watcher(ClusterSnapshot(observations=[]))
+    await supervision(store, watcher, since=timedelta(0)).reconcile()
+    assert store.stage("sent-an-hour-ago") is S.RUNNING
+    await supervision(store, watcher, since=timedelta(seconds=2)).reconcile()
+    assert store.stage("sent-an-hour-ago") is S.FAILED
+    assert store.run("sent-an-hour-ago").algorithm_failure_cause == LOST_CAUSE
 
 
 async def test_an_unreachable_shard_does_not_stop_the_others():
