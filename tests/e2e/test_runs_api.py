@@ -362,7 +362,7 @@ def test_buffer_is_the_job_manifest(api):
     assert container["image"] == "test.local/behave:2"
     assert container["command"] == ["python", "tests/e2e/algorithms/behave.py"]
     assert container["args"] == [f"--sas-uri={checkpoint['payload_uri']}",
-                                 f"--request-id={run_id}"]
+                                 f"--request-id={run_id}", "--patience=30"]
     assert container["resources"] == {"limits": {"cpu": "2", "memory": "256Mi"},
                                       "requests": {"cpu": "200m", "memory": "256Mi"}}
     env = {item["name"]: item.get("value") for item in container["env"]}

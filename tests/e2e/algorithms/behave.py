@@ -12,7 +12,9 @@ process was stopped.
 The final report is retried while the receiver answers 503 or 429, honouring
 Retry-After, as an algorithm reporting through nexus's own client would: a receiver whose
 store is briefly away asks to be called again. It is given up after "report_patience"
-seconds (payload key, default 20).
+seconds (payload key, default 20). The payload download and the report are also retried
+while nexus does not answer at all (it is being restarted; on embedded defaults it is
+both payload server and receiver), for "--patience" seconds (default 0: not at all).
 """
 
 import argparse
@@ -31,11 +33,25 @@ def http(method, url, body=None):
         return response.read()
 
 
-def report(url, body, patience):
+def patiently(method, url, body=None, patience=0.0):
+    """``http``, retried while nobody listens at ``url``'s port, for ``patience`` seconds."""
     give_up = time.monotonic() + patience
     while True:
         try:
-            return http("POST", url, body)
+            return http(method, url, body)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.2)
+
+
+def report(url, body, patience, down_patience):
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            return patiently("POST", url, body, down_patience)
         except urllib.error.HTTPError as exc:
             if exc.code not in (429, 503) or time.monotonic() > give_up:
                 raise
@@ -47,8 +63,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sas-uri", required=True)
     parser.add_argument("--request-id", required=True)
+    parser.add_argument("--patience", type=float, default=0.0)
     args = parser.parse_args()
-    payload = json.loads(http("GET", args.sas_uri))
+    payload = json.loads(patiently("GET", args.sas_uri, patience=args.patience))
     state_dir = os.environ.get("BEHAVE_STATE") or os.path.join(os.getcwd(), ".behave")
     os.makedirs(state_dir, exist_ok=True)
     counter = os.path.join(state_dir, args.request_id)
@@ -77,9 +94,10 @@ def main():
         outcome = {"resultUri": "", "errorCause": payload["error"], "errorDetails": "details"}
     else:
         result = json.dumps({"echo": payload, "attempt": attempt}).encode()
-        http("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], result)
+        patiently("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], result, args.patience)
         outcome = {"resultUri": os.environ["NEXUS__RESULT_URL"]}
-    report(url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)))
+    report(url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)),
+           args.patience)
     return 0
 
 
