@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import re
+import time
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
@@ -16,13 +19,23 @@ from nexus.core.watch import RunWatch
 from nexus.errors import ConfigError, NexusError
 from nexus.metrics import MeteredLauncher, MeteredStore, Metrics
 from nexus.roles import receiver, scheduler, supervisor
-from nexus.roles.shared import Shared
+from nexus.roles.shared import Shared, nexus_version
 from nexus.settings import Settings
 
 ROLES = ("scheduler", "receiver", "supervisor", "all")
 _ROLE_MODULES = {"scheduler": scheduler, "receiver": receiver, "supervisor": supervisor}
 log = logging.getLogger("nexus")
 access_log = logging.getLogger("nexus.access")  # one line per request at DEBUG
+
+
+_PARAMETER = re.compile(r"<([^:>]+)(?::[^>]*)?>")
+
+
+@functools.lru_cache(maxsize=256)
+def route_template(path: str) -> str:
+    """Sanic's ``algorithm/v1/run/<algorithm:str>`` as ``/algorithm/v1/run/{algorithm}``:
+    the metrics' route label, one series per route whatever the ids in the URL."""
+    return "/" + _PARAMETER.sub(r"{\1}", path.lstrip("/"))
 
 
 class PlainTextErrors(ErrorHandler):
@@ -87,7 +100,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
     app.config.RESPONSE_TIMEOUT = max(120, int(settings.max_wait) + 30)
     app.ctx.settings = settings
     app.ctx.role = role
-    app.ctx.metrics = Metrics()
+    app.ctx.metrics = Metrics(nexus_version())
     app.ctx.watch = RunWatch()
     app.ctx.readiness = []
     app.ctx.log = log
@@ -99,13 +112,18 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
 
     @app.on_request(priority=1000)
     async def bind_request_id(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
         request.ctx.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         logs.request_id.set(request.ctx.request_id)
 
     @app.on_response
     async def count(request: Request, response: HTTPResponse) -> None:
-        route = request.route.path if request.route else "unmatched"
-        request.app.ctx.metrics.requests.inc(route, request.method, str(response.status))
+        route = route_template(request.route.path) if request.route else "unmatched"
+        metrics = request.app.ctx.metrics
+        metrics.requests.inc(route, request.method, str(response.status))
+        started = getattr(request.ctx, "started", None)
+        if started is not None:
+            metrics.request_seconds.observe(time.perf_counter() - started, route, request.method)
         request_id = getattr(request.ctx, "request_id", None)
         if request_id is not None:
             response.headers[logs.REQUEST_ID_HEADER] = request_id

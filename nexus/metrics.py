@@ -1,7 +1,9 @@
-"""A small Prometheus text-format registry: counters, gauges and histograms with labels.
+"""Prometheus metrics on ``prometheus_client``, one registry per app.
 
-Kept in-house because the needs are tiny (a few families, text exposition only) and it
-avoids a global registry shared between test apps.
+Each app has its own :class:`Metrics` (so test apps in one process never share a
+series), with the process collector (CPU, memory, descriptors), a build-info series, and
+the families nexus feeds. Counter values are exact: the exposition writes every float
+in full (12345678 as ``1.2345678e+07``), never rounded.
 
 The use cases in ``nexus.core`` know nothing of metrics: :class:`MeteredLauncher` and
 :class:`MeteredStore` wrap the ports they use (see ``nexus.app``) and count what passes
@@ -10,81 +12,63 @@ through — Job launches and failures by shard, and how long runs took by final 
 
 from __future__ import annotations
 
-import bisect
+import platform
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
 from nexus.errors import LaunchError
 
+# ``*_created`` series double every counter's lines and nothing here reads them.
+prometheus_client.disable_created_metrics()
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 # Seconds from acceptance to the final stage: algorithm runs last seconds to hours.
 RUN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
                         7200.0, 21600.0, 86400.0)
+# Seconds to answer a request: most answers take a millisecond, long polls up to minutes.
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0, 120.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class CounterFamily:
+    """A labelled counter: ``inc(*label_values, amount=1)``."""
 
-
-class _Family:
-    def __init__(self, name: str, help_text: str, kind: str, labels: tuple[str, ...]) -> None:
-        self.name, self.help, self.kind, self.labels = name, help_text, kind, labels
-        self.values: dict[tuple[str, ...], float] = {}
-        self.callback: Callable[[], float] | None = None
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
-        self.values[label_values] = self.values.get(label_values, 0.0) + amount
-
-    def set(self, value: float, *label_values: str) -> None:
-        self.values[label_values] = value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        if self.callback is not None:
-            self.values[()] = float(self.callback())
-        for label_values, value in sorted(self.values.items()):
-            if label_values:
-                pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(self.labels, label_values))
-                lines.append(f"{self.name}{{{pairs}}} {value:g}")
-            else:
-                lines.append(f"{self.name} {value:g}")
-        return lines
+        (self._counter.labels(*label_values) if label_values else self._counter).inc(amount)
 
 
-class _Histogram:
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...],
-                 buckets: tuple[float, ...]) -> None:
-        self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
-        # label values -> (count per bucket, not cumulative; sum; count)
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+class HistogramFamily:
+    """A labelled histogram: ``observe(value, *label_values)``."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
 
     def observe(self, value: float, *label_values: str) -> None:
-        counts, totals = self.series.setdefault(label_values, ([0] * (len(self.buckets) + 1),
-                                                               [0.0, 0.0]))
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        totals[0] += value
-        totals[1] += 1
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for label_values, (counts, (total, count)) in sorted(self.series.items()):
-            pairs = [f'{k}="{_escape(v)}"' for k, v in zip(self.labels, label_values)]
-            cumulative = 0
-            for bound, bucket_count in zip((*self.buckets, float("inf")), counts):
-                cumulative += bucket_count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                labels = ",".join([*pairs, f'le="{le}"'])
-                lines.append(f"{self.name}_bucket{{{labels}}} {cumulative}")
-            suffix = "{" + ",".join(pairs) + "}" if pairs else ""
-            lines.append(f"{self.name}_sum{suffix} {total:g}")
-            lines.append(f"{self.name}_count{suffix} {count:g}")
-        return lines
+        (self._histogram.labels(*label_values) if label_values else self._histogram).observe(value)
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self._families: dict[str, _Family] = {}
-        self.requests = self.counter("nexus_http_requests_total", "HTTP requests by route and status",
+    def __init__(self, version: str = "0.0.0") -> None:
+        self.registry = CollectorRegistry()
+        prometheus_client.ProcessCollector(registry=self.registry)
+        build = Gauge("nexus_build_info", "The running nexus: version and Python (always 1)",
+                      ("version", "python"), registry=self.registry)
+        build.labels(version, platform.python_version()).set(1)
+        self._counters: dict[str, CounterFamily] = {}
+        self.requests = self.counter("nexus_http_requests_total",
+                                     "HTTP requests by route template, method and status",
                                      ("route", "method", "code"))
+        self.request_seconds = self.histogram(
+            "nexus_http_request_duration_seconds",
+            "Seconds to answer a request, by route template and method", ("route", "method"),
+            REQUEST_BUCKETS)
         self.accepted = self.counter("nexus_runs_accepted_total", "Runs durably accepted",
                                      ("algorithm",))
         self.finished = self.counter("nexus_runs_finished_total",
@@ -99,17 +83,21 @@ class Metrics:
             "Seconds from acceptance to the final stage, for runs finished here",
             ("stage",), RUN_DURATION_BUCKETS)
 
-    def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> _Family:
-        return self._families.setdefault(name, _Family(name, help_text, "counter", labels))
+    def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> CounterFamily:
+        """The counter ``name`` (made on first use: several backends may ask for it)."""
+        if name not in self._counters:
+            self._counters[name] = CounterFamily(
+                Counter(name, help_text, labels, registry=self.registry))
+        return self._counters[name]
 
-    def gauge(self, name: str, help_text: str, callback: Callable[[], float]) -> _Family:
-        family = self._families.setdefault(name, _Family(name, help_text, "gauge", ()))
-        family.callback = callback
-        return family
+    def gauge(self, name: str, help_text: str, callback: Callable[[], float]) -> None:
+        """A gauge read from ``callback`` at every scrape."""
+        Gauge(name, help_text, registry=self.registry).set_function(callback)
 
     def histogram(self, name: str, help_text: str, labels: tuple[str, ...],
-                  buckets: tuple[float, ...]) -> _Histogram:
-        return self._families.setdefault(name, _Histogram(name, help_text, labels, buckets))
+                  buckets: tuple[float, ...]) -> HistogramFamily:
+        return HistogramFamily(Histogram(name, help_text, labels, buckets=buckets,
+                                         registry=self.registry))
 
     def run_finished(self, stage: str, received_at: datetime | None) -> None:
         self.finished.inc(stage)
@@ -119,11 +107,8 @@ class Metrics:
             elapsed = (datetime.now(timezone.utc) - received_at).total_seconds()
             self.run_duration.observe(max(elapsed, 0.0), stage)
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.extend(family.render())
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class _Wrapper:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, text
+from sanic.response import HTTPResponse, raw, text
 
 from nexus.errors import BackendUnavailable, NexusError
+from nexus.metrics import CONTENT_TYPE
 
 bp = Blueprint("health")
 
@@ -31,5 +32,4 @@ async def ready(request: Request) -> HTTPResponse:
 
 @bp.get("/metrics")
 async def metrics(request: Request) -> HTTPResponse:
-    return text(request.app.ctx.metrics.render(),
-                content_type="text/plain; version=0.0.4; charset=utf-8")
+    return raw(request.app.ctx.metrics.render(), content_type=CONTENT_TYPE)

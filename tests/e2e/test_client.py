@@ -263,12 +263,12 @@ def test_metrics_count_launches_by_shard_and_durations_by_final_stage(nexus, ser
     nexus.await_run(ALG, failed, timeout=30)
     text = httpx.get(f"{server.url}/metrics").text
     for expected in ('nexus_job_launches_total{shard="local"}',
-                     'nexus_run_duration_seconds_bucket{stage="COMPLETED",le="+Inf"}',
+                     'nexus_run_duration_seconds_bucket{le="+Inf",stage="COMPLETED"}',
                      'nexus_run_duration_seconds_count{stage="FAILED"}',
                      'nexus_runs_finished_total{stage="FAILED"}',
                      "nexus_queue_depth ",
-                     ('nexus_http_requests_total{route="algorithm/v1/run/<algorithm:str>",'
-                      'method="POST",code="202"}')):
+                     ('nexus_http_requests_total{code="202",method="POST",'
+                      'route="/algorithm/v1/run/{algorithm}"}')):
         assert expected in text, expected
 
 

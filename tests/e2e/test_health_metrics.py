@@ -42,7 +42,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         match = SAMPLE.match(line)
         assert match, f"not a Prometheus sample line: {line!r}"
         name = match["name"]
-        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        family = re.sub(r"_(bucket|sum|count|total|info)$", "", name)
         assert name in typed or family in typed, f"{name} has no TYPE line before it"
         key = f"{name}{{{match['labels']}}}" if match["labels"] else name
         assert key not in samples, f"duplicate sample {key}"
@@ -84,7 +84,7 @@ def test_metrics_count_runs_and_requests(api):
     assert after[finished] == before.get(finished, 0) + 1
     not_found = [key for key, value in after.items()
                  if key.startswith("nexus_http_requests_total{")
-                 and 'route="algorithm/v1/results/' in key and 'code="404"' in key]
+                 and 'route="/algorithm/v1/results/{algorithm}/requests/{request_id}"' in key and 'code="404"' in key]
     assert not_found and all(after[key] >= 1 for key in not_found)
     created = [key for key in after if key.startswith("nexus_http_requests_total{")
                and 'method="POST"' in key and 'code="202"' in key and "/run/" in key]
@@ -136,3 +136,23 @@ def test_receiver_role_serves_only_the_receiver_api(nexus_factory, tmp_path):
         response = http.post(f"{API}/run/behave", json={"algorithmParameters": {}})
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_counters_are_exact_past_ten_million():
+    """A counter's value is written in full: 12,345,678 must not read back as 1.23457e+07
+    (the old exposition's ``:g`` lost the last digits within minutes at the accept rate)."""
+    from nexus.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.accepted.inc("behave", amount=12_345_677)
+    metrics.accepted.inc("behave")
+    samples = parse_metrics(metrics.render().decode())
+    assert samples['nexus_runs_accepted_total{algorithm="behave"}'] == 12_345_678
+
+
+def test_metrics_carry_build_info_process_and_request_latency(api):
+    api.get("/health/live")
+    samples = parse_metrics(api.get("/metrics").text)
+    assert any(key.startswith("nexus_build_info{") and value == 1 for key, value in samples.items())
+    assert samples["process_resident_memory_bytes"] > 0
+    assert samples['nexus_http_request_duration_seconds_count{method="GET",route="/health/live"}'] >= 1

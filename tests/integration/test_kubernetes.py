@@ -368,7 +368,7 @@ def test_run_goes_through_a_real_job_on_a_kwok_node(kube, kubeconfig, namespace,
         assert done["status"] == "COMPLETED", done
         assert httpx.get(done["resultUri"], timeout=10).content == sent
         metrics = http.get("/metrics").text
-        assert 'nexus_kube_api_responses_total{shard="shard-a",verb="create",code="201"} 1' in metrics
+        assert 'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0' in metrics
 
 
 FAILURES = {

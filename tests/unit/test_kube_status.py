@@ -498,7 +498,7 @@ class TestLauncher:
         method, path, body = api.requests[0]
         assert (method, path) == ("POST", JOBS)
         assert body["metadata"]["namespace"] == "ns-a" and MANIFEST["metadata"]["namespace"] == "default"
-        assert 'nexus_kube_api_responses_total{shard="shard-a",verb="create",code="201"} 1' in metrics.render()
+        assert 'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0' in metrics.render().decode()
         client.close()
 
     async def test_already_exists_reads_the_existing_uid(self, api):
