@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from nexus.core.units import parse_quantity
 
 
 class LifecycleStage(str, enum.Enum):
@@ -115,29 +117,98 @@ class Workgroup(msgspec.Struct, frozen=True):
 # --- per-request overrides (customConfiguration) -------------------------------------
 
 
-class ContainerOverride(_Spec):
+class _Override(_Spec, forbid_unknown_fields=True):
+    """A request's ``customConfiguration`` part: every field of the Go system's spec is
+    known (so its SDKs' full specs decode, empty strings and nulls included), and a key
+    that is not one is refused, with its path, instead of being dropped."""
+
+
+class ContainerOverride(_Override):
     image: str | None = None
     registry: str | None = None
     version_tag: str | None = None
     service_account_name: str | None = None
 
 
-class WorkgroupRefOverride(_Spec):
+class WorkgroupRefOverride(_Override):
     name: str | None = None
     group: str | None = None
     kind: str | None = None
 
 
-class SpecOverride(_Spec):
+def _check_quantities(field: str, values: dict[str, str] | None) -> None:
+    for name, value in (values or {}).items():
+        _check_quantity(f"{field}.{name}", value)
+
+
+def _check_quantity(field: str, value: str | None) -> None:
+    if not value:
+        return
+    try:
+        quantity = parse_quantity(value)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+    if quantity < 0:
+        raise ValueError(f"{field}: invalid quantity {value!r}: must not be negative")
+
+
+class ComputeResourcesOverride(_Override):
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    default_resource_quota: str | None = None
+    custom_resources: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+    requests: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # A quantity Kubernetes would refuse fails the request now, not the launch later.
+        _check_quantity("cpuLimit", self.cpu_limit)
+        _check_quantity("memoryLimit", self.memory_limit)
+        _check_quantities("customResources", self.custom_resources)
+        _check_quantities("limits", self.limits)
+        _check_quantities("requests", self.requests)
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # an int32, as in the Go spec
+
+
+class RuntimeEnvironmentOverride(_Override):
+    environment_variables: list[dict[str, Any]] | None = None
+    mapped_environment_variables: list[dict[str, Any]] | None = None
+    configuration_file_mounts: dict[str, dict[str, Any]] | None = None
+    secret_file_mounts: dict[str, dict[str, Any]] | None = None
+    storage_mounts: dict[str, dict[str, Any]] | None = None
+    annotations: dict[str, str] | None = None
+    deadline_seconds: _Count | None = None
+    maximum_retries: _Count | None = None
+
+
+class ErrorHandlingOverride(_Override):
+    transient_exit_codes: list[int] | None = None
+    fatal_exit_codes: list[int] | None = None
+
+
+class PayloadConfigurationOverride(_Override):
+    payload_valid_for: str | None = None
+    payload_serialization: str | None = None
+
+
+class DatadogOverride(_Override):
+    mount_datadog_socket: bool | None = None
+
+
+class SpecOverride(_Override):
     """A partial spec; only the fields SPEC §2 lists are applied, the rest is recorded."""
 
     container: ContainerOverride | None = None
-    compute_resources: ComputeResources | None = None
+    compute_resources: ComputeResourcesOverride | None = None
     workgroup_ref: WorkgroupRefOverride | None = None
-    runtime_environment: RuntimeEnvironment | None = None
+    runtime_environment: RuntimeEnvironmentOverride | None = None
     command: str | None = None
     args: list[str] | None = None
-    error_handling_behaviour: ErrorHandlingBehaviour | None = None
+    error_handling_behaviour: ErrorHandlingOverride | None = None
+    payload_configuration: PayloadConfigurationOverride | None = None
+    datadog_integration_settings: DatadogOverride | None = None
 
 
 class ParentRef(msgspec.Struct, rename="camel", frozen=True):

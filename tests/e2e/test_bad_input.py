@@ -132,6 +132,46 @@ def test_wrong_types(api, nothing_written, extra):
     assert "$." in message  # msgspec names the offending field
 
 
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"computeResources": {"cpuLimit": "lots"}}, "cpuLimit: invalid quantity 'lots'"),
+        ({"computeResources": {"memoryLimit": "huge"}}, "memoryLimit: invalid quantity 'huge'"),
+        ({"computeResources": {"limits": {"memory": "1Zi"}}}, "limits.memory: invalid quantity"),
+        ({"computeResources": {"requests": {"cpu": "-1"}}}, "requests.cpu: invalid quantity"),
+        ({"computeResources": {"customResources": {"nvidia.com/gpu": "x"}}},
+         "customResources.nvidia.com/gpu"),
+        ({"runtimeEnvironment": {"deadlineSecs": 3}}, "unknown field `deadlineSecs`"),
+        ({"containr": {"image": "x"}}, "unknown field `containr`"),
+        ({"runtimeEnvironment": {"maximumRetries": -1}}, "maximumRetries"),
+        ({"runtimeEnvironment": {"deadlineSeconds": 2**31}}, "deadlineSeconds"),
+    ],
+    ids=lambda value: str(value)[:50],
+)
+def test_a_bad_override_is_refused_with_its_field(api, nothing_written, override, field):
+    """A quantity Kubernetes would refuse, an unknown key or a value out of range: a 400
+    that names the field at submission, not a run that fails (or a Job written) later."""
+    response = api.post(f"{API}/run/behave",
+                        json={"algorithmParameters": {}, "customConfiguration": override})
+    message = assert_error(response, 400, "Algorithm payload is invalid")
+    assert field in message and "$.customConfiguration" in message, message
+
+
+def test_an_override_as_the_go_sdk_sends_it_is_accepted(api):
+    """The Go SDK sends a whole spec: empty strings, nulls and every field of its CRD."""
+    override = {"container": None, "command": "", "args": None,
+                "computeResources": {"cpuLimit": "", "memoryLimit": "", "defaultResourceQuota": "",
+                                     "limits": {"cpu": "2", "memory": "1Gi"}},
+                "runtimeEnvironment": {"configurationFileMounts": {}, "deadlineSeconds": 20},
+                "payloadConfiguration": {"payloadValidFor": "1h"},
+                "datadogIntegrationSettings": {"mountDatadogSocket": False}}
+    run_id = create(api, {}, customConfiguration=override)
+    job = api.get(f"{API}/buffer/behave/requests/{run_id}").json()
+    assert job["spec"]["activeDeadlineSeconds"] == 20
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "2", "memory": "1Gi"}
+
+
 def test_unknown_algorithm(api, nothing_written):
     assert_error(api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}}),
                  400, "No valid configuration found for: no-such-algorithm")
