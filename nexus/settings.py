@@ -144,8 +144,19 @@ class Settings(_Section):
 
     @property
     def public_url(self) -> str:
-        """Base URL other processes use to reach this one (signed URLs, receiver)."""
-        return (self.external_url or f"http://{self.bind_host}:{self.bind_port}").rstrip("/")
+        """Base URL other processes use to reach this one (signed URLs, receiver).
+
+        Bound to every address (0.0.0.0, ::), nexus is reached by its host name (in a Pod
+        or a container, the name its network resolves to it): a URL naming 0.0.0.0 works
+        nowhere else."""
+        if self.external_url:
+            return self.external_url.rstrip("/")
+        host = self.bind_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.bind_port}"
 
     @property
     def receiver_base_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,15 @@ def test_public_and_receiver_urls():
                                       "NEXUS__RECEIVER_URL": "https://receiver.example/"})
     assert settings.public_url == "https://nexus.example"
     assert settings.receiver_base_url == "https://receiver.example"
+
+
+@pytest.mark.parametrize("bind_host", ["0.0.0.0", "::"])
+def test_a_wildcard_bind_address_is_reached_by_host_name(bind_host):
+    """Signed URLs naming 0.0.0.0 work nowhere: the image binds 0.0.0.0 by default."""
+    settings = load_settings(environ={"NEXUS__BIND_HOST": bind_host, "NEXUS__BIND_PORT": "9000"})
+    assert settings.public_url == f"http://{socket.gethostname()}:9000"
+
+
+def test_an_ipv6_bind_address_is_bracketed():
+    settings = load_settings(environ={"NEXUS__BIND_HOST": "::1", "NEXUS__BIND_PORT": "9000"})
+    assert settings.public_url == "http://[::1]:9000"
