@@ -19,8 +19,9 @@ from nexus.core.watch import RunWatch
 from nexus.errors import ConfigError, NexusError
 from nexus.metrics import MeteredLauncher, MeteredStore, Metrics
 from nexus.roles import receiver, scheduler, supervisor
-from nexus.roles.shared import Shared, nexus_version
+from nexus.roles.shared import Shared
 from nexus.settings import Settings
+from nexus.version import nexus_version
 
 ROLES = ("scheduler", "receiver", "supervisor", "all")
 _ROLE_MODULES = {"scheduler": scheduler, "receiver": receiver, "supervisor": supervisor}

@@ -18,6 +18,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, raw
 
 from nexus.api import schemas
+from nexus.version import nexus_version
 
 bp = Blueprint("openapi")
 
@@ -184,19 +185,13 @@ def build_document(app: Sanic) -> dict[str, Any]:
             "type": "object", "description": "The payload, any JSON object"}
     return {
         "openapi": "3.1.0",
-        "info": {"title": f"nexus {app.ctx.role}", "version": _version(),
+        "info": {"title": f"nexus {app.ctx.role}", "version": nexus_version(),
                  "description": "Error bodies are plain text (text/plain) saying what was "
                                 "wrong. Clients send Authorization: Bearer <token>."},
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": dict(sorted(components.items())),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
-
-
-def _version() -> str:
-    from nexus.roles.shared import nexus_version
-
-    return nexus_version()
 
 
 @bp.get("/openapi.json")

@@ -7,7 +7,6 @@ executor and launch pipeline; each role asks for what it needs and gets the one 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 from typing import Any, Awaitable, Callable
 
 from sanic import Sanic
@@ -15,13 +14,7 @@ from sanic import Sanic
 from nexus.backends import factory
 from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
-
-
-def nexus_version() -> str:
-    try:
-        return importlib.metadata.version("nexus")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0"
+from nexus.version import nexus_version
 
 
 class Shared:
