@@ -83,6 +83,13 @@ async def executor(tmp_path):
     ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01, retry_max=0.05)
     await ex.open()
     yield ex
+    await stop_all(ex)
+
+
+async def stop_all(ex: LocalExecutor) -> None:
+    """Kill every process (close() leaves them to the next nexus), then close."""
+    for obs in (await ex.snapshot()).observations:
+        await ex.delete_job(obs.cluster, obs.run_id)
     await ex.close()
 
 
@@ -274,7 +281,7 @@ def test_children_do_not_inherit_the_servers_descriptors(tmp_path):
             await ex.launch("local", manifest("fds", code))
             return (await final(ex, "fds")).outcome
         finally:
-            await ex.close()
+            await stop_all(ex)
 
     try:
         loop = uvloop.new_event_loop()
@@ -336,7 +343,7 @@ async def test_a_restart_adopts_the_live_process_instead_of_starting_another(tmp
         assert obs.outcome is Outcome.SUCCEEDED
         assert attempts(count) == 1
     finally:
-        await ex.close()
+        await stop_all(ex)
 
 
 async def test_a_failure_of_an_adopted_attempt_is_retried_and_counted(tmp_path):
@@ -350,7 +357,7 @@ async def test_a_failure_of_an_adopted_attempt_is_retried_and_counted(tmp_path):
         assert (await final(ex, "retried")).outcome is Outcome.SUCCEEDED
         assert attempts(count) == 2
     finally:
-        await ex.close()
+        await stop_all(ex)
 
 
 async def test_an_attempt_that_ended_while_nexus_was_down_keeps_its_outcome(tmp_path):
@@ -367,7 +374,7 @@ async def test_an_attempt_that_ended_while_nexus_was_down_keeps_its_outcome(tmp_
         assert obs.outcome is Outcome.FATAL_EXIT and "42" in obs.message
         assert attempts(count) == 1
     finally:
-        await ex.close()
+        await stop_all(ex)
 
 
 async def test_a_retry_owed_by_a_previous_nexus_waits_until_payloads_are_served(tmp_path):
@@ -387,7 +394,7 @@ async def test_a_retry_owed_by_a_previous_nexus_waits_until_payloads_are_served(
         assert (await final(ex, "owed")).outcome is Outcome.SUCCEEDED
         assert attempts(count) == 1
     finally:
-        await ex.close()
+        await stop_all(ex)
 
 
 async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kept(tmp_path):
@@ -408,4 +415,23 @@ async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kep
         assert not (tmp_path / "jobs" / "never.json").exists()
         assert observed["done"].outcome is Outcome.SUCCEEDED
     finally:
-        await ex.close()
+        await stop_all(ex)
+
+
+async def test_a_graceful_close_leaves_the_process_to_the_next_nexus(tmp_path):
+    count, started = tmp_path / "kept.count", tmp_path / "kept.started"
+    body = counting(count, f"open({str(started)!r}, 'w').close(); time.sleep(1)")
+    first = await restarted(tmp_path)
+    await first.launch("local", manifest("kept", body))
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await first.close()
+    second = await restarted(tmp_path)
+    try:
+        second.start()
+        assert (await final(second, "kept")).outcome is Outcome.SUCCEEDED
+        assert attempts(count) == 1
+    finally:
+        await stop_all(second)

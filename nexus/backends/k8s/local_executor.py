@@ -20,13 +20,14 @@ restart wait for :meth:`LocalExecutor.start`, called once nexus serves the paylo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -123,8 +124,12 @@ class LocalExecutor:
         self._serving.set()
 
     async def close(self) -> None:
-        for job in list(self._jobs.values()):
-            await self._stop(job)
+        """Stop watching; the processes go on, as Pods outlive a stopped scheduler, and
+        the next nexus on this data folder adopts them."""
+        tasks = [job.task for job in self._jobs.values() if job.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- JobLauncher -------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class LocalExecutor:
         # commits RUNNING next, and a run RUNNING without a process would be lost.
         if await self._start_attempt(job):
             if self._jobs.get(run_id) is job:
-                self._begin(job, first=self._wait_attempt(job))
+                self._begin(job, first=functools.partial(self._wait_attempt, job))
             else:  # cancelled while it was being spawned
                 self._kill(job)
         return run_id
@@ -188,7 +193,7 @@ class LocalExecutor:
             job.group = self._records.group(run_id)
             job.message = f"Process group {job.group} adopted after a restart"
             log.info("adopted the live process of %s", run_id)
-            self._begin(job, first=self._adopted_attempt(job))
+            self._begin(job, first=functools.partial(self._adopted_attempt, job))
             return
         code = self._records.exit_code(run_id)
         if code is None:
@@ -196,7 +201,7 @@ class LocalExecutor:
             # exit code: no process is left, so forgetting it cannot start a second one.
             self._records.remove(run_id)
             return
-        self._begin(job, first=_ended(code))
+        self._begin(job, first=functools.partial(_ended, code))
 
     async def _adopted_attempt(self, job: _LocalJob) -> int:
         """Wait for an attempt this process did not start (it cannot wait for its exit)."""
@@ -207,7 +212,7 @@ class LocalExecutor:
 
     # --- the process ---------------------------------------------------------------------
 
-    def _begin(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
+    def _begin(self, job: _LocalJob, first: Callable[[], Awaitable[int | None]]) -> None:
         self._jobs[job.run_id] = job
         job.task = asyncio.create_task(self._supervise(job, first), name=f"local-job-{job.run_id}")
 
@@ -259,7 +264,7 @@ class LocalExecutor:
             job.task.cancel()
             await asyncio.gather(job.task, return_exceptions=True)
 
-    async def _supervise(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
+    async def _supervise(self, job: _LocalJob, first: Callable[[], Awaitable[int | None]]) -> None:
         deadline = job.manifest["spec"].get("activeDeadlineSeconds")
         try:
             if deadline is not None:
@@ -275,15 +280,17 @@ class LocalExecutor:
                          f"Job was active longer than specified deadline ({deadline}s, ran "
                          f"{time.time() - job.record.started_at:.1f}s)")
 
-    async def _attempts(self, job: _LocalJob, first: Awaitable[int | None]) -> None:
-        """Attempts until the Job ends; ``first`` awaits the code of the one under way."""
+    async def _attempts(self, job: _LocalJob, first: Callable[[], Awaitable[int | None]]) -> None:
+        """Attempts until the Job ends; ``first`` waits for the code of the one under way
+        (a callable, not a coroutine: a task cancelled before it ran would leave that
+        coroutine never awaited)."""
         spec = job.manifest["spec"]
         backoff_limit = spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT)
         fatal, transient = _exit_rules(job.manifest)
         record = job.record
-        attempt: Awaitable[int | None] = first
+        attempt = first
         while True:
-            code = await attempt
+            code = await attempt()
             if code is None:
                 return
             if code == 0:
@@ -302,7 +309,7 @@ class LocalExecutor:
                     return
             await asyncio.sleep(min(self._retry_base * 2 ** record.retries, self._retry_max))
             record.retries += 1
-            attempt = self._run_once(job)
+            attempt = functools.partial(self._run_once, job)
 
     async def _run_once(self, job: _LocalJob) -> int | None:
         """Run a further attempt; its exit code, or None when it could not start."""
