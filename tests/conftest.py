@@ -141,7 +141,16 @@ class NexusProcess:
         return [float(line.split()[1]) for line in lines]
 
     def kill_algorithms(self) -> None:
-        """SIGKILL behave processes that outlived their server (after a kill -9)."""
+        """SIGKILL algorithm processes that outlived their server (a kill -9 or a graceful
+        stop: local processes, like Pods, outlive the nexus that started them)."""
+        for group_file in (self.data_dir / "jobs").glob("*.pid"):
+            try:
+                group = int(group_file.read_text())
+                # only a run wrapper's group: a pid may have been reused since
+                if b"nexus-job" in Path(f"/proc/{group}/cmdline").read_bytes():
+                    os.killpg(group, signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
         for pid_file in (self.data_dir / "behave").glob("*.pid"):
             run_id = pid_file.name.removesuffix(".pid")
             try:

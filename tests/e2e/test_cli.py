@@ -23,6 +23,7 @@ def server(tmp_path_factory) -> NexusProcess:
     proc = NexusProcess(tmp_path_factory.mktemp("cli") / "data").start()
     yield proc
     proc.stop()
+    proc.kill_algorithms()  # local processes outlive a stopped nexus
 
 
 def _env(url: str | None) -> dict[str, str]:

@@ -43,6 +43,7 @@ def server(tmp_path_factory) -> NexusProcess:
                              "NEXUS__LOG_LEVEL": "DEBUG"}).start()
     yield proc
     proc.stop()
+    proc.kill_algorithms()  # local processes outlive a stopped nexus
 
 
 @pytest.fixture

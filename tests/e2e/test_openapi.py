@@ -56,6 +56,7 @@ def server(tmp_path_factory) -> NexusProcess:
                         env={"NEXUS__MAX_WAIT": "2s"}).start()
     yield proc
     proc.stop()
+    proc.kill_algorithms()  # local processes outlive a stopped nexus
 
 
 def test_served_document_matches_the_live_routes(server: NexusProcess) -> None:
