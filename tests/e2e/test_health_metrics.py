@@ -156,3 +156,21 @@ def test_metrics_carry_build_info_process_and_request_latency(api):
     assert any(key.startswith("nexus_build_info{") and value == 1 for key, value in samples.items())
     assert samples["process_resident_memory_bytes"] > 0
     assert samples['nexus_http_request_duration_seconds_count{method="GET",route="/health/live"}'] >= 1
+
+
+def test_metrics_pass_promtool(api):
+    """``promtool check metrics`` (scripts/testenv's promtool component) finds nothing to
+    say about a scrape of a server that has served runs, errors and long polls."""
+    promtool = os.environ.get("NEXUS_TEST_PROMTOOL")
+    if not promtool:
+        message = "NEXUS_TEST_PROMTOOL is not set (scripts/testenv up promtool)"
+        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
+            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)")
+        pytest.skip(message)
+    api.post("/algorithm/v1/run/behave", json={"algorithmParameters": {}})
+    api.get("/algorithm/v1/results/behave/requests/unknown")
+    scrape = api.get("/metrics").content
+    checked = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True,
+                             timeout=60)
+    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), \
+        (checked.stdout + checked.stderr).decode()
