@@ -39,8 +39,8 @@ from bench import load, servers
 
 RUNS = 600
 WORKERS = 16
-CREATES = re.compile(r'^nexus_kube_api_responses_total\{[^}]*verb="create"[^}]*code="201"[^}]*\} (\S+)$',
-                     re.M)
+CREATES = re.compile(r'^nexus_kube_api_responses_total\{(?=[^}]*verb="create")(?=[^}]*code="201")'
+                     r'[^}]*\} (\S+)$', re.M)
 
 
 def _unavailable() -> str:

@@ -35,13 +35,14 @@ RUNS = int(os.environ.get("NEXUS_TEST_KUBE_LOAD_RUNS", "2000"))
 RATE = float(os.environ.get("NEXUS_TEST_KUBE_LOAD_RATE", "50"))
 BURST = 10
 THROTTLED = re.compile(r'^nexus_kube_client_throttle_seconds_total\{shard="shard-a"\} (\S+)$', re.M)
-RESPONSES = re.compile(r'^nexus_kube_api_responses_total\{shard="shard-a",verb="(\w+)",code="(\w+)"\} (\S+)$',
+# label names are written sorted: code, shard, verb
+RESPONSES = re.compile(r'^nexus_kube_api_responses_total\{code="(\w+)",shard="shard-a",verb="(\w+)"\} (\S+)$',
                        re.M)
 
 
 def api_answers(metrics_text: str) -> Counter:
     return Counter({(verb, code): int(float(value))
-                    for verb, code, value in RESPONSES.findall(metrics_text)})
+                    for code, verb, value in RESPONSES.findall(metrics_text)})
 
 
 async def submit_all(url: str, count: int, concurrency: int = 16) -> list[str]:
