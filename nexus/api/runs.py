@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import math
 
 import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, raw, redirect
 
 from nexus.api import schemas
+from nexus.core.units import format_duration
 from nexus.errors import BadRequest
 
 bp = Blueprint("runs", url_prefix="/algorithm/v1")
@@ -78,15 +80,18 @@ async def create_run(request: Request, algorithm: str) -> HTTPResponse:
 
 
 def _wait_seconds(request: Request) -> float:
+    """``?wait=``: a finite number of seconds >= 0; longer than max-wait waits max-wait."""
     text = request.args.get("wait")
     if text is None:
         return 0.0
     try:
         wait = float(text)
     except ValueError:
-        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a number of seconds") from None
-    if not 0 <= wait < float("inf"):
-        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a number of seconds >= 0")
+        wait = math.nan
+    if not 0 <= wait < math.inf:
+        limit = format_duration(request.app.ctx.settings.max_wait)
+        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a finite number of seconds "
+                         f">= 0 (a wait longer than max-wait, {limit}, is cut to it)")
     return wait
 
 

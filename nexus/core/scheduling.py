@@ -63,6 +63,23 @@ def check_request_id(run_id: str) -> None:
         raise NotFound(f"Provided request with identifier '{run_id[:80]}' not found")
 
 
+# A signed payload URL lives at most a year: longer is no use to a run, and the expiry
+# must stay a sane timestamp (S3 allows only 7 days; its buffer checks that itself).
+MAX_PAYLOAD_VALID_FOR = 365 * 86400.0
+
+
+def _payload_valid_for(text: str) -> float:
+    allowed = (f"allowed: longer than 0s and at most {format_duration(MAX_PAYLOAD_VALID_FOR)} "
+               "(365 days)")
+    try:
+        valid_for = parse_duration(text, maximum=MAX_PAYLOAD_VALID_FOR)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid payloadValidFor: {exc}; {allowed}") from None
+    if valid_for <= 0:
+        raise BadRequest(f"Invalid payloadValidFor: must be longer than zero; {allowed}")
+    return valid_for
+
+
 def new_run_id() -> str:
     """A UUID version 7 (RFC 9562) as text: 48 bits of Unix milliseconds, 74 random bits.
 
@@ -142,12 +159,7 @@ class Scheduler:
             )
         valid_for = self.config.payload_valid_for
         if payload_valid_for:
-            try:
-                valid_for = parse_duration(payload_valid_for)
-            except ValueError as exc:
-                raise BadRequest(f"Invalid payloadValidFor: {exc}") from None
-            if valid_for <= 0:
-                raise BadRequest("Invalid payloadValidFor: must be longer than zero")
+            valid_for = _payload_valid_for(payload_valid_for)
         if parent is not None:
             check_algorithm_name(parent.algorithm_name)
             parent_run = None

@@ -6,6 +6,7 @@ Job renderer (CPU requests derived from limits).
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -15,35 +16,54 @@ _DURATION_UNITS = {
 }
 
 
-def parse_duration(text: str | int | float) -> float:
+# The longest duration nexus takes anywhere (a settings TTL, a URL lifetime): 100 years.
+# Far beyond any real setting, yet now + it fits every timestamp nexus computes (Unix
+# seconds, datetime up to year 9999); "inf", "nan" and "1e309" are refused outright.
+MAX_DURATION = 100 * 365 * 86400.0
+
+
+def parse_duration(text: str | int | float, maximum: float = MAX_DURATION) -> float:
     """Seconds from a Go-style duration ("100ms", "1h30m", "24h"); bare numbers are seconds.
 
-    Raises ValueError with the offending text, so callers can name the field.
+    Raises ValueError with the offending text, so callers can name the field; a duration
+    must be finite, not negative and at most ``maximum`` seconds.
     """
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
-    if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError(f"invalid duration {text!r}: must not be negative")
-        return float(text)
+    try:
+        seconds = float(text) if isinstance(text, (int, float)) else _parse_duration_text(text)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {_shown(text)}: not a finite duration")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {_shown(text)}: must not be negative")
+    if seconds > maximum:
+        raise ValueError(f"invalid duration {_shown(text)}: longer than the allowed "
+                         f"{format_duration(maximum)}")
+    return seconds
+
+
+def _shown(text: str | int | float) -> str:
+    return repr(text[:40] if isinstance(text, str) else text)
+
+
+def _parse_duration_text(text: str) -> float:
     value = text.strip()
     if not value:
         raise ValueError("invalid duration '': expected e.g. '100ms', '90m', '24h'")
     try:
-        seconds = float(value)
+        return float(value)
     except ValueError:
-        pos, seconds = 0, 0.0
-        for match in _DURATION_PART.finditer(value):
-            if match.start() != pos:
-                break
-            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-            pos = match.end()
-        if pos != len(value) or pos == 0:
-            raise ValueError(
-                f"invalid duration {text!r}: expected e.g. '100ms', '90m', '24h'"
-            ) from None
-    if seconds < 0:
-        raise ValueError(f"invalid duration {text!r}: must not be negative")
+        pass
+    pos, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(value) or pos == 0:
+        raise ValueError(f"invalid duration {_shown(text)}: expected e.g. '100ms', '90m', '24h'")
     return seconds
 
 

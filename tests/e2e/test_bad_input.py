@@ -196,6 +196,37 @@ def test_bad_payload_valid_for(api, nothing_written, duration):
     assert_error(response, 400, "payloadValidFor")
 
 
+@pytest.mark.parametrize("duration", ["inf", "Infinity", "-inf", "nan", "1e309", "999999999999",
+                                      "99999999999999999999h", "366d", "8761h"])
+def test_payload_valid_for_out_of_range(api, nothing_written, duration):
+    """Not finite, or past what a timestamp (and a sane URL lifetime) holds: a 400 that
+    names the field and the allowed range, not a 500 from the signer."""
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
+                                                   "payloadValidFor": duration})
+    assert_error(response, 400, "Invalid payloadValidFor", "at most 8760h (365 days)")
+
+
+def test_payload_valid_for_of_a_year_is_accepted(api):
+    response = api.post(f"{API}/run/behave", params={"dryRun": "true"},
+                        json={"algorithmParameters": {}, "payloadValidFor": "365d"})
+    assert response.status_code == 202, response.text
+    run_id = response.json()["requestId"]
+    assert metadata(api, run_id)["payload_valid_for"] == "8760h"
+    wait_terminal(api, run_id)
+
+
+@pytest.mark.parametrize("wait", ["inf", "Infinity", "-inf", "nan", "1e309", "-1", "soon"])
+def test_bad_wait(api, parent, wait):
+    response = api.get(f"{API}/results/behave/requests/{parent}", params={"wait": wait})
+    assert_error(response, 400, f"Invalid wait={wait!r}", "finite number of seconds >= 0")
+
+
+def test_a_huge_wait_is_cut_to_max_wait(api, parent):
+    """A finished run answers at once whatever the wait; a long one is capped, not refused."""
+    assert api.get(f"{API}/results/behave/requests/{parent}",
+                   params={"wait": "999999999999"}).json()["status"] == "COMPLETED"
+
+
 @pytest.mark.parametrize("duration", ["24", ""])
 def test_lenient_payload_valid_for(api, duration):
     """A bare number is seconds (as in settings); an empty string means the default."""

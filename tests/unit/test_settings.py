@@ -94,6 +94,7 @@ def test_keyword_overrides_win_over_env():
         ("NEXUS__MAX_WAIT", "15", 15.0),
         ("NEXUS__SUPERVISOR__JOB_SUCCESS_GRACE", "2h", 7200.0),
         ("NEXUS__S3_BUFFER__PAYLOAD_VALID_FOR", "24h", 86400.0),
+        ("NEXUS__SCYLLA_CQL_STORE__CHECKPOINT_TTL", "87600h", 87600 * 3600.0),
     ],
 )
 def test_durations(name, value, expected):
@@ -147,6 +148,12 @@ def test_env_bool_and_numbers_are_converted():
         ({"NEXUS__MAX_WAIT__X": "1"}, ["NEXUS__MAX_WAIT__X", "max-wait"]),
         ({"NEXUS__MAX_WAIT": "soon"}, ["max-wait", "soon"]),
         ({"NEXUS__S3_BUFFER__PAYLOAD_VALID_FOR": "-1s"}, ["s3-buffer.payload-valid-for"]),
+        ({"NEXUS__MAX_WAIT": "inf"}, ["max-wait", "not a finite duration"]),
+        ({"NEXUS__MAX_WAIT": "nan"}, ["max-wait", "not a finite duration"]),
+        ({"NEXUS__SCYLLA_CQL_STORE__CHECKPOINT_TTL": "1e309"},
+         ["scylla-cql-store.checkpoint-ttl", "not a finite duration"]),
+        ({"NEXUS__SUPERVISOR__LEASE_TTL": "999999999999"},
+         ["supervisor.lease-ttl", "longer than the allowed 876000h"]),
         ({"NEXUS__MAX_PAYLOAD_SIZE": "1Zi"}, ["max-payload-size", "1Zi"]),
         ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "many"},
          ["s3-buffer.buffer-config.workers"]),

@@ -50,6 +50,26 @@ def test_parse_duration_refuses(text):
     assert "duration" in str(caught.value)
 
 
+@pytest.mark.parametrize("text", ["inf", "Infinity", "-inf", "nan", "NaN", "1e309",
+                                  "1" * 400 + "h", float("inf"), float("nan"), 10**400])
+def test_parse_duration_refuses_what_is_not_finite(text):
+    with pytest.raises(ValueError, match="not a finite duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["999999999999", "876001h", "36501d", 1e308])
+def test_parse_duration_refuses_more_than_a_century(text):
+    """Now + the duration must stay a timestamp: 100 years is the most anything takes."""
+    with pytest.raises(ValueError, match="longer than the allowed 876000h"):
+        parse_duration(text)
+
+
+def test_parse_duration_takes_a_tighter_maximum():
+    assert parse_duration("365d", maximum=365 * 86400) == 365 * 86400
+    with pytest.raises(ValueError, match="longer than the allowed 8760h"):
+        parse_duration("366d", maximum=365 * 86400)
+
+
 def test_parse_duration_error_names_the_text():
     with pytest.raises(ValueError, match="'12 parsecs'"):
         parse_duration("12 parsecs")
