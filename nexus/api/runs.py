@@ -22,6 +22,11 @@ def json_response(body: object, status: int = 200) -> HTTPResponse:
     return raw(schemas.encoder.encode(body), status=status, content_type=JSON)
 
 
+# JSON nested this deep always decodes. msgspec's limit is Python's recursion limit (1000)
+# less the handler's own stack, so up to ~950 levels pass; deeper is a RecursionError.
+JSON_DEPTH = 500
+
+
 def _decode(decoder: msgspec.json.Decoder, body: bytes, what: str):
     if not body:
         raise BadRequest(f"{what} is invalid: the request body is empty, expected a JSON object")
@@ -29,6 +34,9 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes, what: str):
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"{what} is invalid: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is invalid: the JSON nests objects and arrays too deeply "
+                         f"(keep it under {JSON_DEPTH} levels)") from None
 
 
 _UTF8_CHUNK = 1 << 20

@@ -171,6 +171,22 @@ class ComputeResourcesOverride(_Override):
 
 _Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # an int32, as in the Go spec
 
+# Free-form parts of an override (env entries, mounts) are Kubernetes objects a few levels
+# deep. Bounded, so the stored override always decodes again (the store reads it back
+# deeper in the stack than the request did) and renders into a Job the API server takes.
+OVERRIDE_DEPTH = 32
+
+
+def _check_depth(field: str, value: Any) -> None:
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > OVERRIDE_DEPTH:
+            raise ValueError(f"{field}: nested more than {OVERRIDE_DEPTH} levels deep")
+        children = list(item.values()) if isinstance(item, dict) else item
+        if isinstance(children, list):
+            pending.extend((child, depth + 1) for child in children)
+
 
 class RuntimeEnvironmentOverride(_Override):
     environment_variables: list[dict[str, Any]] | None = None
@@ -181,6 +197,13 @@ class RuntimeEnvironmentOverride(_Override):
     annotations: dict[str, str] | None = None
     deadline_seconds: _Count | None = None
     maximum_retries: _Count | None = None
+
+    def __post_init__(self) -> None:
+        _check_depth("environmentVariables", self.environment_variables)
+        _check_depth("mappedEnvironmentVariables", self.mapped_environment_variables)
+        _check_depth("configurationFileMounts", self.configuration_file_mounts)
+        _check_depth("secretFileMounts", self.secret_file_mounts)
+        _check_depth("storageMounts", self.storage_mounts)
 
 
 class ErrorHandlingOverride(_Override):

@@ -24,10 +24,21 @@ def server(module_nexus_factory):
     return module_nexus_factory(env={"NEXUS__MAX_PAYLOAD_SIZE": "1Ki"})
 
 
+def http_client(proc):
+    with httpx.Client(base_url=proc.url, timeout=60) as http:
+        yield http
+
+
+def unchanged(proc):
+    """Asserts, after the test, that the store and payload folder did not change."""
+    before = proc.written()
+    yield
+    assert proc.written() == before
+
+
 @pytest.fixture(scope="module")
 def api(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
+    yield from http_client(server)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +51,7 @@ def parent(api):
 
 @pytest.fixture
 def nothing_written(server):
-    """Asserts, after the test, that the store and payload folder did not change."""
-    before = server.written()
-    yield
-    assert server.written() == before
+    yield from unchanged(server)
 
 
 def post_run(api, body: bytes, algorithm: str = "behave", **kwargs) -> httpx.Response:
@@ -407,3 +415,103 @@ def test_unknown_routes_and_methods_are_plain_text(api, nothing_written):
     assert_error(api.get("/algorithm/v1/nothing-here"), 404)
     assert_error(api.get(f"{API}/run/behave"), 405)
     assert_error(api.delete(f"{API}/results/behave/requests/{uuid.uuid4()}"), 405)
+
+
+# --- deep nesting (a server that takes bodies of a few megabytes) ------------------------
+
+
+@pytest.fixture(scope="module")
+def roomy(module_nexus_factory):
+    return module_nexus_factory(env={"NEXUS__MAX_PAYLOAD_SIZE": "16Mi"})
+
+
+@pytest.fixture(scope="module")
+def roomy_api(roomy):
+    yield from http_client(roomy)
+
+
+@pytest.fixture
+def roomy_unchanged(roomy):
+    yield from unchanged(roomy)
+
+
+def nested(depth: int, open_: bytes = b'{"a":', close: bytes = b"}", inner: bytes = b"1") -> bytes:
+    return open_ * depth + inner + close * depth
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        (b'{"algorithmParameters": ' + nested(DEEP) + b"}", "Algorithm payload"),
+        (b'{"algorithmParameters": {"a": ' + nested(DEEP, b"[", b"]") + b"}}", "Algorithm payload"),
+        (b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+         b'{"environmentVariables": [' + nested(DEEP) + b"]}}}", "Algorithm payload"),
+        (b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+         b'{"storageMounts": {"m": {"x": ' + nested(DEEP, b"[", b"]", b"[]") + b"}}}}}",
+         "Algorithm payload"),
+        (b'{"algorithmParameters": {}, "unknownField": ' + nested(DEEP, b"[", b"]") + b"}",
+         "Algorithm payload"),
+        (b'{"algorithmParameters": ' + b"[" * 1_000_000, "Algorithm payload"),
+        (b'{"algorithmParameters": {"a": ' + b'{"a":' * 1_000_000, "Algorithm payload"),
+    ],
+    ids=["payload-objects", "payload-arrays", "override-objects", "override-arrays",
+         "unknown-field", "unclosed-arrays", "unclosed-objects"],
+)
+def test_deep_nesting_is_a_400(roomy_api, roomy_unchanged, body, what):
+    """msgspec's RecursionError (it skips the payload, kept as Raw, recursively too) was a
+    500; it is a 400 that says what is wrong."""
+    response = roomy_api.post(f"{API}/run/behave", content=body,
+                              headers={"Content-Type": "application/json"})
+    assert_error(response, 400, f"{what} is invalid", "nests objects and arrays too deeply",
+                 "500 levels")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "what"),
+    [
+        ("cancel/behave/requests/{id}", b'{"reason": "x", "extra": ' + nested(DEEP, b"[", b"]")
+         + b"}", "Cancellation payload"),
+        ("metadata/tags/behave/requests/{id}", b'{"newTag": "x", "extra": ' + nested(DEEP)
+         + b"}", "Tag update request"),
+        ("complete/behave/requests/{id}", b'{"resultUri": "x", "extra": '
+         + nested(DEEP, b"[", b"]") + b"}", "Submitted result"),
+    ],
+    ids=["cancel", "tag", "complete"],
+)
+def test_deep_nesting_in_the_other_bodies_is_a_400(roomy, roomy_api, path, body, what):
+    run_id = create(roomy_api, {"sleep": 30, "report": False})
+    wait_stage(roomy_api, run_id, "RUNNING")
+    before = roomy.written()
+    response = roomy_api.post(f"{API}/{path.format(id=run_id)}", content=body,
+                              headers={"Content-Type": "application/json"})
+    assert_error(response, 400, f"{what} is invalid", "too deeply")
+    assert roomy.written() == before
+    assert metadata(roomy_api, run_id)["lifecycle_stage"] == "RUNNING"
+    roomy_api.post(f"{API}/cancel/behave/requests/{run_id}", json={})
+
+
+def test_a_payload_nested_400_deep_is_stored_as_sent(roomy, roomy_api):
+    params = b'{"a": ' + nested(400, b'[{"b": ', b"}]", b"null") + b"}"
+    response = roomy_api.post(f"{API}/run/behave", params={"dryRun": "true"},
+                              content=b'{"algorithmParameters": ' + params + b"}",
+                              headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    run_id = response.json()["requestId"]
+    stored = [path for path in (roomy.data_dir / "payloads").rglob("*") if run_id in path.name]
+    assert [path.read_bytes() for path in stored] == [params]
+    wait_terminal(roomy_api, run_id)
+
+
+def test_an_override_nested_past_its_limit_is_refused_with_its_field(roomy_api, roomy_unchanged):
+    """Free-form override parts are bounded (32 levels) well below the decoder's limit, so
+    the stored override always decodes again when the run is read back."""
+    response = roomy_api.post(f"{API}/run/behave", content=(
+        b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+        b'{"environmentVariables": [{"name": "X", "extra": ' + nested(40, b"[", b"]", b"[]")
+        + b"}]}}}"), headers={"Content-Type": "application/json"})
+    assert_error(response, 400, "environmentVariables: nested more than 32 levels deep",
+                 "$.customConfiguration.runtimeEnvironment")
+
