@@ -39,6 +39,11 @@ def route_template(path: str) -> str:
     return "/" + _PARAMETER.sub(r"{\1}", path.lstrip("/"))
 
 
+# Sanic raises one PayloadTooLarge for a body and for a header section over its limit;
+# only the message tells them apart (tests/e2e/test_bad_input.py notices if it changes).
+_HEADER_TOO_LARGE = "Request header exceeds the size limit"
+
+
 class PlainTextErrors(ErrorHandler):
     """Every error body is a plain-text message, as the Go clients expect (SPEC §2)."""
 
@@ -49,15 +54,23 @@ class PlainTextErrors(ErrorHandler):
                             exception.status, exception.message)
             return text(exception.message, status=exception.status, headers=exception.headers)
         if isinstance(exception, SanicException):
-            message = str(exception) or "Request refused"
-            if exception.status_code == 413:
-                message = (f"Request body is larger than the allowed "
-                           f"{request.app.config.REQUEST_MAX_SIZE} bytes (max-payload-size)")
-            return text(message, status=exception.status_code,
-                        headers=getattr(exception, "headers", None) or {})
+            return _sanic_error(request, exception)
         log.exception("unhandled error on %s %s", request.method, request.path,
                       exc_info=exception)
         return text("Internal server error; see the server log", status=500)
+
+
+def _sanic_error(request: Request, exception: SanicException) -> HTTPResponse:
+    message, status = str(exception) or "Request refused", exception.status_code
+    if status == 413 and message == _HEADER_TOO_LARGE:
+        message, status = (f"Request Header Fields Too Large: the request line and headers "
+                           f"together are larger than the allowed "
+                           f"{request.app.config.REQUEST_MAX_HEADER_SIZE} bytes; send fewer "
+                           "or shorter headers"), 431
+    elif status == 413:
+        message = (f"Request body is larger than the allowed "
+                   f"{request.app.config.REQUEST_MAX_SIZE} bytes (max-payload-size)")
+    return text(message, status=status, headers=getattr(exception, "headers", None) or {})
 
 
 class MeteredShared(Shared):

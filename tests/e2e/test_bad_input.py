@@ -289,6 +289,21 @@ def test_body_just_under_the_size_limit_is_accepted(api):
     wait_terminal(api, response.json()["requestId"])  # its Job row is written after the 202
 
 
+def test_headers_over_the_size_limit_are_431(server, nothing_written):
+    """Too large a header section is not a body problem: 431, naming the headers and the
+    limit (Sanic's default 8192 bytes), not the 413 body message."""
+    response = httpx.post(f"{server.url}{API}/run/behave", json={"algorithmParameters": {}},
+                          headers={"X-Padding": "x" * 9000}, timeout=30)
+    message = assert_error(response, 431, "Request Header Fields Too Large", "headers", "8192")
+    assert "max-payload-size" not in message
+
+
+def test_many_headers_over_the_size_limit_are_431(server, nothing_written):
+    headers = {f"X-Header-{i}": "y" * 100 for i in range(100)}
+    response = httpx.get(f"{server.url}{API}/results/tags/x", headers=headers, timeout=30)
+    assert_error(response, 431, "headers")
+
+
 def test_a_lying_content_length_is_refused(server, nothing_written):
     """A declared length over the limit is refused before the body is read."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
