@@ -9,7 +9,7 @@ import re
 import time
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, text
 
@@ -42,6 +42,7 @@ def route_template(path: str) -> str:
 # Sanic raises one PayloadTooLarge for a body and for a header section over its limit;
 # only the message tells them apart (tests/e2e/test_bad_input.py notices if it changes).
 _HEADER_TOO_LARGE = "Request header exceeds the size limit"
+CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never sent
 
 
 class PlainTextErrors(ErrorHandler):
@@ -55,6 +56,10 @@ class PlainTextErrors(ErrorHandler):
             return text(exception.message, status=exception.status, headers=exception.headers)
         if isinstance(exception, SanicException):
             return _sanic_error(request, exception)
+        if isinstance(exception, RequestCancelled):
+            # The client closed its connection mid-request (or mid long-poll): normal.
+            log.info("client went away during %s %s", request.method, request.path)
+            return text("Client closed the request", status=CLIENT_GONE)
         log.exception("unhandled error on %s %s", request.method, request.path,
                       exc_info=exception)
         return text("Internal server error; see the server log", status=500)

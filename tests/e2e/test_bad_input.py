@@ -8,7 +8,9 @@ submission_buffer, idempotency_keys in <data_dir>/nexus.db) and the payload file
 from __future__ import annotations
 
 import http.client
+import json
 import socket
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -530,3 +532,45 @@ def test_an_override_nested_past_its_limit_is_refused_with_its_field(roomy_api, 
     assert_error(response, 400, "environmentVariables: nested more than 32 levels deep",
                  "$.customConfiguration.runtimeEnvironment")
 
+
+# --- a client that goes away ------------------------------------------------------------
+
+
+def log_lines_since(server, offset: int) -> list[dict]:
+    text = server.log_path.read_bytes()[offset:].decode(errors="replace")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def wait_for_log(server, offset: int, fragment: str, timeout: float = 10.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log_lines_since(server, offset)
+        if any(fragment in line["message"] for line in lines):
+            return lines
+        time.sleep(0.1)
+    raise AssertionError(f"no log line with {fragment!r}: {lines}")
+
+
+def test_a_client_that_disconnects_mid_body_is_no_error(server, nothing_written):
+    offset = server.log_path.stat().st_size
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n"
+                     b'{"algorithmParameters": {"a": "' + b"x" * 100)
+        time.sleep(0.3)
+    lines = wait_for_log(server, offset, "client went away during POST")
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    gone = [line for line in lines if "client went away" in line["message"]]
+    assert {line["level"] for line in gone} == {"INFO"}
+
+
+def test_a_client_that_leaves_a_long_poll_is_no_error(server, api):
+    run_id = create(api, {"sleep": 30, "report": False})
+    offset = server.log_path.stat().st_size
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {API}/results/behave/requests/{run_id}?wait=20 HTTP/1.1\r\n"
+                     "Host: x\r\n\r\n".encode())
+        time.sleep(0.5)
+    lines = wait_for_log(server, offset, "client went away during GET")
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    api.post(f"{API}/cancel/behave/requests/{run_id}", json={})
