@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import math
+from urllib.parse import unquote
 
 import msgspec
 from sanic import Blueprint, Request
@@ -112,9 +113,19 @@ async def get_result(request: Request, algorithm: str, request_id: str) -> HTTPR
     return json_response(schemas.request_result(run))
 
 
+def _route_tag(raw: str) -> str:
+    """The tag of ``results/tags/{tag}``, percent-decoded (Sanic leaves route parameters
+    as sent): clients encode spaces, '/', '?', '#', '%' and non-ASCII text."""
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(f"Invalid tag {raw[:80]!r}: once percent-decoded it is not UTF-8 "
+                         "text; percent-encode the tag's UTF-8 bytes") from None
+
+
 @bp.get("/results/tags/<tag:str>")
 async def get_results_by_tag(request: Request, tag: str) -> HTTPResponse:
-    runs = await request.app.ctx.scheduler.by_tag(tag)
+    runs = await request.app.ctx.scheduler.by_tag(_route_tag(tag))
     return json_response([schemas.tagged_result(run) for run in runs])
 
 

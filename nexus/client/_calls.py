@@ -91,7 +91,11 @@ def user_agent() -> str:
 
 
 def segment(value: str) -> str:
-    """One path segment, percent-encoded so an id can never change the route."""
+    """One path segment, percent-encoded so an id or tag can never change the route: '/',
+    '?', '#', '%', spaces and non-ASCII text are escaped, and so is a segment of dots alone
+    (quote leaves '.' as it is, and HTTP clients resolve '.'/'..' segments away)."""
+    if value and value.strip(".") == "":
+        return "%2E" * len(value)
     return quote(value, safe="")
 
 

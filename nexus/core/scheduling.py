@@ -58,6 +58,26 @@ def check_algorithm_name(name: str) -> None:
         )
 
 
+# A tag is any printable text: control characters (C0 with NUL, DEL, C1) would end up in
+# logs, terminals and HTTP paths. 256 characters (1 KiB of UTF-8 at most) keep it far
+# under Cassandra's 64 KiB partition key (checkpoints_by_tag is keyed by tag).
+TAG_MAX_LENGTH = 256
+_TAG_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_tag(tag: str, field: str = "tag") -> None:
+    if len(tag) > TAG_MAX_LENGTH:
+        raise BadRequest(f"Invalid {field}: {len(tag)} characters, at most {TAG_MAX_LENGTH} "
+                         "are allowed")
+    control = _TAG_CONTROL.search(tag)
+    if control:
+        raise BadRequest(
+            f"Invalid {field}: control character U+{ord(control.group()):04X} at position "
+            f"{control.start()}; a tag may hold any printable Unicode text (no C0/C1 control "
+            "characters, NUL or DEL)"
+        )
+
+
 def check_request_id(run_id: str) -> None:
     if not _REQUEST_ID.match(run_id):
         raise NotFound(f"Provided request with identifier '{run_id[:80]}' not found")
@@ -136,6 +156,7 @@ class Scheduler:
         idempotency_key: str | None = None,
     ) -> str:
         check_algorithm_name(algorithm)
+        check_tag(tag)
         template = await self.templates.template(algorithm)
         if template is None:
             raise BadRequest(
@@ -294,6 +315,7 @@ class Scheduler:
     async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
         check_algorithm_name(algorithm)
         check_request_id(run_id)
+        check_tag(tag, "newTag")
         return await self.store.update_tag(algorithm, run_id, tag)
 
     # --- cancel ------------------------------------------------------------------------

@@ -278,6 +278,33 @@ async def test_by_tag_finds_runs_of_every_algorithm_oldest_first(run_store):
     assert await run_store.by_tag(f"tag-{uuid.uuid4()}") == []
 
 
+# Tags as the API lets them through: any printable Unicode, up to 256 characters
+# (nexus.core.scheduling.check_tag), including what a URL path must percent-encode.
+UNICODE_TAGS = ["ünïcødé-✓", "🚀 emoji 👩‍💻", "日本語のタグ", "a b/c?d#e%f+g", "Ω" * 256, "😀" * 256]
+
+
+@pytest.mark.parametrize("text", UNICODE_TAGS, ids=["latin", "emoji", "cjk", "url-chars",
+                                                    "greek-256", "emoji-256"])
+async def test_a_unicode_tag_is_stored_and_found_exactly(run_store, text):
+    tag = f"{text[:200]}-{uuid.uuid4().hex[:8]}" if len(text) < 256 else text
+    run = await created(run_store, tag=tag)
+    assert (await run_store.get(run.algorithm, run.id)).tag == tag
+    assert run.id in ids(await run_store.by_tag(tag))
+    # Exact matches only: no normalisation, case folding or prefix match.
+    for other in (tag.upper(), tag[:-1], tag + " ", tag.encode("unicode_escape").decode()):
+        if other != tag:
+            assert run.id not in ids(await run_store.by_tag(other)), other
+
+
+async def test_update_tag_to_a_unicode_tag(run_store):
+    old, new = f"tag-{uuid.uuid4()}", f"ünïcødé ✓/{uuid.uuid4()}"
+    run = await created(run_store, tag=old)
+    await run_store.update_tag(run.algorithm, run.id, new)
+    assert ids(await run_store.by_tag(new)) == [run.id]
+    assert await run_store.by_tag(old) == []
+    assert (await run_store.get(run.algorithm, run.id)).tag == new
+
+
 async def test_by_host_stage_follows_stage_changes(run_store):
     host, start = f"host-{uuid.uuid4()}", now_ms()
     runs = [await created(run_store, received_by_host=host,

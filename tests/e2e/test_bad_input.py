@@ -12,7 +12,7 @@ import json
 import socket
 import time
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -531,6 +531,65 @@ def test_an_override_nested_past_its_limit_is_refused_with_its_field(roomy_api, 
         + b"}]}}}"), headers={"Content-Type": "application/json"})
     assert_error(response, 400, "environmentVariables: nested more than 32 levels deep",
                  "$.customConfiguration.runtimeEnvironment")
+
+
+# --- tags ------------------------------------------------------------------------------
+
+
+def tag_path(tag: str) -> str:
+    return f"{API}/results/tags/{quote(tag, safe='')}"
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["ünïcødé-✓", "🚀 launch", "a b", "a/b", "a?b", "a#b", "100%", "%2F", "a+b", "日本語のタグ",
+     "x" * 256],
+    ids=["accents", "emoji", "space", "slash", "question", "hash", "percent", "encoded",
+         "plus", "cjk", "longest"],
+)
+def test_a_tag_that_needs_percent_encoding_is_found(api, tag):
+    run_id = create(api, {}, dry_run=True, tag=tag)
+    assert metadata(api, run_id)["tag"] == tag  # stored as sent
+    found = api.get(tag_path(tag))
+    assert found.status_code == 200, found.text
+    assert run_id in [row["requestId"] for row in found.json()]
+    assert all(row["requestId"] != run_id for row in api.get(tag_path(tag + "x")).json())
+    wait_terminal(api, run_id)
+
+
+@pytest.mark.parametrize(
+    ("tag", "code"),
+    [("\x01\x1f\x7f", "U+0001"), ("a\x00b", "U+0000"), ("line\nbreak", "U+000A"),
+     ("tab\t", "U+0009"), ("del\x7f", "U+007F"), ("c1\x85", "U+0085"), ("c1\x9f", "U+009F")],
+    ids=["c0", "nul", "newline", "tab", "del", "nel", "c1"],
+)
+def test_a_tag_with_control_characters_is_refused(api, nothing_written, tag, code):
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {}, "tag": tag})
+    assert_error(response, 400, "Invalid tag", code, "printable Unicode")
+
+
+def test_a_tag_longer_than_256_characters_is_refused(api, nothing_written):
+    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {}, "tag": "é" * 257})
+    assert_error(response, 400, "Invalid tag", "257 characters", "at most 256")
+
+
+def test_retag_checks_the_new_tag_like_a_create(api, server, parent):
+    before = server.written()
+    for new_tag, fragment in (("bad\x00tag", "U+0000"), ("x" * 257, "at most 256")):
+        response = api.post(f"{API}/metadata/tags/behave/requests/{parent}",
+                            json={"newTag": new_tag})
+        assert_error(response, 400, "Invalid newTag", fragment)
+    assert server.written() == before
+    assert metadata(api, parent)["tag"] == ""
+    retagged = "re-tag ✓/ok"
+    assert api.post(f"{API}/metadata/tags/behave/requests/{parent}",
+                    json={"newTag": retagged}).status_code == 200
+    assert [row["requestId"] for row in api.get(tag_path(retagged)).json()] == [parent]
+    api.post(f"{API}/metadata/tags/behave/requests/{parent}", json={"newTag": ""})
+
+
+def test_a_tag_lookup_that_is_not_utf8_is_a_400(api):
+    assert_error(api.get(f"{API}/results/tags/%FF%FE"), 400, "not UTF-8")
 
 
 # --- a client that goes away ------------------------------------------------------------

@@ -97,6 +97,13 @@ def test_runs_by_tag_is_a_table_or_json(server) -> None:
     assert empty.returncode == 0 and empty.stdout.splitlines()[1:] == []
 
 
+def test_runs_by_a_tag_with_slashes_and_unicode(server) -> None:
+    tag = "cli ünï/cødé?#%"
+    run_id = start(server, {}, "--tag", tag, "--dry-run")
+    rows = json.loads(nexus(server, "runs", "--tag", tag, "--json").stdout)
+    assert [row["requestId"] for row in rows] == [run_id]
+
+
 def test_wait_prints_plain_lines_when_not_a_terminal(server) -> None:
     ok = start(server, {"sleep": 0.2})
     bad = start(server, {"error": "exploded"})

@@ -85,6 +85,27 @@ def test_create_await_and_read_back(nexus: NexusClient, server: NexusProcess) ->
     assert nexus.runs_by_tag(tag) == [] and nexus.runs_by_tag(new_tag)[0].request_id == run_id
 
 
+@pytest.mark.parametrize("text", ["ünïcødé-✓", "🚀 launch", "a/b", "a?b#c", "100%", "%2F",
+                                  "..", "."],
+                         ids=["accents", "emoji", "slash", "query-hash", "percent",
+                              "encoded", "dots", "dot"])
+def test_runs_by_a_tag_that_needs_percent_encoding(nexus: NexusClient, text: str) -> None:
+    """The client percent-encodes the tag as one path segment; the server decodes it."""
+    tag = text if text.strip(".") == "" else f"{text}-{uuid.uuid4().hex[:8]}"
+    run_id = nexus.create_run(ALG, {}, tag=tag, dry_run=True)
+    assert run_id in [r.request_id for r in nexus.runs_by_tag(tag)]
+    new_tag = f"re {text} ✓"
+    nexus.update_tag(ALG, run_id, new_tag)
+    assert run_id in [r.request_id for r in nexus.runs_by_tag(new_tag)]
+    assert nexus.get_metadata(ALG, run_id)["tag"] == new_tag
+    nexus.await_run(ALG, run_id, timeout=15)
+
+
+def test_a_tag_with_a_control_character_is_a_bad_request(nexus: NexusClient) -> None:
+    with pytest.raises(BadRequest, match="printable Unicode"):
+        nexus.create_run(ALG, {}, tag="bell\x07", dry_run=True)
+
+
 def test_bytes_payload_custom_configuration_and_dry_run(nexus: NexusClient) -> None:
     run_id = nexus.create_run(ALG, b'{"raw": true}', dry_run=True,
                               custom_configuration={"runtimeEnvironment": {"deadlineSeconds": 7}})
