@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import re
 import time
 
 from sanic import Request, Sanic
@@ -29,14 +28,9 @@ log = logging.getLogger("nexus")
 access_log = logging.getLogger("nexus.access")  # one line per request at DEBUG
 
 
-_PARAMETER = re.compile(r"<([^:>]+)(?::[^>]*)?>")
-
-
-@functools.lru_cache(maxsize=256)
-def route_template(path: str) -> str:
-    """Sanic's ``algorithm/v1/run/<algorithm:str>`` as ``/algorithm/v1/run/{algorithm}``:
-    the metrics' route label, one series per route whatever the ids in the URL."""
-    return "/" + _PARAMETER.sub(r"{\1}", path.lstrip("/"))
+# The metrics' route label: the path as the OpenAPI document writes it
+# (/algorithm/v1/run/{algorithm}), one series per route whatever the ids in the URL.
+route_template = functools.lru_cache(maxsize=256)(openapi.openapi_path)
 
 
 # Sanic raises one PayloadTooLarge for a body and for a header section over its limit;

@@ -114,6 +114,7 @@ _ERROR_TEXT = {
     404: "Unknown run",
     409: "The run already finished",
     413: "Body larger than max-payload-size",
+    431: "Request line and headers together larger than 8 KiB",
     417: "The run has no stored payload",
     429: "The queue is full; retry after Retry-After seconds",
     503: "A backend did not answer; nothing was accepted; retry after Retry-After seconds",
@@ -161,7 +162,8 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
         ok["content"] = {media: {"schema": _schema(kind, components)}}
     elif status == 302:
         ok["headers"] = {"Location": {"schema": {"type": "string", "format": "uri"}}}
-    responses = {str(status): ok, **{str(code): _error_response(code) for code in op.errors}}
+    responses = {str(status): ok, **{str(code): _error_response(code) for code in op.errors},
+                 "431": _error_response(431)}  # any route, before it is even matched
     result: dict[str, Any] = {"operationId": key.replace(".", "_"), "summary": op.summary,
                               "tags": [op.tag], "parameters": params, "responses": responses}
     if op.body is not None:
