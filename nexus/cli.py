@@ -14,6 +14,7 @@ import socket
 import sys
 
 from nexus.client.cli import EXIT_CODES_HELP, add_commands, run_command
+from nexus.version import nexus_version
 
 ROLE_NAMES = "scheduler|receiver|supervisor|all"
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexus", description=DESCRIPTION, epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nexus {nexus_version()}")
     parser.add_argument("--role", metavar="ROLE",
                         help=f"serve as {ROLE_NAMES}; 'all' runs every role in one process")
     parser.add_argument("--config", help="settings file (YAML); NEXUS__A__B env vars override it")

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -77,10 +78,20 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scheduler_url(text: str) -> str:
+    """--scheduler: refused at once (exit 2) unless it is an http(s) URL with a host."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a scheduler URL: expected http:// or https:// and a host, "
+            "e.g. http://127.0.0.1:8080")
+    return text
+
+
 def add_commands(subparsers: Any) -> None:
     """Register the client commands on the ``nexus`` parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--scheduler", metavar="URL",
+    common.add_argument("--scheduler", metavar="URL", type=_scheduler_url,
                         default=os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL),
                         help="scheduler base URL (env NEXUS_SCHEDULER_URL; default %(default)s)")
     common.add_argument("--token", default=os.environ.get("NEXUS_TOKEN"),

@@ -164,6 +164,8 @@ def test_exit_1_when_the_run_fails(server) -> None:
     (("--role", "all", "get", ALG, UNKNOWN), None, "do not go with a client command"),
     (("--role", "chef"), None, "invalid choice"),
     (("launch",), None, "invalid choice"),
+    (("get", ALG, UNKNOWN, "--scheduler", "not-a-url"), None, "expected http:// or https://"),
+    (("get", ALG, UNKNOWN, "--scheduler", "ftp://host"), None, "is not a scheduler URL"),
 ])
 def test_exit_2_for_usage_errors_and_bad_requests(server, args, stdin, message) -> None:
     done = nexus(server, *args, stdin=stdin)
@@ -217,3 +219,10 @@ def test_help_documents_the_exit_codes(server) -> None:
         assert done.returncode == 0
         for code in range(7):
             assert f"\n  {code}  " in done.stdout
+
+
+def test_version() -> None:
+    from nexus.version import nexus_version
+
+    done = nexus(None, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"nexus {nexus_version()}"
