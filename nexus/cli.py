@@ -13,7 +13,7 @@ import argparse
 import socket
 import sys
 
-from nexus.client.cli import EXIT_CODES_HELP, add_commands, run_command
+from nexus.client.cli import EXIT_CODES_HELP, add_client_flags, add_commands, run_command
 from nexus.version import nexus_version
 
 ROLE_NAMES = "scheduler|receiver|supervisor|all"
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-port", action="store_true",
                         help="bind with SO_REUSEPORT so several nexus processes (each with its "
                              "own instance-id) share the port and the kernel spreads connections")
+    add_client_flags(parser)
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
                                        title="client commands"))
     return parser

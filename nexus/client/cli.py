@@ -88,15 +88,35 @@ def _scheduler_url(text: str) -> str:
     return text
 
 
+OUTPUTS = ("text", "json", "yaml", "wide")
+
+
+def add_client_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """The flags every client command takes, before or after its name (as kubectl does).
+
+    The top-level parser holds the defaults; each command's copy has none (SUPPRESS), so
+    a flag given after the command overrides one given before it, and one given before
+    it is not reset by the command's parser."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--scheduler", metavar="URL", type=_scheduler_url,
+                        default=default(os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL)),
+                        help="scheduler base URL (env NEXUS_SCHEDULER_URL; default "
+                             f"{os.environ.get('NEXUS_SCHEDULER_URL', DEFAULT_URL)})")
+    parser.add_argument("--token", default=default(os.environ.get("NEXUS_TOKEN")),
+                        help="bearer token sent as Authorization (env NEXUS_TOKEN)")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default=default("text"),
+                        help="text (default), json, yaml, or wide (every column)")
+    parser.add_argument("--json", dest="output", action="store_const", const="json",
+                        default=argparse.SUPPRESS, help="the same as -o json")
+
+
 def add_commands(subparsers: Any) -> None:
     """Register the client commands on the ``nexus`` parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--scheduler", metavar="URL", type=_scheduler_url,
-                        default=os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL),
-                        help="scheduler base URL (env NEXUS_SCHEDULER_URL; default %(default)s)")
-    common.add_argument("--token", default=os.environ.get("NEXUS_TOKEN"),
-                        help="bearer token sent as Authorization (env NEXUS_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_client_flags(common, defaults=False)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return subparsers.add_parser(name, parents=[common], help=help_text,
@@ -152,19 +172,42 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
+def _print_data(value: Any, output: str) -> None:
+    """-o json / -o yaml: the wire shapes (camelCase), the same in both."""
+    if output == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(msgspec.to_builtins(value), sort_keys=False,
+                                        allow_unicode=True))
+    else:
+        _print_json(value)
+
+
+def _structured(args: argparse.Namespace) -> bool:
+    return args.output in ("json", "yaml")
+
+
 def _result_code(result: RunResult) -> int:
     return EXIT_RUN_FAILED if result.failed else EXIT_OK
 
 
-def _table(rows: list[RunResult]) -> str:
-    header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT / ERROR")
-    lines = [header] + [
-        (r.request_id, r.algorithm_name, r.status,
-         r.result_uri if r.succeeded else r.run_error_message) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+def _table(rows: list[RunResult], wide: bool = False) -> str:
+    """Aligned columns; the last one is left ragged. Wide: result and error each in a
+    column of their own, empty ones shown as '-'."""
+    if wide:
+        header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT URI", "ERROR")
+        lines = [header] + [(r.request_id, r.algorithm_name or "-", r.status,
+                             r.result_uri or "-", r.run_error_message or "-") for r in rows]
+    else:
+        header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT / ERROR")
+        lines = [header] + [
+            (r.request_id, r.algorithm_name, r.status,
+             r.result_uri if r.succeeded else r.run_error_message) for r in rows]
+    aligned = len(header) - 1
+    widths = [max(len(line[i]) for line in lines) for i in range(aligned)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:3])) + "  " + line[3]
-        for line in lines).rstrip() + "\n"
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:aligned]))
+        + "  " + line[aligned] for line in lines).rstrip() + "\n"
 
 
 # --- commands ------------------------------------------------------------------------
@@ -201,8 +244,8 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
         payload_valid_for=args.payload_valid_for, dry_run=args.dry_run,
         idempotency_key=args.idempotency_key)
     if not args.wait:
-        if args.json:
-            _print_json({"requestId": request_id})
+        if _structured(args):
+            _print_data({"requestId": request_id}, args.output)
         else:
             print(request_id)
         return EXIT_OK
@@ -218,8 +261,10 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
 def _show(result: Any, args: argparse.Namespace) -> None:
     if result is None:
         return
-    if args.json:
-        _print_json(result)
+    if _structured(args):
+        _print_data(result, args.output)
+    elif args.output == "wide":
+        sys.stdout.write(_table([result], wide=True))
     else:
         print(describe(result))
 
@@ -234,8 +279,8 @@ def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
     initiator = args.initiator or getpass.getuser()
     client.cancel_run(args.algorithm, args.request_id, reason=args.reason,
                       initiator=initiator, policy=args.policy)
-    if args.json:
-        _print_json({"requestId": args.request_id, "cancelled": True})
+    if _structured(args):
+        _print_data({"requestId": args.request_id, "cancelled": True}, args.output)
     else:
         print(f"{args.request_id}\tCANCELLED")
     return EXIT_OK
@@ -243,15 +288,15 @@ def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
 
 def _cmd_runs(client: NexusClient, args: argparse.Namespace) -> int:
     rows = client.runs_by_tag(args.tag)
-    if args.json:
-        _print_json(rows)
+    if _structured(args):
+        _print_data(rows, args.output)
     else:
-        sys.stdout.write(_table(rows))
+        sys.stdout.write(_table(rows, wide=args.output == "wide"))
     return EXIT_OK
 
 
 async def _wait_all(args: argparse.Namespace) -> list[RunResult | NexusClientError]:
-    progress = None if args.json else Progress(args.request_ids)
+    progress = None if _structured(args) else Progress(args.request_ids)
     async with AsyncNexusClient(args.scheduler, token=args.token) as client:
         task = client.await_runs([(args.algorithm, rid) for rid in args.request_ids],
                                  timeout=args.timeout,
@@ -270,11 +315,11 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     outcomes = asyncio.run(_wait_all(args))
     unfinished = [o for o in outcomes if isinstance(o, RunResult) and not o.finished]
     errors = [o for o in outcomes if isinstance(o, NexusClientError)]
-    if args.json:
-        _print_json([
+    if _structured(args):
+        _print_data([
             {"requestId": rid, "error": str(o), "status": o.status}
             if isinstance(o, NexusClientError) else o
-            for rid, o in zip(args.request_ids, outcomes)])
+            for rid, o in zip(args.request_ids, outcomes)], args.output)
     else:
         for result in unfinished:
             print(f"{result.request_id}\t{result.status}\tstill unfinished after "

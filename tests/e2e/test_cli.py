@@ -226,3 +226,27 @@ def test_version() -> None:
 
     done = nexus(None, "--version")
     assert done.returncode == 0 and done.stdout.strip() == f"nexus {nexus_version()}"
+
+
+def test_output_formats_and_flags_before_or_after_the_command(server) -> None:
+    import yaml
+
+    run_id = start(server, {}, "--tag", "cli-output")
+    assert nexus(server, "wait", ALG, run_id, "--timeout", "30s").returncode == 0
+    # flags before the command (the environment names no scheduler: the flag is used)
+    before = nexus(None, "--scheduler", server.url, "-o", "yaml", "get", ALG, run_id)
+    assert before.returncode == 0, before.stderr
+    assert yaml.safe_load(before.stdout)["status"] == "COMPLETED"
+    # ... and after it; a flag after the command wins over one before it
+    after = nexus(None, "--scheduler", "http://127.0.0.1:9", "get", ALG, run_id,
+                  "--scheduler", server.url, "-o", "json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["requestId"] == run_id
+    wide = nexus(server, "runs", "--tag", "cli-output", "-o", "wide")
+    header, row = wide.stdout.splitlines()
+    assert header.split() == ["REQUEST", "ID", "ALGORITHM", "STATUS", "RESULT", "URI", "ERROR"]
+    assert row.split()[:3] == [run_id, ALG, "COMPLETED"] and row.split()[-1] == "-"
+    listed = yaml.safe_load(nexus(server, "runs", "--tag", "cli-output", "-o", "yaml").stdout)
+    assert [r["requestId"] for r in listed] == [run_id]
+    refused = nexus(server, "get", ALG, run_id, "-o", "xml")
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
