@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
+    if argv is None:
+        # A shell asking for completions (nexus completion SHELL installs the hook) is
+        # answered here and the process exits; otherwise this returns at once.
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if args.command is None:
         from nexus.app import ROLES

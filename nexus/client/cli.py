@@ -52,7 +52,8 @@ EXIT_CODES_HELP = """exit codes:
   5  server unavailable (unreachable, 429/503 after retries, 5xx)
   6  conflict (e.g. cancelling a run that already finished)"""
 
-COMMANDS = ("run", "get", "wait", "cancel", "runs")
+COMMANDS = ("run", "get", "wait", "cancel", "runs", "completion")
+SHELLS = ("bash", "zsh", "fish")
 
 
 class UsageError(Exception):
@@ -163,6 +164,13 @@ def add_commands(subparsers: Any) -> None:
 
     runs = command("runs", "list the runs that carry a tag, as a table")
     runs.add_argument("--tag", required=True)
+
+    completion = subparsers.add_parser(
+        "completion", help="print the shell completion script",
+        description="print the completion script for SHELL; e.g. in ~/.bashrc: "
+                    "eval \"$(nexus completion bash)\"; for fish: "
+                    "nexus completion fish > ~/.config/fish/completions/nexus.fish")
+    completion.add_argument("shell", choices=SHELLS)
 
 
 # --- output --------------------------------------------------------------------------
@@ -334,6 +342,11 @@ def _cmd_wait(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Run one client command; print errors to stderr and return the exit code."""
     try:
+        if args.command == "completion":
+            import argcomplete
+
+            sys.stdout.write(argcomplete.shellcode(["nexus"], shell=args.shell))
+            return EXIT_OK
         if args.command == "wait":
             return _cmd_wait(args)
         handler = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel,

@@ -250,3 +250,17 @@ def test_output_formats_and_flags_before_or_after_the_command(server) -> None:
     assert [r["requestId"] for r in listed] == [run_id]
     refused = nexus(server, "get", ALG, run_id, "-o", "xml")
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_and_completions(shell, tmp_path) -> None:
+    script = nexus(None, "completion", shell)
+    assert script.returncode == 0 and "nexus" in script.stdout and "_ARGCOMPLETE" in script.stdout
+    # what the installed hook asks of nexus, and what nexus answers
+    answer = tmp_path / "completions"
+    env = {**_env(None), "_ARGCOMPLETE": "1", "COMP_LINE": "nexus ru", "COMP_POINT": "8",
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}
+    done = subprocess.run([sys.executable, "-m", "nexus.cli"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(answer.read_text().split("\v")) == ["run", "runs"]
