@@ -36,7 +36,7 @@ from nexus.client.errors import (
     WaitTimeout,
 )
 from nexus.client.models import RunResult
-from nexus.client.progress import Progress, describe
+from nexus.client.progress import Progress, StageLine, describe
 from nexus.client.sync import DEFAULT_URL, NexusClient
 from nexus.core.units import parse_duration
 
@@ -257,11 +257,19 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
         else:
             print(request_id)
         return EXIT_OK
+    # Stages on stderr (one poll a second: the server's long poll ends only at the end).
+    stages = None if _structured(args) else StageLine(request_id)
+    step = 1.0 if stages else 30.0
     try:
-        result = client.await_run(args.algorithm, request_id, timeout=args.timeout)
+        result = client.await_run(args.algorithm, request_id, timeout=args.timeout,
+                                  on_status=stages.show if stages else None,
+                                  wait_step=step, poll_interval=min(step, 2.0))
     except WaitTimeout as exc:
         _show(exc.last_result, args)
         raise
+    finally:
+        if stages is not None:
+            stages.finish()
     _show(result, args)
     return _result_code(result)
 

@@ -72,3 +72,30 @@ class Progress:
         if self.live:
             self.stream.write("\r\x1b[2K" + self.status_line() + "\n")
             self.stream.flush()
+
+
+class StageLine:
+    """``run --wait``'s stages on standard error, so standard output keeps only the result:
+    redrawn in place on a terminal, a plain line per change otherwise."""
+
+    def __init__(self, request_id: str, stream: TextIO | None = None,
+                 live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.request_id = request_id
+        self.live = self.stream.isatty() if live is None else live
+        self.started = time.monotonic()
+        self.drawn = False
+
+    def show(self, result: RunResult) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.live:
+            self.stream.write(f"\r\033[K{self.request_id}  {result.status}  ({elapsed:.0f}s)")
+            self.drawn = True
+        else:
+            self.stream.write(f"{self.request_id}\t{result.status}\t{elapsed:.1f}s\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

@@ -96,18 +96,25 @@ class NexusClient:
         return self._send(calls.get_run(algorithm, request_id, wait, self._core.timeout))
 
     def await_run(self, algorithm: str, request_id: str, *, timeout: float | None = None,
-                  poll_interval: float = 2.0, wait_step: float = 30.0) -> RunResult:
+                  poll_interval: float = 2.0, wait_step: float = 30.0,
+                  on_status: Callable[[RunResult], None] | None = None) -> RunResult:
         """Long-poll until the run finishes; raise WaitTimeout after ``timeout`` seconds.
 
         Each poll asks the server to hold the answer for up to ``wait_step`` seconds; a
         server that answers early (one without ``?wait=``) is polled no more often than
-        every ``poll_interval`` seconds.
+        every ``poll_interval`` seconds. ``on_status`` gets every answer whose status
+        differs from the previous one (the server's long poll ends only when the run
+        finishes: a caller showing stages passes a short ``wait_step``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        status = None
         while True:
             started = time.monotonic()
             wait = wait_step if deadline is None else max(0.0, min(wait_step, deadline - started))
             result = self.get_run(algorithm, request_id, wait=wait)
+            if on_status is not None and result.status != status:
+                status = result.status
+                on_status(result)
             if result.finished:
                 return result
             now = time.monotonic()

@@ -264,3 +264,46 @@ def test_completion_script_and_completions(shell, tmp_path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(answer.read_text().split("\v")) == ["run", "runs"]
+
+
+ORDER = ["NEW", "BUFFERED", "RUNNING", "COMPLETED"]
+
+
+def test_run_wait_shows_each_stage_on_stderr_and_only_the_result_on_stdout(server) -> None:
+    done = nexus(server, "run", ALG, "--payload", "-", "--wait", stdin='{"sleep": 2.5}')
+    assert done.returncode == 0, done.stderr
+    (result,) = done.stdout.splitlines()
+    run_id, status = result.split("\t")[:2]
+    assert status == "COMPLETED"
+    lines = [line.split("\t") for line in done.stderr.splitlines()]
+    assert all(line[0] == run_id for line in lines), done.stderr
+    stages = [line[1] for line in lines]
+    assert stages[-1] == "COMPLETED" and "RUNNING" in stages, stages
+    assert stages == sorted(stages, key=ORDER.index), stages  # one line per change, in order
+
+
+def test_run_wait_redraws_the_stage_in_place_on_a_terminal(server) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "nexus.cli", "run", ALG, "--payload", "-",
+                               "--wait"], cwd=REPO, env=_env(server.url), input=b'{"sleep": 1}',
+                              stdout=subprocess.PIPE, stderr=follower, timeout=60)
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert done.returncode == 0
+    assert b"\r\x1b[K" in shown and b"RUNNING" in shown and b"\n" not in shown.rstrip(b"\r\n")
