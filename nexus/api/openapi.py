@@ -140,8 +140,16 @@ def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_REQUEST_ID = {"X-Request-ID": {
+    "description": "The request's id, as sent by the client or made by nexus; it is in "
+                   "every log line of the request", "schema": {"type": "string"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}
+
+
 def _error_response(status: int) -> dict[str, Any]:
-    return {"description": _ERROR_TEXT.get(status, "Error"),
+    headers = {**_REQUEST_ID, **(_RETRY_AFTER if status in (429, 503) else {})}
+    return {"description": _ERROR_TEXT.get(status, "Error"), "headers": headers,
             "content": {TEXT: {"schema": {"type": "string"}}}}
 
 
@@ -157,11 +165,11 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
     params += [{"name": name, "in": "header", "required": False, "description": text,
                 "schema": {"type": "string"}} for name, text in op.headers]
     status, text, kind, media = op.ok
-    ok: dict[str, Any] = {"description": text}
+    ok: dict[str, Any] = {"description": text, "headers": dict(_REQUEST_ID)}
     if kind is not None:
         ok["content"] = {media: {"schema": _schema(kind, components)}}
     elif status == 302:
-        ok["headers"] = {"Location": {"schema": {"type": "string", "format": "uri"}}}
+        ok["headers"]["Location"] = {"schema": {"type": "string", "format": "uri"}}
     responses = {str(status): ok, **{str(code): _error_response(code) for code in op.errors},
                  "431": _error_response(431)}  # any route, before it is even matched
     result: dict[str, Any] = {"operationId": key.replace(".", "_"), "summary": op.summary,

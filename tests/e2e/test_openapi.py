@@ -166,3 +166,21 @@ def test_fuzz_finds_no_server_errors(server: NexusProcess) -> None:
     assert failures == [], "\n".join(failures[:20])
     assert len(sent) > 2 * 5 * len(OPERATIONS)  # really generated requests for every operation
     assert sent.count(202) >= 10  # and many got past validation into the use cases
+
+
+def test_the_headers_clients_rely_on_are_documented() -> None:
+    """Retry-After on every 429 and 503, X-Request-ID on every answer, 431 everywhere,
+    and the bearer scheme."""
+    from nexus.api.openapi import build_document
+
+    settings = load_settings(environ={}, executor="kubernetes")
+    document = build_document(create_app(settings, "all", name="openapi-headers"))
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    for op in operations:
+        for status, answer in op["responses"].items():
+            assert "X-Request-ID" in answer["headers"], (op["operationId"], status)
+            if status in ("429", "503"):
+                assert "Retry-After" in answer["headers"], (op["operationId"], status)
+        assert "431" in op["responses"], op["operationId"]
+    assert any("429" in op["responses"] for op in operations)
