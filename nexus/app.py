@@ -13,7 +13,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, text
 
 from nexus import logs
-from nexus.api import health, openapi
+from nexus.api import docs, health, openapi
 from nexus.core.watch import RunWatch
 from nexus.errors import ConfigError, NexusError
 from nexus.metrics import MeteredLauncher, MeteredStore, Metrics
@@ -122,6 +122,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         _ROLE_MODULES[name_].routes(app)
     if role != "supervisor":
         app.blueprint(openapi.bp)
+        app.blueprint(docs.bp)
 
     @app.on_request(priority=1000)
     async def bind_request_id(request: Request) -> None:

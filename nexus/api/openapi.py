@@ -106,6 +106,10 @@ OPERATIONS: dict[str, Operation] = {
                                 ok=(200, "Text exposition format", {"type": "string"}, TEXT)),
     "openapi.openapi": Operation("This document", "health",
                                  ok=(200, "OpenAPI 3.1", _ANY_OBJECT, JSON)),
+    "docs.page": Operation("This document, browsable (Redoc, served by nexus)", "health",
+                           ok=(200, "An HTML page", {"type": "string"}, "text/html")),
+    "docs.redoc": Operation("The page's script (Redoc 2, MIT)", "health",
+                            ok=(200, "JavaScript", {"type": "string"}, "text/javascript")),
 }
 
 _ERROR_TEXT = {

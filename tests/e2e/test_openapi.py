@@ -184,3 +184,14 @@ def test_the_headers_clients_rely_on_are_documented() -> None:
                 assert "Retry-After" in answer["headers"], (op["operationId"], status)
         assert "431" in op["responses"], op["operationId"]
     assert any("429" in op["responses"] for op in operations)
+
+
+def test_the_browsable_page_is_served_without_a_cdn(server: NexusProcess) -> None:
+    api = httpx.Client(base_url=server.url, timeout=30)
+    page = api.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'spec-url="/openapi.json"' in page.text and 'src="/docs/redoc.standalone.js"' in page.text
+    assert "http" not in page.text.lower().replace("http-equiv", "")  # nothing from elsewhere
+    script = api.get("/docs/redoc.standalone.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert len(script.content) > 500_000 and b"Redoc" in script.content[:2000]

@@ -89,6 +89,7 @@ def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
             archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
     assert any(re.match(r"nexus/_rust_queue\..*\.so$", name) for name in names)
     assert "nexus/_rust_queue.pyi" in names and "nexus/client/__init__.py" in names
+    assert "nexus/api/static/redoc/redoc.standalone.js" in names  # the /docs page
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
