@@ -202,11 +202,50 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
     "config.scylla-cql-store.password=in-plain-text",
     "probes.liveness.path=health",
     "schedulr.replicas=2",
+    "image.digest=latest",
+    "serviceMonitor.interval=often",
+    "probes.startup.failureThreshold=0",
+    "ingress.hostz[0]=nexus.example",
 ])
 def test_values_schema_refuses_bad_values(helm, bad: str) -> None:
     done = helm("template", "nexus", str(CHART), "--set", bad, check=False)
     assert done.returncode != 0
     assert "schema" in done.stderr.lower(), done.stderr
+
+
+def test_opt_in_knobs_render(helm) -> None:
+    """ServiceMonitor, NetworkPolicy and Ingress are off by default and render when asked;
+    the pod knobs reach every role's pod."""
+    digest = "sha256:" + "ab" * 32
+    defaults = _documents(helm("template", "nexus", str(CHART)).stdout)
+    assert not any(_by_kind(defaults, kind) for kind in ("ServiceMonitor", "NetworkPolicy",
+                                                        "Ingress"))
+    docs = _documents(helm(
+        "template", "nexus", str(CHART),
+        "--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
+        "--set", "ingress.enabled=true", "--set", "ingress.hosts[0]=nexus.example",
+        "--set", f"image.digest={digest}", "--set", "priorityClassName=high",
+        "--set", "podLabels.team=ml", "--set", "podAnnotations.owner=ml-team",
+        "--set", "extraVolumes[0].name=ca", "--set", "extraVolumes[0].emptyDir.medium=Memory",
+        "--set", "extraVolumeMounts[0].name=ca",
+        "--set", "extraVolumeMounts[0].mountPath=/etc/ca").stdout)
+    assert set(_by_kind(docs, "ServiceMonitor")) == {"nexus-scheduler", "nexus-receiver"}
+    assert set(_by_kind(docs, "NetworkPolicy")) == {
+        "nexus-scheduler", "nexus-receiver", "nexus-supervisor"}
+    (ingress,) = _by_kind(docs, "Ingress").values()
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert ingress["spec"]["rules"][0]["host"] == "nexus.example"
+    assert backend["name"] == "nexus-scheduler"
+    for deployment in _by_kind(docs, "Deployment").values():
+        pod = deployment["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        assert container["image"].endswith("@" + digest)
+        assert pod["spec"]["priorityClassName"] == "high"
+        assert pod["metadata"]["labels"]["team"] == "ml"
+        assert pod["metadata"]["annotations"]["owner"] == "ml-team"
+        assert {"name": "ca", "emptyDir": {"medium": "Memory"}} in pod["spec"]["volumes"]
+        assert {"name": "ca", "mountPath": "/etc/ca"} in container["volumeMounts"]
+        assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
 
 
 def test_roles_can_be_turned_off(helm) -> None:
