@@ -180,6 +180,9 @@ def test_an_override_as_the_go_sdk_sends_it_is_accepted(api):
     assert job["spec"]["activeDeadlineSeconds"] == 20
     limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits == {"cpu": "2", "memory": "1Gi"}
+    # finished, so its later writes (the Job row at BUFFERED) cannot land inside the
+    # next test's nothing_written window on this shared server
+    assert wait_terminal(api, run_id)["status"] == "COMPLETED"
 
 
 def test_unknown_algorithm(api, nothing_written):
@@ -549,6 +552,7 @@ def tag_path(tag: str) -> str:
 )
 def test_a_tag_that_needs_percent_encoding_is_found(api, tag):
     run_id = create(api, {}, dry_run=True, tag=tag)
+    wait_terminal(api, run_id)  # no write of it may land in the next test's window
     assert metadata(api, run_id)["tag"] == tag  # stored as sent
     found = api.get(tag_path(tag))
     assert found.status_code == 200, found.text
@@ -625,6 +629,7 @@ def test_a_client_that_disconnects_mid_body_is_no_error(server, nothing_written)
 
 def test_a_client_that_leaves_a_long_poll_is_no_error(server, api):
     run_id = create(api, {"sleep": 30, "report": False})
+    wait_stage(api, run_id, "RUNNING")  # its Job row is written by then
     offset = server.log_path.stat().st_size
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(f"GET {API}/results/behave/requests/{run_id}?wait=20 HTTP/1.1\r\n"
