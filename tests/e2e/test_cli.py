@@ -40,6 +40,19 @@ def nexus(server: NexusProcess | None, *args: str, stdin: str | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _read_until_closed(fd: int) -> bytes:
+    """Everything a pty's other end wrote, until it closed (EIO on Linux)."""
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return output
+        if not chunk:
+            return output
+        output += chunk
+
+
 def start(server: NexusProcess, payload: dict, *extra: str) -> str:
     done = nexus(server, "run", ALG, "--payload", "-", *extra, stdin=json.dumps(payload))
     assert done.returncode == 0, done.stderr
@@ -122,15 +135,7 @@ def test_wait_shows_a_live_display_on_a_terminal(server) -> None:
                             cwd=REPO, env=_env(server.url), stdout=follower,
                             stderr=subprocess.PIPE)
     os.close(follower)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = _read_until_closed(leader)
     assert proc.wait(30) == 0
     os.close(leader)
     text = output.decode()
@@ -292,15 +297,7 @@ def test_run_wait_redraws_the_stage_in_place_on_a_terminal(server) -> None:
                               stdout=subprocess.PIPE, stderr=follower, timeout=60)
         os.close(follower)
         follower = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
+        shown = _read_until_closed(leader)
     finally:
         os.close(leader)
         if follower != -1:
