@@ -161,12 +161,9 @@ def test_metrics_carry_build_info_process_and_request_latency(api):
 def test_metrics_pass_promtool(api):
     """``promtool check metrics`` (scripts/testenv's promtool component) finds nothing to
     say about a scrape of a server that has served runs, errors and long polls."""
-    promtool = os.environ.get("NEXUS_TEST_PROMTOOL")
-    if not promtool:
-        message = "NEXUS_TEST_PROMTOOL is not set (scripts/testenv up promtool)"
-        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
-            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)")
-        pytest.skip(message)
+    from contract.servers import require
+
+    promtool = require("promtool", ("NEXUS_TEST_PROMTOOL",))["NEXUS_TEST_PROMTOOL"]
     api.post("/algorithm/v1/run/behave", json={"algorithmParameters": {}})
     api.get("/algorithm/v1/results/behave/requests/unknown")
     scrape = api.get("/metrics").content

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
+from contract.servers import require
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "localhost/nexus:test"
@@ -29,13 +30,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def podman() -> list[str]:
-    needed = ("NEXUS_TEST_PODMAN", "NEXUS_TEST_IMAGE_BASE", "NEXUS_TEST_PODMAN_RUN_FLAGS")
-    missing = [name for name in needed if not os.environ.get(name)]
-    if missing:
-        message = f"{', '.join(missing)} not set (scripts/testenv up image)"
-        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
-            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)")
-        pytest.skip(message)
+    require("image", ("NEXUS_TEST_PODMAN", "NEXUS_TEST_IMAGE_BASE",
+                      "NEXUS_TEST_PODMAN_RUN_FLAGS"))
     return shlex.split(os.environ["NEXUS_TEST_PODMAN"])
 
 
@@ -71,12 +67,6 @@ def test_the_image_runs_as_non_root_and_answers_help_and_version(podman, image):
     print(f"\nimage {image}: {int(size.stdout.strip()) / 2**20:.0f} MiB")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _call(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
@@ -86,7 +76,7 @@ def _call(url: str, body: dict | None = None) -> dict:
 
 
 def test_role_all_serves_a_run_of_the_example_to_completed(podman, image):
-    port = _free_port()
+    port = free_port()
     started = run(podman, "-d", "-e", f"NEXUS__BIND_PORT={port}", image, "--role", "all")
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
