@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 
-import pytest
 
 from bench import load, servers
 from bench.profiling import profile_accept
