@@ -247,7 +247,9 @@ def test_lenient_payload_valid_for(api, duration):
                         json={"algorithmParameters": {}, "payloadValidFor": duration})
     assert response.status_code == 202
     expected = "24s" if duration == "24" else "24h"
-    assert metadata(api, response.json()["requestId"])["payload_valid_for"] == expected
+    run_id = response.json()["requestId"]
+    assert metadata(api, run_id)["payload_valid_for"] == expected
+    wait_terminal(api, run_id)  # no write of it may land in the next test's window
 
 
 @pytest.mark.parametrize(
@@ -522,6 +524,7 @@ def test_a_payload_nested_400_deep_is_stored_as_sent(roomy, roomy_api):
     run_id = response.json()["requestId"]
     stored = [path for path in (roomy.data_dir / "payloads").rglob("*") if run_id in path.name]
     assert [path.read_bytes() for path in stored] == [params]
+    wait_terminal(roomy_api, run_id)  # no write of it may land in the next test's window
     wait_terminal(roomy_api, run_id)
 
 
