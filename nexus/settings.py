@@ -174,8 +174,9 @@ def _dec_hook(type_: type, obj: Any) -> Any:
     raise NotImplementedError(f"unsupported settings type {type_!r}")
 
 
-def _field_types(struct_type: type) -> dict[str, Any]:
+def _field_types(struct_type: type[msgspec.Struct]) -> dict[str, msgspec.inspect.Type]:
     info = msgspec.inspect.type_info(struct_type)
+    assert isinstance(info, msgspec.inspect.StructType)  # what a Struct class is described as
     return {field.encode_name: field.type for field in info.fields}
 
 
@@ -186,10 +187,10 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX):].split("__")]
-        struct_type: Any = Settings
+        struct_type: type[msgspec.Struct] = Settings
         node = tree
         for depth, key in enumerate(path):
-            fields = _field_types(struct_type) if isinstance(struct_type, type) else {}
+            fields = _field_types(struct_type)
             kind = fields.get(key)
             if kind is None:
                 raise ConfigError(f"Unknown setting {name}: no key '{'.'.join(path[:depth + 1])}'")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from sanic import Blueprint, Request, Sanic
+from sanic import Blueprint, DefaultSanic, Request
 from sanic.response import HTTPResponse, raw
 
 from nexus.api import schemas
@@ -185,7 +185,7 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
     return result
 
 
-def build_document(app: Sanic) -> dict[str, Any]:
+def build_document(app: DefaultSanic) -> dict[str, Any]:
     components: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes:

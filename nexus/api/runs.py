@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import math
+from typing import TypeVar
 from urllib.parse import unquote
 
 import msgspec
@@ -27,8 +28,10 @@ def json_response(body: object, status: int = 200) -> HTTPResponse:
 # less the handler's own stack, so up to ~950 levels pass; deeper is a RecursionError.
 JSON_DEPTH = 500
 
+T = TypeVar("T")
 
-def _decode(decoder: msgspec.json.Decoder, body: bytes, what: str):
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
     if not body:
         raise BadRequest(f"{what} is invalid: the request body is empty, expected a JSON object")
     try:

@@ -8,6 +8,8 @@ section the template lacks creates that section instead of failing.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from nexus.core.models import (
@@ -18,8 +20,10 @@ from nexus.core.models import (
     WorkgroupRef,
 )
 
+_S = TypeVar("_S", bound=msgspec.Struct)
 
-def _replace_set(obj, **candidates):
+
+def _replace_set(obj: _S, **candidates: object) -> _S:
     changes = {name: value for name, value in candidates.items() if value is not None}
     return msgspec.structs.replace(obj, **changes) if changes else obj
 

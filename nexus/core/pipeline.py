@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 from nexus._rust_queue import Backoff, Queue, TokenBucket
 from nexus.core.models import LifecycleStage as S, Run, RunKey, SubmissionEntry
@@ -67,7 +67,7 @@ class _Lane:
 
     async def next(self) -> RunKey:
         while True:
-            key = self.queue.pop()
+            key = cast("RunKey | None", self.queue.pop())  # push() puts only RunKeys in
             if key is None and self.overflow:
                 key = self.overflow.popleft()
             if key is not None:
@@ -203,7 +203,7 @@ class LaunchPipeline:
         if not retrying:
             self._in_flight.discard((key.algorithm, key.id))
 
-    async def _transition(self, run: Run, target: S, **fields) -> Run | None:
+    async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
             updated = await self._store.transition(run.algorithm, run.id, target, **fields)
         except (InvalidTransition, NotFound):
@@ -222,7 +222,7 @@ class LaunchPipeline:
             # cannot use) would fail again on every try: it fails now, with the reason,
             # instead of going round the sweep for ever. A template source that is down
             # (BackendUnavailable) is retried like a store outage.
-            reason = None
+            reason = ""
             try:
                 entry = await self._render(run)
             except BackendUnavailable:
@@ -232,7 +232,7 @@ class LaunchPipeline:
             except Exception as exc:  # noqa: BLE001 - a bug in rendering, or a bad record
                 log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
                 reason = repr(exc)
-            if reason is not None:
+            if entry is None:
                 await self._transition(run, S.SCHEDULING_FAILED,
                                        algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
                                        algorithm_failure_details=f"Rendering its Job failed: {reason}")

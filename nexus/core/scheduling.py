@@ -15,7 +15,7 @@ import os
 import time
 import zlib
 import base64
-from typing import Any
+from typing import Any, NoReturn
 
 from nexus.core.buffering import JobRenderer
 from nexus.core.models import (
@@ -227,18 +227,20 @@ class Scheduler:
         upload = asyncio.ensure_future(self.buffer.put(algorithm, run_id, parameters))
         submitted = False
         try:
+            created: str | Exception
             try:
-                created: Any = await self.store.create(run, None, idempotency_key)
+                created = await self.store.create(run, None, idempotency_key)
             except asyncio.CancelledError:
                 upload.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - handled with the upload's outcome
                 created = exc
+            stored: Exception | None = None
             try:
-                stored: Any = await upload
+                await upload
             except Exception as exc:  # noqa: BLE001 - handled by _abandon
                 stored = exc
-            if isinstance(created, BaseException) or isinstance(stored, BaseException):
+            if isinstance(created, Exception) or stored is not None:
                 await self._abandon(run, stored, created)
             if created != run_id:  # an idempotency key raced us and lost: the first run wins
                 return created
@@ -252,9 +254,10 @@ class Scheduler:
                 self.pipeline.note_left_behind()
         return run_id
 
-    async def _abandon(self, run: Run, stored: Any, created: Any) -> None:
+    async def _abandon(self, run: Run, stored: Exception | None,
+                       created: str | Exception) -> NoReturn:
         """One of the two writes failed: refuse the request and leave no live run behind."""
-        if not isinstance(created, BaseException):
+        if not isinstance(created, Exception):
             try:
                 await self.store.transition(
                     run.algorithm, run.id, S.SCHEDULING_FAILED,
@@ -263,7 +266,7 @@ class Scheduler:
                 )
             except NexusError:
                 log.warning("could not mark abandoned run %s/%s", run.algorithm, run.id)
-        failure = created if isinstance(created, BaseException) else stored
+        failure = created if isinstance(created, Exception) else stored
         if isinstance(failure, NexusError):
             raise failure
         raise BackendUnavailable(f"Request buffering failed for: {run.algorithm}/{run.id}") from failure

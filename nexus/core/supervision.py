@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from typing import Any
 
 from nexus.core.models import LifecycleStage as S, Run
 from nexus.core.pipeline import LAUNCH_FAILED_CAUSE, LaunchPipeline, utcnow
@@ -60,7 +61,8 @@ _RULES: dict[Outcome, tuple[S, str, str | None, bool]] = {
 class Supervision:
     def __init__(self, store: RunStore, buffer: PayloadBuffer, watcher: ClusterWatcher,
                  pipeline: LaunchPipeline | None, config: SupervisionConfig,
-                 on_change=None, observing_since: datetime | None = None) -> None:
+                 on_change: Callable[[str, str], None] | None = None,
+                 observing_since: datetime | None = None) -> None:
         self.store = store
         self.buffer = buffer
         self.watcher = watcher
@@ -97,7 +99,7 @@ class Supervision:
         return await self._transition(run, target, algorithm_failure_cause=cause,
                                       algorithm_failure_details=obs.message)
 
-    async def _transition(self, run: Run, target: S, **fields) -> Run | None:
+    async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
             updated = await self.store.transition(run.algorithm, run.id, target, **fields)
         except (InvalidTransition, NotFound):
