@@ -124,7 +124,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         app.blueprint(openapi.bp)
         app.blueprint(docs.bp)
 
-    @app.on_request(priority=1000)
+    @app.middleware("request", priority=1000)
     async def bind_request_id(request: Request) -> None:
         request.ctx.started = time.perf_counter()
         request.ctx.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))

@@ -7,7 +7,7 @@ executor and launch pipeline; each role asks for what it needs and gets the one 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from sanic import Sanic
 
@@ -112,7 +112,7 @@ class Shared:
 
         self.spawn(loop(), name)
 
-    def spawn(self, coroutine: Awaitable[None], name: str) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self.tasks.append(asyncio.create_task(coroutine, name=name))
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ How URLs are made is the only difference between stores, so it is passed in.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, NamedTuple, Protocol
+from typing import Awaitable, Callable, Literal, NamedTuple, Protocol
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
@@ -22,8 +22,11 @@ class ObjectRef(NamedTuple):
     key: str
 
 
+UrlMethod = Literal["GET", "PUT"]
+
+
 class UrlMaker(Protocol):
-    def __call__(self, method: str, ref: ObjectRef, valid_for: float) -> str: ...
+    def __call__(self, method: UrlMethod, ref: ObjectRef, valid_for: float) -> str: ...
 
 
 def payload_key(prefix: str, algorithm: str, run_id: str) -> str:

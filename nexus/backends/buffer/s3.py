@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
-from nexus.backends.buffer.objects import ObjectPayloadBuffer, ObjectRef
+from nexus.backends.buffer.objects import ObjectPayloadBuffer, ObjectRef, UrlMethod
 from nexus.errors import BackendUnavailable, BadRequest, ConfigError
 from nexus.settings import S3Buffer
+
+if TYPE_CHECKING:  # a TypedDict of obstore's stubs, not there at run time
+    from obstore.store import S3Config
 
 # SigV4 presigned URLs cannot live longer than seven days.
 MAX_URL_LIFETIME = 7 * 24 * 3600
@@ -78,7 +82,7 @@ class S3PayloadBuffer(ObjectPayloadBuffer):
         except (BaseError, OSError) as exc:
             raise self._unavailable(f"list bucket '{self._bucket}'", exc) from exc
 
-    def _sign(self, method: str, ref: ObjectRef, valid_for: float) -> str:
+    def _sign(self, method: UrlMethod, ref: ObjectRef, valid_for: float) -> str:
         if valid_for > MAX_URL_LIFETIME:
             raise BadRequest(
                 f"Invalid payloadValidFor: S3 presigned URLs live at most 7 days "
@@ -95,7 +99,7 @@ def s3_buffer(config: S3Buffer) -> S3PayloadBuffer:
     if config.payload_valid_for > MAX_URL_LIFETIME:
         raise ConfigError("Invalid settings: s3-buffer.payload-valid-for must not exceed 168h "
                           "(the longest an S3 presigned URL can live)")
-    options: dict[str, object] = {
+    options: S3Config = {
         "region": config.region,
         "virtual_hosted_style_request": config.virtual_hosted_style,
     }
@@ -107,6 +111,7 @@ def s3_buffer(config: S3Buffer) -> S3PayloadBuffer:
     try:
         store = S3Store(
             bucket,
+            config=options,
             client_options={
                 "allow_http": config.endpoint.startswith("http://"),
                 "connect_timeout": timedelta(seconds=config.connect_timeout),
@@ -118,7 +123,6 @@ def s3_buffer(config: S3Buffer) -> S3PayloadBuffer:
                 "backoff": {"init_backoff": timedelta(milliseconds=100),
                             "max_backoff": timedelta(seconds=2), "base": 2},
             },
-            **options,
         )
     except (BaseError, ValueError) as exc:
         raise ConfigError(f"Invalid settings: s3-buffer: {_short(exc)}") from exc

@@ -20,9 +20,10 @@ import asyncio
 import logging
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -44,6 +45,20 @@ RETRIES = urllib3.Retry(total=2, connect=2, read=1, status=0, redirect=0, other=
                         allowed_methods=None, raise_on_status=False, backoff_factor=0.05)
 
 T = TypeVar("T")
+
+
+class _HasResourceVersion(Protocol):
+    resource_version: str
+
+
+class Watchable(Protocol):
+    """What a ListWatch can follow: an object whose metadata has a resourceVersion."""
+
+    @property
+    def metadata(self) -> _HasResourceVersion: ...
+
+
+W = TypeVar("W", bound=Watchable)
 
 
 class ShardConfig(msgspec.Struct, frozen=True):
@@ -199,10 +214,13 @@ class ShardClient:
         response = self._send(verb, method, url, body)
         return Response(response.status, response.data)
 
-    def decoder(self, item_type: type) -> msgspec.json.Decoder:
+    def decoder(self, item_type: type[T]) -> msgspec.json.Decoder[_List[T]]:
         decoder = self._decoders.get(item_type)
         if decoder is None:
-            decoder = self._decoders[item_type] = msgspec.json.Decoder(_List[item_type])
+            # _List[item_type], spelled so that a type checker accepts an item type known
+            # only at run time.
+            decoder = self._decoders[item_type] = msgspec.json.Decoder(
+                types.GenericAlias(_List, (item_type,)))
         return decoder
 
     # --- requests ----------------------------------------------------------------------
@@ -285,16 +303,16 @@ def _lines(response: Any) -> Iterator[list[bytes]]:
             yield [line for line in lines if line.strip()]
 
 
-class ListWatch(Generic[T]):
+class ListWatch(Generic[W]):
     """Keeps one collection in sync, in its own thread: list, then watch from the list's
     resourceVersion (with bookmarks), resume a watch that ends, list again on 410 Gone or
     after an error (with a capped backoff). Each batch is handed to the event loop:
     ``on_reset(items)`` after a list, ``on_events([(type, object), ...])`` for a watch."""
 
-    def __init__(self, client: ShardClient, path: str, item_type: type[T], *,
+    def __init__(self, client: ShardClient, path: str, item_type: type[W], *,
                  query: dict[str, Any] | None = None,
-                 on_reset: Callable[[list[T]], None],
-                 on_events: Callable[[list[tuple[str, T]]], None]) -> None:
+                 on_reset: Callable[[list[W]], None],
+                 on_events: Callable[[list[tuple[str, W]]], None]) -> None:
         self._client = client
         self._path = path
         self._type = item_type
@@ -373,7 +391,7 @@ class ListWatch(Generic[T]):
                 raise BackendUnavailable(
                     f"watch refused: {Response(response.status, response.read()).error().message}")
             for lines in _lines(response):
-                batch: list[tuple[str, T]] = []
+                batch: list[tuple[str, W]] = []
                 for line in lines:
                     event = _EVENT_DECODER.decode(line)
                     if event.type == "ERROR":

@@ -32,6 +32,7 @@ WORKGROUPS = "nexusalgorithmworkgroups"
 FIRST_SYNC_WAIT = 10.0
 
 S = TypeVar("S")
+R = TypeVar("R")
 
 
 class CustomResource(msgspec.Struct, kw_only=True):
@@ -39,16 +40,16 @@ class CustomResource(msgspec.Struct, kw_only=True):
     spec: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _Cache(Generic[S]):
+class _Cache(Generic[S, R]):
     """One kind's resources by name, converted to their spec Struct."""
 
-    def __init__(self, kind: str, spec_type: type[S], build: Callable[[str, S], object]) -> None:
+    def __init__(self, kind: str, spec_type: type[S], build: Callable[[str, S], R]) -> None:
         self.kind = kind
         self._decoder = msgspec.json.Decoder(spec_type)
         self._build = build
-        self.items: dict[str, object] = {}
+        self.items: dict[str, R] = {}
 
-    def _convert(self, resource: CustomResource) -> object | None:
+    def _convert(self, resource: CustomResource) -> R | None:
         name = resource.metadata.name
         try:
             return self._build(name, self._decoder.decode(resource.spec))
@@ -58,7 +59,7 @@ class _Cache(Generic[S]):
             return None
 
     def reset(self, resources: list[CustomResource]) -> None:
-        fresh: dict[str, object] = {}
+        fresh: dict[str, R] = {}
         for resource in resources:
             item = self._convert(resource) or self.items.get(resource.metadata.name)
             if item is not None:
@@ -130,8 +131,8 @@ class KubernetesTemplateSource:
 
     async def template(self, name: str) -> Template | None:
         await self.ping()
-        return self._templates.items.get(name)  # type: ignore[return-value]
+        return self._templates.items.get(name)
 
     async def workgroup(self, name: str) -> Workgroup | None:
         await self.ping()
-        return self._workgroups.items.get(name)  # type: ignore[return-value]
+        return self._workgroups.items.get(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from nexus.backends.k8s.client import ListWatch, ShardClient, object_path
 from nexus.backends.k8s.launcher import KubernetesLauncher
@@ -76,7 +76,7 @@ class _ShardView:
         self._failed_create: dict[str, Event] = {}  # job uid -> latest FailedCreate
         self._emitted: dict[str, Outcome] = {}
         ns = client.namespace
-        self.streams = [
+        self.streams: list[ListWatch[Any]] = [
             ListWatch(client, object_path("batch/v1", ns, "jobs"), Job, query=RUN_SELECTOR,
                       on_reset=self._reset_jobs, on_events=self._job_events),
             ListWatch(client, object_path("v1", ns, "pods"), Pod, query=RUN_SELECTOR,

@@ -129,10 +129,11 @@ class CassandraRunStore:
 
     async def open(self) -> None:
         try:
-            self._cluster = await asyncio.to_thread(build_cluster, config=self._config,
-                                                    consistency=self._consistency,
-                                                    serial=self._serial)
-            self._session = await asyncio.to_thread(self._cluster.connect)
+            cluster = await asyncio.to_thread(build_cluster, config=self._config,
+                                              consistency=self._consistency,
+                                              serial=self._serial)
+            self._cluster = cluster
+            self._session = await asyncio.to_thread(cluster.connect)
         except ConfigError:
             raise
         except (*DRIVER_ERRORS, ValueError) as exc:
@@ -144,7 +145,7 @@ class CassandraRunStore:
                                      f"{hint}: {exc}") from exc
         try:
             if self._config.create_schema:
-                await asyncio.to_thread(self._create_schema)
+                await asyncio.to_thread(self._create_schema, cluster)
             await asyncio.to_thread(self._prepare_all)
         except DRIVER_ERRORS as exc:
             await self.close()
@@ -154,10 +155,10 @@ class CassandraRunStore:
             raise BackendUnavailable(f"Run store schema in keyspace '{self._keyspace}' is not "
                                      f"usable{hint}: {exc}") from exc
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, cluster: Cluster) -> None:
         config = self._config
         # Managed services (AstraDB) refuse CREATE KEYSPACE even when it already exists.
-        if self._keyspace not in self._cluster.metadata.keyspaces:
+        if self._keyspace not in cluster.metadata.keyspaces:
             self._session.execute(keyspace_cql(self._keyspace, config.replication_factor,
                                                config.local_dc))
         for statement in tables_cql(self._keyspace):

@@ -203,6 +203,7 @@ class SqliteRunStore:
         results = self._commit(conn, batch, isolate=False)
         if results is None:  # an operation failed after writing: redo, each in a SAVEPOINT
             results = self._commit(conn, batch, isolate=True)
+            assert results is not None  # isolated, a failed operation undoes only its own writes
         # One wake-up per event loop for the whole batch, not one per operation: each
         # call_soon_threadsafe pokes the loop's self-pipe.
         settled: dict[Any, list[tuple[Future, BaseException | None, Any]]] = {}
