@@ -1,12 +1,35 @@
-//! Monotonic time in nanoseconds, behind a trait so limiter tests can drive time by hand.
+//! Monotonic time in nanoseconds, behind a trait so tests of the limiter and the run
+//! queue can drive time by hand (virtual time, no real sleeps).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often a thread waiting on a [`ManualClock`] reads it again: the clock jumps only
+/// when a test advances it, and nothing tells the waiter, so it polls.
+pub const MANUAL_CLOCK_POLL: Duration = Duration::from_millis(1);
 
 /// A monotonic time source.
 pub trait Clock: Send + Sync {
     /// Nanoseconds since an arbitrary origin fixed for this clock; never decreases.
     fn now_nanos(&self) -> u64;
+
+    /// How long a thread waiting for this clock to move `ahead` should sleep, in real
+    /// time, before it reads the clock again. A real clock moves with real time.
+    fn real_wait(&self, ahead: Duration) -> Duration {
+        ahead
+    }
+}
+
+/// Shared clocks: a test keeps one handle to advance while the queue reads the other.
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now_nanos(&self) -> u64 {
+        (**self).now_nanos()
+    }
+
+    fn real_wait(&self, ahead: Duration) -> Duration {
+        (**self).real_wait(ahead)
+    }
 }
 
 /// The real clock: nanoseconds elapsed since the clock was created.
@@ -65,5 +88,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_nanos(&self) -> u64 {
         self.nanos.load(Ordering::Relaxed)
+    }
+
+    fn real_wait(&self, ahead: Duration) -> Duration {
+        ahead.min(MANUAL_CLOCK_POLL)
     }
 }
