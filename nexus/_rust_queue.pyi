@@ -1,9 +1,24 @@
-"""Hot path of nexus, written in Rust: bounded MPMC queue, token bucket and backoff.
+"""Hot path of nexus, written in Rust: run queue, bounded MPMC queue, token bucket and
+backoff.
 
 Every class is immutable from Python's side and safe to share between threads.
+Constructors are written as ``__new__``: that is where the extension takes its
+arguments (``__init__`` is ``object``'s).
 """
 
-from typing import final
+from typing import Self, final
+
+__all__ = [
+    "Backoff",
+    "Dequeued",
+    "LaneFull",
+    "ManualClock",
+    "Queue",
+    "QueueFull",
+    "RunQueue",
+    "TenantLimit",
+    "TokenBucket",
+]
 
 @final
 class Queue:
@@ -12,7 +27,7 @@ class Queue:
     Objects pushed by one thread come out in the order that thread pushed them.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __new__(cls, capacity: int) -> Self:
         """Create a queue holding at most ``capacity`` objects.
 
         Raises ValueError unless 1 <= capacity <= 2**26 (slots are allocated up front).
@@ -55,7 +70,7 @@ class TokenBucket:
     It starts full. The refill interval is rounded to whole nanoseconds.
     """
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __new__(cls, rate: float, burst: int) -> Self:
         """Create a bucket. ``rate <= 0``, ``math.inf`` or above 2e9 means unlimited.
 
         Raises ValueError if ``burst < 1``, ``rate`` is NaN, or ``rate`` is so low that
@@ -90,7 +105,7 @@ class TokenBucket:
 class Backoff:
     """Capped exponential backoff: attempt k (from 0) waits min(base * 2**k, max)."""
 
-    def __init__(self, base: float, max: float, max_attempts: int) -> None:
+    def __new__(cls, base: float, max: float, max_attempts: int) -> Self:
         """Durations in seconds.
 
         Raises ValueError if ``base`` or ``max`` is negative, NaN or infinite, if
@@ -114,3 +129,178 @@ class Backoff:
 
     def exhausted(self, attempt: int) -> bool:
         """Whether ``attempt >= max_attempts``: no retry is left; ValueError if negative."""
+
+    def jittered(self, attempt: int, random: int) -> float:
+        """Seconds to wait before retry ``attempt``, spread over ``[0, delay(attempt))``.
+
+        "Full jitter", so that retries of many runs do not arrive together. ``random``
+        is a word in 0 .. 2**64 - 1 (e.g. ``random.getrandbits(64)``); its top 32 bits
+        pick the point, so the result is deterministic for a given word. ValueError if
+        ``attempt`` is negative; OverflowError if ``random`` is out of range.
+        """
+
+@final
+class ManualClock:
+    """A clock that moves only when told to: a RunQueue in virtual time, for tests.
+
+    Threads blocked in ``RunQueue.pop_wait`` on it notice an ``advance`` within about
+    a millisecond.
+    """
+
+    def __new__(cls, start: float = 0.0) -> Self:
+        """A clock reading ``start`` seconds; ValueError if negative, NaN or infinite."""
+
+    def now(self) -> float:
+        """The clock's reading, in seconds."""
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward; ValueError if ``seconds`` is negative, NaN or inf."""
+
+class QueueFull(Exception):
+    """``RunQueue.push`` refused the item for back-pressure (an HTTP 429).
+
+    The message names the lane or tenant and the bound; the subclasses carry them as
+    attributes. The item was not taken.
+    """
+
+class LaneFull(QueueFull):
+    """The lane already holds its capacity of items, delayed ones included."""
+
+    lane: int | str
+    """The lane as given to ``push``."""
+    capacity: int
+    """The lane's capacity."""
+
+class TenantLimit(QueueFull):
+    """The tenant already has its limit of items queued, over all lanes."""
+
+    tenant: str
+    limit: int
+
+@final
+class Dequeued:
+    """An item taken from a RunQueue, with what metrics need about its stay."""
+
+    @property
+    def item(self) -> object:
+        """The object pushed (the same object, not a copy)."""
+
+    @property
+    def tenant(self) -> str:
+        """The tenant it was pushed for."""
+
+    @property
+    def recovered(self) -> bool:
+        """Whether it was pushed with ``recovered=True``."""
+
+    @property
+    def waited(self) -> float:
+        """Seconds on the queue's clock from the moment it was ready (pushed, or its
+        delay expired) to the pop: the queue wait that fair share decides."""
+
+    @property
+    def delay(self) -> float:
+        """The ``delay`` it was pushed with, in seconds."""
+
+@final
+class RunQueue:
+    """Per-shard lanes of runs: bounded, with delayed retries, recovered runs first and
+    weighted fair queueing between tenants.
+
+    A lane is keyed by an int or a str (``1`` and ``"1"`` are different lanes) and
+    must be configured before use. Within a lane, items pushed with
+    ``recovered=True`` are popped before any other; within each of those two classes,
+    tenants are served by weighted fair queueing: a tenant's items come out in the
+    order pushed, and backlogged tenants share the pops in proportion to their weights
+    (equal by default), so a tenant with 50,000 queued items holds another's single
+    item back by at most about one pop. Every item counts against its lane's capacity
+    and its tenant's limit from push to pop, delayed or not; nothing is held outside
+    these bounds. Safe to share between threads; ``pop_wait`` releases the GIL.
+
+    A failed launch waiting for its backoff is pushed again with
+    ``recovered=True, delay=backoff.jittered(attempt, random.getrandbits(64))``: it is
+    held until due, then goes ahead of new runs.
+    """
+
+    def __new__(
+        cls, *, tenant_limit: int | None = None, clock: ManualClock | None = None
+    ) -> Self:
+        """A queue with no lanes yet.
+
+        ``tenant_limit`` caps the items any one tenant may have queued over all lanes
+        (None: no cap but the lanes'). ``clock`` is a ManualClock for tests in virtual
+        time; by default the real monotonic clock. ValueError if ``tenant_limit`` < 0.
+        """
+
+    def configure_lane(self, lane: int | str, capacity: int) -> None:
+        """Create ``lane`` holding at most ``capacity`` items, or change its capacity.
+
+        Items already held stay even above a lowered capacity; pushes are refused until
+        the lane is below it. ValueError unless ``capacity >= 1``; TypeError if ``lane``
+        is not an int in 64 bits or a str.
+        """
+
+    def configure_tenant(
+        self, tenant: str, *, weight: int = 1, limit: int | None = None
+    ) -> None:
+        """Set ``tenant``'s weight (1 .. 1,000,000; 1 if never configured) and its limit
+        on queued items (None: the queue's ``tenant_limit``; 0 refuses all its new
+        items). Applies to items queued already. ValueError if either is out of range.
+        """
+
+    def push(
+        self,
+        lane: int | str,
+        tenant: str,
+        item: object,
+        *,
+        recovered: bool = False,
+        delay: float = 0.0,
+    ) -> None:
+        """Queue ``item`` in ``lane`` for ``tenant``, ready ``delay`` seconds from now.
+
+        ``recovered=True`` is for a run re-queued after a restart or taken over from a
+        dead scheduler, and for a retry: it goes ahead of new runs, and the tenant's
+        limit does not refuse it (it was admitted under it once). Never blocks.
+
+        Raises LaneFull when the lane holds its capacity; TenantLimit when
+        ``recovered`` is False and the tenant has its limit queued; KeyError if the
+        lane is not configured; ValueError if ``delay`` is negative, NaN or infinite;
+        TypeError for a bad lane. Refused, the item is not taken.
+        """
+
+    def pop(self, lane: int | str) -> Dequeued | None:
+        """Take the next ready item of ``lane``, or None when none is. Never blocks.
+
+        Delayed items due by now are released first. KeyError if the lane is not
+        configured; TypeError for a bad lane.
+        """
+
+    def pop_wait(self, lane: int | str, timeout: float) -> Dequeued | None:
+        """Like ``pop``, waiting up to ``timeout`` seconds of real time for an item to
+        be pushed into ``lane`` or to fall due.
+
+        Returns None if none was ready for this caller in time. The GIL is released
+        while waiting, and signals (Ctrl-C) are checked every 50 ms. ``timeout`` may be
+        ``math.inf``; ValueError if negative or NaN; KeyError for an unknown lane.
+        """
+
+    def __len__(self) -> int:
+        """Items held in all lanes, delayed ones included."""
+
+    def depth(self, lane: int | str) -> int:
+        """Items held in ``lane``, delayed ones included: what its capacity bounds.
+
+        KeyError if the lane is not configured.
+        """
+
+    def delayed(self, lane: int | str) -> int:
+        """Items of ``lane`` whose delay has not expired yet; KeyError if unknown."""
+
+    def next_due(self, lane: int | str) -> float | None:
+        """Seconds until the earliest delayed item of ``lane`` is due, or None if none
+        is waiting. For callers that sleep instead of blocking. KeyError if unknown."""
+
+    def tenant_depths(self) -> dict[str, int]:
+        """Items queued per tenant over all lanes, delayed ones included; tenants with
+        none are absent."""
