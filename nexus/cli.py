@@ -1,10 +1,13 @@
-"""The ``nexus`` command.
+"""The ``nexus`` command with the server installed.
 
 Server:  ``nexus --role scheduler|receiver|supervisor|all [--config F] [--host H] [--port P]``
 Client:  ``nexus run|get|wait|cancel|runs ...`` against a scheduler (``--scheduler URL`` or
          env NEXUS_SCHEDULER_URL); see ``nexus COMMAND --help`` and docs/client.md.
 
-The server side is imported only when a role is given, so the client commands start fast.
+The console script belongs to the client distribution (nexus-run-client), which hands
+over to :func:`main` here through the entry point this package registers (pyproject.toml,
+group ``nexus_run_client.server``). The server side is imported only when a role is
+given, so the client commands start fast.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import socket
 import sys
 
-from nexus.client.cli import EXIT_CODES_HELP, add_client_flags, add_commands, run_command
+from nexus_run_client import cli as client_cli
 from nexus.version import nexus_version
 
 ROLE_NAMES = "scheduler|receiver|supervisor|all"
@@ -22,11 +25,7 @@ DESCRIPTION = f"""Run a nexus process (--role {ROLE_NAMES}), or talk to a runnin
 scheduler with one of the commands below."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nexus", description=DESCRIPTION, epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"nexus {nexus_version()}")
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", metavar="ROLE",
                         help=f"serve as {ROLE_NAMES}; 'all' runs every role in one process")
     parser.add_argument("--config", help="settings file (YAML); NEXUS__A__B env vars override it")
@@ -35,20 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-port", action="store_true",
                         help="bind with SO_REUSEPORT so several nexus processes (each with its "
                              "own instance-id) share the port and the kernel spreads connections")
-    add_client_flags(parser)
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
-                                       title="client commands"))
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return client_cli.build_parser(description=DESCRIPTION, version=f"nexus {nexus_version()}",
+                                   add_flags=_add_server_flags)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
-    if argv is None:
-        # A shell asking for completions (nexus completion SHELL installs the hook) is
-        # answered here and the process exits; otherwise this returns at once.
-        import argcomplete
-
-        argcomplete.autocomplete(parser)
+    client_cli.complete(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:
         from nexus.app import ROLES
@@ -108,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command is not None:
-        return run_command(args)
+        return client_cli.run_command(args)
     return serve(args)
 
 

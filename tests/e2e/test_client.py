@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import NexusProcess, free_port
 
-from nexus.client import (
+from nexus_run_client import (
     AsyncNexusClient,
     BadRequest,
     Conflict,

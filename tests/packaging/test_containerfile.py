@@ -1,9 +1,11 @@
-"""The Containerfile's build: no container engine runs here, so the test checks that the
-image's build stage runs scripts/build-wheel, then runs that same script and installs the
-wheel into a fresh virtualenv the way the image does, and uses it."""
+"""The Containerfile's build without the engine: the image's build stage runs
+scripts/build-wheel; this runs that same script, installs its two wheels (server and
+client) into a fresh virtualenv the way the image does, and uses them. (tests/packaging/
+test_image.py builds the image itself with podman.)"""
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import json
 import os
@@ -83,23 +85,29 @@ def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=1800)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("nexus-*.whl")
+    (client_wheel,) = dist.glob("nexus_run_client-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-        metadata = email.parser.Parser().parsestr(
-            archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
+    metadata = wheel_metadata(wheel)
     assert any(re.match(r"nexus/_rust_queue\..*\.so$", name) for name in names)
-    assert "nexus/_rust_queue.pyi" in names and "nexus/client/__init__.py" in names
+    assert "nexus/_rust_queue.pyi" in names
+    assert not any(name.startswith("nexus/client/") for name in names)  # the client's own
     assert "nexus/api/static/redoc/redoc.standalone.js" in names  # the /docs page
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
            "--disable-pip-version-check"]
-    requirements = [req for req in metadata.get_all("Requires-Dist") or []
-                    if "extra ==" not in req]
-    deps = subprocess.run([*pip, *requirements], capture_output=True, text=True, timeout=1800)
+    requirements = requires(metadata)
+    # The client exactly at the server's version, and only from the build output.
+    assert f"nexus-run-client=={metadata['Version']}" in requirements
+    assert client_wheel.name.startswith(f"nexus_run_client-{metadata['Version']}-")
+    index_requirements = [req for req in requirements if not req.startswith("nexus-run-client")]
+    index_requirements += requires(wheel_metadata(client_wheel))
+    deps = subprocess.run([*pip, *index_requirements], capture_output=True, text=True,
+                          timeout=1800)
     assert deps.returncode == 0, deps.stderr[-3000:]
-    # The wheel itself only from the build output, never from an index.
+    # The wheels themselves only from the build output, never from an index.
     own = subprocess.run([*pip, "--no-index", "--find-links", str(dist), "nexus"],
                          capture_output=True, text=True, timeout=600)
     assert own.returncode == 0, own.stderr[-3000:]
@@ -139,6 +147,17 @@ def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def wheel_metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.Parser().parsestr(archive.read(name).decode())
+
+
+def requires(metadata: email.message.Message) -> list[str]:
+    """The wheel's requirements, without those of its extras."""
+    return [req for req in metadata.get_all("Requires-Dist") or [] if "extra ==" not in req]
 
 
 def _free_port() -> int:

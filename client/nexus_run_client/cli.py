@@ -1,4 +1,9 @@
-"""The client side of the ``nexus`` command: run, get, wait, cancel, runs.
+"""The ``nexus`` command's client side (run, get, wait, cancel, runs) and its console script.
+
+This distribution owns the ``nexus`` script. With the nexus server installed beside it,
+the server's command takes over (``--role`` and the other server flags, then these same
+client commands): the server registers it as the entry point ``nexus`` in the group
+``nexus_run_client.server``. Without the server, ``nexus`` offers the client commands only.
 
 Exit codes (a script can rely on them; also in ``nexus --help`` and docs/client.md):
 
@@ -16,17 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import msgspec
 
-from nexus.client import models
-from nexus.client.async_ import AsyncNexusClient
-from nexus.client.errors import (
+from nexus_run_client import models
+from nexus_run_client.async_ import AsyncNexusClient
+from nexus_run_client.durations import parse_seconds
+from nexus_run_client.errors import (
     Conflict,
     NexusClientError,
     NotFound,
@@ -35,10 +42,12 @@ from nexus.client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from nexus.client.models import RunResult
-from nexus.client.progress import Progress, StageLine, describe
-from nexus.client.sync import DEFAULT_URL, NexusClient
-from nexus.core.units import parse_duration
+from nexus_run_client.models import RunResult
+from nexus_run_client.progress import Progress, StageLine, describe
+from nexus_run_client.sync import DEFAULT_URL, NexusClient
+from nexus_run_client.version import DISTRIBUTION, client_version
+
+SERVER_ENTRY_POINTS = "nexus_run_client.server"
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 4, 5, 6
@@ -74,7 +83,7 @@ def exit_code_for(exc: NexusClientError) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        return parse_duration(text)
+        return parse_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -114,7 +123,7 @@ def add_client_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) 
                         default=argparse.SUPPRESS, help="the same as -o json")
 
 
-def add_commands(subparsers: Any) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the client commands on the ``nexus`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     add_client_flags(common, defaults=False)
@@ -202,15 +211,17 @@ def _result_code(result: RunResult) -> int:
 def _table(rows: list[RunResult], wide: bool = False) -> str:
     """Aligned columns; the last one is left ragged. Wide: result and error each in a
     column of their own, empty ones shown as '-'."""
+    header: tuple[str, ...]
+    lines: list[tuple[str, ...]]
     if wide:
         header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT URI", "ERROR")
-        lines = [header] + [(r.request_id, r.algorithm_name or "-", r.status,
-                             r.result_uri or "-", r.run_error_message or "-") for r in rows]
+        lines = [header, *((r.request_id, r.algorithm_name or "-", r.status,
+                            r.result_uri or "-", r.run_error_message or "-") for r in rows)]
     else:
         header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT / ERROR")
-        lines = [header] + [
-            (r.request_id, r.algorithm_name, r.status,
-             r.result_uri if r.succeeded else r.run_error_message) for r in rows]
+        lines = [header, *((r.request_id, r.algorithm_name, r.status,
+                            r.result_uri if r.succeeded else r.run_error_message)
+                           for r in rows)]
     aligned = len(header) - 1
     widths = [max(len(line[i]) for line in lines) for i in range(aligned)]
     return "\n".join(
@@ -369,3 +380,71 @@ def run_command(args: argparse.Namespace) -> int:
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
+
+
+# --- the console script ----------------------------------------------------------------
+
+CLIENT_ONLY = f"""Talk to a running nexus scheduler with one of the commands below.
+This is the client alone ({DISTRIBUTION}); serving (--role) needs the nexus server package."""
+
+
+def build_parser(*, description: str = CLIENT_ONLY, version: str | None = None,
+                 add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+                 ) -> argparse.ArgumentParser:
+    """The ``nexus`` parser: the client commands and flags, plus what ``add_flags`` adds
+    (the server's --role etc.); without ``add_flags``, the client-only command."""
+    parser = argparse.ArgumentParser(
+        prog="nexus", description=description, epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=version or f"{DISTRIBUTION} {client_version()}")
+    if add_flags is None:
+        # Accepted only to say why it cannot be honoured (argparse would say "unrecognized").
+        parser.add_argument("--role", help=argparse.SUPPRESS)
+    else:
+        add_flags(parser)
+    add_client_flags(parser)
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       title="client commands"))
+    return parser
+
+
+def complete(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """Answer a shell asking for completions (``nexus completion SHELL`` installs the hook;
+    the process then exits here); otherwise return at once."""
+    if argv is None:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    complete(parser, argv)
+    args = parser.parse_args(argv)
+    if args.role is not None:
+        parser.error(f"--role needs the nexus server, which is not installed here (only "
+                     f"{DISTRIBUTION} is); install the server package to serve")
+    if args.command is None:
+        parser.error("choose a command")
+    return args
+
+
+def _server_main() -> Callable[[list[str] | None], int] | None:
+    """The server's ``main`` when the server is installed, else None."""
+    for entry in importlib.metadata.entry_points(group=SERVER_ENTRY_POINTS, name="nexus"):
+        main: Callable[[list[str] | None], int] = entry.load()
+        return main
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``nexus`` console script."""
+    server = _server_main()
+    if server is not None:
+        return server(argv)
+    return run_command(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import httpx
 import msgspec
 
-from nexus.client import _calls as calls
-from nexus.client.errors import NexusClientError, Unavailable, WaitTimeout
-from nexus.client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
+from nexus_run_client import _calls as calls
+from nexus_run_client.errors import NexusClientError, Unavailable, WaitTimeout
+from nexus_run_client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -22,7 +24,7 @@ class NexusClient:
     ``token`` is sent as ``Authorization: Bearer <token>``; pass a callable to fetch a
     fresh token for every request. Responses 429 and 503 are retried as ``retry`` says
     (honouring ``Retry-After``); every other error raises the matching
-    :class:`~nexus.client.errors.NexusClientError` with the server's message.
+    :class:`~nexus_run_client.errors.NexusClientError` with the server's message.
     """
 
     def __init__(self, scheduler_url: str = DEFAULT_URL, *, receiver_url: str | None = None,
@@ -42,7 +44,7 @@ class NexusClient:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, call: calls.Call) -> Any:
+    def _send(self, call: calls.Call[T]) -> T:
         policy = self._core.retry
         attempt = 0
         while True:

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import TextIO
 
-from nexus.client.errors import NexusClientError
-from nexus.client.models import RunResult
+from nexus_run_client.errors import NexusClientError
+from nexus_run_client.models import RunResult
 
 BAR_WIDTH = 24
 

@@ -1,6 +1,6 @@
 """Python client for nexus: ``NexusClient`` (blocking) and ``AsyncNexusClient`` (asyncio).
 
-    from nexus.client import NexusClient
+    from nexus_run_client import NexusClient
 
     with NexusClient("http://nexus-scheduler:8080", token=get_token) as nexus:
         run_id = nexus.create_run("word-stats", {"text": "hello"}, tag="demo")
@@ -11,9 +11,9 @@ Errors are :class:`NexusClientError` subclasses carrying the server's message; s
 docs/client.md.
 """
 
-from nexus.client._calls import RetryPolicy
-from nexus.client.async_ import AsyncNexusClient
-from nexus.client.errors import (
+from nexus_run_client._calls import RetryPolicy
+from nexus_run_client.async_ import AsyncNexusClient
+from nexus_run_client.errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -27,8 +27,8 @@ from nexus.client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from nexus.client.models import ParentRequest, RunResult
-from nexus.client.sync import NexusClient
+from nexus_run_client.models import ParentRequest, RunResult
+from nexus_run_client.sync import NexusClient
 
 __all__ = [
     "AsyncNexusClient", "BadRequest", "Conflict", "Forbidden", "NexusClient",

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import httpx
 import msgspec
 
-from nexus.client import _calls as calls
-from nexus.client.errors import NexusClientError, Unavailable, WaitTimeout
-from nexus.client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
-from nexus.client.sync import DEFAULT_URL
+from nexus_run_client import _calls as calls
+from nexus_run_client.errors import NexusClientError, Unavailable, WaitTimeout
+from nexus_run_client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
+from nexus_run_client.sync import DEFAULT_URL
+
+T = TypeVar("T")
 
 
 class AsyncNexusClient:
-    """Asyncio twin of :class:`~nexus.client.NexusClient`; see it for the behaviour."""
+    """Asyncio twin of :class:`~nexus_run_client.NexusClient`; see it for the behaviour."""
 
     def __init__(self, scheduler_url: str = DEFAULT_URL, *, receiver_url: str | None = None,
                  token: calls.TokenSource = None, timeout: float = 30.0,
@@ -39,7 +41,7 @@ class AsyncNexusClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: calls.Call) -> Any:
+    async def _send(self, call: calls.Call[T]) -> T:
         policy = self._core.retry
         attempt = 0
         while True:

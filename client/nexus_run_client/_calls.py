@@ -4,19 +4,19 @@ answer. The sync and async clients share all of it and differ only in how they s
 from __future__ import annotations
 
 import email.utils
-import importlib.metadata
 import random
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generic, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
 import msgspec
 
-from nexus.client import models
-from nexus.client.errors import (
+from nexus_run_client import models
+from nexus_run_client.version import DISTRIBUTION, client_version
+from nexus_run_client.errors import (
     BadRequest,
     NexusClientError,
     ServerError,
@@ -29,13 +29,16 @@ RETRY_STATUSES = frozenset({429, 503})
 TokenSource = str | Callable[[], str] | None
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Call:
+class Call(Generic[T]):
     """One HTTP exchange: the request to send and the function that reads a success."""
 
     method: str
     path: str
-    parse: Callable[[httpx.Response], Any]
+    parse: Callable[[httpx.Response], T]
     params: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -63,7 +66,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        backoff = self.base_delay * (2 ** attempt)
+        backoff = self.base_delay * 2.0 ** attempt
         return min(backoff * (0.5 + random.random() / 2), self.max_delay)
 
 
@@ -84,10 +87,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def user_agent() -> str:
-    try:
-        return f"nexus-client/{importlib.metadata.version('nexus')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "nexus-client"
+    return f"{DISTRIBUTION}/{client_version()}"
 
 
 def segment(value: str) -> str:
@@ -105,7 +105,7 @@ def error_from(response: httpx.Response) -> NexusClientError:
                             parse_retry_after(response.headers.get("retry-after")))
 
 
-def _decode(decoder: msgspec.json.Decoder, response: httpx.Response) -> Any:
+def _decode(decoder: msgspec.json.Decoder[T], response: httpx.Response) -> T:
     try:
         return decoder.decode(response.content)
     except msgspec.DecodeError as exc:
@@ -113,9 +113,9 @@ def _decode(decoder: msgspec.json.Decoder, response: httpx.Response) -> Any:
                           status=response.status_code) from None
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: httpx.Response) -> dict[str, Any]:
     try:
-        return msgspec.json.decode(response.content)
+        return msgspec.json.decode(response.content, type=dict[str, Any])
     except msgspec.DecodeError as exc:
         raise ServerError(f"Unexpected answer from {response.request.url}: {exc}",
                           status=response.status_code) from None
@@ -146,7 +146,7 @@ def create_run(
     request_api_version: str | None = None,
     dry_run: bool = False,
     idempotency_key: str | None = None,
-) -> Call:
+) -> Call[str]:
     if isinstance(parameters, (bytes, bytearray, memoryview)):
         params: Any = msgspec.Raw(bytes(parameters))
     elif isinstance(parameters, Mapping):
@@ -177,29 +177,29 @@ def create_run(
 
 
 def get_run(algorithm: str, request_id: str, wait: float | None = None,
-            read_timeout: float = 30.0) -> Call:
+            read_timeout: float = 30.0) -> Call[models.RunResult]:
     params = {"wait": f"{wait:g}"} if wait else {}
     return Call("GET", f"{API}/results/{segment(algorithm)}/requests/{segment(request_id)}",
                 lambda r: _decode(models.run_result_decoder, r), params=params,
                 timeout=(wait or 0) + read_timeout)
 
 
-def runs_by_tag(tag: str) -> Call:
+def runs_by_tag(tag: str) -> Call[list[models.RunResult]]:
     return Call("GET", f"{API}/results/tags/{segment(tag)}",
                 lambda r: _decode(models.run_results_decoder, r))
 
 
-def metadata(algorithm: str, request_id: str) -> Call:
+def metadata(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
     return Call("GET", f"{API}/metadata/{segment(algorithm)}/requests/{segment(request_id)}",
                 _json)
 
 
-def buffered_job(algorithm: str, request_id: str) -> Call:
+def buffered_job(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
     return Call("GET", f"{API}/buffer/{segment(algorithm)}/requests/{segment(request_id)}",
                 _json)
 
 
-def payload_url(algorithm: str, request_id: str) -> Call:
+def payload_url(algorithm: str, request_id: str) -> Call[str]:
     def location(response: httpx.Response) -> str:
         target = response.headers.get("location")
         if not target:
@@ -212,14 +212,14 @@ def payload_url(algorithm: str, request_id: str) -> Call:
 
 
 def cancel_run(algorithm: str, request_id: str, *, reason: str, initiator: str,
-               policy: str) -> Call:
+               policy: str) -> Call[None]:
     body = {"reason": reason, "initiator": initiator, "cancellationPolicy": policy}
     return Call("POST", f"{API}/cancel/{segment(algorithm)}/requests/{segment(request_id)}",
                 lambda r: None, content=models.encoder.encode(body),
                 headers={"Content-Type": "application/json"})
 
 
-def update_tag(algorithm: str, request_id: str, new_tag: str) -> Call:
+def update_tag(algorithm: str, request_id: str, new_tag: str) -> Call[None]:
     return Call("POST",
                 f"{API}/metadata/tags/{segment(algorithm)}/requests/{segment(request_id)}",
                 lambda r: None, content=models.encoder.encode({"newTag": new_tag}),
@@ -227,7 +227,7 @@ def update_tag(algorithm: str, request_id: str, new_tag: str) -> Call:
 
 
 def complete_run(algorithm: str, request_id: str, *, result_uri: str,
-                 error_cause: str | None, error_details: str | None) -> Call:
+                 error_cause: str | None, error_details: str | None) -> Call[None]:
     body: dict[str, str] = {"resultUri": result_uri}
     if error_cause:
         body["errorCause"] = error_cause
@@ -238,7 +238,7 @@ def complete_run(algorithm: str, request_id: str, *, result_uri: str,
                 headers={"Content-Type": "application/json"}, receiver=True, ok=(202,))
 
 
-def check_run(algorithm: str, request_id: str) -> Call:
+def check_run(algorithm: str, request_id: str) -> Call[bool]:
     return Call("GET", f"{API}/check/{segment(algorithm)}/requests/{segment(request_id)}",
                 lambda r: _decode(models.check_decoder, r).is_processed, receiver=True)
 
@@ -255,7 +255,7 @@ class ClientCore:
         self.retry = retry or RetryPolicy()
         self.user_agent = user_agent
 
-    def request_args(self, call: Call) -> dict[str, Any]:
+    def request_args(self, call: Call[Any]) -> dict[str, Any]:
         headers = {"User-Agent": self.user_agent, "Accept": "application/json, text/plain",
                    **call.headers}
         token = self._token() if callable(self._token) else self._token
@@ -272,11 +272,11 @@ class ClientCore:
         }
 
     @staticmethod
-    def retryable_transport(call: Call, exc: httpx.TransportError) -> bool:
+    def retryable_transport(call: Call[Any], exc: httpx.TransportError) -> bool:
         """Connect failures never reached the server; others only for idempotent calls."""
         return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) or call.idempotent
 
-    def outcome(self, call: Call, response: httpx.Response) -> Any:
+    def outcome(self, call: Call[T], response: httpx.Response) -> T:
         if response.status_code in call.ok:
             return call.parse(response)
         raise error_from(response)
