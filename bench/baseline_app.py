@@ -46,9 +46,11 @@ def sanic_app():
     return app
 
 
-_CANNED = (b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
-           b"Content-Length: 52\r\nConnection: keep-alive\r\n\r\n"
-           b'{"requestId":"00000000-0000-4000-8000-000000000000"}')
+_CANNED = (
+    b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 52\r\nConnection: keep-alive\r\n\r\n"
+    b'{"requestId":"00000000-0000-4000-8000-000000000000"}'
+)
 
 
 class _Raw(asyncio.Protocol):
@@ -66,10 +68,10 @@ class _Raw(asyncio.Protocol):
                 return
             head = bytes(self.buffer[:end]).lower()
             at = head.find(b"content-length:")
-            length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
-            del self.buffer[:end + 4 + length]
+            del self.buffer[: end + 4 + length]
             if head.startswith(b"get /health"):
                 self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             else:
@@ -93,8 +95,9 @@ def main() -> None:
 
         uvloop.run(_serve_raw(args.host, args.port))
         return
-    sanic_app().run(host=args.host, port=args.port, single_process=True, access_log=False,
-                    motd=False)
+    sanic_app().run(
+        host=args.host, port=args.port, single_process=True, access_log=False, motd=False
+    )
 
 
 if __name__ == "__main__":

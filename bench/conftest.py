@@ -28,10 +28,12 @@ _figures: list[dict[str, Any]] = []
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("nexus bench")
-    group.addoption("--bench-quick", action="store_true",
-                    help="short loads: a smoke run, not figures to report")
-    group.addoption("--bench-strict", action="store_true",
-                    help="fail a test whose target is missed")
+    group.addoption(
+        "--bench-quick", action="store_true", help="short loads: a smoke run, not figures to report"
+    )
+    group.addoption(
+        "--bench-strict", action="store_true", help="fail a test whose target is missed"
+    )
 
 
 class Bench:
@@ -49,18 +51,34 @@ class Bench:
     def count(self, full: int) -> int:
         return max(1, full // 20) if self.quick else full
 
-    def record(self, target: str, figure: str, value: float | None, goal: str,
-               met: bool | None, detail: dict[str, Any] | None = None,
-               note: str = "") -> None:
+    def record(
+        self,
+        target: str,
+        figure: str,
+        value: float | None,
+        goal: str,
+        met: bool | None,
+        detail: dict[str, Any] | None = None,
+        note: str = "",
+    ) -> None:
         """File one figure; ``met`` None means not measured (``note`` says why)."""
-        _figures.append({
-            "target": target, "figure": figure,
-            "value": None if value is None else round(float(value), 4),
-            "goal": goal, "met": met, "quick": self.quick, "note": note,
-            "detail": detail or {}, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
-        print(f"\n[{target}] {figure} = {value} (goal {goal}) -> "
-              f"{'met' if met else 'NOT MET' if met is False else 'not measured'} {note}")
+        _figures.append(
+            {
+                "target": target,
+                "figure": figure,
+                "value": None if value is None else round(float(value), 4),
+                "goal": goal,
+                "met": met,
+                "quick": self.quick,
+                "note": note,
+                "detail": detail or {},
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
+        print(
+            f"\n[{target}] {figure} = {value} (goal {goal}) -> "
+            f"{'met' if met else 'NOT MET' if met is False else 'not measured'} {note}"
+        )
         if self.strict and met is False:
             pytest.fail(f"{target}: {figure} = {value}, goal {goal}")
 
@@ -92,6 +110,8 @@ def raw_server(bench: Bench) -> Iterator[servers.Server]:
 
 
 @pytest.fixture(scope="module")
-def nexus_server(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
+def nexus_server(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.Server]:
     with servers.nexus(tmp_path_factory.mktemp("nexus")) as server:
         yield server

@@ -45,11 +45,21 @@ def check_loopback(host: str) -> None:
         raise ValueError(f"load driver targets loopback only, not {host!r}")
 
 
-def build_request(method: str, path: str, body: bytes = b"", *, host: str = "127.0.0.1",
-                  headers: dict[str, str] | None = None) -> bytes:
+def build_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """One HTTP/1.1 keep-alive request as bytes, sent as-is for every repetition."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive",
-             "Authorization: Bearer "]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}",
+        "Connection: keep-alive",
+        "Authorization: Bearer ",
+    ]
     if body or method in ("POST", "PUT"):
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -83,7 +93,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(ConnectionError("response without Content-Length"))
             return
         stop = head.find(b"\r\n", at + 2)
-        length = int(head[at + 17:stop if stop >= 0 else len(head)])
+        length = int(head[at + 17 : stop if stop >= 0 else len(head)])
         total = end + 4 + length
         if len(buf) < total:
             return
@@ -140,8 +150,11 @@ class LoadResult:
 
     def summary(self) -> dict[str, float]:
         return {
-            "rate": round(self.rate, 1), "requests": self.requests, "ok": self.ok,
-            "errors": self.errors, "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
             "p50_ms": round(self.percentile(0.50) * 1e3, 3),
             "p99_ms": round(self.percentile(0.99) * 1e3, 3),
             "driver_cpu": round(self.driver_cpu, 3),
@@ -165,9 +178,15 @@ def _request(source: RequestSource, index: int) -> bytes:
     return source if isinstance(source, bytes) else source(index)
 
 
-async def closed_loop_async(host: str, port: int, request: RequestSource, *,
-                            connections: int = 64, total: int = 20_000,
-                            duration: float = 10.0) -> LoadResult:
+async def closed_loop_async(
+    host: str,
+    port: int,
+    request: RequestSource,
+    *,
+    connections: int = 64,
+    total: int = 20_000,
+    duration: float = 10.0,
+) -> LoadResult:
     check_loopback(host)
     total, duration = min(total, MAX_REQUESTS), min(duration, MAX_SECONDS)
     conns = await asyncio.gather(*(_connect(host, port) for _ in range(connections)))
@@ -202,15 +221,23 @@ async def closed_loop_async(host: str, port: int, request: RequestSource, *,
     return result
 
 
-async def open_loop_async(host: str, port: int, request: RequestSource, *, rate: float,
-                          duration: float = 10.0, max_connections: int = 256,
-                          initial_connections: int = 16) -> LoadResult:
+async def open_loop_async(
+    host: str,
+    port: int,
+    request: RequestSource,
+    *,
+    rate: float,
+    duration: float = 10.0,
+    max_connections: int = 256,
+    initial_connections: int = 16,
+) -> LoadResult:
     """Send ``rate`` requests per second for ``duration`` seconds, whatever the server does."""
     check_loopback(host)
     duration = min(duration, MAX_SECONDS)
     total = min(int(rate * duration), MAX_REQUESTS)
     idle: deque[_Connection] = deque(
-        await asyncio.gather(*(_connect(host, port) for _ in range(initial_connections))))
+        await asyncio.gather(*(_connect(host, port) for _ in range(initial_connections)))
+    )
     opened = len(idle)
     freed = asyncio.Event()
     result = LoadResult("open", target_rate=rate)
@@ -300,12 +327,23 @@ def main() -> None:
     url = urlsplit(args.url)
     request = build_request(args.method, url.path or "/", args.body.encode())
     if args.rate:
-        result = open_loop(url.hostname, url.port or 80, request, rate=args.rate,
-                           duration=args.duration, max_connections=args.connections)
+        result = open_loop(
+            url.hostname,
+            url.port or 80,
+            request,
+            rate=args.rate,
+            duration=args.duration,
+            max_connections=args.connections,
+        )
     else:
-        result = closed_loop(url.hostname, url.port or 80, request,
-                             connections=args.connections, total=args.total,
-                             duration=args.duration)
+        result = closed_loop(
+            url.hostname,
+            url.port or 80,
+            request,
+            connections=args.connections,
+            total=args.total,
+            duration=args.duration,
+        )
     print(json.dumps({**result.summary(), "statuses": result.statuses}))
 
 

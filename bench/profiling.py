@@ -53,28 +53,50 @@ def summarise(profile_json: Path, top: int = 15) -> dict[str, Any]:
     return {
         "main_thread_cpu_s": round(total, 3),
         "nexus_code_self_pct": round(100 * nexus / total, 1),
-        "areas_pct": {k: round(100 * v / total, 1)
-                      for k, v in sorted(areas.items(), key=lambda kv: -kv[1])},
-        "top_self_pct": [(row["function"], round(100 * row["self"] / total, 1))
-                         for row in data["rows"][:top]],
+        "areas_pct": {
+            k: round(100 * v / total, 1) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])
+        },
+        "top_self_pct": [
+            (row["function"], round(100 * row["self"] / total, 1)) for row in data["rows"][:top]
+        ],
     }
 
 
-def profile_accept(data_dir: Path, out: Path, request: bytes, *, seconds: float,
-                   connections: int = 64, extra_env: dict[str, str] | None = None
-                   ) -> dict[str, Any]:
-    server = servers.nexus(data_dir, launcher="bench.serve", name="nexus-profiled",
-                           extra_args=["--profile", str(out), "--profiler", "cprofile"],
-                           extra=extra_env)
+def profile_accept(
+    data_dir: Path,
+    out: Path,
+    request: bytes,
+    *,
+    seconds: float,
+    connections: int = 64,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    server = servers.nexus(
+        data_dir,
+        launcher="bench.serve",
+        name="nexus-profiled",
+        extra_args=["--profile", str(out), "--profiler", "cprofile"],
+        extra=extra_env,
+    )
     with server:
-        load.closed_loop(server.host, server.port, request, connections=connections,
-                         total=500, duration=5)
+        load.closed_loop(
+            server.host, server.port, request, connections=connections, total=500, duration=5
+        )
         cpu0 = server.thread_cpu()
-        result = load.closed_loop(server.host, server.port, request, connections=connections,
-                                  total=1_000_000, duration=seconds)
+        result = load.closed_loop(
+            server.host,
+            server.port,
+            request,
+            connections=connections,
+            total=1_000_000,
+            duration=seconds,
+        )
         cpu1 = server.thread_cpu()
-    per_request = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / max(1, result.ok) * 1e6)
-                   for k in cpu1 if cpu1[k] - cpu0.get(k, 0.0) > 0}
+    per_request = {
+        k: round((cpu1[k] - cpu0.get(k, 0.0)) / max(1, result.ok) * 1e6)
+        for k in cpu1
+        if cpu1[k] - cpu0.get(k, 0.0) > 0
+    }
     summary = summarise(out.with_suffix(".json"))
     summary["profiled_rate"] = round(result.rate, 1)
     summary["thread_cpu_us_per_request"] = per_request

@@ -51,9 +51,14 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem,
-            "python": platform.python_version(), "kernel": platform.release(),
-            "load average at the end": load}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load average at the end": load,
+    }
 
 
 def _value(figure: dict) -> str:
@@ -88,8 +93,9 @@ def render(figures: list[dict], info: dict[str, str], command: str, seconds: flo
     ]
     for f in figures:
         quick = " (quick)" if f.get("quick") else ""
-        lines.append(f"| {f['target']} | {f['figure']}{quick} | {_value(f)} | {f['goal']} | "
-                     f"{_status(f)} |")
+        lines.append(
+            f"| {f['target']} | {f['figure']}{quick} | {_value(f)} | {f['goal']} | {_status(f)} |"
+        )
     lines += ["", "## Details", ""]
     for f in figures:
         lines.append(f"### {f['target']}: {f['figure']}")
@@ -106,12 +112,22 @@ def render(figures: list[dict], info: dict[str, str], command: str, seconds: flo
         for key, value in detail.items():
             lines.append(f"- {key}: `{json.dumps(value)}`")
         if "areas_pct" in profile:
-            lines += ["", "Main-thread (event loop) CPU by area of the code, % of its total:", "",
-                      "| area | % |", "|---|---|"]
+            lines += [
+                "",
+                "Main-thread (event loop) CPU by area of the code, % of its total:",
+                "",
+                "| area | % |",
+                "|---|---|",
+            ]
             lines += [f"| {k} | {v} |" for k, v in profile["areas_pct"].items()]
         if "top_self_pct" in profile:
-            lines += ["", "Functions with the most self time (% of the main thread's CPU):", "",
-                      "| function | % |", "|---|---|"]
+            lines += [
+                "",
+                "Functions with the most self time (% of the main thread's CPU):",
+                "",
+                "| function | % |",
+                "|---|---|",
+            ]
             lines += [f"| `{k}` | {v} |" for k, v in profile["top_self_pct"]]
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -122,12 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short loads (smoke run)")
     parser.add_argument("--strict", action="store_true", help="fail on a missed target")
     parser.add_argument("-k", dest="select", help="pytest -k expression: a subset")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite RESULTS.md from the last bench/.results.json")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the last run's figures for what this run does not measure")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite RESULTS.md from the last bench/.results.json",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the last run's figures for what this run does not measure",
+    )
     args = parser.parse_args(argv)
-    command = "scripts/bench" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "scripts/bench" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     started = time.monotonic()
     code = 0
     kept: list[dict] = []
@@ -136,18 +160,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         PROFILES.mkdir(exist_ok=True)
         RESULTS_JSON.unlink(missing_ok=True)
-        pytest_args = [sys.executable, "-m", "pytest", str(HERE), "-p", "no:cacheprovider",
-                       "-q", "-s", "-o", "testpaths=bench", "--rootdir", str(REPO),
-                       f"--benchmark-json={HERE / '.benchmarks.json'}",
-                       "--benchmark-columns=min,median,max,rounds"]
+        pytest_args = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-s",
+            "-o",
+            "testpaths=bench",
+            "--rootdir",
+            str(REPO),
+            f"--benchmark-json={HERE / '.benchmarks.json'}",
+            "--benchmark-columns=min,median,max,rounds",
+        ]
         if args.quick:
             pytest_args.append("--bench-quick")
         if args.strict:
             pytest_args.append("--bench-strict")
         if args.select:
             pytest_args += ["-k", args.select]
-        env = {**os.environ, "BENCH_RESULTS": str(RESULTS_JSON),
-               "BENCH_PROFILE_DIR": str(PROFILES)}
+        env = {**os.environ, "BENCH_RESULTS": str(RESULTS_JSON), "BENCH_PROFILE_DIR": str(PROFILES)}
         code = subprocess.call(pytest_args, cwd=REPO, env=env)
     if not RESULTS_JSON.exists():
         print("no figures were recorded", file=sys.stderr)

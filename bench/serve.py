@@ -39,8 +39,10 @@ class _Profile:
 
             self.kind, self.profiler = "cprofile", cProfile.Profile(time.thread_time)
         else:
-            self.kind, self.profiler = "pyinstrument", Profiler(interval=0.0005,
-                                                                 async_mode="disabled")
+            self.kind, self.profiler = (
+                "pyinstrument",
+                Profiler(interval=0.0005, async_mode="disabled"),
+            )
 
     def start(self) -> None:
         if self.kind == "pyinstrument":
@@ -51,8 +53,11 @@ class _Profile:
     def stop(self) -> None:
         if self.kind == "pyinstrument":
             self.profiler.stop()
-            self.out.write_text(self.profiler.output_text(unicode=False, color=False,
-                                                          show_all=False, short_mode=False))
+            self.out.write_text(
+                self.profiler.output_text(
+                    unicode=False, color=False, show_all=False, short_mode=False
+                )
+            )
             return
         import io
         import json
@@ -65,12 +70,20 @@ class _Profile:
         stats.sort_stats("cumulative").print_stats(60)
         self.out.write_text(text.getvalue())
         # A machine-readable flat profile (CPU seconds of the main thread) for the report.
-        rows = [{"function": f"{Path(file).name}:{line}({name})", "path": file,
-                 "calls": calls, "self": self_time, "total": total}
-                for (file, line, name), (_, calls, self_time, total, _) in stats.stats.items()]
+        rows = [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "path": file,
+                "calls": calls,
+                "self": self_time,
+                "total": total,
+            }
+            for (file, line, name), (_, calls, self_time, total, _) in stats.stats.items()
+        ]
         rows.sort(key=lambda row: row["self"], reverse=True)
-        self.out.with_suffix(".json").write_text(json.dumps(
-            {"total": stats.total_tt, "rows": rows[:400]}))
+        self.out.with_suffix(".json").write_text(
+            json.dumps({"total": stats.total_tt, "rows": rows[:400]})
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,12 @@ def free_port() -> int:
 
 def payload_body(size: int = 2048) -> bytes:
     """A run request whose body is ``size`` bytes of plausible algorithm parameters."""
-    params: dict[str, object] = {"model": "forecast-v3", "horizonDays": 14, "seed": 42,
-                                 "features": [f"feature_{i}" for i in range(12)]}
+    params: dict[str, object] = {
+        "model": "forecast-v3",
+        "horizonDays": 14,
+        "seed": 42,
+        "features": [f"feature_{i}" for i in range(12)],
+    }
     body = {"algorithmParameters": params, "tag": "bench"}
     filler = size - len(json.dumps(body, separators=(",", ":"))) - len(',"notes":""')
     params["notes"] = "x" * max(0, filler)
@@ -52,8 +56,16 @@ def payload_body(size: int = 2048) -> bytes:
 class Server:
     """A child process serving HTTP on 127.0.0.1:port; ready when ``ready_path`` is 200."""
 
-    def __init__(self, name: str, argv: list[str], port: int, *, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, ready_path: str = "/health/ready") -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        ready_path: str = "/health/ready",
+    ) -> None:
         self.name = name
         self.argv = argv
         self.port = port
@@ -76,12 +88,15 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS__")}
         env.update(self.env)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.argv, cwd=REPO, env=env, stdout=out,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as answer:
                     if answer.status == 200:
@@ -148,13 +163,22 @@ class Server:
 
 def baseline(mode: str = "sanic", log_dir: Path | None = None) -> Server:
     port = free_port()
-    return Server(f"baseline-{mode}",
-                  [sys.executable, "-m", "bench.baseline_app", "--port", str(port), "--mode", mode],
-                  port, log_path=(log_dir / f"baseline-{mode}.log") if log_dir else None)
+    return Server(
+        f"baseline-{mode}",
+        [sys.executable, "-m", "bench.baseline_app", "--port", str(port), "--mode", mode],
+        port,
+        log_path=(log_dir / f"baseline-{mode}.log") if log_dir else None,
+    )
 
 
-def nexus_env(data_dir: Path, *, instance: str = "bench-host", rate: str = PARKED_RATE,
-              capacity: int = 1_000_000, extra: dict[str, str] | None = None) -> dict[str, str]:
+def nexus_env(
+    data_dir: Path,
+    *,
+    instance: str = "bench-host",
+    rate: str = PARKED_RATE,
+    capacity: int = 1_000_000,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Embedded defaults, except where data goes and the launch rate (see PARKED_RATE)."""
     return {
         "NEXUS__DATA_DIR": str(data_dir),
@@ -169,12 +193,32 @@ def nexus_env(data_dir: Path, *, instance: str = "bench-host", rate: str = PARKE
     }
 
 
-def nexus(data_dir: Path, *, port: int | None = None, launcher: str = "nexus.cli",
-          extra_args: list[str] | None = None, name: str = "nexus", **env_kwargs) -> Server:
+def nexus(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    launcher: str = "nexus.cli",
+    extra_args: list[str] | None = None,
+    name: str = "nexus",
+    **env_kwargs,
+) -> Server:
     """``nexus --role all`` as its CLI starts it (``launcher`` swaps in bench.serve)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", launcher, *(extra_args or []), "--role", "all",
-            "--port", str(port)]
-    return Server(name, argv, port, env=nexus_env(data_dir, **env_kwargs),
-                  log_path=data_dir / f"{name}-{port}.log")
+    argv = [
+        sys.executable,
+        "-m",
+        launcher,
+        *(extra_args or []),
+        "--role",
+        "all",
+        "--port",
+        str(port),
+    ]
+    return Server(
+        name,
+        argv,
+        port,
+        env=nexus_env(data_dir, **env_kwargs),
+        log_path=data_dir / f"{name}-{port}.log",
+    )

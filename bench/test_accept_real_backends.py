@@ -24,16 +24,19 @@ from bench.profiling import profile_accept
 sys.path.insert(0, str(servers.REPO / "tests"))
 from contract import servers as testenv  # noqa: E402  (the test suite's server lookup)
 
-REQUEST = load.build_request("POST", f"/algorithm/v1/run/{servers.ALGORITHM}",
-                             servers.payload_body(2048))
+REQUEST = load.build_request(
+    "POST", f"/algorithm/v1/run/{servers.ALGORITHM}", servers.payload_body(2048)
+)
 
 
 def _missing() -> str:
     names = testenv.CASSANDRA_VARS + testenv.S3_VARS
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
-        return (f"{', '.join(missing)} not set: run `scripts/testenv up cassandra seaweedfs` "
-                "and `eval \"$(scripts/testenv env)\"` (scripts/bench does the latter)")
+        return (
+            f"{', '.join(missing)} not set: run `scripts/testenv up cassandra seaweedfs` "
+            'and `eval "$(scripts/testenv env)"` (scripts/bench does the latter)'
+        )
     return ""
 
 
@@ -55,21 +58,32 @@ def test_2_accept_rate_cassandra_s3(bench, benchmark, baseline_server, tmp_path)
             pytest.skip(note)
         seconds = bench.seconds(8.0)
         for server in (baseline_server, nexus):
-            load.closed_loop(server.host, server.port, REQUEST, connections=64,
-                             total=1_000, duration=2)
+            load.closed_loop(
+                server.host, server.port, REQUEST, connections=64, total=1_000, duration=2
+            )
         rounds: dict[str, list[load.LoadResult]] = {"bare": [], "nexus": []}
         cpu: list[dict[str, float]] = []
 
         def one_round() -> None:
             for name, server in (("bare", baseline_server), ("nexus", nexus)):
                 before = server.thread_cpu()
-                result = load.closed_loop(server.host, server.port, REQUEST,
-                                          connections=64, total=1_000_000, duration=seconds)
+                result = load.closed_loop(
+                    server.host,
+                    server.port,
+                    REQUEST,
+                    connections=64,
+                    total=1_000_000,
+                    duration=seconds,
+                )
                 after = server.thread_cpu()
                 rounds[name].append(result)
                 if name == "nexus":
-                    cpu.append({k: (after[k] - before.get(k, 0.0)) / max(1, result.ok) * 1e6
-                                for k in after})
+                    cpu.append(
+                        {
+                            k: (after[k] - before.get(k, 0.0)) / max(1, result.ok) * 1e6
+                            for k in after
+                        }
+                    )
 
         benchmark.group = "accept path, Cassandra + S3 (one round = bare then nexus)"
         benchmark.pedantic(one_round, rounds=2 if bench.quick else 3, iterations=1)
@@ -77,7 +91,10 @@ def test_2_accept_rate_cassandra_s3(bench, benchmark, baseline_server, tmp_path)
         profile = profile_accept(
             tmp_path / "nexus-profiled",
             Path(os.environ.get("BENCH_PROFILE_DIR", tmp_path)) / "accept-cassandra-s3.prof.txt",
-            REQUEST, seconds=bench.seconds(8.0), extra_env=env)
+            REQUEST,
+            seconds=bench.seconds(8.0),
+            extra_env=env,
+        )
     finally:
         nexus.stop()
         testenv.drop_keyspace(keyspace)
@@ -90,15 +107,24 @@ def test_2_accept_rate_cassandra_s3(bench, benchmark, baseline_server, tmp_path)
     rate = statistics.median(r.rate for r in rounds["nexus"])
     keys = {k for sample in cpu for k in sample}
     detail = {
-        "nexus_accepts_per_s": round(rate, 1), "bare_req_per_s": round(bare, 1),
+        "nexus_accepts_per_s": round(rate, 1),
+        "bare_req_per_s": round(bare, 1),
         "nexus_p50_p99_ms": [med("nexus", 0.5), med("nexus", 0.99)],
         "bare_p50_p99_ms": [med("bare", 0.5), med("bare", 0.99)],
         "nexus_errors": sum(r.errors for r in rounds["nexus"]),
         "nexus_statuses": rounds["nexus"][-1].statuses,
-        "server_cpu_us_per_request": {k: round(statistics.median(s.get(k, 0.0) for s in cpu))
-                                      for k in sorted(keys)},
+        "server_cpu_us_per_request": {
+            k: round(statistics.median(s.get(k, 0.0) for s in cpu)) for k in sorted(keys)
+        },
         **{k: profile[k] for k in ("areas_pct", "top_self_pct", "profile_file")},
     }
     benchmark.extra_info.update({k: v for k, v in detail.items() if "pct" not in k})
-    bench.record("2", figure, rate / bare, "measured (no goal)", None, detail,
-                 note="informational: the issue sets no ratio for this one")
+    bench.record(
+        "2",
+        figure,
+        rate / bare,
+        "measured (no goal)",
+        None,
+        detail,
+        note="informational: the issue sets no ratio for this one",
+    )

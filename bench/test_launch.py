@@ -39,8 +39,11 @@ from bench import load, servers
 
 RUNS = 600
 WORKERS = 16
-CREATES = re.compile(r'^nexus_kube_api_responses_total\{(?=[^}]*verb="create")(?=[^}]*code="201")'
-                     r'[^}]*\} (\S+)$', re.M)
+CREATES = re.compile(
+    r'^nexus_kube_api_responses_total\{(?=[^}]*verb="create")(?=[^}]*code="201")'
+    r"[^}]*\} (\S+)$",
+    re.M,
+)
 
 
 def _unavailable() -> str:
@@ -71,16 +74,21 @@ def _created(server: servers.Server) -> int:
 
 def _post(server: servers.Server, algorithm: str, runs: int, timeout: float) -> threading.Thread:
     """Post ``runs`` runs from a thread (8 keep-alive connections); the thread is returned."""
-    request = load.build_request("POST", f"/algorithm/v1/run/{algorithm}",
-                                 b'{"algorithmParameters":{"bench":true}}')
-    poster = threading.Thread(target=load.closed_loop, args=(server.host, server.port, request),
-                              kwargs={"connections": 8, "total": runs, "duration": timeout})
+    request = load.build_request(
+        "POST", f"/algorithm/v1/run/{algorithm}", b'{"algorithmParameters":{"bench":true}}'
+    )
+    poster = threading.Thread(
+        target=load.closed_loop,
+        args=(server.host, server.port, request),
+        kwargs={"connections": 8, "total": runs, "duration": timeout},
+    )
     poster.start()
     return poster
 
 
-def _creation_rate(server: servers.Server, jobs: int, timeout: float,
-                   counted_from_start: bool = False) -> tuple[float, int]:
+def _creation_rate(
+    server: servers.Server, jobs: int, timeout: float, counted_from_start: bool = False
+) -> tuple[float, int]:
     """Jobs/s ``server`` creates between the first sample that saw a Job and its
     ``jobs``-th, and how many it created. ``counted_from_start``: count every Job since the
     process started (one that launches at start-up may have begun before it answered)."""
@@ -99,8 +107,9 @@ def _creation_rate(server: servers.Server, jobs: int, timeout: float,
     return (last[1] - first[1]) / (last[0] - first[0]), last[1]
 
 
-def _nexus_launch_rate(server: servers.Server, algorithm: str, runs: int,
-                       timeout: float) -> tuple[float, int]:
+def _nexus_launch_rate(
+    server: servers.Server, algorithm: str, runs: int, timeout: float
+) -> tuple[float, int]:
     """Post ``runs`` runs and time the Jobs nexus creates, from the first to the last."""
     poster = _post(server, algorithm, runs, timeout)
     try:
@@ -117,8 +126,10 @@ def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> fl
     prefix = f"bare-{uuid.uuid4().hex[:6]}"
 
     def create(i: int) -> None:
-        job = {**manifest, "metadata": {**manifest["metadata"], "name": f"{prefix}-{i}",
-                                        "namespace": namespace}}
+        job = {
+            **manifest,
+            "metadata": {**manifest["metadata"], "name": f"{prefix}-{i}", "namespace": namespace},
+        }
         batch.create_namespaced_job(namespace, job)
 
     start = time.perf_counter()
@@ -131,9 +142,11 @@ def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> fl
 
 def test_4_launch_rate(bench, tmp_path):
     reason = _unavailable()
-    figures = ("Jobs/s nexus scheduler / bare kubernetes-client loop (limiter off)",
-               "launch rate nexus / configured rate (limiter on)",
-               "Jobs/s nexus / bare loop, runs accepted before the window (limiter off)")
+    figures = (
+        "Jobs/s nexus scheduler / bare kubernetes-client loop (limiter off)",
+        "launch rate nexus / configured rate (limiter on)",
+        "Jobs/s nexus / bare loop, runs accepted before the window (limiter off)",
+    )
     if reason:
         for figure, goal in zip(figures, (">= 0.8", "within 5%", ">= 0.8")):
             bench.record("4", figure, None, goal, None, note=f"not measured: {reason}")
@@ -156,12 +169,14 @@ def test_4_launch_rate(bench, tmp_path):
 
         def start(name: str, rate: float | str, burst: int) -> servers.Server:
             env = kt.kube_env(kubeconfig, namespace, shard_dir)
-            env.update({
-                "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": str(WORKERS),
-                "NEXUS__KUBERNETES__CLIENT_QPS": "10000",
-                "NEXUS__KUBERNETES__CLIENT_BURST": "10000",
-                "NEXUS__SUPERVISOR__RECONCILE_INTERVAL": "60s",
-            })
+            env.update(
+                {
+                    "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": str(WORKERS),
+                    "NEXUS__KUBERNETES__CLIENT_QPS": "10000",
+                    "NEXUS__KUBERNETES__CLIENT_BURST": "10000",
+                    "NEXUS__SUPERVISOR__RECONCILE_INTERVAL": "60s",
+                }
+            )
             server = servers.nexus(tmp_path / name, name=name, rate=str(rate), extra=env)
             server.env["NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST"] = str(burst)
             return server.start(timeout=120)
@@ -170,23 +185,46 @@ def test_4_launch_rate(bench, tmp_path):
         try:
             nexus_rate, created = _nexus_launch_rate(unlimited, "bench", runs, timeout=300)
             job = kube.jobs(namespace)[0]
-            manifest = {"apiVersion": "batch/v1", "kind": "Job",
-                        "metadata": {"labels": job["metadata"].get("labels", {}),
-                                     "annotations": job["metadata"].get("annotations", {})},
-                        "spec": {k: v for k, v in job["spec"].items()
-                                 if k not in ("selector", "manualSelector")}}
+            manifest = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "labels": job["metadata"].get("labels", {}),
+                    "annotations": job["metadata"].get("annotations", {}),
+                },
+                "spec": {
+                    k: v for k, v in job["spec"].items() if k not in ("selector", "manualSelector")
+                },
+            }
             manifest["spec"]["template"]["metadata"].setdefault("labels", {})
             for key in list(manifest["spec"]["template"]["metadata"]["labels"]):
-                if key.startswith(("controller-uid", "batch.kubernetes.io/controller-uid",
-                                   "job-name", "batch.kubernetes.io/job-name")):
+                if key.startswith(
+                    (
+                        "controller-uid",
+                        "batch.kubernetes.io/controller-uid",
+                        "job-name",
+                        "batch.kubernetes.io/job-name",
+                    )
+                ):
                     del manifest["spec"]["template"]["metadata"]["labels"][key]
         finally:
             unlimited.stop()
         bare_rate = _bare_rate(kubeconfig, namespace, manifest, runs)
         ratio = nexus_rate / bare_rate if bare_rate else 0.0
-        bench.record("4", figures[0], ratio, ">= 0.8", ratio >= 0.8,
-                     {"nexus_jobs_per_s": round(nexus_rate, 1), "bare_jobs_per_s": round(bare_rate, 1),
-                      "runs": runs, "jobs_created_by_nexus": created, "workers": WORKERS})
+        bench.record(
+            "4",
+            figures[0],
+            ratio,
+            ">= 0.8",
+            ratio >= 0.8,
+            {
+                "nexus_jobs_per_s": round(nexus_rate, 1),
+                "bare_jobs_per_s": round(bare_rate, 1),
+                "runs": runs,
+                "jobs_created_by_nexus": created,
+                "workers": WORKERS,
+            },
+        )
 
         # Launch path alone: accept with the rate parked (the bucket's one token launches
         # one run), stop, and time a restart on the same folder launching the rest.
@@ -197,28 +235,46 @@ def test_4_launch_rate(bench, tmp_path):
             parked.stop()
         resumed = start("nexus-preloaded", 0, 1)
         try:
-            preloaded_rate, launched = _creation_rate(resumed, runs - 1, timeout=300,
-                                                      counted_from_start=True)
+            preloaded_rate, launched = _creation_rate(
+                resumed, runs - 1, timeout=300, counted_from_start=True
+            )
         finally:
             resumed.stop()
         bare_again = _bare_rate(kubeconfig, namespace, manifest, runs)
         bare_mean = (bare_rate + bare_again) / 2
         ratio = preloaded_rate / bare_mean if bare_mean else 0.0
-        bench.record("4", figures[2], ratio, ">= 0.8", ratio >= 0.8,
-                     {"nexus_jobs_per_s": round(preloaded_rate, 1),
-                      "bare_jobs_per_s_before_and_after": [round(bare_rate, 1), round(bare_again, 1)],
-                      "runs": runs, "jobs_created_after_restart": launched, "workers": WORKERS})
+        bench.record(
+            "4",
+            figures[2],
+            ratio,
+            ">= 0.8",
+            ratio >= 0.8,
+            {
+                "nexus_jobs_per_s": round(preloaded_rate, 1),
+                "bare_jobs_per_s_before_and_after": [round(bare_rate, 1), round(bare_again, 1)],
+                "runs": runs,
+                "jobs_created_after_restart": launched,
+                "workers": WORKERS,
+            },
+        )
 
         configured = max(5.0, round(min(nexus_rate, bare_rate) * 0.5))
         limited = start("nexus-limited", configured, 1)
         try:
-            held, created = _nexus_launch_rate(limited, "bench", runs, timeout=runs / configured * 3 + 60)
+            held, created = _nexus_launch_rate(
+                limited, "bench", runs, timeout=runs / configured * 3 + 60
+            )
         finally:
             limited.stop()
         error = abs(held / configured - 1)
-        bench.record("4", figures[1], held / configured, "within 5% (0.95 .. 1.05)",
-                     error <= 0.05, {"configured_per_s": configured, "held_per_s": round(held, 2),
-                                     "jobs_created": created})
+        bench.record(
+            "4",
+            figures[1],
+            held / configured,
+            "within 5% (0.95 .. 1.05)",
+            error <= 0.05,
+            {"configured_per_s": configured, "held_per_s": round(held, 2), "jobs_created": created},
+        )
     finally:
         kube.delete_namespace(namespace)
         kube.close()

@@ -26,9 +26,13 @@ AT_ONCE = 20
 
 
 def _manifest(run_id: str) -> dict:
-    return {"metadata": {"name": run_id, "labels": {}},
-            "spec": {"backoffLimit": 0, "template": {"spec": {"containers": [
-                {"name": run_id, "command": ["true"]}]}}}}
+    return {
+        "metadata": {"name": run_id, "labels": {}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"containers": [{"name": run_id, "command": ["true"]}]}},
+        },
+    }
 
 
 async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
@@ -50,8 +54,9 @@ async def _lags_while(launch_all) -> list[float]:
 
 async def _on_the_loop(count: int) -> None:
     for start in range(0, count, AT_ONCE):
-        processes = await asyncio.gather(*(asyncio.create_subprocess_exec("true")
-                                           for _ in range(min(AT_ONCE, count - start))))
+        processes = await asyncio.gather(
+            *(asyncio.create_subprocess_exec("true") for _ in range(min(AT_ONCE, count - start)))
+        )
         await asyncio.gather(*(process.wait() for process in processes))
 
 
@@ -63,8 +68,9 @@ async def _through_the_executor(root: Path, count: int) -> None:
         for start in range(0, count, AT_ONCE):
             ids = [f"run-{i}" for i in range(start, min(start + AT_ONCE, count))]
             await asyncio.gather(*(executor.launch("local", _manifest(i)) for i in ids))
-        while any(obs.outcome.value == "RUNNING"
-                  for obs in (await executor.snapshot()).observations):
+        while any(
+            obs.outcome.value == "RUNNING" for obs in (await executor.snapshot()).observations
+        ):
             await asyncio.sleep(0.01)
     finally:
         await executor.close()
@@ -72,9 +78,12 @@ async def _through_the_executor(root: Path, count: int) -> None:
 
 def _summary(lags: list[float]) -> dict[str, float]:
     ordered = sorted(lags)
-    return {"worst_ms": ordered[-1] * 1000,
-            "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
-            "median_ms": statistics.median(ordered) * 1000, "ticks": len(ordered)}
+    return {
+        "worst_ms": ordered[-1] * 1000,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
+        "median_ms": statistics.median(ordered) * 1000,
+        "ticks": len(ordered),
+    }
 
 
 def test_loop_lag_while_launching(bench, tmp_path):
@@ -82,12 +91,22 @@ def test_loop_lag_while_launching(bench, tmp_path):
     loop = uvloop.new_event_loop()
     try:
         baseline = _summary(loop.run_until_complete(_lags_while(lambda: _on_the_loop(count))))
-        ours = _summary(loop.run_until_complete(
-            _lags_while(lambda: _through_the_executor(tmp_path, count))))
+        ours = _summary(
+            loop.run_until_complete(_lags_while(lambda: _through_the_executor(tmp_path, count)))
+        )
     finally:
         loop.close()
-    bench.record("16", "worst event-loop lag while launching local processes (ms)",
-                 ours["worst_ms"], "< 100 ms", ours["worst_ms"] < 100,
-                 detail={"launches": count, "at once": AT_ONCE, "nexus": ours,
-                         "baseline (spawn on the loop)": baseline,
-                         "p99 ratio nexus/baseline": ours["p99_ms"] / max(baseline["p99_ms"], 1e-6)})
+    bench.record(
+        "16",
+        "worst event-loop lag while launching local processes (ms)",
+        ours["worst_ms"],
+        "< 100 ms",
+        ours["worst_ms"] < 100,
+        detail={
+            "launches": count,
+            "at once": AT_ONCE,
+            "nexus": ours,
+            "baseline (spawn on the loop)": baseline,
+            "p99 ratio nexus/baseline": ours["p99_ms"] / max(baseline["p99_ms"], 1e-6),
+        },
+    )

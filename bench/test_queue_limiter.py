@@ -101,8 +101,7 @@ def deque_batch(items: int = BATCH) -> Callable[[], None]:
     return run
 
 
-IMPLEMENTATIONS = {"rust": rust_batch, "python-asyncio": asyncio_batch,
-                   "python-deque": deque_batch}
+IMPLEMENTATIONS = {"rust": rust_batch, "python-asyncio": asyncio_batch, "python-deque": deque_batch}
 
 
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
@@ -126,19 +125,33 @@ def interleaved(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, f
 
 
 def test_rust_is_twice_as_fast_as_python(bench):
-    medians = interleaved({name: make() for name, make in IMPLEMENTATIONS.items()},
-                          rounds=5 if bench.quick else 21)
+    medians = interleaved(
+        {name: make() for name, make in IMPLEMENTATIONS.items()}, rounds=5 if bench.quick else 21
+    )
     per_item = {name: seconds / BATCH * 1e9 for name, seconds in medians.items()}
     ratio = medians["python-asyncio"] / medians["rust"]
-    bench.record("5", "Rust queue+limiter speed-up over Python bucket + asyncio.Queue",
-                 ratio, ">= 2.0", ratio >= 2.0,
-                 {"ns_per_item": {k: round(v, 1) for k, v in per_item.items()},
-                  "speedup_vs_deque": round(medians["python-deque"] / medians["rust"], 2)})
+    bench.record(
+        "5",
+        "Rust queue+limiter speed-up over Python bucket + asyncio.Queue",
+        ratio,
+        ">= 2.0",
+        ratio >= 2.0,
+        {
+            "ns_per_item": {k: round(v, 1) for k, v in per_item.items()},
+            "speedup_vs_deque": round(medians["python-deque"] / medians["rust"], 2),
+        },
+    )
 
 
-def _threaded(push: Callable[[int], bool], pop: Callable[[], object], acquire: Callable[[], float],
-              producers: int, consumers: int, per_producer: int,
-              timeout: float) -> tuple[Counter, float, bool]:
+def _threaded(
+    push: Callable[[int], bool],
+    pop: Callable[[], object],
+    acquire: Callable[[], float],
+    producers: int,
+    consumers: int,
+    per_producer: int,
+    timeout: float,
+) -> tuple[Counter, float, bool]:
     """Producers push disjoint ranges; consumers pop (taking a token each) until all are in."""
     total = producers * per_producer
     received: list[list[int]] = [[] for _ in range(consumers)]
@@ -191,7 +204,8 @@ def test_four_producers_four_consumers(bench):
 
     queue, bucket = Queue(4096), TokenBucket(RATE, BURST)
     rust_seen, rust_seconds, rust_late = _threaded(
-        queue.push, queue.pop, lambda: bucket.try_acquire(1), 4, 4, per_producer, 120)
+        queue.push, queue.pop, lambda: bucket.try_acquire(1), 4, 4, per_producer, 120
+    )
 
     import queue as stdlib_queue
 
@@ -211,17 +225,27 @@ def test_four_producers_four_consumers(bench):
         except stdlib_queue.Empty:
             return None
 
-    py_seen, py_seconds, py_late = _threaded(py_push, py_pop, py_bucket.try_acquire_locked,
-                                             4, 4, per_producer, 120)
+    py_seen, py_seconds, py_late = _threaded(
+        py_push, py_pop, py_bucket.try_acquire_locked, 4, 4, per_producer, 120
+    )
 
     lost = sum((expected - rust_seen).values())
     duplicated = sum((rust_seen - expected).values())
     exact = rust_seen == expected and not rust_late
-    bench.record("5", "4 producers + 4 consumers: items lost / duplicated (Rust queue)",
-                 lost + duplicated, "0 of each", exact,
-                 {"items": total, "lost": lost, "duplicated": duplicated,
-                  "rust_items_per_s": round(total / rust_seconds),
-                  "python_queue_items_per_s": round(total / py_seconds),
-                  "threaded_speedup_vs_queue.Queue": round(py_seconds / rust_seconds, 2),
-                  "python_exact": py_seen == expected and not py_late})
+    bench.record(
+        "5",
+        "4 producers + 4 consumers: items lost / duplicated (Rust queue)",
+        lost + duplicated,
+        "0 of each",
+        exact,
+        {
+            "items": total,
+            "lost": lost,
+            "duplicated": duplicated,
+            "rust_items_per_s": round(total / rust_seconds),
+            "python_queue_items_per_s": round(total / py_seconds),
+            "threaded_speedup_vs_queue.Queue": round(py_seconds / rust_seconds, 2),
+            "python_exact": py_seen == expected and not py_late,
+        },
+    )
     assert exact, f"lost {lost}, duplicated {duplicated}, timed out {rust_late}"

@@ -222,9 +222,7 @@ class RunQueue:
     held until due, then goes ahead of new runs.
     """
 
-    def __new__(
-        cls, *, tenant_limit: int | None = None, clock: ManualClock | None = None
-    ) -> Self:
+    def __new__(cls, *, tenant_limit: int | None = None, clock: ManualClock | None = None) -> Self:
         """A queue with no lanes yet.
 
         ``tenant_limit`` caps the items any one tenant may have queued over all lanes
@@ -240,9 +238,7 @@ class RunQueue:
         is not an int in 64 bits or a str.
         """
 
-    def configure_tenant(
-        self, tenant: str, *, weight: int = 1, limit: int | None = None
-    ) -> None:
+    def configure_tenant(self, tenant: str, *, weight: int = 1, limit: int | None = None) -> None:
         """Set ``tenant``'s weight (1 .. 1,000,000; 1 if never configured) and its limit
         on queued items (None: the queue's ``tenant_limit``; 0 refuses all its new
         items). Applies to items queued already. ValueError if either is out of range.

@@ -45,8 +45,13 @@ class PlainTextErrors(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         if isinstance(exception, NexusError):
             if exception.status >= 500:
-                log.warning("%s %s -> %d: %s", request.method, request.path,
-                            exception.status, exception.message)
+                log.warning(
+                    "%s %s -> %d: %s",
+                    request.method,
+                    request.path,
+                    exception.status,
+                    exception.message,
+                )
             return text(exception.message, status=exception.status, headers=exception.headers)
         if isinstance(exception, SanicException):
             return _sanic_error(request, exception)
@@ -54,21 +59,27 @@ class PlainTextErrors(ErrorHandler):
             # The client closed its connection mid-request (or mid long-poll): normal.
             log.info("client went away during %s %s", request.method, request.path)
             return text("Client closed the request", status=CLIENT_GONE)
-        log.exception("unhandled error on %s %s", request.method, request.path,
-                      exc_info=exception)
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exception)
         return text("Internal server error; see the server log", status=500)
 
 
 def _sanic_error(request: Request, exception: SanicException) -> HTTPResponse:
     message, status = str(exception) or "Request refused", exception.status_code
     if status == 413 and message == _HEADER_TOO_LARGE:
-        message, status = (f"Request Header Fields Too Large: the request line and headers "
-                           f"together are larger than the allowed "
-                           f"{request.app.config.REQUEST_MAX_HEADER_SIZE} bytes; send fewer "
-                           "or shorter headers"), 431
+        message, status = (
+            (
+                f"Request Header Fields Too Large: the request line and headers "
+                f"together are larger than the allowed "
+                f"{request.app.config.REQUEST_MAX_HEADER_SIZE} bytes; send fewer "
+                "or shorter headers"
+            ),
+            431,
+        )
     elif status == 413:
-        message = (f"Request body is larger than the allowed "
-                   f"{request.app.config.REQUEST_MAX_SIZE} bytes (max-payload-size)")
+        message = (
+            f"Request body is larger than the allowed "
+            f"{request.app.config.REQUEST_MAX_SIZE} bytes (max-payload-size)"
+        )
     return text(message, status=status, headers=getattr(exception, "headers", None) or {})
 
 
@@ -104,8 +115,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
             f"set executor: kubernetes (NEXUS__EXECUTOR=kubernetes) to run --role {role}"
         )
     # Logging is nexus.logs' job (one JSON line per event): Sanic must not install its own.
-    app = Sanic(name or f"nexus-{role}", error_handler=PlainTextErrors(),
-                configure_logging=False)
+    app = Sanic(name or f"nexus-{role}", error_handler=PlainTextErrors(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = int(settings.max_payload_size)
     app.config.FALLBACK_ERROR_FORMAT = "text"
     app.config.KEEP_ALIVE_TIMEOUT = 75

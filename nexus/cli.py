@@ -26,19 +26,26 @@ scheduler with one of the commands below."""
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--role", metavar="ROLE",
-                        help=f"serve as {ROLE_NAMES}; 'all' runs every role in one process")
+    parser.add_argument(
+        "--role",
+        metavar="ROLE",
+        help=f"serve as {ROLE_NAMES}; 'all' runs every role in one process",
+    )
     parser.add_argument("--config", help="settings file (YAML); NEXUS__A__B env vars override it")
     parser.add_argument("--host", help="address to listen on (bind-host)")
     parser.add_argument("--port", type=int, help="port to listen on (bind-port)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="bind with SO_REUSEPORT so several nexus processes (each with its "
-                             "own instance-id) share the port and the kernel spreads connections")
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT so several nexus processes (each with its "
+        "own instance-id) share the port and the kernel spreads connections",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return client_cli.build_parser(description=DESCRIPTION, version=f"nexus {nexus_version()}",
-                                   add_flags=_add_server_flags)
+    return client_cli.build_parser(
+        description=DESCRIPTION, version=f"nexus {nexus_version()}", add_flags=_add_server_flags
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,11 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.role is None:
             parser.error(f"choose a role (--role {ROLE_NAMES}) or a command")
         if args.role not in ROLES:
-            parser.error(f"argument --role: invalid choice: {args.role!r} "
-                         f"(choose from {', '.join(ROLES)})")
+            parser.error(
+                f"argument --role: invalid choice: {args.role!r} (choose from {', '.join(ROLES)})"
+            )
     elif args.role or args.config or args.host or args.port is not None or args.reuse_port:
-        parser.error("--role/--config/--host/--port/--reuse-port start a server; "
-                     "they do not go with a client command")
+        parser.error(
+            "--role/--config/--host/--port/--reuse-port start a server; "
+            "they do not go with a client command"
+        )
     return args
 
 
@@ -89,8 +99,11 @@ def serve(args: argparse.Namespace) -> int:
     # Sanic's own multi-worker mode would give every worker the same settings, hence the
     # same instance-id, which names the scheduler's lease and the runs it recovers; separate
     # processes sharing a port keep one identity each.
-    where = ({"sock": reuse_port_socket(settings.bind_host, settings.bind_port)}
-             if args.reuse_port else {"host": settings.bind_host, "port": settings.bind_port})
+    where = (
+        {"sock": reuse_port_socket(settings.bind_host, settings.bind_port)}
+        if args.reuse_port
+        else {"host": settings.bind_host, "port": settings.bind_port}
+    )
     try:
         app = create_app(settings, args.role)
         app.run(**where, single_process=True, access_log=False, motd=False)

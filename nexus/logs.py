@@ -27,12 +27,17 @@ import msgspec
 
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "nexus_request_id", default=None)
+    "nexus_request_id", default=None
+)
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "request_id", "taskName"}
+    "message",
+    "asctime",
+    "request_id",
+    "taskName",
+}
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -61,8 +66,11 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {key: value for key, value in vars(record).items()
-            if key not in _STANDARD and not key.startswith("_")}
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -87,8 +95,12 @@ class JsonFormatter(logging.Formatter):
         try:
             return _encoder.encode(entry).decode()
         except (TypeError, msgspec.EncodeError):
-            return _encoder.encode({k: v if isinstance(v, (str, int, float, bool, type(None)))
-                                    else repr(v) for k, v in entry.items()}).decode()
+            return _encoder.encode(
+                {
+                    k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                    for k, v in entry.items()
+                }
+            ).decode()
 
 
 class TextFormatter(logging.Formatter):

@@ -27,11 +27,40 @@ prometheus_client.disable_created_metrics()
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 # Seconds from acceptance to the final stage: algorithm runs last seconds to hours.
-RUN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-                        7200.0, 21600.0, 86400.0)
+RUN_DURATION_BUCKETS = (
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    21600.0,
+    86400.0,
+)
 # Seconds to answer a request: most answers take a millisecond, long polls up to minutes.
-REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0, 60.0, 120.0)
+REQUEST_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
 
 
 class CounterFamily:
@@ -58,46 +87,64 @@ class Metrics:
     def __init__(self, version: str = "0.0.0") -> None:
         self.registry = CollectorRegistry()
         prometheus_client.ProcessCollector(registry=self.registry)
-        build = Gauge("nexus_build_info", "The running nexus: version and Python (always 1)",
-                      ("version", "python"), registry=self.registry)
+        build = Gauge(
+            "nexus_build_info",
+            "The running nexus: version and Python (always 1)",
+            ("version", "python"),
+            registry=self.registry,
+        )
         build.labels(version, platform.python_version()).set(1)
         self._counters: dict[str, CounterFamily] = {}
-        self.requests = self.counter("nexus_http_requests_total",
-                                     "HTTP requests by route template, method and status",
-                                     ("route", "method", "code"))
+        self.requests = self.counter(
+            "nexus_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ("route", "method", "code"),
+        )
         self.request_seconds = self.histogram(
             "nexus_http_request_duration_seconds",
-            "Seconds to answer a request, by route template and method", ("route", "method"),
-            REQUEST_BUCKETS)
-        self.accepted = self.counter("nexus_runs_accepted_total", "Runs durably accepted",
-                                     ("algorithm",))
-        self.finished = self.counter("nexus_runs_finished_total",
-                                     "Runs that reached a terminal stage here", ("stage",))
-        self.launches = self.counter("nexus_job_launches_total",
-                                     "Jobs created, by shard (rate() gives the launch rate)",
-                                     ("shard",))
-        self.launch_failures = self.counter("nexus_job_launch_failures_total",
-                                            "Failed Job creation attempts, by shard", ("shard",))
+            "Seconds to answer a request, by route template and method",
+            ("route", "method"),
+            REQUEST_BUCKETS,
+        )
+        self.accepted = self.counter(
+            "nexus_runs_accepted_total", "Runs durably accepted", ("algorithm",)
+        )
+        self.finished = self.counter(
+            "nexus_runs_finished_total", "Runs that reached a terminal stage here", ("stage",)
+        )
+        self.launches = self.counter(
+            "nexus_job_launches_total",
+            "Jobs created, by shard (rate() gives the launch rate)",
+            ("shard",),
+        )
+        self.launch_failures = self.counter(
+            "nexus_job_launch_failures_total", "Failed Job creation attempts, by shard", ("shard",)
+        )
         self.run_duration = self.histogram(
             "nexus_run_duration_seconds",
             "Seconds from acceptance to the final stage, for runs finished here",
-            ("stage",), RUN_DURATION_BUCKETS)
+            ("stage",),
+            RUN_DURATION_BUCKETS,
+        )
 
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> CounterFamily:
         """The counter ``name`` (made on first use: several backends may ask for it)."""
         if name not in self._counters:
             self._counters[name] = CounterFamily(
-                Counter(name, help_text, labels, registry=self.registry))
+                Counter(name, help_text, labels, registry=self.registry)
+            )
         return self._counters[name]
 
     def gauge(self, name: str, help_text: str, callback: Callable[[], float]) -> None:
         """A gauge read from ``callback`` at every scrape."""
         Gauge(name, help_text, registry=self.registry).set_function(callback)
 
-    def histogram(self, name: str, help_text: str, labels: tuple[str, ...],
-                  buckets: tuple[float, ...]) -> HistogramFamily:
-        return HistogramFamily(Histogram(name, help_text, labels, buckets=buckets,
-                                         registry=self.registry))
+    def histogram(
+        self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> HistogramFamily:
+        return HistogramFamily(
+            Histogram(name, help_text, labels, buckets=buckets, registry=self.registry)
+        )
 
     def run_finished(self, stage: str, received_at: datetime | None) -> None:
         self.finished.inc(stage)

@@ -186,14 +186,14 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX):].split("__")]
+        path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX) :].split("__")]
         struct_type: type[msgspec.Struct] = Settings
         node = tree
         for depth, key in enumerate(path):
             fields = _field_types(struct_type)
             kind = fields.get(key)
             if kind is None:
-                raise ConfigError(f"Unknown setting {name}: no key '{'.'.join(path[:depth + 1])}'")
+                raise ConfigError(f"Unknown setting {name}: no key '{'.'.join(path[: depth + 1])}'")
             if depth == len(path) - 1:
                 if isinstance(kind, msgspec.inspect.StructType):
                     raise ConfigError(f"Setting {name} names a section, not a value")

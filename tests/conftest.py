@@ -51,8 +51,13 @@ def free_port() -> int:
 class NexusProcess:
     """One ``nexus --role ...`` child process with its own data folder and port."""
 
-    def __init__(self, data_dir: Path, role: str = "all", env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        role: str = "all",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.role = role
         self.port = port or free_port()
@@ -77,7 +82,11 @@ class NexusProcess:
         with open(self.log_path, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,14 +125,19 @@ class NexusProcess:
     def row_counts(self) -> dict[str, int]:
         """Rows per table of the embedded store, read through a separate connection."""
         with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
-            return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                    for table in ("checkpoints", "submission_buffer", "idempotency_keys")}
+            return {
+                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("checkpoints", "submission_buffer", "idempotency_keys")
+            }
 
     def payload_files(self) -> list[str]:
         """Stored payloads (results that algorithms upload, under results/, are left out)."""
         root = self.data_dir / "payloads"
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                      if p.is_file() and p.relative_to(root).parts[0] != "results")
+        return sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != "results"
+        )
 
     def written(self) -> tuple[dict[str, int], list[str]]:
         """Everything an accepted run writes: store rows and payload files."""
@@ -166,8 +180,12 @@ class NexusProcess:
 def _factory(make_dir) -> Iterator:
     started: list[NexusProcess] = []
 
-    def start(role: str = "all", env: dict[str, str] | None = None, data_dir: Path | None = None,
-              port: int | None = None) -> NexusProcess:
+    def start(
+        role: str = "all",
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        port: int | None = None,
+    ) -> NexusProcess:
         proc = NexusProcess(data_dir or make_dir(), role, env, port).start()
         started.append(proc)
         return proc

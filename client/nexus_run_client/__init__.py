@@ -31,8 +31,21 @@ from nexus_run_client.models import ParentRequest, RunResult
 from nexus_run_client.sync import NexusClient
 
 __all__ = [
-    "AsyncNexusClient", "BadRequest", "Conflict", "Forbidden", "NexusClient",
-    "NexusClientError", "NoPayload", "NotFound", "ParentRequest", "PayloadTooLarge",
-    "QueueFull", "RetryPolicy", "RunResult", "ServerError", "Unauthorized", "Unavailable",
+    "AsyncNexusClient",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "NexusClient",
+    "NexusClientError",
+    "NoPayload",
+    "NotFound",
+    "ParentRequest",
+    "PayloadTooLarge",
+    "QueueFull",
+    "RetryPolicy",
+    "RunResult",
+    "ServerError",
+    "Unauthorized",
+    "Unavailable",
     "WaitTimeout",
 ]

@@ -66,7 +66,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        backoff = self.base_delay * 2.0 ** attempt
+        backoff = self.base_delay * 2.0**attempt
         return min(backoff * (0.5 + random.random() / 2), self.max_delay)
 
 
@@ -101,24 +101,27 @@ def segment(value: str) -> str:
 
 def error_from(response: httpx.Response) -> NexusClientError:
     message = response.text.strip() or response.reason_phrase or f"HTTP {response.status_code}"
-    return error_for_status(response.status_code, message,
-                            parse_retry_after(response.headers.get("retry-after")))
+    return error_for_status(
+        response.status_code, message, parse_retry_after(response.headers.get("retry-after"))
+    )
 
 
 def _decode(decoder: msgspec.json.Decoder[T], response: httpx.Response) -> T:
     try:
         return decoder.decode(response.content)
     except msgspec.DecodeError as exc:
-        raise ServerError(f"Unexpected answer from {response.request.url}: {exc}",
-                          status=response.status_code) from None
+        raise ServerError(
+            f"Unexpected answer from {response.request.url}: {exc}", status=response.status_code
+        ) from None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         return msgspec.json.decode(response.content, type=dict[str, Any])
     except msgspec.DecodeError as exc:
-        raise ServerError(f"Unexpected answer from {response.request.url}: {exc}",
-                          status=response.status_code) from None
+        raise ServerError(
+            f"Unexpected answer from {response.request.url}: {exc}", status=response.status_code
+        ) from None
 
 
 def _duration(value: str | float | timedelta) -> str:
@@ -168,86 +171,132 @@ def create_run(
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     return Call(
-        "POST", f"{API}/run/{segment(algorithm)}",
+        "POST",
+        f"{API}/run/{segment(algorithm)}",
         lambda r: _decode(models.run_created_decoder, r).request_id,
         params={"dryRun": "true"} if dry_run else {},
-        content=models.encoder.encode(body), headers=headers,
-        idempotent=bool(idempotency_key), ok=(202,),
+        content=models.encoder.encode(body),
+        headers=headers,
+        idempotent=bool(idempotency_key),
+        ok=(202,),
     )
 
 
-def get_run(algorithm: str, request_id: str, wait: float | None = None,
-            read_timeout: float = 30.0) -> Call[models.RunResult]:
+def get_run(
+    algorithm: str, request_id: str, wait: float | None = None, read_timeout: float = 30.0
+) -> Call[models.RunResult]:
     params = {"wait": f"{wait:g}"} if wait else {}
-    return Call("GET", f"{API}/results/{segment(algorithm)}/requests/{segment(request_id)}",
-                lambda r: _decode(models.run_result_decoder, r), params=params,
-                timeout=(wait or 0) + read_timeout)
+    return Call(
+        "GET",
+        f"{API}/results/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: _decode(models.run_result_decoder, r),
+        params=params,
+        timeout=(wait or 0) + read_timeout,
+    )
 
 
 def runs_by_tag(tag: str) -> Call[list[models.RunResult]]:
-    return Call("GET", f"{API}/results/tags/{segment(tag)}",
-                lambda r: _decode(models.run_results_decoder, r))
+    return Call(
+        "GET",
+        f"{API}/results/tags/{segment(tag)}",
+        lambda r: _decode(models.run_results_decoder, r),
+    )
 
 
 def metadata(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
-    return Call("GET", f"{API}/metadata/{segment(algorithm)}/requests/{segment(request_id)}",
-                _json)
+    return Call("GET", f"{API}/metadata/{segment(algorithm)}/requests/{segment(request_id)}", _json)
 
 
 def buffered_job(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
-    return Call("GET", f"{API}/buffer/{segment(algorithm)}/requests/{segment(request_id)}",
-                _json)
+    return Call("GET", f"{API}/buffer/{segment(algorithm)}/requests/{segment(request_id)}", _json)
 
 
 def payload_url(algorithm: str, request_id: str) -> Call[str]:
     def location(response: httpx.Response) -> str:
         target = response.headers.get("location")
         if not target:
-            raise ServerError("The payload redirect carries no Location header",
-                              status=response.status_code)
+            raise ServerError(
+                "The payload redirect carries no Location header", status=response.status_code
+            )
         return str(response.request.url.join(target))
 
-    return Call("GET", f"{API}/payload/{segment(algorithm)}/requests/{segment(request_id)}",
-                location, ok=(301, 302, 303, 307, 308))
+    return Call(
+        "GET",
+        f"{API}/payload/{segment(algorithm)}/requests/{segment(request_id)}",
+        location,
+        ok=(301, 302, 303, 307, 308),
+    )
 
 
-def cancel_run(algorithm: str, request_id: str, *, reason: str, initiator: str,
-               policy: str) -> Call[None]:
+def cancel_run(
+    algorithm: str, request_id: str, *, reason: str, initiator: str, policy: str
+) -> Call[None]:
     body = {"reason": reason, "initiator": initiator, "cancellationPolicy": policy}
-    return Call("POST", f"{API}/cancel/{segment(algorithm)}/requests/{segment(request_id)}",
-                lambda r: None, content=models.encoder.encode(body),
-                headers={"Content-Type": "application/json"})
+    return Call(
+        "POST",
+        f"{API}/cancel/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: None,
+        content=models.encoder.encode(body),
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def update_tag(algorithm: str, request_id: str, new_tag: str) -> Call[None]:
-    return Call("POST",
-                f"{API}/metadata/tags/{segment(algorithm)}/requests/{segment(request_id)}",
-                lambda r: None, content=models.encoder.encode({"newTag": new_tag}),
-                headers={"Content-Type": "application/json"})
+    return Call(
+        "POST",
+        f"{API}/metadata/tags/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: None,
+        content=models.encoder.encode({"newTag": new_tag}),
+        headers={"Content-Type": "application/json"},
+    )
 
 
-def complete_run(algorithm: str, request_id: str, *, result_uri: str,
-                 error_cause: str | None, error_details: str | None) -> Call[None]:
+def complete_run(
+    algorithm: str,
+    request_id: str,
+    *,
+    result_uri: str,
+    error_cause: str | None,
+    error_details: str | None,
+) -> Call[None]:
     body: dict[str, str] = {"resultUri": result_uri}
     if error_cause:
         body["errorCause"] = error_cause
     if error_details:
         body["errorDetails"] = error_details
-    return Call("POST", f"{API}/complete/{segment(algorithm)}/requests/{segment(request_id)}",
-                lambda r: None, content=models.encoder.encode(body),
-                headers={"Content-Type": "application/json"}, receiver=True, ok=(202,))
+    return Call(
+        "POST",
+        f"{API}/complete/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: None,
+        content=models.encoder.encode(body),
+        headers={"Content-Type": "application/json"},
+        receiver=True,
+        ok=(202,),
+    )
 
 
 def check_run(algorithm: str, request_id: str) -> Call[bool]:
-    return Call("GET", f"{API}/check/{segment(algorithm)}/requests/{segment(request_id)}",
-                lambda r: _decode(models.check_decoder, r).is_processed, receiver=True)
+    return Call(
+        "GET",
+        f"{API}/check/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: _decode(models.check_decoder, r).is_processed,
+        receiver=True,
+    )
 
 
 class ClientCore:
     """Configuration and request building shared by the sync and async clients."""
 
-    def __init__(self, scheduler_url: str, *, receiver_url: str | None, token: TokenSource,
-                 timeout: float, retry: RetryPolicy | None, user_agent: str) -> None:
+    def __init__(
+        self,
+        scheduler_url: str,
+        *,
+        receiver_url: str | None,
+        token: TokenSource,
+        timeout: float,
+        retry: RetryPolicy | None,
+        user_agent: str,
+    ) -> None:
         self.scheduler_url = scheduler_url.rstrip("/")
         self.receiver_url = (receiver_url or scheduler_url).rstrip("/")
         self._token = token
@@ -256,8 +305,11 @@ class ClientCore:
         self.user_agent = user_agent
 
     def request_args(self, call: Call[Any]) -> dict[str, Any]:
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json, text/plain",
-                   **call.headers}
+        headers = {
+            "User-Agent": self.user_agent,
+            "Accept": "application/json, text/plain",
+            **call.headers,
+        }
         token = self._token() if callable(self._token) else self._token
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"

@@ -21,16 +21,30 @@ T = TypeVar("T")
 class AsyncNexusClient:
     """Asyncio twin of :class:`~nexus_run_client.NexusClient`; see it for the behaviour."""
 
-    def __init__(self, scheduler_url: str = DEFAULT_URL, *, receiver_url: str | None = None,
-                 token: calls.TokenSource = None, timeout: float = 30.0,
-                 retry: calls.RetryPolicy | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 max_connections: int = 100) -> None:
-        self._core = calls.ClientCore(scheduler_url, receiver_url=receiver_url, token=token,
-                                      timeout=timeout, retry=retry, user_agent=calls.user_agent())
+    def __init__(
+        self,
+        scheduler_url: str = DEFAULT_URL,
+        *,
+        receiver_url: str | None = None,
+        token: calls.TokenSource = None,
+        timeout: float = 30.0,
+        retry: calls.RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self._core = calls.ClientCore(
+            scheduler_url,
+            receiver_url=receiver_url,
+            token=token,
+            timeout=timeout,
+            retry=retry,
+            user_agent=calls.user_agent(),
+        )
         self._http = httpx.AsyncClient(
-            transport=transport, follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_connections))
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections),
+        )
 
     async def __aenter__(self) -> "AsyncNexusClient":
         return self
@@ -50,14 +64,18 @@ class AsyncNexusClient:
                 response = await self._http.request(**args)
             except httpx.TransportError as exc:
                 if attempt + 1 >= policy.attempts or not self._core.retryable_transport(call, exc):
-                    raise Unavailable(f"Cannot reach {args['url']}: {exc or type(exc).__name__}",
-                                      status=None) from exc
+                    raise Unavailable(
+                        f"Cannot reach {args['url']}: {exc or type(exc).__name__}", status=None
+                    ) from exc
                 await asyncio.sleep(policy.delay(attempt, None))
                 attempt += 1
                 continue
             if response.status_code in calls.RETRY_STATUSES and attempt + 1 < policy.attempts:
-                await asyncio.sleep(policy.delay(
-                    attempt, calls.parse_retry_after(response.headers.get("retry-after"))))
+                await asyncio.sleep(
+                    policy.delay(
+                        attempt, calls.parse_retry_after(response.headers.get("retry-after"))
+                    )
+                )
                 attempt += 1
                 continue
             return self._core.outcome(call, response)
@@ -77,18 +95,34 @@ class AsyncNexusClient:
         dry_run: bool = False,
         idempotency_key: str | None = None,
     ) -> str:
-        return await self._send(calls.create_run(
-            algorithm, parameters, custom_configuration=custom_configuration, tag=tag,
-            parent=parent, payload_valid_for=payload_valid_for,
-            request_api_version=request_api_version, dry_run=dry_run,
-            idempotency_key=idempotency_key))
+        return await self._send(
+            calls.create_run(
+                algorithm,
+                parameters,
+                custom_configuration=custom_configuration,
+                tag=tag,
+                parent=parent,
+                payload_valid_for=payload_valid_for,
+                request_api_version=request_api_version,
+                dry_run=dry_run,
+                idempotency_key=idempotency_key,
+            )
+        )
 
-    async def get_run(self, algorithm: str, request_id: str, *,
-                      wait: float | None = None) -> RunResult:
+    async def get_run(
+        self, algorithm: str, request_id: str, *, wait: float | None = None
+    ) -> RunResult:
         return await self._send(calls.get_run(algorithm, request_id, wait, self._core.timeout))
 
-    async def await_run(self, algorithm: str, request_id: str, *, timeout: float | None = None,
-                        poll_interval: float = 2.0, wait_step: float = 30.0) -> RunResult:
+    async def await_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 2.0,
+        wait_step: float = 30.0,
+    ) -> RunResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             started = time.monotonic()
@@ -98,17 +132,24 @@ class AsyncNexusClient:
                 return result
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise WaitTimeout(f"Run {algorithm}/{request_id} is still {result.status} "
-                                  f"after {timeout:g}s", last_result=result)
+                raise WaitTimeout(
+                    f"Run {algorithm}/{request_id} is still {result.status} after {timeout:g}s",
+                    last_result=result,
+                )
             pause = poll_interval - (now - started)
             if deadline is not None:
                 pause = min(pause, deadline - now)
             if pause > 0:
                 await asyncio.sleep(pause)
 
-    async def await_runs(self, runs: Iterable[tuple[str, str]], *, timeout: float | None = None,
-                         on_result: Callable[[int, RunResult | NexusClientError], None] | None = None,
-                         concurrency: int = 32) -> list[RunResult | NexusClientError]:
+    async def await_runs(
+        self,
+        runs: Iterable[tuple[str, str]],
+        *,
+        timeout: float | None = None,
+        on_result: Callable[[int, RunResult | NexusClientError], None] | None = None,
+        concurrency: int = 32,
+    ) -> list[RunResult | NexusClientError]:
         """Await many runs concurrently (at most ``concurrency`` long-polls at once).
 
         Returns, in order, each run's last result (unfinished if ``timeout`` passed first)
@@ -118,12 +159,15 @@ class AsyncNexusClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         gate = asyncio.Semaphore(concurrency)
 
-        async def follow(index: int, algorithm: str, request_id: str) -> RunResult | NexusClientError:
+        async def follow(
+            index: int, algorithm: str, request_id: str
+        ) -> RunResult | NexusClientError:
             async with gate:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     outcome: RunResult | NexusClientError = await self.await_run(
-                        algorithm, request_id, timeout=left)
+                        algorithm, request_id, timeout=left
+                    )
                 except WaitTimeout as exc:
                     outcome = exc.last_result  # type: ignore[assignment]
                 except NexusClientError as exc:
@@ -132,8 +176,11 @@ class AsyncNexusClient:
                 on_result(index, outcome)
             return outcome
 
-        return list(await asyncio.gather(
-            *(follow(i, algorithm, run_id) for i, (algorithm, run_id) in enumerate(runs))))
+        return list(
+            await asyncio.gather(
+                *(follow(i, algorithm, run_id) for i, (algorithm, run_id) in enumerate(runs))
+            )
+        )
 
     async def runs_by_tag(self, tag: str) -> list[RunResult]:
         return await self._send(calls.runs_by_tag(tag))
@@ -147,23 +194,46 @@ class AsyncNexusClient:
     async def get_payload_url(self, algorithm: str, request_id: str) -> str:
         return await self._send(calls.payload_url(algorithm, request_id))
 
-    async def cancel_run(self, algorithm: str, request_id: str, *, reason: str = "",
-                         initiator: str = "nexus-client", policy: str = "Background") -> None:
+    async def cancel_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        reason: str = "",
+        initiator: str = "nexus-client",
+        policy: str = "Background",
+    ) -> None:
         if policy not in CANCELLATION_POLICIES:
             raise ValueError(f"policy must be one of {', '.join(CANCELLATION_POLICIES)}")
-        await self._send(calls.cancel_run(algorithm, request_id, reason=reason,
-                                          initiator=initiator, policy=policy))
+        await self._send(
+            calls.cancel_run(
+                algorithm, request_id, reason=reason, initiator=initiator, policy=policy
+            )
+        )
 
     async def update_tag(self, algorithm: str, request_id: str, new_tag: str) -> None:
         await self._send(calls.update_tag(algorithm, request_id, new_tag))
 
     # --- receiver ------------------------------------------------------------------------
 
-    async def complete_run(self, algorithm: str, request_id: str, *, result_uri: str = "",
-                           error_cause: str | None = None,
-                           error_details: str | None = None) -> None:
-        await self._send(calls.complete_run(algorithm, request_id, result_uri=result_uri,
-                                            error_cause=error_cause, error_details=error_details))
+    async def complete_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        result_uri: str = "",
+        error_cause: str | None = None,
+        error_details: str | None = None,
+    ) -> None:
+        await self._send(
+            calls.complete_run(
+                algorithm,
+                request_id,
+                result_uri=result_uri,
+                error_cause=error_cause,
+                error_details=error_details,
+            )
+        )
 
     async def check_run(self, algorithm: str, request_id: str) -> bool:
         return await self._send(calls.check_run(algorithm, request_id))

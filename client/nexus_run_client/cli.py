@@ -94,7 +94,8 @@ def _scheduler_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a scheduler URL: expected http:// or https:// and a host, "
-            "e.g. http://127.0.0.1:8080")
+            "e.g. http://127.0.0.1:8080"
+        )
     return text
 
 
@@ -111,16 +112,34 @@ def add_client_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) 
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--scheduler", metavar="URL", type=_scheduler_url,
-                        default=default(os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL)),
-                        help="scheduler base URL (env NEXUS_SCHEDULER_URL; default "
-                             f"{os.environ.get('NEXUS_SCHEDULER_URL', DEFAULT_URL)})")
-    parser.add_argument("--token", default=default(os.environ.get("NEXUS_TOKEN")),
-                        help="bearer token sent as Authorization (env NEXUS_TOKEN)")
-    parser.add_argument("-o", "--output", choices=OUTPUTS, default=default("text"),
-                        help="text (default), json, yaml, or wide (every column)")
-    parser.add_argument("--json", dest="output", action="store_const", const="json",
-                        default=argparse.SUPPRESS, help="the same as -o json")
+    parser.add_argument(
+        "--scheduler",
+        metavar="URL",
+        type=_scheduler_url,
+        default=default(os.environ.get("NEXUS_SCHEDULER_URL", DEFAULT_URL)),
+        help="scheduler base URL (env NEXUS_SCHEDULER_URL; default "
+        f"{os.environ.get('NEXUS_SCHEDULER_URL', DEFAULT_URL)})",
+    )
+    parser.add_argument(
+        "--token",
+        default=default(os.environ.get("NEXUS_TOKEN")),
+        help="bearer token sent as Authorization (env NEXUS_TOKEN)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default=default("text"),
+        help="text (default), json, yaml, or wide (every column)",
+    )
+    parser.add_argument(
+        "--json",
+        dest="output",
+        action="store_const",
+        const="json",
+        default=argparse.SUPPRESS,
+        help="the same as -o json",
+    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -129,28 +148,54 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     add_client_flags(common, defaults=False)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return subparsers.add_parser(name, parents=[common], help=help_text,
-                                     description=help_text, epilog=EXIT_CODES_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        return subparsers.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     run = command("run", "start a run; prints its request id (or, with --wait, its result)")
     run.add_argument("algorithm")
-    run.add_argument("--payload", required=True, metavar="FILE|-",
-                     help="the run's payload, a JSON object; '-' reads standard input")
+    run.add_argument(
+        "--payload",
+        required=True,
+        metavar="FILE|-",
+        help="the run's payload, a JSON object; '-' reads standard input",
+    )
     run.add_argument("--tag", help="client tag to find the run by (nexus runs --tag)")
     run.add_argument("--wait", action="store_true", help="wait until the run finishes")
-    run.add_argument("--timeout", type=_seconds, metavar="S",
-                     help="with --wait: give up after S seconds ('90s', '5m'); exit code 4")
-    run.add_argument("--dry-run", action="store_true",
-                     help="record the run and render its Job, but launch nothing")
-    run.add_argument("--idempotency-key", metavar="K",
-                     help="a repeat with the same key returns the first run's id")
-    run.add_argument("--custom-configuration", metavar="FILE",
-                     help="JSON file with template overrides (customConfiguration)")
-    run.add_argument("--parent", metavar="ALGORITHM/ID",
-                     help="make this run a child of that run (cancelled with it)")
-    run.add_argument("--payload-valid-for", metavar="DURATION",
-                     help="lifetime of the payload URL, e.g. '24h'")
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="with --wait: give up after S seconds ('90s', '5m'); exit code 4",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="record the run and render its Job, but launch nothing",
+    )
+    run.add_argument(
+        "--idempotency-key",
+        metavar="K",
+        help="a repeat with the same key returns the first run's id",
+    )
+    run.add_argument(
+        "--custom-configuration",
+        metavar="FILE",
+        help="JSON file with template overrides (customConfiguration)",
+    )
+    run.add_argument(
+        "--parent",
+        metavar="ALGORITHM/ID",
+        help="make this run a child of that run (cancelled with it)",
+    )
+    run.add_argument(
+        "--payload-valid-for", metavar="DURATION", help="lifetime of the payload URL, e.g. '24h'"
+    )
 
     get = command("get", "show a run's status")
     get.add_argument("algorithm")
@@ -159,26 +204,37 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     wait = command("wait", "wait until runs finish; a live display on a terminal")
     wait.add_argument("algorithm")
     wait.add_argument("request_ids", nargs="+", metavar="ID")
-    wait.add_argument("--timeout", type=_seconds, metavar="S",
-                      help="give up after S seconds ('90s', '5m'); exit code 4")
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="give up after S seconds ('90s', '5m'); exit code 4",
+    )
 
     cancel = command("cancel", "cancel a run (and its children)")
     cancel.add_argument("algorithm")
     cancel.add_argument("request_id")
     cancel.add_argument("--reason", default="", help="why; recorded with the run")
-    cancel.add_argument("--policy", default="Background", choices=models.CANCELLATION_POLICIES,
-                        help="how the run's Job is deleted (default %(default)s)")
-    cancel.add_argument("--initiator", default=None,
-                        help="who cancels (default: the local user name)")
+    cancel.add_argument(
+        "--policy",
+        default="Background",
+        choices=models.CANCELLATION_POLICIES,
+        help="how the run's Job is deleted (default %(default)s)",
+    )
+    cancel.add_argument(
+        "--initiator", default=None, help="who cancels (default: the local user name)"
+    )
 
     runs = command("runs", "list the runs that carry a tag, as a table")
     runs.add_argument("--tag", required=True)
 
     completion = subparsers.add_parser(
-        "completion", help="print the shell completion script",
+        "completion",
+        help="print the shell completion script",
         description="print the completion script for SHELL; e.g. in ~/.bashrc: "
-                    "eval \"$(nexus completion bash)\"; for fish: "
-                    "nexus completion fish > ~/.config/fish/completions/nexus.fish")
+        'eval "$(nexus completion bash)"; for fish: '
+        "nexus completion fish > ~/.config/fish/completions/nexus.fish",
+    )
     completion.add_argument("shell", choices=SHELLS)
 
 
@@ -194,8 +250,9 @@ def _print_data(value: Any, output: str) -> None:
     if output == "yaml":
         import yaml
 
-        sys.stdout.write(yaml.safe_dump(msgspec.to_builtins(value), sort_keys=False,
-                                        allow_unicode=True))
+        sys.stdout.write(
+            yaml.safe_dump(msgspec.to_builtins(value), sort_keys=False, allow_unicode=True)
+        )
     else:
         _print_json(value)
 
@@ -215,18 +272,44 @@ def _table(rows: list[RunResult], wide: bool = False) -> str:
     lines: list[tuple[str, ...]]
     if wide:
         header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT URI", "ERROR")
-        lines = [header, *((r.request_id, r.algorithm_name or "-", r.status,
-                            r.result_uri or "-", r.run_error_message or "-") for r in rows)]
+        lines = [
+            header,
+            *(
+                (
+                    r.request_id,
+                    r.algorithm_name or "-",
+                    r.status,
+                    r.result_uri or "-",
+                    r.run_error_message or "-",
+                )
+                for r in rows
+            ),
+        ]
     else:
         header = ("REQUEST ID", "ALGORITHM", "STATUS", "RESULT / ERROR")
-        lines = [header, *((r.request_id, r.algorithm_name, r.status,
-                            r.result_uri if r.succeeded else r.run_error_message)
-                           for r in rows)]
+        lines = [
+            header,
+            *(
+                (
+                    r.request_id,
+                    r.algorithm_name,
+                    r.status,
+                    r.result_uri if r.succeeded else r.run_error_message,
+                )
+                for r in rows
+            ),
+        ]
     aligned = len(header) - 1
     widths = [max(len(line[i]) for line in lines) for i in range(aligned)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:aligned]))
-        + "  " + line[aligned] for line in lines).rstrip() + "\n"
+    return (
+        "\n".join(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:aligned]))
+            + "  "
+            + line[aligned]
+            for line in lines
+        ).rstrip()
+        + "\n"
+    )
 
 
 # --- commands ------------------------------------------------------------------------
@@ -251,7 +334,8 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
     custom = None
     if args.custom_configuration:
         custom = msgspec.json.decode(
-            _read_json_object(args.custom_configuration, "custom configuration"))
+            _read_json_object(args.custom_configuration, "custom configuration")
+        )
     parent = None
     if args.parent:
         algorithm, _, request_id = args.parent.partition("/")
@@ -259,9 +343,15 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
             raise UsageError("--parent must be ALGORITHM/REQUEST_ID")
         parent = (algorithm, request_id)
     request_id = client.create_run(
-        args.algorithm, payload, custom_configuration=custom, tag=args.tag, parent=parent,
-        payload_valid_for=args.payload_valid_for, dry_run=args.dry_run,
-        idempotency_key=args.idempotency_key)
+        args.algorithm,
+        payload,
+        custom_configuration=custom,
+        tag=args.tag,
+        parent=parent,
+        payload_valid_for=args.payload_valid_for,
+        dry_run=args.dry_run,
+        idempotency_key=args.idempotency_key,
+    )
     if not args.wait:
         if _structured(args):
             _print_data({"requestId": request_id}, args.output)
@@ -272,9 +362,14 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
     stages = None if _structured(args) else StageLine(request_id)
     step = 1.0 if stages else 30.0
     try:
-        result = client.await_run(args.algorithm, request_id, timeout=args.timeout,
-                                  on_status=stages.show if stages else None,
-                                  wait_step=step, poll_interval=min(step, 2.0))
+        result = client.await_run(
+            args.algorithm,
+            request_id,
+            timeout=args.timeout,
+            on_status=stages.show if stages else None,
+            wait_step=step,
+            poll_interval=min(step, 2.0),
+        )
     except WaitTimeout as exc:
         _show(exc.last_result, args)
         raise
@@ -304,8 +399,9 @@ def _cmd_get(client: NexusClient, args: argparse.Namespace) -> int:
 
 def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
     initiator = args.initiator or getpass.getuser()
-    client.cancel_run(args.algorithm, args.request_id, reason=args.reason,
-                      initiator=initiator, policy=args.policy)
+    client.cancel_run(
+        args.algorithm, args.request_id, reason=args.reason, initiator=initiator, policy=args.policy
+    )
     if _structured(args):
         _print_data({"requestId": args.request_id, "cancelled": True}, args.output)
     else:
@@ -325,9 +421,11 @@ def _cmd_runs(client: NexusClient, args: argparse.Namespace) -> int:
 async def _wait_all(args: argparse.Namespace) -> list[RunResult | NexusClientError]:
     progress = None if _structured(args) else Progress(args.request_ids)
     async with AsyncNexusClient(args.scheduler, token=args.token) as client:
-        task = client.await_runs([(args.algorithm, rid) for rid in args.request_ids],
-                                 timeout=args.timeout,
-                                 on_result=progress.settle if progress else None)
+        task = client.await_runs(
+            [(args.algorithm, rid) for rid in args.request_ids],
+            timeout=args.timeout,
+            on_result=progress.settle if progress else None,
+        )
         if progress is None or not progress.live:
             return await task
         waiting = asyncio.ensure_future(task)
@@ -343,14 +441,21 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     unfinished = [o for o in outcomes if isinstance(o, RunResult) and not o.finished]
     errors = [o for o in outcomes if isinstance(o, NexusClientError)]
     if _structured(args):
-        _print_data([
-            {"requestId": rid, "error": str(o), "status": o.status}
-            if isinstance(o, NexusClientError) else o
-            for rid, o in zip(args.request_ids, outcomes)], args.output)
+        _print_data(
+            [
+                {"requestId": rid, "error": str(o), "status": o.status}
+                if isinstance(o, NexusClientError)
+                else o
+                for rid, o in zip(args.request_ids, outcomes)
+            ],
+            args.output,
+        )
     else:
         for result in unfinished:
-            print(f"{result.request_id}\t{result.status}\tstill unfinished after "
-                  f"{args.timeout:g}s", file=sys.stderr)
+            print(
+                f"{result.request_id}\t{result.status}\tstill unfinished after {args.timeout:g}s",
+                file=sys.stderr,
+            )
     if errors:
         return max(exit_code_for(e) for e in errors)
     if unfinished:
@@ -368,8 +473,9 @@ def run_command(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "wait":
             return _cmd_wait(args)
-        handler = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel,
-                   "runs": _cmd_runs}[args.command]
+        handler = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel, "runs": _cmd_runs}[
+            args.command
+        ]
         with NexusClient(args.scheduler, token=args.token) as client:
             return handler(client, args)
     except UsageError as exc:
@@ -388,24 +494,30 @@ CLIENT_ONLY = f"""Talk to a running nexus scheduler with one of the commands bel
 This is the client alone ({DISTRIBUTION}); serving (--role) needs the nexus server package."""
 
 
-def build_parser(*, description: str = CLIENT_ONLY, version: str | None = None,
-                 add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
-                 ) -> argparse.ArgumentParser:
+def build_parser(
+    *,
+    description: str = CLIENT_ONLY,
+    version: str | None = None,
+    add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
     """The ``nexus`` parser: the client commands and flags, plus what ``add_flags`` adds
     (the server's --role etc.); without ``add_flags``, the client-only command."""
     parser = argparse.ArgumentParser(
-        prog="nexus", description=description, epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version",
-                        version=version or f"{DISTRIBUTION} {client_version()}")
+        prog="nexus",
+        description=description,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=version or f"{DISTRIBUTION} {client_version()}"
+    )
     if add_flags is None:
         # Accepted only to say why it cannot be honoured (argparse would say "unrecognized").
         parser.add_argument("--role", help=argparse.SUPPRESS)
     else:
         add_flags(parser)
     add_client_flags(parser)
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND",
-                                       title="client commands"))
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", title="client commands"))
     return parser
 
 
@@ -423,8 +535,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     complete(parser, argv)
     args = parser.parse_args(argv)
     if args.role is not None:
-        parser.error(f"--role needs the nexus server, which is not installed here (only "
-                     f"{DISTRIBUTION} is); install the server package to serve")
+        parser.error(
+            f"--role needs the nexus server, which is not installed here (only "
+            f"{DISTRIBUTION} is); install the server package to serve"
+        )
     if args.command is None:
         parser.error("choose a command")
     return args

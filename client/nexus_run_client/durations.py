@@ -22,8 +22,10 @@ def parse_seconds(text: str) -> float:
         seconds = float(value)
     except ValueError:
         if not _WHOLE.fullmatch(value):
-            raise ValueError(f"invalid duration {text[:40]!r}: expected e.g. '90s', '5m', "
-                             "'1h30m' or a number of seconds") from None
+            raise ValueError(
+                f"invalid duration {text[:40]!r}: expected e.g. '90s', '5m', "
+                "'1h30m' or a number of seconds"
+            ) from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_TERM, value))
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"invalid duration {text[:40]!r}: must be finite and not negative")

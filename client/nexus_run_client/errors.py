@@ -20,8 +20,13 @@ class NexusClientError(Exception):
 
     status: int | None = None
 
-    def __init__(self, message: str, *, status: int | None | object = _CLASS_STATUS,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None | object = _CLASS_STATUS,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status is not _CLASS_STATUS:
@@ -109,7 +114,9 @@ _BY_STATUS: dict[int, type[NexusClientError]] = {
 }
 
 
-def error_for_status(status: int, message: str, retry_after: float | None = None) -> NexusClientError:
+def error_for_status(
+    status: int, message: str, retry_after: float | None = None
+) -> NexusClientError:
     """The exception class for an HTTP status (ServerError for other 5xx)."""
     cls = _BY_STATUS.get(status)
     if cls is None:
@@ -118,7 +125,17 @@ def error_for_status(status: int, message: str, retry_after: float | None = None
 
 
 __all__ = [
-    "BadRequest", "Conflict", "Forbidden", "NexusClientError", "NoPayload", "NotFound",
-    "PayloadTooLarge", "QueueFull", "ServerError", "Unauthorized", "Unavailable", "WaitTimeout",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "NexusClientError",
+    "NoPayload",
+    "NotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "ServerError",
+    "Unauthorized",
+    "Unavailable",
+    "WaitTimeout",
     "error_for_status",
 ]

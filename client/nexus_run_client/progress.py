@@ -26,8 +26,9 @@ def describe(outcome: RunResult | NexusClientError, request_id: str = "") -> str
 
 
 class Progress:
-    def __init__(self, request_ids: list[str], stream: TextIO | None = None,
-                 live: bool | None = None) -> None:
+    def __init__(
+        self, request_ids: list[str], stream: TextIO | None = None, live: bool | None = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.ids = request_ids
         self.live = self.stream.isatty() if live is None else live
@@ -55,9 +56,11 @@ class Progress:
         total = len(self.ids)
         filled = BAR_WIDTH * self.settled // total if total else BAR_WIDTH
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        return (f"[{bar}] {self.settled}/{total} finished: {self.completed} completed, "
-                f"{self.failed} failed, {self.errors} errors, "
-                f"{total - self.settled} waiting ({time.monotonic() - self.started:.0f}s)")
+        return (
+            f"[{bar}] {self.settled}/{total} finished: {self.completed} completed, "
+            f"{self.failed} failed, {self.errors} errors, "
+            f"{total - self.settled} waiting ({time.monotonic() - self.started:.0f}s)"
+        )
 
     def _clear(self) -> None:
         if self.live:
@@ -78,8 +81,9 @@ class StageLine:
     """``run --wait``'s stages on standard error, so standard output keeps only the result:
     redrawn in place on a terminal, a plain line per change otherwise."""
 
-    def __init__(self, request_id: str, stream: TextIO | None = None,
-                 live: bool | None = None) -> None:
+    def __init__(
+        self, request_id: str, stream: TextIO | None = None, live: bool | None = None
+    ) -> None:
         self.stream = stream or sys.stderr
         self.request_id = request_id
         self.live = self.stream.isatty() if live is None else live

@@ -27,12 +27,24 @@ class NexusClient:
     :class:`~nexus_run_client.errors.NexusClientError` with the server's message.
     """
 
-    def __init__(self, scheduler_url: str = DEFAULT_URL, *, receiver_url: str | None = None,
-                 token: calls.TokenSource = None, timeout: float = 30.0,
-                 retry: calls.RetryPolicy | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._core = calls.ClientCore(scheduler_url, receiver_url=receiver_url, token=token,
-                                      timeout=timeout, retry=retry, user_agent=calls.user_agent())
+    def __init__(
+        self,
+        scheduler_url: str = DEFAULT_URL,
+        *,
+        receiver_url: str | None = None,
+        token: calls.TokenSource = None,
+        timeout: float = 30.0,
+        retry: calls.RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = calls.ClientCore(
+            scheduler_url,
+            receiver_url=receiver_url,
+            token=token,
+            timeout=timeout,
+            retry=retry,
+            user_agent=calls.user_agent(),
+        )
         self._http = httpx.Client(transport=transport, follow_redirects=False)
 
     def __enter__(self) -> "NexusClient":
@@ -53,14 +65,18 @@ class NexusClient:
                 response = self._http.request(**args)
             except httpx.TransportError as exc:
                 if attempt + 1 >= policy.attempts or not self._core.retryable_transport(call, exc):
-                    raise Unavailable(f"Cannot reach {args['url']}: {exc or type(exc).__name__}",
-                                      status=None) from exc
+                    raise Unavailable(
+                        f"Cannot reach {args['url']}: {exc or type(exc).__name__}", status=None
+                    ) from exc
                 time.sleep(policy.delay(attempt, None))
                 attempt += 1
                 continue
             if response.status_code in calls.RETRY_STATUSES and attempt + 1 < policy.attempts:
-                time.sleep(policy.delay(
-                    attempt, calls.parse_retry_after(response.headers.get("retry-after"))))
+                time.sleep(
+                    policy.delay(
+                        attempt, calls.parse_retry_after(response.headers.get("retry-after"))
+                    )
+                )
                 attempt += 1
                 continue
             return self._core.outcome(call, response)
@@ -86,20 +102,35 @@ class NexusClient:
         is ``(algorithm, request_id)`` or a ParentRequest. With ``idempotency_key``, a
         repeated call returns the first run's id instead of starting another.
         """
-        return self._send(calls.create_run(
-            algorithm, parameters, custom_configuration=custom_configuration, tag=tag,
-            parent=parent, payload_valid_for=payload_valid_for,
-            request_api_version=request_api_version, dry_run=dry_run,
-            idempotency_key=idempotency_key))
+        return self._send(
+            calls.create_run(
+                algorithm,
+                parameters,
+                custom_configuration=custom_configuration,
+                tag=tag,
+                parent=parent,
+                payload_valid_for=payload_valid_for,
+                request_api_version=request_api_version,
+                dry_run=dry_run,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     def get_run(self, algorithm: str, request_id: str, *, wait: float | None = None) -> RunResult:
         """The run's status; with ``wait``, the server answers as soon as it finishes or
         after ``wait`` seconds (capped by the server's max-wait)."""
         return self._send(calls.get_run(algorithm, request_id, wait, self._core.timeout))
 
-    def await_run(self, algorithm: str, request_id: str, *, timeout: float | None = None,
-                  poll_interval: float = 2.0, wait_step: float = 30.0,
-                  on_status: Callable[[RunResult], None] | None = None) -> RunResult:
+    def await_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 2.0,
+        wait_step: float = 30.0,
+        on_status: Callable[[RunResult], None] | None = None,
+    ) -> RunResult:
         """Long-poll until the run finishes; raise WaitTimeout after ``timeout`` seconds.
 
         Each poll asks the server to hold the answer for up to ``wait_step`` seconds; a
@@ -121,17 +152,23 @@ class NexusClient:
                 return result
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise WaitTimeout(f"Run {algorithm}/{request_id} is still {result.status} "
-                                  f"after {timeout:g}s", last_result=result)
+                raise WaitTimeout(
+                    f"Run {algorithm}/{request_id} is still {result.status} after {timeout:g}s",
+                    last_result=result,
+                )
             pause = poll_interval - (now - started)
             if deadline is not None:
                 pause = min(pause, deadline - now)
             if pause > 0:
                 time.sleep(pause)
 
-    def await_runs(self, runs: Iterable[tuple[str, str]], *, timeout: float | None = None,
-                   on_result: Callable[[int, RunResult | NexusClientError], None] | None = None,
-                   ) -> list[RunResult | NexusClientError]:
+    def await_runs(
+        self,
+        runs: Iterable[tuple[str, str]],
+        *,
+        timeout: float | None = None,
+        on_result: Callable[[int, RunResult | NexusClientError], None] | None = None,
+    ) -> list[RunResult | NexusClientError]:
         """Await several ``(algorithm, request_id)`` runs under one deadline.
 
         Returns, in order, each run's last result (unfinished when the deadline passed) or
@@ -144,7 +181,8 @@ class NexusClient:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 outcome: RunResult | NexusClientError = self.await_run(
-                    algorithm, request_id, timeout=left)
+                    algorithm, request_id, timeout=left
+                )
             except WaitTimeout as exc:
                 outcome = exc.last_result  # type: ignore[assignment]
             except NexusClientError as exc:
@@ -169,24 +207,48 @@ class NexusClient:
         """Where the run's payload can be downloaded (the redirect target)."""
         return self._send(calls.payload_url(algorithm, request_id))
 
-    def cancel_run(self, algorithm: str, request_id: str, *, reason: str = "",
-                   initiator: str = "nexus-client", policy: str = "Background") -> None:
+    def cancel_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        reason: str = "",
+        initiator: str = "nexus-client",
+        policy: str = "Background",
+    ) -> None:
         """Cancel the run (and its children); Conflict when it already finished."""
         if policy not in CANCELLATION_POLICIES:
             raise ValueError(f"policy must be one of {', '.join(CANCELLATION_POLICIES)}")
-        self._send(calls.cancel_run(algorithm, request_id, reason=reason, initiator=initiator,
-                                    policy=policy))
+        self._send(
+            calls.cancel_run(
+                algorithm, request_id, reason=reason, initiator=initiator, policy=policy
+            )
+        )
 
     def update_tag(self, algorithm: str, request_id: str, new_tag: str) -> None:
         self._send(calls.update_tag(algorithm, request_id, new_tag))
 
     # --- receiver ------------------------------------------------------------------------
 
-    def complete_run(self, algorithm: str, request_id: str, *, result_uri: str = "",
-                     error_cause: str | None = None, error_details: str | None = None) -> None:
+    def complete_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        result_uri: str = "",
+        error_cause: str | None = None,
+        error_details: str | None = None,
+    ) -> None:
         """Report a run's outcome (as an algorithm does); a non-empty cause means failure."""
-        self._send(calls.complete_run(algorithm, request_id, result_uri=result_uri,
-                                      error_cause=error_cause, error_details=error_details))
+        self._send(
+            calls.complete_run(
+                algorithm,
+                request_id,
+                result_uri=result_uri,
+                error_cause=error_cause,
+                error_details=error_details,
+            )
+        )
 
     def check_run(self, algorithm: str, request_id: str) -> bool:
         """True when the run is finished."""

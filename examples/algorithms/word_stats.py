@@ -31,8 +31,9 @@ def compute(payload: dict) -> dict:
 
 
 def http(method: str, url: str, body: bytes | None = None) -> bytes:
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
@@ -53,8 +54,14 @@ def main() -> int:
         payload = json.loads(http("GET", args.sas_uri))
         result = compute(payload)
     except (KeyError, TypeError, ValueError) as exc:
-        report(args.request_id, {"resultUri": "", "errorCause": f"{type(exc).__name__}: {exc}",
-                                 "errorDetails": traceback.format_exc()})
+        report(
+            args.request_id,
+            {
+                "resultUri": "",
+                "errorCause": f"{type(exc).__name__}: {exc}",
+                "errorDetails": traceback.format_exc(),
+            },
+        )
         return 0
     http("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], json.dumps(result).encode())
     report(args.request_id, {"resultUri": os.environ["NEXUS__RESULT_URL"]})

@@ -15,7 +15,8 @@ bp = Blueprint("completions", url_prefix="/algorithm/v1")
 async def complete_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
     body = _decode(schemas.result_decoder, request.body, "Submitted result")
     await request.app.ctx.completion.complete(
-        algorithm, request_id,
+        algorithm,
+        request_id,
         result_uri=body.result_uri or "",
         error_cause=body.error_cause or "",
         error_details=body.error_details or "",

@@ -18,8 +18,9 @@ bp = Blueprint("data", url_prefix="/data/v1")
 def _verify(request: Request, algorithm: str, request_id: str, method: str) -> None:
     check_algorithm_name(algorithm)
     check_request_id(request_id)
-    request.app.ctx.signer.verify(method, request.path, request.args.get("exp"),
-                                  request.args.get("sig"))
+    request.app.ctx.signer.verify(
+        method, request.path, request.args.get("exp"), request.args.get("sig")
+    )
 
 
 @bp.get("/payloads/<algorithm:str>/requests/<request_id:str>")

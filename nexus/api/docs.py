@@ -39,5 +39,8 @@ async def page(request: Request) -> HTTPResponse:
 
 @bp.get("/docs/redoc.standalone.js")
 async def redoc(request: Request) -> HTTPResponse:
-    return raw(_redoc(), content_type="text/javascript; charset=utf-8",
-               headers={"Cache-Control": "public, max-age=86400"})
+    return raw(
+        _redoc(),
+        content_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

@@ -40,76 +40,159 @@ class Operation:
 
 
 _ANY_OBJECT = {"type": "object", "additionalProperties": True}
-_SIGNED = (("exp", "expiry of the signed URL (Unix seconds)", {"type": "string"}),
-           ("sig", "signature of the URL", {"type": "string"}))
+_SIGNED = (
+    ("exp", "expiry of the signed URL (Unix seconds)", {"type": "string"}),
+    ("sig", "signature of the URL", {"type": "string"}),
+)
 _RUN_ERRORS = (400, 404, 503)
 
 OPERATIONS: dict[str, Operation] = {
     "runs.create_run": Operation(
-        "Start a run of an algorithm", "scheduler", body=schemas.RunRequest,
+        "Start a run of an algorithm",
+        "scheduler",
+        body=schemas.RunRequest,
         ok=(202, "Accepted: the run is durably recorded", schemas.RunCreated, JSON),
         errors=(400, 413, 429, 503),
-        query=(("dryRun", "'true' records the run and renders its Job without launching it",
-                {"type": "string", "enum": ["true", "false"]}),),
-        headers=(("Idempotency-Key", ("a repeat with the same key (per algorithm) returns "
-                                      "the first run's requestId and creates nothing")),)),
+        query=(
+            (
+                "dryRun",
+                "'true' records the run and renders its Job without launching it",
+                {"type": "string", "enum": ["true", "false"]},
+            ),
+        ),
+        headers=(
+            (
+                "Idempotency-Key",
+                (
+                    "a repeat with the same key (per algorithm) returns "
+                    "the first run's requestId and creates nothing"
+                ),
+            ),
+        ),
+    ),
     "runs.get_result": Operation(
-        "A run's status and result", "scheduler",
-        ok=(200, "The run", schemas.RequestResult, JSON), errors=_RUN_ERRORS,
-        query=(("wait", ("long-poll: answer as soon as the run finishes, or after this many "
-                         "seconds (capped by the server's max-wait)"),
-                {"type": "number", "minimum": 0}),)),
+        "A run's status and result",
+        "scheduler",
+        ok=(200, "The run", schemas.RequestResult, JSON),
+        errors=_RUN_ERRORS,
+        query=(
+            (
+                "wait",
+                (
+                    "long-poll: answer as soon as the run finishes, or after this many "
+                    "seconds (capped by the server's max-wait)"
+                ),
+                {"type": "number", "minimum": 0},
+            ),
+        ),
+    ),
     "runs.get_results_by_tag": Operation(
-        "Every run that carries a client tag", "scheduler",
+        "Every run that carries a client tag",
+        "scheduler",
         ok=(200, "The runs (may be empty)", list[schemas.TaggedRequestResult], JSON),
-        errors=(400, 503)),
+        errors=(400, 503),
+    ),
     "runs.get_metadata": Operation(
-        "The full run record (checkpoint, snake_case keys)", "scheduler",
-        ok=(200, "The checkpoint", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+        "The full run record (checkpoint, snake_case keys)",
+        "scheduler",
+        ok=(200, "The checkpoint", _ANY_OBJECT, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "runs.get_buffered": Operation(
-        "The Kubernetes Job manifest that was (or will be) submitted", "scheduler",
-        ok=(200, "The Job manifest", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+        "The Kubernetes Job manifest that was (or will be) submitted",
+        "scheduler",
+        ok=(200, "The Job manifest", _ANY_OBJECT, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "runs.get_payload": Operation(
-        "Redirect to the run's payload", "scheduler",
+        "Redirect to the run's payload",
+        "scheduler",
         ok=(302, "Found: Location is the payload's signed URL", None, TEXT),
-        errors=(400, 404, 417, 503)),
+        errors=(400, 404, 417, 503),
+    ),
     "runs.cancel_run": Operation(
-        "Cancel a run and its children", "scheduler", body=schemas.CancellationRequest,
-        ok=(200, "Cancelled (empty body)", None, TEXT), errors=(400, 404, 409, 503)),
+        "Cancel a run and its children",
+        "scheduler",
+        body=schemas.CancellationRequest,
+        ok=(200, "Cancelled (empty body)", None, TEXT),
+        errors=(400, 404, 409, 503),
+    ),
     "runs.update_tag": Operation(
-        "Replace a run's client tag", "scheduler", body=schemas.TagUpdateRequest,
-        ok=(200, "Updated", _ANY_OBJECT, JSON), errors=_RUN_ERRORS),
+        "Replace a run's client tag",
+        "scheduler",
+        body=schemas.TagUpdateRequest,
+        ok=(200, "Updated", _ANY_OBJECT, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "completions.complete_run": Operation(
-        "Report a run's outcome (called by the algorithm)", "receiver",
-        body=schemas.AlgorithmResult, ok=(202, "Recorded (first result wins)", _ANY_OBJECT, JSON),
-        errors=_RUN_ERRORS),
+        "Report a run's outcome (called by the algorithm)",
+        "receiver",
+        body=schemas.AlgorithmResult,
+        ok=(202, "Recorded (first result wins)", _ANY_OBJECT, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "completions.check_run": Operation(
-        "Whether a run is finished", "receiver",
-        ok=(200, "The answer", schemas.CheckResponse, JSON), errors=_RUN_ERRORS),
+        "Whether a run is finished",
+        "receiver",
+        ok=(200, "The answer", schemas.CheckResponse, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "data.get_payload": Operation(
-        "Download a run's payload (signed URL)", "data",
-        ok=(200, "The payload", _ANY_OBJECT, JSON), errors=(400, 403, 404, 503), query=_SIGNED),
+        "Download a run's payload (signed URL)",
+        "data",
+        ok=(200, "The payload", _ANY_OBJECT, JSON),
+        errors=(400, 403, 404, 503),
+        query=_SIGNED,
+    ),
     "data.put_result": Operation(
-        "Upload a run's result (signed URL)", "data",
-        ok=(201, "Stored", None, TEXT), errors=(400, 403, 404, 413, 503), query=_SIGNED,
-        extra={"requestBody": {"required": True, "content": {
-            "application/octet-stream": {"schema": {"type": "string",
-                                                    "contentMediaType": "application/octet-stream"}}}}}),
+        "Upload a run's result (signed URL)",
+        "data",
+        ok=(201, "Stored", None, TEXT),
+        errors=(400, 403, 404, 413, 503),
+        query=_SIGNED,
+        extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                    }
+                },
+            }
+        },
+    ),
     "data.get_result": Operation(
-        "Download a run's result (signed URL)", "data",
-        ok=(200, "The result", {}, JSON), errors=(400, 403, 404, 503), query=_SIGNED),
-    "health.live": Operation("Liveness: the process serves", "health",
-                             ok=(200, "Alive", {"type": "string"}, TEXT)),
-    "health.ready": Operation("Readiness: the backends answer", "health",
-                              ok=(200, "Ready", {"type": "string"}, TEXT), errors=(503,)),
-    "health.metrics": Operation("Prometheus metrics", "health",
-                                ok=(200, "Text exposition format", {"type": "string"}, TEXT)),
-    "openapi.openapi": Operation("This document", "health",
-                                 ok=(200, "OpenAPI 3.1", _ANY_OBJECT, JSON)),
-    "docs.page": Operation("This document, browsable (Redoc, served by nexus)", "health",
-                           ok=(200, "An HTML page", {"type": "string"}, "text/html")),
-    "docs.redoc": Operation("The page's script (Redoc 2, MIT)", "health",
-                            ok=(200, "JavaScript", {"type": "string"}, "text/javascript")),
+        "Download a run's result (signed URL)",
+        "data",
+        ok=(200, "The result", {}, JSON),
+        errors=(400, 403, 404, 503),
+        query=_SIGNED,
+    ),
+    "health.live": Operation(
+        "Liveness: the process serves", "health", ok=(200, "Alive", {"type": "string"}, TEXT)
+    ),
+    "health.ready": Operation(
+        "Readiness: the backends answer",
+        "health",
+        ok=(200, "Ready", {"type": "string"}, TEXT),
+        errors=(503,),
+    ),
+    "health.metrics": Operation(
+        "Prometheus metrics", "health", ok=(200, "Text exposition format", {"type": "string"}, TEXT)
+    ),
+    "openapi.openapi": Operation(
+        "This document", "health", ok=(200, "OpenAPI 3.1", _ANY_OBJECT, JSON)
+    ),
+    "docs.page": Operation(
+        "This document, browsable (Redoc, served by nexus)",
+        "health",
+        ok=(200, "An HTML page", {"type": "string"}, "text/html"),
+    ),
+    "docs.redoc": Operation(
+        "The page's script (Redoc 2, MIT)",
+        "health",
+        ok=(200, "JavaScript", {"type": "string"}, "text/javascript"),
+    ),
 }
 
 _ERROR_TEXT = {
@@ -144,43 +227,78 @@ def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-_REQUEST_ID = {"X-Request-ID": {
-    "description": "The request's id, as sent by the client or made by nexus; it is in "
-                   "every log line of the request", "schema": {"type": "string"}}}
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
-                                "schema": {"type": "integer"}}}
+_REQUEST_ID = {
+    "X-Request-ID": {
+        "description": "The request's id, as sent by the client or made by nexus; it is in "
+        "every log line of the request",
+        "schema": {"type": "string"},
+    }
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+}
 
 
 def _error_response(status: int) -> dict[str, Any]:
     headers = {**_REQUEST_ID, **(_RETRY_AFTER if status in (429, 503) else {})}
-    return {"description": _ERROR_TEXT.get(status, "Error"), "headers": headers,
-            "content": {TEXT: {"schema": {"type": "string"}}}}
+    return {
+        "description": _ERROR_TEXT.get(status, "Error"),
+        "headers": headers,
+        "content": {TEXT: {"schema": {"type": "string"}}},
+    }
 
 
 def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> dict[str, Any]:
     op = OPERATIONS.get(key)
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-              for name in re.findall(r"{([^}]+)}", path)]
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{([^}]+)}", path)
+    ]
     if op is None:
-        return {"operationId": key, "summary": key, "x-undocumented": True,
-                "parameters": params, "responses": {"default": {"description": "Any"}}}
-    params += [{"name": name, "in": "query", "required": False, "description": text,
-                "schema": schema} for name, text, schema in op.query]
-    params += [{"name": name, "in": "header", "required": False, "description": text,
-                "schema": {"type": "string"}} for name, text in op.headers]
+        return {
+            "operationId": key,
+            "summary": key,
+            "x-undocumented": True,
+            "parameters": params,
+            "responses": {"default": {"description": "Any"}},
+        }
+    params += [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+        for name, text, schema in op.query
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+        for name, text in op.headers
+    ]
     status, text, kind, media = op.ok
     ok: dict[str, Any] = {"description": text, "headers": dict(_REQUEST_ID)}
     if kind is not None:
         ok["content"] = {media: {"schema": _schema(kind, components)}}
     elif status == 302:
         ok["headers"]["Location"] = {"schema": {"type": "string", "format": "uri"}}
-    responses = {str(status): ok, **{str(code): _error_response(code) for code in op.errors},
-                 "431": _error_response(431)}  # any route, before it is even matched
-    result: dict[str, Any] = {"operationId": key.replace(".", "_"), "summary": op.summary,
-                              "tags": [op.tag], "parameters": params, "responses": responses}
+    responses = {
+        str(status): ok,
+        **{str(code): _error_response(code) for code in op.errors},
+        "431": _error_response(431),
+    }  # any route, before it is even matched
+    result: dict[str, Any] = {
+        "operationId": key.replace(".", "_"),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": params,
+        "responses": responses,
+    }
     if op.body is not None:
-        result["requestBody"] = {"required": True,
-                                 "content": {JSON: {"schema": _schema(op.body, components)}}}
+        result["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": _schema(op.body, components)}},
+        }
     result.update(op.extra)
     return result
 
@@ -192,19 +310,27 @@ def build_document(app: DefaultSanic) -> dict[str, Any]:
         path = openapi_path(route.path)
         for method in sorted(route.methods):
             paths.setdefault(path, {})[method.lower()] = _operation(
-                operation_key(route.name), method, path, components)
+                operation_key(route.name), method, path, components
+            )
     request = components.get("RunRequest")
     if request is not None:  # msgspec.Raw has no schema of its own: it is any JSON object
         request["properties"]["algorithmParameters"] = {
-            "type": "object", "description": "The payload, any JSON object"}
+            "type": "object",
+            "description": "The payload, any JSON object",
+        }
     return {
         "openapi": "3.1.0",
-        "info": {"title": f"nexus {app.ctx.role}", "version": nexus_version(),
-                 "description": "Error bodies are plain text (text/plain) saying what was "
-                                "wrong. Clients send Authorization: Bearer <token>."},
+        "info": {
+            "title": f"nexus {app.ctx.role}",
+            "version": nexus_version(),
+            "description": "Error bodies are plain text (text/plain) saying what was "
+            "wrong. Clients send Authorization: Bearer <token>.",
+        },
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(components.items())),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -213,5 +339,6 @@ async def openapi(request: Request) -> HTTPResponse:
     document = getattr(request.app.ctx, "openapi_document", None)
     if document is None:
         document = request.app.ctx.openapi_document = schemas.encoder.encode(
-            build_document(request.app))
+            build_document(request.app)
+        )
     return raw(document, content_type=JSON)

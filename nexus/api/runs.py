@@ -39,8 +39,10 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
     except msgspec.DecodeError as exc:
         raise BadRequest(f"{what} is invalid: {exc}") from None
     except RecursionError:
-        raise BadRequest(f"{what} is invalid: the JSON nests objects and arrays too deeply "
-                         f"(keep it under {JSON_DEPTH} levels)") from None
+        raise BadRequest(
+            f"{what} is invalid: the JSON nests objects and arrays too deeply "
+            f"(keep it under {JSON_DEPTH} levels)"
+        ) from None
 
 
 _UTF8_CHUNK = 1 << 20
@@ -57,11 +59,12 @@ def _check_utf8(data: memoryview) -> None:
             return
         decoder = codecs.getincrementaldecoder("utf-8")()
         for start in range(0, len(data), _UTF8_CHUNK):
-            decoder.decode(data[start:start + _UTF8_CHUNK])
+            decoder.decode(data[start : start + _UTF8_CHUNK])
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        raise BadRequest("Algorithm payload is invalid: algorithmParameters is not valid "
-                         f"UTF-8 ({exc.reason})") from None
+        raise BadRequest(
+            f"Algorithm payload is invalid: algorithmParameters is not valid UTF-8 ({exc.reason})"
+        ) from None
 
 
 def _parameters(request_body: schemas.RunRequest) -> memoryview:
@@ -102,8 +105,10 @@ def _wait_seconds(request: Request) -> float:
         wait = math.nan
     if not 0 <= wait < math.inf:
         limit = format_duration(request.app.ctx.settings.max_wait)
-        raise BadRequest(f"Invalid wait={text[:40]!r}: expected a finite number of seconds "
-                         f">= 0 (a wait longer than max-wait, {limit}, is cut to it)")
+        raise BadRequest(
+            f"Invalid wait={text[:40]!r}: expected a finite number of seconds "
+            f">= 0 (a wait longer than max-wait, {limit}, is cut to it)"
+        )
     return wait
 
 
@@ -111,8 +116,11 @@ def _wait_seconds(request: Request) -> float:
 async def get_result(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
     scheduler = request.app.ctx.scheduler
     wait = _wait_seconds(request)
-    run = await (scheduler.wait_result(algorithm, request_id, wait) if wait
-                 else scheduler.get(algorithm, request_id))
+    run = await (
+        scheduler.wait_result(algorithm, request_id, wait)
+        if wait
+        else scheduler.get(algorithm, request_id)
+    )
     return json_response(schemas.request_result(run))
 
 
@@ -122,8 +130,10 @@ def _route_tag(raw: str) -> str:
     try:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError:
-        raise BadRequest(f"Invalid tag {raw[:80]!r}: once percent-decoded it is not UTF-8 "
-                         "text; percent-encode the tag's UTF-8 bytes") from None
+        raise BadRequest(
+            f"Invalid tag {raw[:80]!r}: once percent-decoded it is not UTF-8 "
+            "text; percent-encode the tag's UTF-8 bytes"
+        ) from None
 
 
 @bp.get("/results/tags/<tag:str>")
@@ -152,7 +162,8 @@ async def get_payload(request: Request, algorithm: str, request_id: str) -> HTTP
 async def cancel_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
     body = _decode(schemas.cancel_decoder, request.body, "Cancellation payload")
     await request.app.ctx.scheduler.cancel(
-        algorithm, request_id,
+        algorithm,
+        request_id,
         reason=body.reason or "",
         initiator=body.initiator or "",
         policy=body.cancellation_policy or "Background",

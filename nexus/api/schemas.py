@@ -73,8 +73,9 @@ def request_result(run: Run) -> RequestResult:
         request_id=run.id,
         status=run.lifecycle_stage.value,
         result_uri=run.result_uri if run.lifecycle_stage.value == "COMPLETED" else "",
-        run_error_message=run.algorithm_failure_cause if run.lifecycle_stage.is_terminal
-        and run.lifecycle_stage.value != "COMPLETED" else "",
+        run_error_message=run.algorithm_failure_cause
+        if run.lifecycle_stage.is_terminal and run.lifecycle_stage.value != "COMPLETED"
+        else "",
     )
 
 

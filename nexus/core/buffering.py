@@ -22,8 +22,15 @@ from nexus.errors import LaunchError
 
 
 class RenderConfig:
-    def __init__(self, *, namespace: str, nexus_version: str, receiver_url: str,
-                 job_ttl: int, payload_valid_for: float) -> None:
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        nexus_version: str,
+        receiver_url: str,
+        job_ttl: int,
+        payload_valid_for: float,
+    ) -> None:
         self.namespace = namespace
         self.nexus_version = nexus_version
         self.receiver_url = receiver_url
@@ -32,8 +39,13 @@ class RenderConfig:
 
 
 class JobRenderer:
-    def __init__(self, store: RunStore, buffer: PayloadBuffer, templates: TemplateSource,
-                 config: RenderConfig) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        buffer: PayloadBuffer,
+        templates: TemplateSource,
+        config: RenderConfig,
+    ) -> None:
         self._store = store
         self._buffer = buffer
         self._templates = templates
@@ -44,33 +56,41 @@ class JobRenderer:
         LaunchError when the run can no longer be rendered."""
         spec = run.applied_configuration
         if spec is None or spec.workgroup_ref is None:
-            raise LaunchError("the run's record holds no applied configuration",
-                              retryable=False)
+            raise LaunchError("the run's record holds no applied configuration", retryable=False)
         workgroup = await self._templates.workgroup(spec.workgroup_ref.name)
         if workgroup is None:
-            raise LaunchError(f"workgroup '{spec.workgroup_ref.name}' no longer exists",
-                              retryable=False)
-        valid_for = (parse_duration(run.payload_valid_for) if run.payload_valid_for
-                     else self._config.payload_valid_for)
+            raise LaunchError(
+                f"workgroup '{spec.workgroup_ref.name}' no longer exists", retryable=False
+            )
+        valid_for = (
+            parse_duration(run.payload_valid_for)
+            if run.payload_valid_for
+            else self._config.payload_valid_for
+        )
         upload_url, result_url = self._buffer.result_urls(run.algorithm, run.id, valid_for)
-        manifest = render_job(spec, workgroup.spec, JobContext(
-            run_id=run.id,
-            algorithm=run.algorithm,
-            cluster=run.cluster,
-            namespace=self._config.namespace,
-            payload_url=run.payload_uri,
-            nexus_version=self._config.nexus_version,
-            ttl_seconds_after_finished=self._config.job_ttl,
-            parent=run.parent,
-            parent_job_uid=await self._parent_job_uid(run),
-            extra_env={
-                "NEXUS__CLIENT__RECEIVER": self._config.receiver_url,
-                "NEXUS__RESULT_UPLOAD_URL": upload_url,
-                "NEXUS__RESULT_URL": result_url,
-            },
-        ))
-        return SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster=run.cluster,
-                               template=manifest)
+        manifest = render_job(
+            spec,
+            workgroup.spec,
+            JobContext(
+                run_id=run.id,
+                algorithm=run.algorithm,
+                cluster=run.cluster,
+                namespace=self._config.namespace,
+                payload_url=run.payload_uri,
+                nexus_version=self._config.nexus_version,
+                ttl_seconds_after_finished=self._config.job_ttl,
+                parent=run.parent,
+                parent_job_uid=await self._parent_job_uid(run),
+                extra_env={
+                    "NEXUS__CLIENT__RECEIVER": self._config.receiver_url,
+                    "NEXUS__RESULT_UPLOAD_URL": upload_url,
+                    "NEXUS__RESULT_URL": result_url,
+                },
+            ),
+        )
+        return SubmissionEntry(
+            algorithm=run.algorithm, id=run.id, cluster=run.cluster, template=manifest
+        )
 
     async def _parent_job_uid(self, run: Run) -> str:
         """The parent's Job uid for the child's owner reference: only a real Job on the
@@ -81,7 +101,11 @@ class JobRenderer:
         if run.parent is None:
             return ""
         parent = await self._store.get(run.parent.algorithm_name, run.parent.request_id)
-        if (parent is None or parent.lifecycle_stage is not S.RUNNING
-                or parent.job_uid in ("", DRY_RUN_UID) or parent.cluster != run.cluster):
+        if (
+            parent is None
+            or parent.lifecycle_stage is not S.RUNNING
+            or parent.job_uid in ("", DRY_RUN_UID)
+            or parent.cluster != run.cluster
+        ):
             return ""
         return parent.job_uid

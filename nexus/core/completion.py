@@ -22,16 +22,28 @@ class Completion:
             raise NotFound(f"checkpoint not found: {algorithm}/{run_id}")
         return run
 
-    async def complete(self, algorithm: str, run_id: str, *, result_uri: str,
-                       error_cause: str = "", error_details: str = "") -> Run:
+    async def complete(
+        self,
+        algorithm: str,
+        run_id: str,
+        *,
+        result_uri: str,
+        error_cause: str = "",
+        error_details: str = "",
+    ) -> Run:
         """Record the outcome; a run that is already finished keeps its first result."""
         run = await self._run(algorithm, run_id)
         if run.lifecycle_stage.is_terminal:
             return run
         if error_cause:
-            target, fields = S.FAILED, {"algorithm_failure_cause": error_cause,
-                                        "algorithm_failure_details": error_details,
-                                        "result_uri": result_uri}
+            target, fields = (
+                S.FAILED,
+                {
+                    "algorithm_failure_cause": error_cause,
+                    "algorithm_failure_details": error_details,
+                    "result_uri": result_uri,
+                },
+            )
         else:
             target, fields = S.COMPLETED, {"result_uri": result_uri}
         try:

@@ -84,7 +84,10 @@ def render_pod_failure_policy(spec: AlgorithmSpec) -> dict[str, Any]:
         rules.append(
             {
                 "action": "FailJob",
-                "onExitCodes": {"operator": "In", "values": sorted(set(behaviour.fatal_exit_codes))},
+                "onExitCodes": {
+                    "operator": "In",
+                    "values": sorted(set(behaviour.fatal_exit_codes)),
+                },
             }
         )
     if behaviour and behaviour.transient_exit_codes:

@@ -28,7 +28,9 @@ from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, Nex
 log = logging.getLogger("nexus.pipeline")
 
 DRY_RUN_UID = "dry-run"
-LAUNCH_FAILED_CAUSE = "Algorithm submission was buffered, but failed to launch on the target cluster: "
+LAUNCH_FAILED_CAUSE = (
+    "Algorithm submission was buffered, but failed to launch on the target cluster: "
+)
 
 
 def utcnow() -> datetime:
@@ -38,8 +40,16 @@ def utcnow() -> datetime:
 class LimitConfig:
     """Token bucket and backoff settings, read once from BufferConfig."""
 
-    def __init__(self, rate: float, burst: int, base_delay: float, max_delay: float,
-                 max_attempts: int, workers: int, capacity: int) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        base_delay: float,
+        max_delay: float,
+        max_attempts: int,
+        workers: int,
+        capacity: int,
+    ) -> None:
         self.rate, self.burst = rate, burst
         self.base_delay, self.max_delay, self.max_attempts = base_delay, max_delay, max_attempts
         self.workers, self.capacity = workers, capacity
@@ -79,9 +89,14 @@ class _Lane:
 
 
 class LaunchPipeline:
-    def __init__(self, store: RunStore, launcher: JobLauncher, limits: LimitConfig,
-                 render: Callable[[Run], Awaitable[SubmissionEntry]],
-                 on_change: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        launcher: JobLauncher,
+        limits: LimitConfig,
+        render: Callable[[Run], Awaitable[SubmissionEntry]],
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._store = store
         self._render = render
         self._launcher = launcher
@@ -157,8 +172,10 @@ class LaunchPipeline:
             self._start_lane(cluster, lane)
 
     def _start_lane(self, cluster: str, lane: _Lane) -> None:
-        lane.workers = [asyncio.create_task(self._work(lane), name=f"launch-{cluster}-{i}")
-                        for i in range(self._limits.workers)]
+        lane.workers = [
+            asyncio.create_task(self._work(lane), name=f"launch-{cluster}-{i}")
+            for i in range(self._limits.workers)
+        ]
 
     async def stop(self) -> None:
         self._running = False
@@ -192,13 +209,19 @@ class LaunchPipeline:
             retrying = await self._launch(key)
         except BackendUnavailable as exc:
             if self._backoff.exhausted(key.attempt + 1):
-                log.warning("store unavailable for %s/%s, leaving it to the sweep: %s",
-                            key.algorithm, key.id, exc)
+                log.warning(
+                    "store unavailable for %s/%s, leaving it to the sweep: %s",
+                    key.algorithm,
+                    key.id,
+                    exc,
+                )
                 self._in_flight.discard((key.algorithm, key.id))
                 self.note_left_behind()
                 return
-            self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
-                              self._backoff.delay(key.attempt))
+            self._retry_later(
+                RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
+                self._backoff.delay(key.attempt),
+            )
             return
         if not retrying:
             self._in_flight.discard((key.algorithm, key.id))
@@ -233,9 +256,12 @@ class LaunchPipeline:
                 log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
                 reason = repr(exc)
             if entry is None:
-                await self._transition(run, S.SCHEDULING_FAILED,
-                                       algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
-                                       algorithm_failure_details=f"Rendering its Job failed: {reason}")
+                await self._transition(
+                    run,
+                    S.SCHEDULING_FAILED,
+                    algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
+                    algorithm_failure_details=f"Rendering its Job failed: {reason}",
+                )
                 return False
             try:
                 run = await self._store.buffer(entry)
@@ -248,9 +274,12 @@ class LaunchPipeline:
         if entry is None:
             entry = await self._store.get_submission(run.algorithm, run.id)
         if entry is None:
-            await self._transition(run, S.SCHEDULING_FAILED,
-                                   algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",
-                                   algorithm_failure_details="The submission buffer has no entry for this run.")
+            await self._transition(
+                run,
+                S.SCHEDULING_FAILED,
+                algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",
+                algorithm_failure_details="The submission buffer has no entry for this run.",
+            )
             return False
         wait = self._lane(entry.cluster).bucket.reserve(1)
         if wait > 0:
@@ -265,13 +294,21 @@ class LaunchPipeline:
         except LaunchError as exc:
             self.launch_failures += 1
             if exc.retryable and not self._backoff.exhausted(key.attempt + 1):
-                log.info("launch of %s/%s failed (attempt %d), retrying: %s",
-                         run.algorithm, run.id, key.attempt + 1, exc.message)
-                self._retry_later(RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
-                                  self._backoff.delay(key.attempt))
+                log.info(
+                    "launch of %s/%s failed (attempt %d), retrying: %s",
+                    run.algorithm,
+                    run.id,
+                    key.attempt + 1,
+                    exc.message,
+                )
+                self._retry_later(
+                    RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
+                    self._backoff.delay(key.attempt),
+                )
                 return True
             await self._transition(
-                run, S.SCHEDULING_FAILED,
+                run,
+                S.SCHEDULING_FAILED,
                 algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
                 algorithm_failure_details=f"Gave up after {key.attempt + 1} attempt(s): {exc.message}",
             )
@@ -298,6 +335,11 @@ class LaunchPipeline:
             # Still BUFFERED with a Job: the supervisor's watch records RUNNING when it
             # sees the Job, and the sweep queues the run again, whose launch then finds
             # the Job (launching is idempotent) and commits RUNNING.
-            log.warning("run %s/%s launched as %s, but its RUNNING commit failed: %s",
-                        run.algorithm, run.id, uid, exc)
+            log.warning(
+                "run %s/%s launched as %s, but its RUNNING commit failed: %s",
+                run.algorithm,
+                run.id,
+                uid,
+                exc,
+            )
             self.note_left_behind()

@@ -23,8 +23,13 @@ LOST_CAUSE = "Submission lost. Please resend the request."
 LOST_DETAILS = "Scheduler was interrupted before it could serialize the payload."
 
 
-async def requeue_pending(store: RunStore, buffer: PayloadBuffer, pipeline: LaunchPipeline,
-                          host: str, min_age: float = 0.0) -> int:
+async def requeue_pending(
+    store: RunStore,
+    buffer: PayloadBuffer,
+    pipeline: LaunchPipeline,
+    host: str,
+    min_age: float = 0.0,
+) -> int:
     """Queue every NEW/BUFFERED run of ``host`` not already queued here; return how many.
 
     ``min_age`` (seconds) skips runs received more recently, whose accept may still be
@@ -40,9 +45,13 @@ async def requeue_pending(store: RunStore, buffer: PayloadBuffer, pipeline: Laun
                 continue
             if stage is S.NEW and not await buffer.exists(run.algorithm, run.id):
                 try:
-                    await store.transition(run.algorithm, run.id, S.SCHEDULING_FAILED,
-                                           algorithm_failure_cause=LOST_CAUSE,
-                                           algorithm_failure_details=LOST_DETAILS)
+                    await store.transition(
+                        run.algorithm,
+                        run.id,
+                        S.SCHEDULING_FAILED,
+                        algorithm_failure_cause=LOST_CAUSE,
+                        algorithm_failure_details=LOST_DETAILS,
+                    )
                 except (InvalidTransition, NotFound):
                     pass
                 continue
@@ -70,8 +79,14 @@ class PendingSweep:
 
     OWED_PER_REPORT = 2
 
-    def __init__(self, store: RunStore, buffer: PayloadBuffer, pipeline: LaunchPipeline,
-                 host: str, interval: float) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        buffer: PayloadBuffer,
+        pipeline: LaunchPipeline,
+        host: str,
+        interval: float,
+    ) -> None:
         self._store, self._buffer, self._pipeline = store, buffer, pipeline
         self._host, self._interval = host, interval
         self._seen = pipeline.left_behind
@@ -84,7 +99,8 @@ class PendingSweep:
             self.owed = self.OWED_PER_REPORT
         if not self.owed:
             return 0
-        count = await requeue_pending(self._store, self._buffer, self._pipeline, self._host,
-                                      min_age=self._interval)
+        count = await requeue_pending(
+            self._store, self._buffer, self._pipeline, self._host, min_age=self._interval
+        )
         self.owed -= 1
         return count

@@ -67,8 +67,9 @@ _TAG_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def check_tag(tag: str, field: str = "tag") -> None:
     if len(tag) > TAG_MAX_LENGTH:
-        raise BadRequest(f"Invalid {field}: {len(tag)} characters, at most {TAG_MAX_LENGTH} "
-                         "are allowed")
+        raise BadRequest(
+            f"Invalid {field}: {len(tag)} characters, at most {TAG_MAX_LENGTH} are allowed"
+        )
     control = _TAG_CONTROL.search(tag)
     if control:
         raise BadRequest(
@@ -89,8 +90,9 @@ MAX_PAYLOAD_VALID_FOR = 365 * 86400.0
 
 
 def _payload_valid_for(text: str) -> float:
-    allowed = (f"allowed: longer than 0s and at most {format_duration(MAX_PAYLOAD_VALID_FOR)} "
-               "(365 days)")
+    allowed = (
+        f"allowed: longer than 0s and at most {format_duration(MAX_PAYLOAD_VALID_FOR)} (365 days)"
+    )
     try:
         valid_for = parse_duration(text, maximum=MAX_PAYLOAD_VALID_FOR)
     except ValueError as exc:
@@ -109,8 +111,13 @@ def new_run_id() -> str:
     (version 4) ids cost once the table outgrows the cache. Clients still get a UUID.
     """
     rand = int.from_bytes(os.urandom(10), "big")
-    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-             | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF)
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x7 << 76
+        | (rand >> 62 & 0xFFF) << 64
+        | 0b10 << 62
+        | rand & 0x3FFF_FFFF_FFFF_FFFF
+    )
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
@@ -128,9 +135,17 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, store: RunStore, buffer: PayloadBuffer, templates: TemplateSource,
-                 launcher: JobLauncher, pipeline: LaunchPipeline, watch: RunWatch,
-                 renderer: JobRenderer, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        buffer: PayloadBuffer,
+        templates: TemplateSource,
+        launcher: JobLauncher,
+        pipeline: LaunchPipeline,
+        watch: RunWatch,
+        renderer: JobRenderer,
+        config: SchedulerConfig,
+    ) -> None:
         self.store = store
         self.buffer = buffer
         self.templates = templates
@@ -254,13 +269,16 @@ class Scheduler:
                 self.pipeline.note_left_behind()
         return run_id
 
-    async def _abandon(self, run: Run, stored: Exception | None,
-                       created: str | Exception) -> NoReturn:
+    async def _abandon(
+        self, run: Run, stored: Exception | None, created: str | Exception
+    ) -> NoReturn:
         """One of the two writes failed: refuse the request and leave no live run behind."""
         if not isinstance(created, Exception):
             try:
                 await self.store.transition(
-                    run.algorithm, run.id, S.SCHEDULING_FAILED,
+                    run.algorithm,
+                    run.id,
+                    S.SCHEDULING_FAILED,
                     algorithm_failure_cause="Submission lost. Please resend the request.",
                     algorithm_failure_details="The payload could not be stored; the request was refused.",
                 )
@@ -269,7 +287,9 @@ class Scheduler:
         failure = created if isinstance(created, Exception) else stored
         if isinstance(failure, NexusError):
             raise failure
-        raise BackendUnavailable(f"Request buffering failed for: {run.algorithm}/{run.id}") from failure
+        raise BackendUnavailable(
+            f"Request buffering failed for: {run.algorithm}/{run.id}"
+        ) from failure
 
     # --- reads -------------------------------------------------------------------------
 
@@ -301,7 +321,9 @@ class Scheduler:
             try:
                 entry = await self.renderer.render(run)
             except LaunchError as exc:
-                raise NotFound(f"No Job can be rendered for request '{run_id}': {exc.message}") from None
+                raise NotFound(
+                    f"No Job can be rendered for request '{run_id}': {exc.message}"
+                ) from None
         if entry is None:
             raise NotFound(f"No buffered Job for request '{run_id}'")
         return entry.template
@@ -323,8 +345,15 @@ class Scheduler:
 
     # --- cancel ------------------------------------------------------------------------
 
-    async def cancel(self, algorithm: str, run_id: str, *, reason: str, initiator: str,
-                     policy: str = "Background") -> Run:
+    async def cancel(
+        self,
+        algorithm: str,
+        run_id: str,
+        *,
+        reason: str,
+        initiator: str,
+        policy: str = "Background",
+    ) -> Run:
         if policy not in CANCELLATION_POLICIES:
             raise BadRequest(
                 f"Invalid cancellation request: invalid CancellationPolicy '{policy}', "
@@ -337,7 +366,9 @@ class Scheduler:
             )
         try:
             cancelled = await self.store.transition(
-                algorithm, run_id, S.CANCELLED,
+                algorithm,
+                run_id,
+                S.CANCELLED,
                 algorithm_failure_cause=f"Cancelled by '{initiator}'",
                 algorithm_failure_details=f"Run cancelled, reason: '{reason}'",
             )
@@ -358,8 +389,12 @@ class Scheduler:
             if child.lifecycle_stage.is_terminal:
                 continue
             try:
-                await self.cancel(child.algorithm, child.id, initiator=initiator,
-                                  reason=f"parent request {parent.id} was cancelled",
-                                  policy=policy)
+                await self.cancel(
+                    child.algorithm,
+                    child.id,
+                    initiator=initiator,
+                    reason=f"parent request {parent.id} was cancelled",
+                    policy=policy,
+                )
             except (Conflict, NotFound):
                 continue

@@ -34,8 +34,9 @@ class UrlSigner:
         # directly: the same text urlencode gives, at a fraction of its cost.
         return f"{self._base_url}{path}?exp={expires}&sig={self._signature(method, path, expires)}"
 
-    def verify(self, method: str, path: str, exp: str | None, sig: str | None,
-               now: float | None = None) -> None:
+    def verify(
+        self, method: str, path: str, exp: str | None, sig: str | None, now: float | None = None
+    ) -> None:
         """Raise Forbidden unless ``sig`` signs (method, path, exp) and exp is in the future."""
         if not exp or not sig:
             raise Forbidden("Invalid payload address: the URL is not signed (exp and sig needed)")

@@ -35,8 +35,15 @@ IMAGE_CAUSE = LAUNCH_FAILED_CAUSE + "the container image could not be pulled."
 
 
 class SupervisionConfig:
-    def __init__(self, *, success_grace: float, backoff_grace: float, host: str,
-                 reconcile_interval: float, lease_ttl: float) -> None:
+    def __init__(
+        self,
+        *,
+        success_grace: float,
+        backoff_grace: float,
+        host: str,
+        reconcile_interval: float,
+        lease_ttl: float,
+    ) -> None:
         self.success_grace = success_grace
         self.backoff_grace = backoff_grace
         self.host = host
@@ -59,10 +66,16 @@ _RULES: dict[Outcome, tuple[S, str, str | None, bool]] = {
 
 
 class Supervision:
-    def __init__(self, store: RunStore, buffer: PayloadBuffer, watcher: ClusterWatcher,
-                 pipeline: LaunchPipeline | None, config: SupervisionConfig,
-                 on_change: Callable[[str, str], None] | None = None,
-                 observing_since: datetime | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        buffer: PayloadBuffer,
+        watcher: ClusterWatcher,
+        pipeline: LaunchPipeline | None,
+        config: SupervisionConfig,
+        on_change: Callable[[str, str], None] | None = None,
+        observing_since: datetime | None = None,
+    ) -> None:
         self.store = store
         self.buffer = buffer
         self.watcher = watcher
@@ -96,16 +109,22 @@ class Supervision:
                 return None
         if delete:
             await self.watcher.delete_job(obs.cluster, obs.run_id)
-        return await self._transition(run, target, algorithm_failure_cause=cause,
-                                      algorithm_failure_details=obs.message)
+        return await self._transition(
+            run, target, algorithm_failure_cause=cause, algorithm_failure_details=obs.message
+        )
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
             updated = await self.store.transition(run.algorithm, run.id, target, **fields)
         except (InvalidTransition, NotFound):
             return None
-        log.info("run %s/%s -> %s %s", run.algorithm, run.id, target.value,
-                 fields.get("algorithm_failure_cause", ""))
+        log.info(
+            "run %s/%s -> %s %s",
+            run.algorithm,
+            run.id,
+            target.value,
+            fields.get("algorithm_failure_cause", ""),
+        )
         self._on_change(run.algorithm, run.id)
         return updated
 
@@ -113,8 +132,7 @@ class Supervision:
         """One full pass: every Job's status, lost runs, and expired schedulers."""
         snapshot = await self.watcher.snapshot()
         for shard, why in snapshot.unreachable.items():
-            log.warning("shard %s did not answer; its runs wait for the next pass: %s",
-                        shard, why)
+            log.warning("shard %s did not answer; its runs wait for the next pass: %s", shard, why)
         for obs in snapshot.observations:
             await self.apply(obs)
         seen = {(obs.algorithm, obs.run_id) for obs in snapshot.observations}
@@ -123,23 +141,38 @@ class Supervision:
             await self._fail_lost(host, seen, snapshot.unreachable.keys())
             if host != self.config.host and self.pipeline is not None:
                 await requeue_pending(self.store, self.buffer, self.pipeline, host)
-                if not any([await self.store.by_host_stage(host, stage)
-                            for stage in (S.NEW, S.BUFFERED, S.RUNNING)]):
+                if not any(
+                    [
+                        await self.store.by_host_stage(host, stage)
+                        for stage in (S.NEW, S.BUFFERED, S.RUNNING)
+                    ]
+                ):
                     await self.store.drop_lease(host)
 
-    async def _fail_lost(self, host: str, seen: set[tuple[str, str]],
-                         unseen_shards: Collection[str]) -> None:
+    async def _fail_lost(
+        self, host: str, seen: set[tuple[str, str]], unseen_shards: Collection[str]
+    ) -> None:
         """RUNNING runs whose Job was not in the snapshot, on shards that answered."""
         now = utcnow()
         for run in await self.store.by_host_stage(host, S.RUNNING):
-            if ((run.algorithm, run.id) in seen or run.lifecycle_stage is not S.RUNNING
-                    or run.cluster in unseen_shards):
+            if (
+                (run.algorithm, run.id) in seen
+                or run.lifecycle_stage is not S.RUNNING
+                or run.cluster in unseen_shards
+            ):
                 continue
             since = max(run.sent_at or run.last_modified or now, self._observing_since)
-            await self.apply(JobObservation(algorithm=run.algorithm, run_id=run.id,
-                                            cluster=run.cluster, outcome=Outcome.LOST,
-                                            since=since, message="No Job exists for this run."),
-                             now=now)
+            await self.apply(
+                JobObservation(
+                    algorithm=run.algorithm,
+                    run_id=run.id,
+                    cluster=run.cluster,
+                    outcome=Outcome.LOST,
+                    since=since,
+                    message="No Job exists for this run.",
+                ),
+                now=now,
+            )
 
     async def watch_forever(self) -> None:
         while True:

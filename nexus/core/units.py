@@ -12,7 +12,14 @@ from decimal import Decimal, InvalidOperation
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
 }
 
 
@@ -39,8 +46,9 @@ def parse_duration(text: str | int | float, maximum: float = MAX_DURATION) -> fl
     if seconds < 0:
         raise ValueError(f"invalid duration {_shown(text)}: must not be negative")
     if seconds > maximum:
-        raise ValueError(f"invalid duration {_shown(text)}: longer than the allowed "
-                         f"{format_duration(maximum)}")
+        raise ValueError(
+            f"invalid duration {_shown(text)}: longer than the allowed {format_duration(maximum)}"
+        )
     return seconds
 
 
@@ -80,9 +88,16 @@ def format_duration(seconds: float) -> str:
 
 _QUANTITY = re.compile(r"^([+-]?\d+(?:\.\d+)?)([a-zA-Z]*)$")
 _QUANTITY_SUFFIX = {
-    "": Decimal(1), "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
 }
 
 

@@ -23,7 +23,11 @@ async def start(app: Sanic, shared: Shared) -> None:
     app.ctx.signer = shared.signer()
     app.ctx.buffer = buffer
     app.ctx.scheduler = Scheduler(
-        store, buffer, await shared.templates(), await shared.executor(), pipeline,
+        store,
+        buffer,
+        await shared.templates(),
+        await shared.executor(),
+        pipeline,
         app.ctx.watch,
         await shared.renderer(),
         SchedulerConfig(
@@ -37,9 +41,13 @@ async def start(app: Sanic, shared: Shared) -> None:
     # Whatever this host left NEW/BUFFERED before a restart is ours to finish.
     await store.heartbeat(host, supervisor.lease_ttl)
     await requeue_pending(store, buffer, pipeline, host)
-    shared.every(supervisor.heartbeat_interval,
-                 lambda: store.heartbeat(host, supervisor.lease_ttl), "lease heartbeat")
-    shared.every(supervisor.reconcile_interval,
-                 PendingSweep(store, buffer, pipeline, host, supervisor.reconcile_interval),
-                 "pending-run sweep")
-
+    shared.every(
+        supervisor.heartbeat_interval,
+        lambda: store.heartbeat(host, supervisor.lease_ttl),
+        "lease heartbeat",
+    )
+    shared.every(
+        supervisor.reconcile_interval,
+        PendingSweep(store, buffer, pipeline, host, supervisor.reconcile_interval),
+        "pending-run sweep",
+    )

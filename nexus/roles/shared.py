@@ -50,33 +50,43 @@ class Shared:
         return await self._get("templates", lambda: factory.make_templates(self.settings))
 
     async def executor(self):
-        return await self._get("executor", lambda: factory.make_executor(self.settings,
-                                                                         self.app.ctx.metrics))
+        return await self._get(
+            "executor", lambda: factory.make_executor(self.settings, self.app.ctx.metrics)
+        )
 
     async def renderer(self) -> JobRenderer:
         """Renders Jobs for the pipeline's BUFFERED step (and the buffer endpoint)."""
         if "renderer" not in self._cache:
             settings = self.settings
             self._cache["renderer"] = JobRenderer(
-                await self.store(), await self.buffer(), await self.templates(),
-                RenderConfig(namespace=settings.runtime_namespace,
-                             nexus_version=nexus_version(),
-                             receiver_url=settings.receiver_base_url,
-                             job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
-                             payload_valid_for=settings.s3_buffer.payload_valid_for))
+                await self.store(),
+                await self.buffer(),
+                await self.templates(),
+                RenderConfig(
+                    namespace=settings.runtime_namespace,
+                    nexus_version=nexus_version(),
+                    receiver_url=settings.receiver_base_url,
+                    job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
+                    payload_valid_for=settings.s3_buffer.payload_valid_for,
+                ),
+            )
         return self._cache["renderer"]
 
     async def pipeline(self) -> LaunchPipeline:
         if "pipeline" not in self._cache:
             limits = self.settings.s3_buffer.buffer_config
             pipeline = LaunchPipeline(
-                await self.store(), await self.executor(),
-                LimitConfig(rate=limits.rate_limit_elements_per_second,
-                            burst=limits.rate_limit_elements_burst,
-                            base_delay=limits.failure_rate_base_delay,
-                            max_delay=limits.failure_rate_max_delay,
-                            max_attempts=limits.max_attempts, workers=limits.workers,
-                            capacity=limits.queue_capacity),
+                await self.store(),
+                await self.executor(),
+                LimitConfig(
+                    rate=limits.rate_limit_elements_per_second,
+                    burst=limits.rate_limit_elements_burst,
+                    base_delay=limits.failure_rate_base_delay,
+                    max_delay=limits.failure_rate_max_delay,
+                    max_attempts=limits.max_attempts,
+                    workers=limits.workers,
+                    capacity=limits.queue_capacity,
+                ),
                 render=(await self.renderer()).render,
                 on_change=self.app.ctx.watch.notify,
             )

@@ -15,13 +15,17 @@ def routes(app: Sanic) -> None:
 async def start(app: Sanic, shared: Shared) -> None:
     settings = shared.settings.supervisor
     supervision = Supervision(
-        await shared.store(), await shared.buffer(), await shared.executor(),
+        await shared.store(),
+        await shared.buffer(),
+        await shared.executor(),
         await shared.pipeline(),
-        SupervisionConfig(success_grace=settings.job_success_grace,
-                          backoff_grace=settings.backoff_grace,
-                          host=shared.settings.instance_id,
-                          reconcile_interval=settings.reconcile_interval,
-                          lease_ttl=settings.lease_ttl),
+        SupervisionConfig(
+            success_grace=settings.job_success_grace,
+            backoff_grace=settings.backoff_grace,
+            host=shared.settings.instance_id,
+            reconcile_interval=settings.reconcile_interval,
+            lease_ttl=settings.lease_ttl,
+        ),
         on_change=app.ctx.watch.notify,
     )
     app.ctx.supervision = supervision

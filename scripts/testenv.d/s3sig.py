@@ -73,9 +73,7 @@ class S3:
             for k, v in sorted(query.items())
         )
         signed_headers = ";".join(sorted(headers))
-        canonical_headers = "".join(
-            f"{k}:{headers[k].strip()}\n" for k in sorted(headers)
-        )
+        canonical_headers = "".join(f"{k}:{headers[k].strip()}\n" for k in sorted(headers))
         canonical_request = "\n".join(
             [
                 method,
@@ -180,16 +178,12 @@ def main(argv: list[str]) -> int:
         status, _ = s3.request("PUT", key, b"unsigned", sign=False)
         if status != 403:
             failures.append(f"unsigned PUT got HTTP {status}, expected 403")
-        status, _ = s3.request(
-            "GET", f"/{bucket}", query={"list-type": "2"}, sign=False
-        )
+        status, _ = s3.request("GET", f"/{bucket}", query={"list-type": "2"}, sign=False)
         if status != 403:
             failures.append(f"unsigned LIST got HTTP {status}, expected 403")
         status, _ = s3.request("PUT", key, b"bad", secret_key=s3.secret_key + "-wrong")
         if status != 403:
-            failures.append(
-                f"PUT signed with a wrong secret got HTTP {status}, expected 403"
-            )
+            failures.append(f"PUT signed with a wrong secret got HTTP {status}, expected 403")
         status, body = s3.request("PUT", key, b"hello")
         if status != 200:
             failures.append(f"signed PUT got HTTP {status}: {body[:200]!r}")

@@ -22,22 +22,32 @@ from nexus.settings import S3Buffer, ScyllaCqlStore
 
 REPO = Path(__file__).resolve().parents[2]
 TESTENV = REPO / "scripts" / "testenv"
-CASSANDRA_VARS = ("NEXUS_TEST_CASSANDRA_HOSTS", "NEXUS_TEST_CASSANDRA_PORT",
-                  "NEXUS_TEST_CASSANDRA_USER", "NEXUS_TEST_CASSANDRA_PASSWORD")
-S3_VARS = ("NEXUS_TEST_S3_ENDPOINT", "NEXUS_TEST_S3_ACCESS_KEY_ID",
-           "NEXUS_TEST_S3_SECRET_ACCESS_KEY", "NEXUS_TEST_S3_BUCKET", "NEXUS_TEST_S3_REGION")
+CASSANDRA_VARS = (
+    "NEXUS_TEST_CASSANDRA_HOSTS",
+    "NEXUS_TEST_CASSANDRA_PORT",
+    "NEXUS_TEST_CASSANDRA_USER",
+    "NEXUS_TEST_CASSANDRA_PASSWORD",
+)
+S3_VARS = (
+    "NEXUS_TEST_S3_ENDPOINT",
+    "NEXUS_TEST_S3_ACCESS_KEY_ID",
+    "NEXUS_TEST_S3_SECRET_ACCESS_KEY",
+    "NEXUS_TEST_S3_BUCKET",
+    "NEXUS_TEST_S3_REGION",
+)
 
 
 def require(component: str, names: tuple[str, ...]) -> dict[str, str]:
     values = {name: os.environ.get(name, "") for name in names}
     missing = [name for name, value in values.items() if not value]
     if missing:
-        setup = f"scripts/testenv up {component} && eval \"$(scripts/testenv env {component})\""
-        message = (f"needs the {component} test server but {', '.join(missing)} "
-                   f"{'is' if len(missing) == 1 else 'are'} not set: run `{setup}`")
+        setup = f'scripts/testenv up {component} && eval "$(scripts/testenv env {component})"'
+        message = (
+            f"needs the {component} test server but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: run `{setup}`"
+        )
         if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
-            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)",
-                        pytrace=False)
+            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)", pytrace=False)
         pytest.skip(message)
     return values
 
@@ -48,20 +58,26 @@ def unique(prefix: str) -> str:
 
 def cassandra_config(keyspace: str, **overrides) -> ScyllaCqlStore:
     env = require("cassandra", CASSANDRA_VARS)
-    settings = {"hosts": env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
-                "port": int(env["NEXUS_TEST_CASSANDRA_PORT"]), "keyspace": keyspace,
-                "user": env["NEXUS_TEST_CASSANDRA_USER"],
-                "password": env["NEXUS_TEST_CASSANDRA_PASSWORD"]}
+    settings = {
+        "hosts": env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
+        "port": int(env["NEXUS_TEST_CASSANDRA_PORT"]),
+        "keyspace": keyspace,
+        "user": env["NEXUS_TEST_CASSANDRA_USER"],
+        "password": env["NEXUS_TEST_CASSANDRA_PASSWORD"],
+    }
     return ScyllaCqlStore(**{**settings, **overrides})
 
 
 def s3_config(prefix: str, **overrides) -> S3Buffer:
     env = require("seaweedfs", S3_VARS)
-    return S3Buffer(payload_storage_path=f"s3a://{env['NEXUS_TEST_S3_BUCKET']}/{prefix}",
-                    endpoint=env["NEXUS_TEST_S3_ENDPOINT"],
-                    access_key_id=env["NEXUS_TEST_S3_ACCESS_KEY_ID"],
-                    secret_access_key=env["NEXUS_TEST_S3_SECRET_ACCESS_KEY"],
-                    region=env["NEXUS_TEST_S3_REGION"], **overrides)
+    return S3Buffer(
+        payload_storage_path=f"s3a://{env['NEXUS_TEST_S3_BUCKET']}/{prefix}",
+        endpoint=env["NEXUS_TEST_S3_ENDPOINT"],
+        access_key_id=env["NEXUS_TEST_S3_ACCESS_KEY_ID"],
+        secret_access_key=env["NEXUS_TEST_S3_SECRET_ACCESS_KEY"],
+        region=env["NEXUS_TEST_S3_REGION"],
+        **overrides,
+    )
 
 
 def cassandra_settings_env(keyspace: str) -> dict[str, str]:
@@ -98,13 +114,18 @@ def cql_session(keyspace: str | None = None) -> Iterator[Any]:
     from cassandra.query import dict_factory
 
     env = require("cassandra", CASSANDRA_VARS)
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(),
-                               row_factory=dict_factory, request_timeout=60)
-    cluster = Cluster(env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
-                      port=int(env["NEXUS_TEST_CASSANDRA_PORT"]), connect_timeout=5,
-                      auth_provider=PlainTextAuthProvider(env["NEXUS_TEST_CASSANDRA_USER"],
-                                                          env["NEXUS_TEST_CASSANDRA_PASSWORD"]),
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    profile = ExecutionProfile(
+        load_balancing_policy=RoundRobinPolicy(), row_factory=dict_factory, request_timeout=60
+    )
+    cluster = Cluster(
+        env["NEXUS_TEST_CASSANDRA_HOSTS"].split(","),
+        port=int(env["NEXUS_TEST_CASSANDRA_PORT"]),
+        connect_timeout=5,
+        auth_provider=PlainTextAuthProvider(
+            env["NEXUS_TEST_CASSANDRA_USER"], env["NEXUS_TEST_CASSANDRA_PASSWORD"]
+        ),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+    )
     try:
         yield cluster.connect(keyspace)
     finally:
@@ -136,8 +157,16 @@ def delete_prefix(prefix: str) -> None:
 
 def run_testenv(command: str, component: str, timeout: float = 300) -> None:
     """Run ``scripts/testenv <command> <component>``; fail the test with its output."""
-    result = subprocess.run([str(TESTENV), command, component], capture_output=True,
-                            text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [str(TESTENV), command, component],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if result.returncode != 0:
-        pytest.fail(f"scripts/testenv {command} {component} failed ({result.returncode}):\n"
-                    f"{result.stdout}\n{result.stderr}", pytrace=False)
+        pytest.fail(
+            f"scripts/testenv {command} {component} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}",
+            pytrace=False,
+        )

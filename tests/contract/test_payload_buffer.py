@@ -108,16 +108,18 @@ async def test_expired_payload_url_is_refused(payload_buffer):
 async def test_result_urls_upload_then_download(payload_buffer):
     buffer, run_id = payload_buffer.buffer, new_id()
     upload, download = buffer.result_urls(ALGORITHM, run_id, 600)
-    response = await payload_buffer.http.put(upload, content=b'{"result": 42}',
-                                             headers={"Content-Type": "application/json"})
+    response = await payload_buffer.http.put(
+        upload, content=b'{"result": 42}', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code in (200, 201), response.text
     response = await payload_buffer.http.get(download)
     assert response.status_code == 200 and response.content == b'{"result": 42}'
     assert await buffer.get_result(ALGORITHM, run_id) == b'{"result": 42}'
     # The download URL does not allow an upload, nor the upload URL another run's result.
     assert (await payload_buffer.http.put(download, content=b"x")).status_code in (403, 405)
-    assert (await payload_buffer.http.put(upload.replace(run_id, new_id()),
-                                          content=b"x")).status_code == 403
+    assert (
+        await payload_buffer.http.put(upload.replace(run_id, new_id()), content=b"x")
+    ).status_code == 403
 
 
 async def test_put_result_then_get_result(payload_buffer):
@@ -138,9 +140,15 @@ def offline_s3(**overrides) -> object:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    return s3_buffer(S3Buffer(payload_storage_path="s3a://bucket/prefix",
-                              endpoint=f"http://127.0.0.1:{port}", access_key_id="k",
-                              secret_access_key="s", **overrides))
+    return s3_buffer(
+        S3Buffer(
+            payload_storage_path="s3a://bucket/prefix",
+            endpoint=f"http://127.0.0.1:{port}",
+            access_key_id="k",
+            secret_access_key="s",
+            **overrides,
+        )
+    )
 
 
 def test_s3_url_lifetime_is_capped_at_seven_days():
@@ -157,7 +165,11 @@ def test_s3_object_layout_follows_the_go_system():
 
 async def test_unreachable_s3_is_backend_unavailable():
     buffer = offline_s3(connect_timeout=1.0, max_retries=1, retry_timeout=2.0)
-    for action in (buffer.open(), buffer.put(ALGORITHM, new_id(), b"{}"),
-                   buffer.get(ALGORITHM, new_id()), buffer.exists(ALGORITHM, new_id())):
+    for action in (
+        buffer.open(),
+        buffer.put(ALGORITHM, new_id(), b"{}"),
+        buffer.get(ALGORITHM, new_id()),
+        buffer.exists(ALGORITHM, new_id()),
+    ):
         with pytest.raises(BackendUnavailable):
             await asyncio.wait_for(action, 20)

@@ -50,23 +50,35 @@ def now_ms() -> datetime:
 def make_run(**fields) -> Run:
     now = now_ms()
     values = dict(
-        algorithm=ALGORITHM, id=str(uuid.uuid4()), lifecycle_stage=S.NEW,
-        payload_uri="https://payloads.example/p?sig=abc", received_by_host="contract-host",
-        received_at=now, last_modified=now,
+        algorithm=ALGORITHM,
+        id=str(uuid.uuid4()),
+        lifecycle_stage=S.NEW,
+        payload_uri="https://payloads.example/p?sig=abc",
+        received_by_host="contract-host",
+        received_at=now,
+        last_modified=now,
         applied_configuration=AlgorithmSpec(
             container=ContainerSpec(image="img", registry="reg.example", version_tag="1.0"),
-            command="python -m algorithm", args=["--sas-uri=%s"]),
+            command="python -m algorithm",
+            args=["--sas-uri=%s"],
+        ),
         configuration_overrides=SpecOverride(container=ContainerOverride(version_tag="1.0")),
-        content_hash="0123abcd", api_version="1.2", cluster="shard-a", payload_valid_for="24h",
+        content_hash="0123abcd",
+        api_version="1.2",
+        cluster="shard-a",
+        payload_valid_for="24h",
     )
     values.update(fields)
     return Run(**values)
 
 
 def submission_for(run: Run, cluster: str = "shard-a") -> SubmissionEntry:
-    return SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster=cluster,
-                           template={"apiVersion": "batch/v1", "kind": "Job",
-                                     "metadata": {"name": run.id}})
+    return SubmissionEntry(
+        algorithm=run.algorithm,
+        id=run.id,
+        cluster=cluster,
+        template={"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": run.id}},
+    )
 
 
 async def created(store, **fields) -> Run:
@@ -167,8 +179,9 @@ async def test_idempotency_key_is_per_algorithm(run_store):
 async def test_concurrent_creates_with_one_key_store_one_run(run_store):
     key = f"key-{uuid.uuid4()}"
     runs = [make_run() for _ in range(5)]
-    answers = await asyncio.gather(*(run_store.create(run, submission_for(run), key)
-                                     for run in runs))
+    answers = await asyncio.gather(
+        *(run_store.create(run, submission_for(run), key) for run in runs)
+    )
     assert len(set(answers)) == 1
     stored = [run.id for run in runs if await run_store.get(run.algorithm, run.id)]
     assert stored == [answers[0]]
@@ -177,21 +190,24 @@ async def test_concurrent_creates_with_one_key_store_one_run(run_store):
 # --- transitions -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("current,target", [(c, t) for c in S for t in S],
-                         ids=lambda stage: stage.value)
+@pytest.mark.parametrize(
+    "current,target", [(c, t) for c in S for t in S], ids=lambda stage: stage.value
+)
 async def test_transition_follows_the_lifecycle(run_store, current, target):
     run = await reach(run_store, await created(run_store), current)
     if lifecycle.can_transition(current, target):
-        updated = await run_store.transition(run.algorithm, run.id, target,
-                                             algorithm_failure_details="because")
+        updated = await run_store.transition(
+            run.algorithm, run.id, target, algorithm_failure_details="because"
+        )
         assert updated.lifecycle_stage is target
         assert updated.algorithm_failure_details == "because"
         assert await run_store.get(run.algorithm, run.id) == updated
     else:
         before = await run_store.get(run.algorithm, run.id)
         with pytest.raises(InvalidTransition):
-            await run_store.transition(run.algorithm, run.id, target,
-                                       algorithm_failure_details="late writer")
+            await run_store.transition(
+                run.algorithm, run.id, target, algorithm_failure_details="late writer"
+            )
         assert await run_store.get(run.algorithm, run.id) == before
 
 
@@ -208,16 +224,21 @@ async def test_terminal_stage_is_final_for_every_writer(run_store):
 async def test_transition_writes_fields_and_keeps_the_others(run_store):
     run = await reach(run_store, await created(run_store, tag="keep-me"), S.BUFFERED)
     sent = now_ms()
-    running = await run_store.transition(run.algorithm, run.id, S.RUNNING,
-                                         job_uid="uid-1", sent_at=sent)
+    running = await run_store.transition(
+        run.algorithm, run.id, S.RUNNING, job_uid="uid-1", sent_at=sent
+    )
     assert (running.job_uid, running.sent_at, running.tag) == ("uid-1", sent, "keep-me")
     assert running.last_modified >= run.last_modified
-    done = await run_store.transition(run.algorithm, run.id, S.COMPLETED,
-                                      result_uri="https://results.example/r")
+    done = await run_store.transition(
+        run.algorithm, run.id, S.COMPLETED, result_uri="https://results.example/r"
+    )
     stored = await run_store.get(run.algorithm, run.id)
     assert stored == done
     assert (stored.job_uid, stored.sent_at, stored.result_uri) == (
-        "uid-1", sent, "https://results.example/r")
+        "uid-1",
+        sent,
+        "https://results.example/r",
+    )
     assert stored.applied_configuration == run.applied_configuration
 
 
@@ -226,20 +247,28 @@ async def test_transition_of_unknown_run_is_not_found(run_store):
         await run_store.transition(ALGORITHM, str(uuid.uuid4()), S.BUFFERED)
 
 
-@pytest.mark.parametrize("stage,targets", [
-    (S.NEW, [S.BUFFERED, S.BUFFERED]),
-    (S.NEW, [S.CANCELLED, S.SCHEDULING_FAILED, S.CANCELLED]),
-    (S.RUNNING, [S.COMPLETED, S.FAILED, S.DEADLINE_EXCEEDED, S.CANCELLED]),
-], ids=["NEW-same-target", "NEW", "RUNNING"])
+@pytest.mark.parametrize(
+    "stage,targets",
+    [
+        (S.NEW, [S.BUFFERED, S.BUFFERED]),
+        (S.NEW, [S.CANCELLED, S.SCHEDULING_FAILED, S.CANCELLED]),
+        (S.RUNNING, [S.COMPLETED, S.FAILED, S.DEADLINE_EXCEEDED, S.CANCELLED]),
+    ],
+    ids=["NEW-same-target", "NEW", "RUNNING"],
+)
 async def test_concurrent_transitions_from_one_stage_exactly_one_wins(run_store, stage, targets):
     """Targets that cannot follow one another: whoever writes second must be refused."""
     for _ in range(3):
         run = await reach(run_store, await created(run_store), stage)
         results = await asyncio.gather(
-            *(run_store.transition(run.algorithm, run.id, target,
-                                   algorithm_failure_cause=f"writer {n}")
-              for n, target in enumerate(targets)),
-            return_exceptions=True)
+            *(
+                run_store.transition(
+                    run.algorithm, run.id, target, algorithm_failure_cause=f"writer {n}"
+                )
+                for n, target in enumerate(targets)
+            ),
+            return_exceptions=True,
+        )
         winners = [result for result in results if isinstance(result, Run)]
         assert len(winners) == 1, results
         assert all(isinstance(result, (Run, InvalidTransition)) for result in results), results
@@ -280,11 +309,19 @@ async def test_by_tag_finds_runs_of_every_algorithm_oldest_first(run_store):
 
 # Tags as the API lets them through: any printable Unicode, up to 256 characters
 # (nexus.core.scheduling.check_tag), including what a URL path must percent-encode.
-UNICODE_TAGS = ["ünïcødé-✓", "🚀 emoji 👩‍💻", "日本語のタグ", "a b/c?d#e%f+g", "Ω" * 256, "😀" * 256]
+UNICODE_TAGS = [
+    "ünïcødé-✓",
+    "🚀 emoji 👩‍💻",
+    "日本語のタグ",
+    "a b/c?d#e%f+g",
+    "Ω" * 256,
+    "😀" * 256,
+]
 
 
-@pytest.mark.parametrize("text", UNICODE_TAGS, ids=["latin", "emoji", "cjk", "url-chars",
-                                                    "greek-256", "emoji-256"])
+@pytest.mark.parametrize(
+    "text", UNICODE_TAGS, ids=["latin", "emoji", "cjk", "url-chars", "greek-256", "emoji-256"]
+)
 async def test_a_unicode_tag_is_stored_and_found_exactly(run_store, text):
     tag = f"{text[:200]}-{uuid.uuid4().hex[:8]}" if len(text) < 256 else text
     run = await created(run_store, tag=tag)
@@ -307,14 +344,22 @@ async def test_update_tag_to_a_unicode_tag(run_store):
 
 async def test_by_host_stage_follows_stage_changes(run_store):
     host, start = f"host-{uuid.uuid4()}", now_ms()
-    runs = [await created(run_store, received_by_host=host,
-                          received_at=start + timedelta(seconds=n)) for n in range(5)]
+    runs = [
+        await created(run_store, received_by_host=host, received_at=start + timedelta(seconds=n))
+        for n in range(5)
+    ]
     await reach(run_store, runs[1], S.BUFFERED)
     await reach(run_store, runs[2], S.RUNNING)
     await reach(run_store, runs[3], S.COMPLETED)
     await reach(run_store, runs[4], S.CANCELLED)
-    expected = {S.NEW: [runs[0].id], S.BUFFERED: [runs[1].id], S.RUNNING: [runs[2].id],
-                S.COMPLETED: [runs[3].id], S.CANCELLED: [runs[4].id], S.FAILED: []}
+    expected = {
+        S.NEW: [runs[0].id],
+        S.BUFFERED: [runs[1].id],
+        S.RUNNING: [runs[2].id],
+        S.COMPLETED: [runs[3].id],
+        S.CANCELLED: [runs[4].id],
+        S.FAILED: [],
+    }
     for stage, want in expected.items():
         assert ids(await run_store.by_host_stage(host, stage)) == want, stage
     assert await run_store.by_host_stage(f"host-{uuid.uuid4()}", S.NEW) == []
@@ -323,8 +368,9 @@ async def test_by_host_stage_follows_stage_changes(run_store):
 async def test_by_host_stage_lists_oldest_first(run_store):
     host, start = f"host-{uuid.uuid4()}", now_ms()
     late = await created(run_store, received_by_host=host, received_at=start)
-    early = await created(run_store, received_by_host=host,
-                          received_at=start - timedelta(minutes=1))
+    early = await created(
+        run_store, received_by_host=host, received_at=start - timedelta(minutes=1)
+    )
     assert ids(await run_store.by_host_stage(host, S.NEW)) == [early.id, late.id]
 
 
@@ -332,8 +378,14 @@ async def test_by_host_stage_with_hundreds_of_runs_of_several_algorithms(run_sto
     """More runs than one read page (the Cassandra store reads 100 ids per query), spread
     over algorithms, each found once and whole."""
     host, start = f"host-{uuid.uuid4()}", now_ms()
-    runs = [make_run(received_by_host=host, algorithm=f"algo-{n % 3}",
-                     received_at=start + timedelta(milliseconds=n)) for n in range(250)]
+    runs = [
+        make_run(
+            received_by_host=host,
+            algorithm=f"algo-{n % 3}",
+            received_at=start + timedelta(milliseconds=n),
+        )
+        for n in range(250)
+    ]
     await asyncio.gather(*(run_store.create(run, None) for run in runs))
     found = await run_store.by_host_stage(host, S.NEW)
     assert found == runs  # every field, oldest first
@@ -343,11 +395,15 @@ async def test_children_of_a_parent(run_store):
     parent = await created(run_store)
     ref = ParentRef(request_id=parent.id, algorithm_name=parent.algorithm)
     start = now_ms()
-    kids = [await created(run_store, parent=ref, algorithm=name,
-                          received_at=start + timedelta(seconds=n))
-            for n, name in enumerate(["child-a", "child-b"])]
-    await created(run_store, parent=ParentRef(request_id=str(uuid.uuid4()),
-                                              algorithm_name=parent.algorithm))
+    kids = [
+        await created(
+            run_store, parent=ref, algorithm=name, received_at=start + timedelta(seconds=n)
+        )
+        for n, name in enumerate(["child-a", "child-b"])
+    ]
+    await created(
+        run_store, parent=ParentRef(request_id=str(uuid.uuid4()), algorithm_name=parent.algorithm)
+    )
     await run_store.transition(kids[0].algorithm, kids[0].id, S.CANCELLED)
     assert ids(await run_store.children(ref)) == ids(kids)
     unknown = ParentRef(request_id=str(uuid.uuid4()), algorithm_name=ALGORITHM)
@@ -401,7 +457,8 @@ async def test_unreachable_store_is_backend_unavailable(kind, tmp_path):
     if kind == "sqlite":
         store = SqliteRunStore(tmp_path)  # a folder where the database file should be
     else:
-        store = CassandraRunStore(ScyllaCqlStore(hosts=["127.0.0.1"], port=closed_port(),
-                                                 connect_timeout=1.0))
+        store = CassandraRunStore(
+            ScyllaCqlStore(hosts=["127.0.0.1"], port=closed_port(), connect_timeout=1.0)
+        )
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(store.open(), 30)

@@ -19,24 +19,36 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-def create(client: httpx.Client, payload: dict[str, Any] | None = None, *,
-           algorithm: str = "behave", dry_run: bool = False, headers: dict[str, str] | None = None,
-           **body: Any) -> str:
+def create(
+    client: httpx.Client,
+    payload: dict[str, Any] | None = None,
+    *,
+    algorithm: str = "behave",
+    dry_run: bool = False,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> str:
     """POST run/{algorithm}; assert the 202 and return the request id."""
     params = {"dryRun": "true"} if dry_run else None
-    response = client.post(f"{API}/run/{algorithm}", params=params, headers=headers,
-                           json={"algorithmParameters": payload or {}, **body})
+    response = client.post(
+        f"{API}/run/{algorithm}",
+        params=params,
+        headers=headers,
+        json={"algorithmParameters": payload or {}, **body},
+    )
     assert response.status_code == 202, response.text
     request_id = response.json()["requestId"]
     assert UUID.match(request_id), request_id
     return request_id
 
 
-def result(client: httpx.Client, request_id: str, algorithm: str = "behave",
-           wait: float | None = None) -> dict[str, Any]:
+def result(
+    client: httpx.Client, request_id: str, algorithm: str = "behave", wait: float | None = None
+) -> dict[str, Any]:
     params = {"wait": str(wait)} if wait is not None else None
-    response = client.get(f"{API}/results/{algorithm}/requests/{request_id}", params=params,
-                          timeout=(wait or 0) + 30)
+    response = client.get(
+        f"{API}/results/{algorithm}/requests/{request_id}", params=params, timeout=(wait or 0) + 30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -47,8 +59,9 @@ def metadata(client: httpx.Client, request_id: str, algorithm: str = "behave") -
     return response.json()
 
 
-def wait_terminal(client: httpx.Client, request_id: str, algorithm: str = "behave",
-                  timeout: float = 45.0) -> dict[str, Any]:
+def wait_terminal(
+    client: httpx.Client, request_id: str, algorithm: str = "behave", timeout: float = 45.0
+) -> dict[str, Any]:
     """The RequestResult once the run is finished (long-polls the results route)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -57,12 +70,18 @@ def wait_terminal(client: httpx.Client, request_id: str, algorithm: str = "behav
         if body["status"] in TERMINAL:
             return body
         if remaining <= 0:
-            raise AssertionError(f"{algorithm}/{request_id} still {body['status']} "
-                                 f"after {timeout}s")
+            raise AssertionError(
+                f"{algorithm}/{request_id} still {body['status']} after {timeout}s"
+            )
 
 
-def wait_stage(client: httpx.Client, request_id: str, stages: set[str] | str,
-               algorithm: str = "behave", timeout: float = 30.0) -> dict[str, Any]:
+def wait_stage(
+    client: httpx.Client,
+    request_id: str,
+    stages: set[str] | str,
+    algorithm: str = "behave",
+    timeout: float = 30.0,
+) -> dict[str, Any]:
     """The checkpoint once its stage is one of ``stages``."""
     wanted = {stages} if isinstance(stages, str) else set(stages)
     deadline = time.monotonic() + timeout
@@ -71,8 +90,10 @@ def wait_stage(client: httpx.Client, request_id: str, stages: set[str] | str,
         if body["lifecycle_stage"] in wanted:
             return body
         if time.monotonic() > deadline:
-            raise AssertionError(f"{algorithm}/{request_id} is {body['lifecycle_stage']}, "
-                                 f"expected one of {sorted(wanted)}")
+            raise AssertionError(
+                f"{algorithm}/{request_id} is {body['lifecycle_stage']}, "
+                f"expected one of {sorted(wanted)}"
+            )
         time.sleep(0.05)
 
 
@@ -87,9 +108,14 @@ def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
     return message
 
 
-def cancel(client: httpx.Client, request_id: str, algorithm: str = "behave",
-           policy: str | None = None, reason: str = "test", initiator: str = "pytest"
-           ) -> httpx.Response:
+def cancel(
+    client: httpx.Client,
+    request_id: str,
+    algorithm: str = "behave",
+    policy: str | None = None,
+    reason: str = "test",
+    initiator: str = "pytest",
+) -> httpx.Response:
     body: dict[str, Any] = {"reason": reason, "initiator": initiator}
     if policy is not None:
         body["cancellationPolicy"] = policy

@@ -90,8 +90,20 @@ def test_the_server_accepts_a_good_request(api, server):
         (b'{"algorithmParameters": {"\xed\xa0\x80": 1}}', "not valid UTF-8"),  # surrogate
         (b'{"algorithmParameters": {"a": "caf\xc3"}}', "not valid UTF-8"),  # cut short
     ],
-    ids=["empty", "truncated", "unclosed", "trailing", "single-quotes", "text", "binary",
-         "nan", "bad-utf8-string", "overlong-utf8", "surrogate-utf8", "truncated-utf8"],
+    ids=[
+        "empty",
+        "truncated",
+        "unclosed",
+        "trailing",
+        "single-quotes",
+        "text",
+        "binary",
+        "nan",
+        "bad-utf8-string",
+        "overlong-utf8",
+        "surrogate-utf8",
+        "truncated-utf8",
+    ],
 )
 def test_malformed_json(api, nothing_written, body, fragment):
     assert_error(post_run(api, body), 400, fragment)
@@ -149,8 +161,10 @@ def test_wrong_types(api, nothing_written, extra):
         ({"computeResources": {"memoryLimit": "huge"}}, "memoryLimit: invalid quantity 'huge'"),
         ({"computeResources": {"limits": {"memory": "1Zi"}}}, "limits.memory: invalid quantity"),
         ({"computeResources": {"requests": {"cpu": "-1"}}}, "requests.cpu: invalid quantity"),
-        ({"computeResources": {"customResources": {"nvidia.com/gpu": "x"}}},
-         "customResources.nvidia.com/gpu"),
+        (
+            {"computeResources": {"customResources": {"nvidia.com/gpu": "x"}}},
+            "customResources.nvidia.com/gpu",
+        ),
         ({"runtimeEnvironment": {"deadlineSecs": 3}}, "unknown field `deadlineSecs`"),
         ({"containr": {"image": "x"}}, "unknown field `containr`"),
         ({"runtimeEnvironment": {"maximumRetries": -1}}, "maximumRetries"),
@@ -161,20 +175,29 @@ def test_wrong_types(api, nothing_written, extra):
 def test_a_bad_override_is_refused_with_its_field(api, nothing_written, override, field):
     """A quantity Kubernetes would refuse, an unknown key or a value out of range: a 400
     that names the field at submission, not a run that fails (or a Job written) later."""
-    response = api.post(f"{API}/run/behave",
-                        json={"algorithmParameters": {}, "customConfiguration": override})
+    response = api.post(
+        f"{API}/run/behave", json={"algorithmParameters": {}, "customConfiguration": override}
+    )
     message = assert_error(response, 400, "Algorithm payload is invalid")
     assert field in message and "$.customConfiguration" in message, message
 
 
 def test_an_override_as_the_go_sdk_sends_it_is_accepted(api):
     """The Go SDK sends a whole spec: empty strings, nulls and every field of its CRD."""
-    override = {"container": None, "command": "", "args": None,
-                "computeResources": {"cpuLimit": "", "memoryLimit": "", "defaultResourceQuota": "",
-                                     "limits": {"cpu": "2", "memory": "1Gi"}},
-                "runtimeEnvironment": {"configurationFileMounts": {}, "deadlineSeconds": 20},
-                "payloadConfiguration": {"payloadValidFor": "1h"},
-                "datadogIntegrationSettings": {"mountDatadogSocket": False}}
+    override = {
+        "container": None,
+        "command": "",
+        "args": None,
+        "computeResources": {
+            "cpuLimit": "",
+            "memoryLimit": "",
+            "defaultResourceQuota": "",
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
+        "runtimeEnvironment": {"configurationFileMounts": {}, "deadlineSeconds": 20},
+        "payloadConfiguration": {"payloadValidFor": "1h"},
+        "datadogIntegrationSettings": {"mountDatadogSocket": False},
+    }
     run_id = create(api, {}, customConfiguration=override)
     job = api.get(f"{API}/buffer/behave/requests/{run_id}").json()
     assert job["spec"]["activeDeadlineSeconds"] == 20
@@ -186,42 +209,69 @@ def test_an_override_as_the_go_sdk_sends_it_is_accepted(api):
 
 
 def test_unknown_algorithm(api, nothing_written):
-    assert_error(api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}}),
-                 400, "No valid configuration found for: no-such-algorithm")
+    assert_error(
+        api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}}),
+        400,
+        "No valid configuration found for: no-such-algorithm",
+    )
 
 
 def test_unknown_workgroup_in_the_template(api, nothing_written):
-    assert_error(api.post(f"{API}/run/orphan-workgroup", json={"algorithmParameters": {}}),
-                 400, "Cannot assign requested workgroup 'no-such-workgroup'")
+    assert_error(
+        api.post(f"{API}/run/orphan-workgroup", json={"algorithmParameters": {}}),
+        400,
+        "Cannot assign requested workgroup 'no-such-workgroup'",
+    )
 
 
 def test_unknown_workgroup_by_override(api, nothing_written):
-    response = api.post(f"{API}/run/behave", json={
-        "algorithmParameters": {},
-        "customConfiguration": {"workgroupRef": {"name": "elsewhere"}}})
+    response = api.post(
+        f"{API}/run/behave",
+        json={
+            "algorithmParameters": {},
+            "customConfiguration": {"workgroupRef": {"name": "elsewhere"}},
+        },
+    )
     assert_error(response, 400, "elsewhere")
 
 
 @pytest.mark.parametrize("duration", ["forever", "1 h", "-1h", "0s", "0", "1y", "h"])
 def test_bad_payload_valid_for(api, nothing_written, duration):
-    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
-                                                   "payloadValidFor": duration})
+    response = api.post(
+        f"{API}/run/behave", json={"algorithmParameters": {}, "payloadValidFor": duration}
+    )
     assert_error(response, 400, "payloadValidFor")
 
 
-@pytest.mark.parametrize("duration", ["inf", "Infinity", "-inf", "nan", "1e309", "999999999999",
-                                      "99999999999999999999h", "366d", "8761h"])
+@pytest.mark.parametrize(
+    "duration",
+    [
+        "inf",
+        "Infinity",
+        "-inf",
+        "nan",
+        "1e309",
+        "999999999999",
+        "99999999999999999999h",
+        "366d",
+        "8761h",
+    ],
+)
 def test_payload_valid_for_out_of_range(api, nothing_written, duration):
     """Not finite, or past what a timestamp (and a sane URL lifetime) holds: a 400 that
     names the field and the allowed range, not a 500 from the signer."""
-    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
-                                                   "payloadValidFor": duration})
+    response = api.post(
+        f"{API}/run/behave", json={"algorithmParameters": {}, "payloadValidFor": duration}
+    )
     assert_error(response, 400, "Invalid payloadValidFor", "at most 8760h (365 days)")
 
 
 def test_payload_valid_for_of_a_year_is_accepted(api):
-    response = api.post(f"{API}/run/behave", params={"dryRun": "true"},
-                        json={"algorithmParameters": {}, "payloadValidFor": "365d"})
+    response = api.post(
+        f"{API}/run/behave",
+        params={"dryRun": "true"},
+        json={"algorithmParameters": {}, "payloadValidFor": "365d"},
+    )
     assert response.status_code == 202, response.text
     run_id = response.json()["requestId"]
     assert metadata(api, run_id)["payload_valid_for"] == "8760h"
@@ -236,15 +286,22 @@ def test_bad_wait(api, parent, wait):
 
 def test_a_huge_wait_is_cut_to_max_wait(api, parent):
     """A finished run answers at once whatever the wait; a long one is capped, not refused."""
-    assert api.get(f"{API}/results/behave/requests/{parent}",
-                   params={"wait": "999999999999"}).json()["status"] == "COMPLETED"
+    assert (
+        api.get(f"{API}/results/behave/requests/{parent}", params={"wait": "999999999999"}).json()[
+            "status"
+        ]
+        == "COMPLETED"
+    )
 
 
 @pytest.mark.parametrize("duration", ["24", ""])
 def test_lenient_payload_valid_for(api, duration):
     """A bare number is seconds (as in settings); an empty string means the default."""
-    response = api.post(f"{API}/run/behave", params={"dryRun": "true"},
-                        json={"algorithmParameters": {}, "payloadValidFor": duration})
+    response = api.post(
+        f"{API}/run/behave",
+        params={"dryRun": "true"},
+        json={"algorithmParameters": {}, "payloadValidFor": duration},
+    )
     assert response.status_code == 202
     expected = "24s" if duration == "24" else "24h"
     run_id = response.json()["requestId"]
@@ -264,8 +321,9 @@ def test_lenient_payload_valid_for(api, duration):
 )
 def test_a_parent_that_does_not_exist(api, server, parent, parent_ref):
     before = server.written()
-    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {},
-                                                   "parentRequest": parent_ref(parent)})
+    response = api.post(
+        f"{API}/run/behave", json={"algorithmParameters": {}, "parentRequest": parent_ref(parent)}
+    )
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("text/plain")
     assert server.written() == before
@@ -299,8 +357,12 @@ def test_body_just_under_the_size_limit_is_accepted(api):
 def test_headers_over_the_size_limit_are_431(server, nothing_written):
     """Too large a header section is not a body problem: 431, naming the headers and the
     limit (Sanic's default 8192 bytes), not the 413 body message."""
-    response = httpx.post(f"{server.url}{API}/run/behave", json={"algorithmParameters": {}},
-                          headers={"X-Padding": "x" * 9000}, timeout=30)
+    response = httpx.post(
+        f"{server.url}{API}/run/behave",
+        json={"algorithmParameters": {}},
+        headers={"X-Padding": "x" * 9000},
+        timeout=30,
+    )
     message = assert_error(response, 431, "Request Header Fields Too Large", "headers", "8192")
     assert "max-payload-size" not in message
 
@@ -314,9 +376,11 @@ def test_many_headers_over_the_size_limit_are_431(server, nothing_written):
 def test_a_lying_content_length_is_refused(server, nothing_written):
     """A declared length over the limit is refused before the body is read."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n"
-                     b'{"algorithmParameters": {}}')
+        sock.sendall(
+            b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n"
+            b'{"algorithmParameters": {}}'
+        )
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
@@ -326,9 +390,24 @@ def test_a_lying_content_length_is_refused(server, nothing_written):
 
 @pytest.mark.parametrize(
     "name",
-    ["Behave", "be_have", "..", "...", "a..b", ".hidden", "-dash", "dash-", "%2e%2e",
-     "%2E%2E%2Fetc", "..%2F..%2Fetc%2Fpasswd", "behave%00", "behave%0A", "a%20b", "x" * 300,
-     "%C3%A9t%C3%A9"],
+    [
+        "Behave",
+        "be_have",
+        "..",
+        "...",
+        "a..b",
+        ".hidden",
+        "-dash",
+        "dash-",
+        "%2e%2e",
+        "%2E%2E%2Fetc",
+        "..%2F..%2Fetc%2Fpasswd",
+        "behave%00",
+        "behave%0A",
+        "a%20b",
+        "x" * 300,
+        "%C3%A9t%C3%A9",
+    ],
 )
 def test_hostile_algorithm_names_on_create(api, nothing_written, name):
     response = api.post(f"{API}/run/{name}", json={"algorithmParameters": {}})
@@ -349,20 +428,39 @@ def raw_request(server, method: str, path: str, body: bytes = b"") -> tuple[int,
 
 @pytest.mark.parametrize(
     "path",
-    ["run/../run/behave", "run/./behave", "run/behave/../../x", "run/behave/..", "run/a/b",
-     "run/%2Fetc%2Fpasswd", "run/", "run", "run/..%2Fbehave", "run/%2e%2e%2fbehave"],
+    [
+        "run/../run/behave",
+        "run/./behave",
+        "run/behave/../../x",
+        "run/behave/..",
+        "run/a/b",
+        "run/%2Fetc%2Fpasswd",
+        "run/",
+        "run",
+        "run/..%2Fbehave",
+        "run/%2e%2e%2fbehave",
+    ],
 )
 def test_paths_that_are_not_a_run_route(server, nothing_written, path):
-    status, content_type, body = raw_request(server, "POST", f"{API}/{path}",
-                                             b'{"algorithmParameters": {}}')
+    status, content_type, body = raw_request(
+        server, "POST", f"{API}/{path}", b'{"algorithmParameters": {}}'
+    )
     assert 400 <= status < 500, (status, body)
     assert content_type.startswith("text/plain")
 
 
 @pytest.mark.parametrize(
     "request_id",
-    ["..", "..%2F..%2Fnexus.db", "%2e%2e%2f%2e%2e%2fnexus.db", "nexus.db", "x" * 100,
-     "00000000-0000-0000-0000-000000000000%00", "*", "%25"],
+    [
+        "..",
+        "..%2F..%2Fnexus.db",
+        "%2e%2e%2f%2e%2e%2fnexus.db",
+        "nexus.db",
+        "x" * 100,
+        "00000000-0000-0000-0000-000000000000%00",
+        "*",
+        "%25",
+    ],
 )
 @pytest.mark.parametrize("route", ["results", "metadata", "buffer", "payload"])
 def test_hostile_request_ids_on_reads(api, nothing_written, route, request_id):
@@ -373,19 +471,23 @@ def test_hostile_request_ids_on_reads(api, nothing_written, route, request_id):
 
 @pytest.mark.parametrize("request_id", ["..", "..%2Fnexus.db", "x" * 100])
 def test_hostile_request_ids_on_writes(api, nothing_written, request_id):
-    for path, body in ((f"cancel/behave/requests/{request_id}", {"reason": "", "initiator": ""}),
-                       (f"metadata/tags/behave/requests/{request_id}", {"newTag": "x"}),
-                       (f"complete/behave/requests/{request_id}", {"resultUri": "x"})):
+    for path, body in (
+        (f"cancel/behave/requests/{request_id}", {"reason": "", "initiator": ""}),
+        (f"metadata/tags/behave/requests/{request_id}", {"newTag": "x"}),
+        (f"complete/behave/requests/{request_id}", {"resultUri": "x"}),
+    ):
         response = api.post(f"{API}/{path}", json=body)
         assert response.status_code in (400, 404), (path, response.status_code, response.text)
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/data/v1/payloads/behave/requests/..%2F..%2Fnexus.db",
-     "/data/v1/payloads/..%2F..%2F/requests/nexus.db",
-     "/data/v1/payloads/behave/requests/%2e%2e",
-     "/data/v1/results/behave/requests/..%2F.sign-secret"],
+    [
+        "/data/v1/payloads/behave/requests/..%2F..%2Fnexus.db",
+        "/data/v1/payloads/..%2F..%2F/requests/nexus.db",
+        "/data/v1/payloads/behave/requests/%2e%2e",
+        "/data/v1/results/behave/requests/..%2F.sign-secret",
+    ],
 )
 def test_hostile_paths_on_the_data_routes(server, nothing_written, path):
     status, _, body = raw_request(server, "GET", path)
@@ -413,8 +515,11 @@ def test_bad_cancel_body_changes_nothing(api, server, body):
     run_id = create(api, {"sleep": 30, "report": False})
     wait_stage(api, run_id, "RUNNING")  # its Job row is written by then
     before = server.written()
-    response = api.post(f"{API}/cancel/behave/requests/{run_id}", content=body,
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        f"{API}/cancel/behave/requests/{run_id}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400, "Cancellation payload is invalid")
     assert server.written() == before
     assert metadata(api, run_id)["lifecycle_stage"] != "CANCELLED"
@@ -425,8 +530,14 @@ def test_bad_input_with_an_idempotency_key_does_not_burn_the_key(api, server):
     key = f"key-{uuid.uuid4()}"
     before = server.written()
     assert_error(post_run(api, b"{", headers={"Idempotency-Key": key}), 400)
-    assert_error(api.post(f"{API}/run/no-such-algorithm", json={"algorithmParameters": {}},
-                          headers={"Idempotency-Key": key}), 400)
+    assert_error(
+        api.post(
+            f"{API}/run/no-such-algorithm",
+            json={"algorithmParameters": {}},
+            headers={"Idempotency-Key": key},
+        ),
+        400,
+    )
     assert server.written() == before
     first = create(api, {}, dry_run=True, headers={"Idempotency-Key": key})
     assert create(api, {}, dry_run=True, headers={"Idempotency-Key": key}) == first
@@ -469,37 +580,62 @@ DEEP = 100_000
     [
         (b'{"algorithmParameters": ' + nested(DEEP) + b"}", "Algorithm payload"),
         (b'{"algorithmParameters": {"a": ' + nested(DEEP, b"[", b"]") + b"}}", "Algorithm payload"),
-        (b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
-         b'{"environmentVariables": [' + nested(DEEP) + b"]}}}", "Algorithm payload"),
-        (b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
-         b'{"storageMounts": {"m": {"x": ' + nested(DEEP, b"[", b"]", b"[]") + b"}}}}}",
-         "Algorithm payload"),
-        (b'{"algorithmParameters": {}, "unknownField": ' + nested(DEEP, b"[", b"]") + b"}",
-         "Algorithm payload"),
+        (
+            b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+            b'{"environmentVariables": [' + nested(DEEP) + b"]}}}",
+            "Algorithm payload",
+        ),
+        (
+            b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+            b'{"storageMounts": {"m": {"x": ' + nested(DEEP, b"[", b"]", b"[]") + b"}}}}}",
+            "Algorithm payload",
+        ),
+        (
+            b'{"algorithmParameters": {}, "unknownField": ' + nested(DEEP, b"[", b"]") + b"}",
+            "Algorithm payload",
+        ),
         (b'{"algorithmParameters": ' + b"[" * 1_000_000, "Algorithm payload"),
         (b'{"algorithmParameters": {"a": ' + b'{"a":' * 1_000_000, "Algorithm payload"),
     ],
-    ids=["payload-objects", "payload-arrays", "override-objects", "override-arrays",
-         "unknown-field", "unclosed-arrays", "unclosed-objects"],
+    ids=[
+        "payload-objects",
+        "payload-arrays",
+        "override-objects",
+        "override-arrays",
+        "unknown-field",
+        "unclosed-arrays",
+        "unclosed-objects",
+    ],
 )
 def test_deep_nesting_is_a_400(roomy_api, roomy_unchanged, body, what):
     """msgspec's RecursionError (it skips the payload, kept as Raw, recursively too) was a
     500; it is a 400 that says what is wrong."""
-    response = roomy_api.post(f"{API}/run/behave", content=body,
-                              headers={"Content-Type": "application/json"})
-    assert_error(response, 400, f"{what} is invalid", "nests objects and arrays too deeply",
-                 "500 levels")
+    response = roomy_api.post(
+        f"{API}/run/behave", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_error(
+        response, 400, f"{what} is invalid", "nests objects and arrays too deeply", "500 levels"
+    )
 
 
 @pytest.mark.parametrize(
     ("path", "body", "what"),
     [
-        ("cancel/behave/requests/{id}", b'{"reason": "x", "extra": ' + nested(DEEP, b"[", b"]")
-         + b"}", "Cancellation payload"),
-        ("metadata/tags/behave/requests/{id}", b'{"newTag": "x", "extra": ' + nested(DEEP)
-         + b"}", "Tag update request"),
-        ("complete/behave/requests/{id}", b'{"resultUri": "x", "extra": '
-         + nested(DEEP, b"[", b"]") + b"}", "Submitted result"),
+        (
+            "cancel/behave/requests/{id}",
+            b'{"reason": "x", "extra": ' + nested(DEEP, b"[", b"]") + b"}",
+            "Cancellation payload",
+        ),
+        (
+            "metadata/tags/behave/requests/{id}",
+            b'{"newTag": "x", "extra": ' + nested(DEEP) + b"}",
+            "Tag update request",
+        ),
+        (
+            "complete/behave/requests/{id}",
+            b'{"resultUri": "x", "extra": ' + nested(DEEP, b"[", b"]") + b"}",
+            "Submitted result",
+        ),
     ],
     ids=["cancel", "tag", "complete"],
 )
@@ -507,8 +643,11 @@ def test_deep_nesting_in_the_other_bodies_is_a_400(roomy, roomy_api, path, body,
     run_id = create(roomy_api, {"sleep": 30, "report": False})
     wait_stage(roomy_api, run_id, "RUNNING")
     before = roomy.written()
-    response = roomy_api.post(f"{API}/{path.format(id=run_id)}", content=body,
-                              headers={"Content-Type": "application/json"})
+    response = roomy_api.post(
+        f"{API}/{path.format(id=run_id)}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400, f"{what} is invalid", "too deeply")
     assert roomy.written() == before
     assert metadata(roomy_api, run_id)["lifecycle_stage"] == "RUNNING"
@@ -517,9 +656,12 @@ def test_deep_nesting_in_the_other_bodies_is_a_400(roomy, roomy_api, path, body,
 
 def test_a_payload_nested_400_deep_is_stored_as_sent(roomy, roomy_api):
     params = b'{"a": ' + nested(400, b'[{"b": ', b"}]", b"null") + b"}"
-    response = roomy_api.post(f"{API}/run/behave", params={"dryRun": "true"},
-                              content=b'{"algorithmParameters": ' + params + b"}",
-                              headers={"Content-Type": "application/json"})
+    response = roomy_api.post(
+        f"{API}/run/behave",
+        params={"dryRun": "true"},
+        content=b'{"algorithmParameters": ' + params + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 202, response.text
     run_id = response.json()["requestId"]
     stored = [path for path in (roomy.data_dir / "payloads").rglob("*") if run_id in path.name]
@@ -531,12 +673,22 @@ def test_a_payload_nested_400_deep_is_stored_as_sent(roomy, roomy_api):
 def test_an_override_nested_past_its_limit_is_refused_with_its_field(roomy_api, roomy_unchanged):
     """Free-form override parts are bounded (32 levels) well below the decoder's limit, so
     the stored override always decodes again when the run is read back."""
-    response = roomy_api.post(f"{API}/run/behave", content=(
-        b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
-        b'{"environmentVariables": [{"name": "X", "extra": ' + nested(40, b"[", b"]", b"[]")
-        + b"}]}}}"), headers={"Content-Type": "application/json"})
-    assert_error(response, 400, "environmentVariables: nested more than 32 levels deep",
-                 "$.customConfiguration.runtimeEnvironment")
+    response = roomy_api.post(
+        f"{API}/run/behave",
+        content=(
+            b'{"algorithmParameters": {}, "customConfiguration": {"runtimeEnvironment": '
+            b'{"environmentVariables": [{"name": "X", "extra": '
+            + nested(40, b"[", b"]", b"[]")
+            + b"}]}}}"
+        ),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(
+        response,
+        400,
+        "environmentVariables: nested more than 32 levels deep",
+        "$.customConfiguration.runtimeEnvironment",
+    )
 
 
 # --- tags ------------------------------------------------------------------------------
@@ -548,10 +700,32 @@ def tag_path(tag: str) -> str:
 
 @pytest.mark.parametrize(
     "tag",
-    ["ünïcødé-✓", "🚀 launch", "a b", "a/b", "a?b", "a#b", "100%", "%2F", "a+b", "日本語のタグ",
-     "x" * 256],
-    ids=["accents", "emoji", "space", "slash", "question", "hash", "percent", "encoded",
-         "plus", "cjk", "longest"],
+    [
+        "ünïcødé-✓",
+        "🚀 launch",
+        "a b",
+        "a/b",
+        "a?b",
+        "a#b",
+        "100%",
+        "%2F",
+        "a+b",
+        "日本語のタグ",
+        "x" * 256,
+    ],
+    ids=[
+        "accents",
+        "emoji",
+        "space",
+        "slash",
+        "question",
+        "hash",
+        "percent",
+        "encoded",
+        "plus",
+        "cjk",
+        "longest",
+    ],
 )
 def test_a_tag_that_needs_percent_encoding_is_found(api, tag):
     run_id = create(api, {}, dry_run=True, tag=tag)
@@ -566,8 +740,15 @@ def test_a_tag_that_needs_percent_encoding_is_found(api, tag):
 
 @pytest.mark.parametrize(
     ("tag", "code"),
-    [("\x01\x1f\x7f", "U+0001"), ("a\x00b", "U+0000"), ("line\nbreak", "U+000A"),
-     ("tab\t", "U+0009"), ("del\x7f", "U+007F"), ("c1\x85", "U+0085"), ("c1\x9f", "U+009F")],
+    [
+        ("\x01\x1f\x7f", "U+0001"),
+        ("a\x00b", "U+0000"),
+        ("line\nbreak", "U+000A"),
+        ("tab\t", "U+0009"),
+        ("del\x7f", "U+007F"),
+        ("c1\x85", "U+0085"),
+        ("c1\x9f", "U+009F"),
+    ],
     ids=["c0", "nul", "newline", "tab", "del", "nel", "c1"],
 )
 def test_a_tag_with_control_characters_is_refused(api, nothing_written, tag, code):
@@ -583,14 +764,19 @@ def test_a_tag_longer_than_256_characters_is_refused(api, nothing_written):
 def test_retag_checks_the_new_tag_like_a_create(api, server, parent):
     before = server.written()
     for new_tag, fragment in (("bad\x00tag", "U+0000"), ("x" * 257, "at most 256")):
-        response = api.post(f"{API}/metadata/tags/behave/requests/{parent}",
-                            json={"newTag": new_tag})
+        response = api.post(
+            f"{API}/metadata/tags/behave/requests/{parent}", json={"newTag": new_tag}
+        )
         assert_error(response, 400, "Invalid newTag", fragment)
     assert server.written() == before
     assert metadata(api, parent)["tag"] == ""
     retagged = "re-tag ✓/ok"
-    assert api.post(f"{API}/metadata/tags/behave/requests/{parent}",
-                    json={"newTag": retagged}).status_code == 200
+    assert (
+        api.post(
+            f"{API}/metadata/tags/behave/requests/{parent}", json={"newTag": retagged}
+        ).status_code
+        == 200
+    )
     assert [row["requestId"] for row in api.get(tag_path(retagged)).json()] == [parent]
     api.post(f"{API}/metadata/tags/behave/requests/{parent}", json={"newTag": ""})
 
@@ -620,9 +806,11 @@ def wait_for_log(server, offset: int, fragment: str, timeout: float = 10.0) -> l
 def test_a_client_that_disconnects_mid_body_is_no_error(server, nothing_written):
     offset = server.log_path.stat().st_size
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n"
-                     b'{"algorithmParameters": {"a": "' + b"x" * 100)
+        sock.sendall(
+            b"POST /algorithm/v1/run/behave HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n"
+            b'{"algorithmParameters": {"a": "' + b"x" * 100
+        )
         time.sleep(0.3)
     lines = wait_for_log(server, offset, "client went away during POST")
     assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
@@ -635,8 +823,10 @@ def test_a_client_that_leaves_a_long_poll_is_no_error(server, api):
     wait_stage(api, run_id, "RUNNING")  # its Job row is written by then
     offset = server.log_path.stat().st_size
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"GET {API}/results/behave/requests/{run_id}?wait=20 HTTP/1.1\r\n"
-                     "Host: x\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {API}/results/behave/requests/{run_id}?wait=20 HTTP/1.1\r\n"
+            "Host: x\r\n\r\n".encode()
+        )
         time.sleep(0.5)
     lines = wait_for_log(server, offset, "client went away during GET")
     assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []

@@ -33,11 +33,18 @@ def _env(url: str | None) -> dict[str, str]:
     return env
 
 
-def nexus(server: NexusProcess | None, *args: str, stdin: str | None = None,
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nexus.cli", *args], cwd=REPO,
-                          env=_env(server.url if server else None), input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+def nexus(
+    server: NexusProcess | None, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nexus.cli", *args],
+        cwd=REPO,
+        env=_env(server.url if server else None),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _read_until_closed(fd: int) -> bytes:
@@ -74,13 +81,32 @@ def test_run_prints_the_request_id_and_get_shows_it(server) -> None:
 def test_run_from_file_with_wait_dry_run_and_idempotency(server, tmp_path: Path) -> None:
     payload = tmp_path / "payload.json"
     payload.write_text('{"x": 1}')
-    done = nexus(server, "run", ALG, "--payload", str(payload), "--wait", "--dry-run",
-                 "--idempotency-key", "k-1", "--json")
+    done = nexus(
+        server,
+        "run",
+        ALG,
+        "--payload",
+        str(payload),
+        "--wait",
+        "--dry-run",
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)
     assert first["status"] == "COMPLETED"
-    again = nexus(server, "run", ALG, "--payload", str(payload), "--dry-run",
-                  "--idempotency-key", "k-1", "--json")
+    again = nexus(
+        server,
+        "run",
+        ALG,
+        "--payload",
+        str(payload),
+        "--dry-run",
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    )
     assert json.loads(again.stdout) == {"requestId": first["requestId"]}
 
 
@@ -88,8 +114,16 @@ def test_custom_configuration_parent_and_validity(server, tmp_path: Path) -> Non
     custom = tmp_path / "custom.json"
     custom.write_text('{"runtimeEnvironment": {"deadlineSeconds": 9}}')
     parent = start(server, {"sleep": 30})
-    child = start(server, {"sleep": 30}, "--parent", f"{ALG}/{parent}",
-                  "--custom-configuration", str(custom), "--payload-valid-for", "2h")
+    child = start(
+        server,
+        {"sleep": 30},
+        "--parent",
+        f"{ALG}/{parent}",
+        "--custom-configuration",
+        str(custom),
+        "--payload-valid-for",
+        "2h",
+    )
     assert nexus(server, "cancel", ALG, parent, "--reason", "done").returncode == 0
     waited = nexus(server, "wait", ALG, parent, child, "--timeout", "20", "--json")
     assert waited.returncode == 1
@@ -131,9 +165,13 @@ def test_wait_prints_plain_lines_when_not_a_terminal(server) -> None:
 def test_wait_shows_a_live_display_on_a_terminal(server) -> None:
     ids = [start(server, {"sleep": s}) for s in (0.2, 0.5, 1.0)]
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "nexus.cli", "wait", ALG, *ids],
-                            cwd=REPO, env=_env(server.url), stdout=follower,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nexus.cli", "wait", ALG, *ids],
+        cwd=REPO,
+        env=_env(server.url),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
     os.close(follower)
     output = _read_until_closed(leader)
     assert proc.wait(30) == 0
@@ -155,35 +193,41 @@ def test_exit_1_when_the_run_fails(server) -> None:
     assert nexus(server, "get", ALG, run_id).returncode == 1
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    ((), None, "choose a role"),
-    (("run", ALG, "--payload", "-"), "not json", "not valid JSON"),
-    (("run", ALG, "--payload", "-"), "[1]", "must hold a JSON object"),
-    (("run", ALG, "--payload", "/no/such/file"), None, "cannot read payload"),
-    (("run", ALG, "--payload", "-", "--parent", "just-an-id"), "{}", "ALGORITHM/REQUEST_ID"),
-    (("run", "no-such-algorithm", "--payload", "-"), "{}", "400 No valid configuration"),
-    (("run", ALG, "--payload", "-", "--payload-valid-for", "soon"), "{}", "payloadValidFor"),
-    (("wait", ALG, UNKNOWN, "--timeout", "soon"), None, "invalid duration"),
-    (("cancel", ALG, UNKNOWN, "--policy", "Sideways"), None, "invalid choice"),
-    (("get", ALG), None, "required"),
-    (("--role", "all", "get", ALG, UNKNOWN), None, "do not go with a client command"),
-    (("--role", "chef"), None, "invalid choice"),
-    (("launch",), None, "invalid choice"),
-    (("get", ALG, UNKNOWN, "--scheduler", "not-a-url"), None, "expected http:// or https://"),
-    (("get", ALG, UNKNOWN, "--scheduler", "ftp://host"), None, "is not a scheduler URL"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        ((), None, "choose a role"),
+        (("run", ALG, "--payload", "-"), "not json", "not valid JSON"),
+        (("run", ALG, "--payload", "-"), "[1]", "must hold a JSON object"),
+        (("run", ALG, "--payload", "/no/such/file"), None, "cannot read payload"),
+        (("run", ALG, "--payload", "-", "--parent", "just-an-id"), "{}", "ALGORITHM/REQUEST_ID"),
+        (("run", "no-such-algorithm", "--payload", "-"), "{}", "400 No valid configuration"),
+        (("run", ALG, "--payload", "-", "--payload-valid-for", "soon"), "{}", "payloadValidFor"),
+        (("wait", ALG, UNKNOWN, "--timeout", "soon"), None, "invalid duration"),
+        (("cancel", ALG, UNKNOWN, "--policy", "Sideways"), None, "invalid choice"),
+        (("get", ALG), None, "required"),
+        (("--role", "all", "get", ALG, UNKNOWN), None, "do not go with a client command"),
+        (("--role", "chef"), None, "invalid choice"),
+        (("launch",), None, "invalid choice"),
+        (("get", ALG, UNKNOWN, "--scheduler", "not-a-url"), None, "expected http:// or https://"),
+        (("get", ALG, UNKNOWN, "--scheduler", "ftp://host"), None, "is not a scheduler URL"),
+    ],
+)
 def test_exit_2_for_usage_errors_and_bad_requests(server, args, stdin, message) -> None:
     done = nexus(server, *args, stdin=stdin)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("get", ALG, UNKNOWN),
-    ("cancel", ALG, UNKNOWN),
-    ("wait", ALG, UNKNOWN),
-    ("get", ALG, "not-a-request-id"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", ALG, UNKNOWN),
+        ("cancel", ALG, UNKNOWN),
+        ("wait", ALG, UNKNOWN),
+        ("get", ALG, "not-a-request-id"),
+    ],
+)
 def test_exit_3_when_the_run_is_unknown(server, args) -> None:
     done = nexus(server, *args)
     assert done.returncode == 3, done.stderr
@@ -196,8 +240,18 @@ def test_exit_4_on_timeout(server) -> None:
     waited = nexus(server, "wait", ALG, slow, "--timeout", "1")
     assert waited.returncode == 4 and time.monotonic() - started < 20
     assert "still unfinished" in waited.stderr
-    done = nexus(server, "run", ALG, "--payload", "-", "--wait", "--timeout", "1", "--json",
-                 stdin='{"sleep": 30}')
+    done = nexus(
+        server,
+        "run",
+        ALG,
+        "--payload",
+        "-",
+        "--wait",
+        "--timeout",
+        "1",
+        "--json",
+        stdin='{"sleep": 30}',
+    )
     assert done.returncode == 4
     assert json.loads(done.stdout)["status"] in {"NEW", "BUFFERED", "RUNNING"}
     assert nexus(server, "cancel", ALG, slow).returncode == 0
@@ -205,9 +259,22 @@ def test_exit_4_on_timeout(server) -> None:
 
 def test_exit_5_when_the_server_is_unreachable() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "nexus.cli", "get", ALG, UNKNOWN,
-         "--scheduler", f"http://127.0.0.1:{free_port()}"],
-        cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "nexus.cli",
+            "get",
+            ALG,
+            UNKNOWN,
+            "--scheduler",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        cwd=REPO,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 5 and "Cannot reach" in done.stderr
 
 
@@ -243,8 +310,18 @@ def test_output_formats_and_flags_before_or_after_the_command(server) -> None:
     assert before.returncode == 0, before.stderr
     assert yaml.safe_load(before.stdout)["status"] == "COMPLETED"
     # ... and after it; a flag after the command wins over one before it
-    after = nexus(None, "--scheduler", "http://127.0.0.1:9", "get", ALG, run_id,
-                  "--scheduler", server.url, "-o", "json")
+    after = nexus(
+        None,
+        "--scheduler",
+        "http://127.0.0.1:9",
+        "get",
+        ALG,
+        run_id,
+        "--scheduler",
+        server.url,
+        "-o",
+        "json",
+    )
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["requestId"] == run_id
     wide = nexus(server, "runs", "--tag", "cli-output", "-o", "wide")
@@ -263,10 +340,21 @@ def test_completion_script_and_completions(shell, tmp_path) -> None:
     assert script.returncode == 0 and "nexus" in script.stdout and "_ARGCOMPLETE" in script.stdout
     # what the installed hook asks of nexus, and what nexus answers
     answer = tmp_path / "completions"
-    env = {**_env(None), "_ARGCOMPLETE": "1", "COMP_LINE": "nexus ru", "COMP_POINT": "8",
-           "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}
-    done = subprocess.run([sys.executable, "-m", "nexus.cli"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **_env(None),
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": "nexus ru",
+        "COMP_POINT": "8",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "nexus.cli"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(answer.read_text().split("\v")) == ["run", "runs"]
 
@@ -292,9 +380,15 @@ def test_run_wait_redraws_the_stage_in_place_on_a_terminal(server) -> None:
 
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run([sys.executable, "-m", "nexus.cli", "run", ALG, "--payload", "-",
-                               "--wait"], cwd=REPO, env=_env(server.url), input=b'{"sleep": 1}',
-                              stdout=subprocess.PIPE, stderr=follower, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "nexus.cli", "run", ALG, "--payload", "-", "--wait"],
+            cwd=REPO,
+            env=_env(server.url),
+            input=b'{"sleep": 1}',
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=60,
+        )
         os.close(follower)
         follower = -1
         shown = _read_until_closed(leader)

@@ -38,9 +38,10 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> NexusProcess:
-    proc = NexusProcess(tmp_path_factory.mktemp("client") / "data",
-                        env={"NEXUS__MAX_PAYLOAD_SIZE": "256Ki",
-                             "NEXUS__LOG_LEVEL": "DEBUG"}).start()
+    proc = NexusProcess(
+        tmp_path_factory.mktemp("client") / "data",
+        env={"NEXUS__MAX_PAYLOAD_SIZE": "256Ki", "NEXUS__LOG_LEVEL": "DEBUG"},
+    ).start()
     yield proc
     proc.stop()
     proc.kill_algorithms()  # local processes outlive a stopped nexus
@@ -61,10 +62,16 @@ def unique_tag() -> str:
 
 def test_create_await_and_read_back(nexus: NexusClient, server: NexusProcess) -> None:
     tag = unique_tag()
-    run_id = nexus.create_run(ALG, {"sleep": 0.2, "n": 1}, tag=tag, payload_valid_for="90m",
-                              request_api_version="1.2")
+    run_id = nexus.create_run(
+        ALG, {"sleep": 0.2, "n": 1}, tag=tag, payload_valid_for="90m", request_api_version="1.2"
+    )
     first = nexus.get_run(ALG, run_id)
-    assert first.request_id == run_id and first.status in {"NEW", "BUFFERED", "RUNNING", "COMPLETED"}
+    assert first.request_id == run_id and first.status in {
+        "NEW",
+        "BUFFERED",
+        "RUNNING",
+        "COMPLETED",
+    }
     result = nexus.await_run(ALG, run_id, timeout=30)
     assert result.succeeded and result.finished and not result.failed
     assert httpx.get(result.result_uri).json()["echo"] == {"sleep": 0.2, "n": 1}
@@ -79,16 +86,19 @@ def test_create_await_and_read_back(nexus: NexusClient, server: NexusProcess) ->
     assert nexus.check_run(ALG, run_id) is True
 
     tagged = nexus.runs_by_tag(tag)
-    assert [(r.request_id, r.algorithm_name, r.status) for r in tagged] == [(run_id, ALG, "COMPLETED")]
+    assert [(r.request_id, r.algorithm_name, r.status) for r in tagged] == [
+        (run_id, ALG, "COMPLETED")
+    ]
     new_tag = unique_tag()
     nexus.update_tag(ALG, run_id, new_tag)
     assert nexus.runs_by_tag(tag) == [] and nexus.runs_by_tag(new_tag)[0].request_id == run_id
 
 
-@pytest.mark.parametrize("text", ["ünïcødé-✓", "🚀 launch", "a/b", "a?b#c", "100%", "%2F",
-                                  "..", "."],
-                         ids=["accents", "emoji", "slash", "query-hash", "percent",
-                              "encoded", "dots", "dot"])
+@pytest.mark.parametrize(
+    "text",
+    ["ünïcødé-✓", "🚀 launch", "a/b", "a?b#c", "100%", "%2F", "..", "."],
+    ids=["accents", "emoji", "slash", "query-hash", "percent", "encoded", "dots", "dot"],
+)
 def test_runs_by_a_tag_that_needs_percent_encoding(nexus: NexusClient, text: str) -> None:
     """The client percent-encodes the tag as one path segment; the server decodes it."""
     tag = text if text.strip(".") == "" else f"{text}-{uuid.uuid4().hex[:8]}"
@@ -107,8 +117,12 @@ def test_a_tag_with_a_control_character_is_a_bad_request(nexus: NexusClient) -> 
 
 
 def test_bytes_payload_custom_configuration_and_dry_run(nexus: NexusClient) -> None:
-    run_id = nexus.create_run(ALG, b'{"raw": true}', dry_run=True,
-                              custom_configuration={"runtimeEnvironment": {"deadlineSeconds": 7}})
+    run_id = nexus.create_run(
+        ALG,
+        b'{"raw": true}',
+        dry_run=True,
+        custom_configuration={"runtimeEnvironment": {"deadlineSeconds": 7}},
+    )
     result = nexus.await_run(ALG, run_id, timeout=15)
     assert result.status == "COMPLETED"
     meta = nexus.get_metadata(ALG, run_id)
@@ -127,8 +141,9 @@ def test_idempotency_key_returns_the_first_run(nexus: NexusClient) -> None:
 def test_cancel_parent_cancels_child(nexus: NexusClient) -> None:
     parent = nexus.create_run(ALG, {"sleep": 30})
     child = nexus.create_run(ALG, {"sleep": 30}, parent=(ALG, parent))
-    other = nexus.create_run(ALG, {"sleep": 30},
-                             parent=ParentRequest(request_id=parent, algorithm_name=ALG))
+    other = nexus.create_run(
+        ALG, {"sleep": 30}, parent=ParentRequest(request_id=parent, algorithm_name=ALG)
+    )
     nexus.cancel_run(ALG, parent, reason="test", initiator="pytest", policy="Foreground")
     for run_id in (parent, child, other):
         result = nexus.await_run(ALG, run_id, timeout=15)
@@ -164,10 +179,13 @@ def test_unknown_template_is_bad_request_with_the_servers_message(nexus: NexusCl
     assert isinstance(caught.value, NexusClientError)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"payload_valid_for": "forever"}, "payloadValidFor"),
-    ({"parent": (ALG, UNKNOWN)}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"payload_valid_for": "forever"}, "payloadValidFor"),
+        ({"parent": (ALG, UNKNOWN)}, "does not exist"),
+    ],
+)
 def test_bad_requests(nexus: NexusClient, kwargs, words) -> None:
     with pytest.raises(BadRequest, match=words):
         nexus.create_run(ALG, {"a": 1}, **kwargs)
@@ -186,20 +204,35 @@ def test_oversized_body_is_payload_too_large(nexus: NexusClient) -> None:
     assert caught.value.status == 413 and "max-payload-size" in caught.value.message
 
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.get_run(ALG, UNKNOWN),
-    lambda c: c.get_run(ALG, UNKNOWN, wait=1),
-    lambda c: c.get_metadata(ALG, UNKNOWN),
-    lambda c: c.get_buffered_job(ALG, UNKNOWN),
-    lambda c: c.get_payload_url(ALG, UNKNOWN),
-    lambda c: c.cancel_run(ALG, UNKNOWN),
-    lambda c: c.update_tag(ALG, UNKNOWN, "x"),
-    lambda c: c.complete_run(ALG, UNKNOWN, result_uri="s3://x"),
-    lambda c: c.check_run(ALG, UNKNOWN),
-    lambda c: c.await_run(ALG, UNKNOWN, timeout=5),
-    lambda c: c.get_run(ALG, "../../etc/passwd"),
-], ids=["get", "get-wait", "metadata", "buffer", "payload", "cancel", "tag", "complete", "check",
-        "await", "hostile-id"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get_run(ALG, UNKNOWN),
+        lambda c: c.get_run(ALG, UNKNOWN, wait=1),
+        lambda c: c.get_metadata(ALG, UNKNOWN),
+        lambda c: c.get_buffered_job(ALG, UNKNOWN),
+        lambda c: c.get_payload_url(ALG, UNKNOWN),
+        lambda c: c.cancel_run(ALG, UNKNOWN),
+        lambda c: c.update_tag(ALG, UNKNOWN, "x"),
+        lambda c: c.complete_run(ALG, UNKNOWN, result_uri="s3://x"),
+        lambda c: c.check_run(ALG, UNKNOWN),
+        lambda c: c.await_run(ALG, UNKNOWN, timeout=5),
+        lambda c: c.get_run(ALG, "../../etc/passwd"),
+    ],
+    ids=[
+        "get",
+        "get-wait",
+        "metadata",
+        "buffer",
+        "payload",
+        "cancel",
+        "tag",
+        "complete",
+        "check",
+        "await",
+        "hostile-id",
+    ],
+)
 def test_unknown_run_is_not_found(nexus: NexusClient, call) -> None:
     with pytest.raises(NotFound) as caught:
         call(nexus)
@@ -240,13 +273,15 @@ def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
 
 
 def test_request_id_is_echoed_and_on_the_servers_json_log_lines(nexus, server) -> None:
-    response = httpx.get(f"{server.url}/algorithm/v1/results/{ALG}/requests/{UNKNOWN}",
-                         headers={"X-Request-ID": "trace-4711"})
+    response = httpx.get(
+        f"{server.url}/algorithm/v1/results/{ALG}/requests/{UNKNOWN}",
+        headers={"X-Request-ID": "trace-4711"},
+    )
     assert response.status_code == 404 and response.headers["x-request-id"] == "trace-4711"
     generated = httpx.get(f"{server.url}/health/live").headers["x-request-id"]
     assert len(generated) == 32
-    hostile = httpx.get(f"{server.url}/health/live", headers={"X-Request-ID": "a b\"{}"})
-    assert hostile.headers["x-request-id"] != "a b\"{}"
+    hostile = httpx.get(f"{server.url}/health/live", headers={"X-Request-ID": 'a b"{}'})
+    assert hostile.headers["x-request-id"] != 'a b"{}'
     deadline = time.monotonic() + 5
     while "trace-4711" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -284,13 +319,17 @@ def test_metrics_count_launches_by_shard_and_durations_by_final_stage(nexus, ser
     failed = nexus.create_run(ALG, {"error": "nope"})
     nexus.await_run(ALG, failed, timeout=30)
     text = httpx.get(f"{server.url}/metrics").text
-    for expected in ('nexus_job_launches_total{shard="local"}',
-                     'nexus_run_duration_seconds_bucket{le="+Inf",stage="COMPLETED"}',
-                     'nexus_run_duration_seconds_count{stage="FAILED"}',
-                     'nexus_runs_finished_total{stage="FAILED"}',
-                     "nexus_queue_depth ",
-                     ('nexus_http_requests_total{code="202",method="POST",'
-                      'route="/algorithm/v1/run/{algorithm}"}')):
+    for expected in (
+        'nexus_job_launches_total{shard="local"}',
+        'nexus_run_duration_seconds_bucket{le="+Inf",stage="COMPLETED"}',
+        'nexus_run_duration_seconds_count{stage="FAILED"}',
+        'nexus_runs_finished_total{stage="FAILED"}',
+        "nexus_queue_depth ",
+        (
+            'nexus_http_requests_total{code="202",method="POST",'
+            'route="/algorithm/v1/run/{algorithm}"}'
+        ),
+    ):
         assert expected in text, expected
 
 
@@ -300,12 +339,16 @@ def test_metrics_count_launches_by_shard_and_durations_by_final_stage(nexus, ser
 async def test_async_client_end_to_end(server: NexusProcess) -> None:
     tag = unique_tag()
     async with AsyncNexusClient(server.url, token=lambda: "fresh") as client:
-        ids = await asyncio.gather(*(client.create_run(ALG, {"sleep": 0.3, "i": i}, tag=tag)
-                                     for i in range(4)))
+        ids = await asyncio.gather(
+            *(client.create_run(ALG, {"sleep": 0.3, "i": i}, tag=tag) for i in range(4))
+        )
         failing = await client.create_run(ALG, {"error": "bad input"}, tag=tag)
         seen: list[int] = []
-        outcomes = await client.await_runs([(ALG, i) for i in [*ids, failing, UNKNOWN]],
-                                           timeout=60, on_result=lambda i, o: seen.append(i))
+        outcomes = await client.await_runs(
+            [(ALG, i) for i in [*ids, failing, UNKNOWN]],
+            timeout=60,
+            on_result=lambda i, o: seen.append(i),
+        )
         assert sorted(seen) == list(range(6))
         assert [o.status for o in outcomes[:4]] == ["COMPLETED"] * 4
         assert outcomes[4].status == "FAILED" and outcomes[4].run_error_message == "bad input"
@@ -350,8 +393,11 @@ def scripted(script: Script, **kwargs) -> NexusClient:
 
 
 def test_retries_429_and_503_honouring_retry_after() -> None:
-    script = Script((429, {"Retry-After": "0.2"}, "queue full"), (503, {}, "store down"),
-                    (202, {}, '{"requestId": "abc"}'))
+    script = Script(
+        (429, {"Retry-After": "0.2"}, "queue full"),
+        (503, {}, "store down"),
+        (202, {}, '{"requestId": "abc"}'),
+    )
     started = time.monotonic()
     client = scripted(script, retry=RetryPolicy(attempts=5, base_delay=0.01))
     assert client.create_run(ALG, {"a": 1}) == "abc"
@@ -371,9 +417,16 @@ def test_retries_are_bounded_and_end_in_a_typed_error() -> None:
     assert policy.delay(0, 3600) == 2.0 and policy.delay(10, None) <= 2.0
 
 
-@pytest.mark.parametrize("status, error", [(401, Unauthorized), (417, NoPayload),
-                                           (500, ServerError), (502, ServerError),
-                                           (418, NexusClientError)])
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (401, Unauthorized),
+        (417, NoPayload),
+        (500, ServerError),
+        (502, ServerError),
+        (418, NexusClientError),
+    ],
+)
 def test_status_maps_to_error_class(status, error) -> None:
     script = Script((status, {}, "  the server says why \n"))
     with pytest.raises(error) as caught:

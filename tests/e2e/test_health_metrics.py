@@ -13,10 +13,10 @@ import pytest
 from support import API, REPO, TEST_TEMPLATES, create, wait_terminal
 
 SAMPLE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
     r'(?:\{(?P<labels>[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
     r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)?\})?'
-    r' (?P<value>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|Inf|NaN))$'
+    r" (?P<value>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|Inf|NaN))$"
 )
 KINDS = {"counter", "gauge", "histogram", "summary", "untyped"}
 
@@ -82,12 +82,22 @@ def test_metrics_count_runs_and_requests(api):
     after = parse_metrics(api.get("/metrics").text)
     assert after[accepted] == before.get(accepted, 0) + 1
     assert after[finished] == before.get(finished, 0) + 1
-    not_found = [key for key, value in after.items()
-                 if key.startswith("nexus_http_requests_total{")
-                 and 'route="/algorithm/v1/results/{algorithm}/requests/{request_id}"' in key and 'code="404"' in key]
+    not_found = [
+        key
+        for key, value in after.items()
+        if key.startswith("nexus_http_requests_total{")
+        and 'route="/algorithm/v1/results/{algorithm}/requests/{request_id}"' in key
+        and 'code="404"' in key
+    ]
     assert not_found and all(after[key] >= 1 for key in not_found)
-    created = [key for key in after if key.startswith("nexus_http_requests_total{")
-               and 'method="POST"' in key and 'code="202"' in key and "/run/" in key]
+    created = [
+        key
+        for key in after
+        if key.startswith("nexus_http_requests_total{")
+        and 'method="POST"' in key
+        and 'code="202"' in key
+        and "/run/" in key
+    ]
     assert created
 
 
@@ -100,8 +110,9 @@ def test_metrics_do_not_count_refused_runs_as_accepted(api):
 
 def _env(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS__")}
-    env.update({"NEXUS__DATA_DIR": str(tmp_path / "data"),
-                "NEXUS__TEMPLATES_PATH": str(TEST_TEMPLATES)})
+    env.update(
+        {"NEXUS__DATA_DIR": str(tmp_path / "data"), "NEXUS__TEMPLATES_PATH": str(TEST_TEMPLATES)}
+    )
     return env
 
 
@@ -109,7 +120,13 @@ def _env(tmp_path) -> dict[str, str]:
 def test_local_executor_needs_role_all(tmp_path, role):
     completed = subprocess.run(
         [sys.executable, "-m", "nexus.cli", "--role", role, "--port", "0"],
-        cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False)
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert completed.returncode == 2
     assert "--role all" in completed.stderr and "executor" in completed.stderr
 
@@ -119,7 +136,13 @@ def test_bad_settings_stop_the_process_with_the_key_named(tmp_path):
     env["NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS"] = "lots"
     completed = subprocess.run(
         [sys.executable, "-m", "nexus.cli", "--role", "all", "--port", "0"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert completed.returncode == 2
     assert "s3-buffer.buffer-config.workers" in completed.stderr
 
@@ -155,7 +178,9 @@ def test_metrics_carry_build_info_process_and_request_latency(api):
     samples = parse_metrics(api.get("/metrics").text)
     assert any(key.startswith("nexus_build_info{") and value == 1 for key, value in samples.items())
     assert samples["process_resident_memory_bytes"] > 0
-    assert samples['nexus_http_request_duration_seconds_count{method="GET",route="/health/live"}'] >= 1
+    assert (
+        samples['nexus_http_request_duration_seconds_count{method="GET",route="/health/live"}'] >= 1
+    )
 
 
 def test_metrics_pass_promtool(api):
@@ -167,7 +192,9 @@ def test_metrics_pass_promtool(api):
     api.post("/algorithm/v1/run/behave", json={"algorithmParameters": {}})
     api.get("/algorithm/v1/results/behave/requests/unknown")
     scrape = api.get("/metrics").content
-    checked = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True,
-                             timeout=60)
-    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), \
-        (checked.stdout + checked.stderr).decode()
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=scrape, capture_output=True, timeout=60
+    )
+    assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), (
+        checked.stdout + checked.stderr
+    ).decode()

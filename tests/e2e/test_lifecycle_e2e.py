@@ -34,12 +34,17 @@ SCENARIOS = {
     "transient_exit": ("behave", {"transient_attempts": 3}, {}),
     "retried_failure": ("behave", {"fail_attempts": 2}, {}),
     "deadline": ("short-deadline", {"sleep": 30}, {}),
-    "deadline_override": ("behave", {"sleep": 30},
-                          {"customConfiguration": {"runtimeEnvironment": {"deadlineSeconds": 1}}}),
+    "deadline_override": (
+        "behave",
+        {"sleep": 30},
+        {"customConfiguration": {"runtimeEnvironment": {"deadlineSeconds": 1}}},
+    ),
     "backoff_limit": ("behave", {"fail_attempts": 5}, {}),
-    "backoff_limit_override": ("behave", {"fail_attempts": 1},
-                               {"customConfiguration": {"runtimeEnvironment": {
-                                   "maximumRetries": 0}}}),
+    "backoff_limit_override": (
+        "behave",
+        {"fail_attempts": 1},
+        {"customConfiguration": {"runtimeEnvironment": {"maximumRetries": 0}}},
+    ),
     "no_report": ("behave", {"report": False}, {}),
     "missing_binary": ("missing-binary", {}, {}),
     "launch_refused": ("empty-command", {}, {}),
@@ -176,12 +181,18 @@ def test_stages_pass_through_running(api, runs):
 
 def test_terminal_stages_are_final(api, runs):
     """Nothing leaves a terminal stage: not a late report, not a cancel."""
-    for name in ("completed", "reported_failure", "fatal_exit", "deadline", "missing_binary",
-                 "cancelled", "no_report"):
+    for name in (
+        "completed",
+        "reported_failure",
+        "fatal_exit",
+        "deadline",
+        "missing_binary",
+        "cancelled",
+        "no_report",
+    ):
         algorithm, run_id = runs[name]
         before = finish(api, runs, name)[1]
-        late = api.post(f"{API}/complete/{algorithm}/requests/{run_id}",
-                        json={"resultUri": "late"})
+        late = api.post(f"{API}/complete/{algorithm}/requests/{run_id}", json={"resultUri": "late"})
         assert late.status_code == 202
         assert_error(cancel(api, run_id, algorithm=algorithm), 409)
         assert wait_terminal(api, run_id, algorithm) == before, name

@@ -19,8 +19,10 @@ from support import API
 
 RUNS = 200
 GENEROUS = 1.0  # seconds
-PARKED = {"NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.001",
-          "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1"}
+PARKED = {
+    "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.001",
+    "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
+}
 
 
 @pytest.mark.slow
@@ -50,6 +52,8 @@ def test_health_answers_while_queued_runs_are_launched(nexus_factory, tmp_path):
 
 def _launched(http: httpx.Client) -> int:
     """Jobs launched so far by this server, all shards (the counter's samples summed)."""
-    return sum(int(float(line.rsplit(" ", 1)[1]))
-               for line in http.get("/metrics").text.splitlines()
-               if line.startswith("nexus_job_launches_total{"))
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in http.get("/metrics").text.splitlines()
+        if line.startswith("nexus_job_launches_total{")
+    )

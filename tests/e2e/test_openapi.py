@@ -13,8 +13,11 @@ from nexus.settings import load_settings
 
 
 def _routes(app) -> set[tuple[str, str]]:
-    return {(openapi_path(route.path), method.lower())
-            for route in app.router.routes for method in route.methods}
+    return {
+        (openapi_path(route.path), method.lower())
+        for route in app.router.routes
+        for method in route.methods
+    }
 
 
 def _documented(document: dict) -> set[tuple[str, str]]:
@@ -29,8 +32,12 @@ def test_document_lists_exactly_the_routes_of_the_role(role: str) -> None:
     app = create_app(settings, role, name=f"openapi-{role}")
     document = build_document(app)
     assert _documented(document) == _routes(app)
-    undocumented = [f"{m.upper()} {p}" for p, item in document["paths"].items()
-                    for m, op in item.items() if op.get("x-undocumented")]
+    undocumented = [
+        f"{m.upper()} {p}"
+        for p, item in document["paths"].items()
+        for m, op in item.items()
+        if op.get("x-undocumented")
+    ]
     assert undocumented == [], "describe these routes in nexus.api.openapi.OPERATIONS"
     assert document["openapi"].startswith("3.")
     for name in ("RunRequest", "RunCreated", "RequestResult", "TaggedRequestResult"):
@@ -45,15 +52,17 @@ def test_every_described_operation_is_served_by_some_role() -> None:
 
 
 def test_supervisor_serves_no_document() -> None:
-    app = create_app(load_settings(environ={}, executor="kubernetes"), "supervisor",
-                     name="openapi-supervisor")
+    app = create_app(
+        load_settings(environ={}, executor="kubernetes"), "supervisor", name="openapi-supervisor"
+    )
     assert ("/openapi.json", "get") not in _routes(app)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> NexusProcess:
-    proc = NexusProcess(tmp_path_factory.mktemp("openapi") / "data",
-                        env={"NEXUS__MAX_WAIT": "2s"}).start()
+    proc = NexusProcess(
+        tmp_path_factory.mktemp("openapi") / "data", env={"NEXUS__MAX_WAIT": "2s"}
+    ).start()
     yield proc
     proc.stop()
     proc.kill_algorithms()  # local processes outlive a stopped nexus
@@ -67,7 +76,8 @@ def test_served_document_matches_the_live_routes(server: NexusProcess) -> None:
     # router's "no such path"/"method not allowed" fallback.
     for path, item in document["paths"].items():
         url = server.url + path.replace("{algorithm}", "behave").replace(
-            "{request_id}", "00000000-0000-4000-8000-000000000000").replace("{tag}", "t")
+            "{request_id}", "00000000-0000-4000-8000-000000000000"
+        ).replace("{tag}", "t")
         for method in item:
             response = httpx.request(method.upper(), url, content=b"{}")
             assert response.status_code != 405, (method, path)
@@ -80,14 +90,45 @@ hypothesis = pytest.importorskip("hypothesis")
 # Values a fuzzer seldom finds by chance but that reached 500s before: durations that are
 # not finite or overflow a timestamp, control characters, path tricks and long text. Fed
 # as schemathesis fuzz dictionaries, mixed with the values it derives from the schema.
-DURATIONS = ["inf", "Infinity", "-inf", "nan", "1e309", "999999999999", "1e308", "0", "-1h",
-             "24h", "90m"]
-TEXTS = ["\x00", "\x01\x1f\x7f", "\x85", "ünïcødé-✓", "🚀", "a/b", "../..", "%2F", "a b?c#d%",
-         "x" * 300, "Foreground", "s3://bucket/key"]
-BODY_FIELDS = {"payloadValidFor": "durations", "tag": "texts", "requestApiVersion": "texts",
-               "newTag": "texts", "reason": "texts", "initiator": "texts",
-               "cancellationPolicy": "texts", "resultUri": "texts", "errorCause": "texts",
-               "errorDetails": "texts"}
+DURATIONS = [
+    "inf",
+    "Infinity",
+    "-inf",
+    "nan",
+    "1e309",
+    "999999999999",
+    "1e308",
+    "0",
+    "-1h",
+    "24h",
+    "90m",
+]
+TEXTS = [
+    "\x00",
+    "\x01\x1f\x7f",
+    "\x85",
+    "ünïcødé-✓",
+    "🚀",
+    "a/b",
+    "../..",
+    "%2F",
+    "a b?c#d%",
+    "x" * 300,
+    "Foreground",
+    "s3://bucket/key",
+]
+BODY_FIELDS = {
+    "payloadValidFor": "durations",
+    "tag": "texts",
+    "requestApiVersion": "texts",
+    "newTag": "texts",
+    "reason": "texts",
+    "initiator": "texts",
+    "cancellationPolicy": "texts",
+    "resultUri": "texts",
+    "errorCause": "texts",
+    "errorDetails": "texts",
+}
 EXAMPLES = 25  # per operation and generation mode (create_run 6x, where most checks
 # are): some 1,100 requests, 15-30 s on 2 cores
 
@@ -97,33 +138,46 @@ def fuzz_config(run_ids: list[str]):
     cases), hostile values in the string fields now and then."""
     from schemathesis.config import SchemathesisConfig
 
-    parameters = {f"body.{name}": {"dictionary": words, "probability": 0.3}
-                  for name, words in BODY_FIELDS.items()}
-    parameters.update({
-        "path.algorithm": {"dictionary": "algorithms", "probability": 0.85},
-        "path.request_id": {"dictionary": "runs", "probability": 0.85},
-        "path.tag": {"dictionary": "texts", "probability": 0.5},
-        "query.dryRun": {"dictionary": "dry", "probability": 0.8},
-        # what must exist for a create to get past its checks to the payload's URL
-        "body.customConfiguration.workgroupRef.name": {"dictionary": "workgroups"},
-        "body.parentRequest.requestId": {"dictionary": "runs", "probability": 0.85},
-        "body.parentRequest.algorithmName": {"dictionary": "algorithms", "probability": 0.85},
-    })
-    return SchemathesisConfig.from_dict({
-        "dictionaries": {"durations": {"values": DURATIONS}, "texts": {"values": TEXTS},
-                         "algorithms": {"values": ["behave"]}, "runs": {"values": run_ids},
-                         "dry": {"values": ["true"]}, "workgroups": {"values": ["local"]}},
-        "parameters": parameters,
-    })
+    parameters = {
+        f"body.{name}": {"dictionary": words, "probability": 0.3}
+        for name, words in BODY_FIELDS.items()
+    }
+    parameters.update(
+        {
+            "path.algorithm": {"dictionary": "algorithms", "probability": 0.85},
+            "path.request_id": {"dictionary": "runs", "probability": 0.85},
+            "path.tag": {"dictionary": "texts", "probability": 0.5},
+            "query.dryRun": {"dictionary": "dry", "probability": 0.8},
+            # what must exist for a create to get past its checks to the payload's URL
+            "body.customConfiguration.workgroupRef.name": {"dictionary": "workgroups"},
+            "body.parentRequest.requestId": {"dictionary": "runs", "probability": 0.85},
+            "body.parentRequest.algorithmName": {"dictionary": "algorithms", "probability": 0.85},
+        }
+    )
+    return SchemathesisConfig.from_dict(
+        {
+            "dictionaries": {
+                "durations": {"values": DURATIONS},
+                "texts": {"values": TEXTS},
+                "algorithms": {"values": ["behave"]},
+                "runs": {"values": run_ids},
+                "dry": {"values": ["true"]},
+                "workgroups": {"values": ["local"]},
+            },
+            "parameters": parameters,
+        }
+    )
 
 
 def known_runs(server: NexusProcess) -> list[str]:
     """A finished run and one that keeps running, for the fuzzer to aim at."""
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        finished = http.post("/algorithm/v1/run/behave", params={"dryRun": "true"},
-                             json={"algorithmParameters": {}})
-        running = http.post("/algorithm/v1/run/behave",
-                            json={"algorithmParameters": {"sleep": 120}})
+        finished = http.post(
+            "/algorithm/v1/run/behave", params={"dryRun": "true"}, json={"algorithmParameters": {}}
+        )
+        running = http.post(
+            "/algorithm/v1/run/behave", json={"algorithmParameters": {"sleep": 120}}
+        )
         return [finished.json()["requestId"], running.json()["requestId"]]
 
 
@@ -131,17 +185,24 @@ def fuzz(operation, mode, failures: list[str], sent: list[int]) -> None:
     examples = EXAMPLES * (6 if operation.path.endswith("/run/{algorithm}") else 1)
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-    @hypothesis.settings(max_examples=examples, deadline=None, derandomize=True,
-                         database=None, suppress_health_check=list(hypothesis.HealthCheck),
-                         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    )
     def probe(case) -> None:
         response = case.call(timeout=30)
         sent.append(response.status_code)
         if response.status_code >= 500:
-            failures.append(f"{mode.value}: {case.method} {case.formatted_path} "
-                            f"path={case.path_parameters} query={case.query} "
-                            f"body={str(case.body)[:300]} -> {response.status_code} "
-                            f"{response.text[:200]}")
+            failures.append(
+                f"{mode.value}: {case.method} {case.formatted_path} "
+                f"path={case.path_parameters} query={case.query} "
+                f"body={str(case.body)[:300]} -> {response.status_code} "
+                f"{response.text[:200]}"
+            )
 
     try:
         probe()
@@ -155,8 +216,9 @@ def test_fuzz_finds_no_server_errors(server: NexusProcess) -> None:
     driven by hand: its pytest plugin does not work with this pytest), none answered 5xx."""
     from schemathesis.generation import GenerationMode
 
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json",
-                                           config=fuzz_config(known_runs(server)))
+    schema = schemathesis.openapi.from_url(
+        f"{server.url}/openapi.json", config=fuzz_config(known_runs(server))
+    )
     schema.config.base_url = server.url
     failures: list[str] = []
     sent: list[int] = []
@@ -190,7 +252,9 @@ def test_the_browsable_page_is_served_without_a_cdn(server: NexusProcess) -> Non
     api = httpx.Client(base_url=server.url, timeout=30)
     page = api.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'spec-url="/openapi.json"' in page.text and 'src="/docs/redoc.standalone.js"' in page.text
+    assert (
+        'spec-url="/openapi.json"' in page.text and 'src="/docs/redoc.standalone.js"' in page.text
+    )
     assert "http" not in page.text.lower().replace("http-equiv", "")  # nothing from elsewhere
     script = api.get("/docs/redoc.standalone.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]

@@ -40,9 +40,12 @@ def test_complete_with_success(api, running):
     assert response.status_code == 202
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {}
-    assert result(api, running) == {"requestId": running, "status": "COMPLETED",
-                                    "resultUri": "https://results.example/r1",
-                                    "runErrorMessage": ""}
+    assert result(api, running) == {
+        "requestId": running,
+        "status": "COMPLETED",
+        "resultUri": "https://results.example/r1",
+        "runErrorMessage": "",
+    }
 
 
 @pytest.mark.parametrize("cause", [None, ""])
@@ -56,12 +59,19 @@ def test_an_empty_or_absent_error_cause_means_success(api, running, cause):
 
 
 def test_complete_with_failure(api, running):
-    response = complete(api, running, {"resultUri": "", "errorCause": "Input is empty",
-                                       "errorDetails": "Traceback: ..."})
+    response = complete(
+        api,
+        running,
+        {"resultUri": "", "errorCause": "Input is empty", "errorDetails": "Traceback: ..."},
+    )
     assert response.status_code == 202
     body = result(api, running)
-    assert body == {"requestId": running, "status": "FAILED", "resultUri": "",
-                    "runErrorMessage": "Input is empty"}
+    assert body == {
+        "requestId": running,
+        "status": "FAILED",
+        "resultUri": "",
+        "runErrorMessage": "Input is empty",
+    }
     checkpoint = metadata(api, running)
     assert checkpoint["algorithm_failure_cause"] == "Input is empty"
     assert checkpoint["algorithm_failure_details"] == "Traceback: ..."
@@ -69,11 +79,16 @@ def test_complete_with_failure(api, running):
 
 def test_first_result_wins(api, running):
     assert complete(api, running, {"resultUri": "first"}).status_code == 202
-    assert complete(api, running, {"resultUri": "", "errorCause": "late failure"}
-                    ).status_code == 202
+    assert (
+        complete(api, running, {"resultUri": "", "errorCause": "late failure"}).status_code == 202
+    )
     assert complete(api, running, {"resultUri": "second"}).status_code == 202
-    assert result(api, running) == {"requestId": running, "status": "COMPLETED",
-                                    "resultUri": "first", "runErrorMessage": ""}
+    assert result(api, running) == {
+        "requestId": running,
+        "status": "COMPLETED",
+        "resultUri": "first",
+        "runErrorMessage": "",
+    }
 
 
 def test_first_failure_wins_too(api, running):
@@ -84,8 +99,9 @@ def test_first_failure_wins_too(api, running):
 
 
 def test_a_cancelled_run_stays_cancelled(api, running):
-    response = api.post(f"{API}/cancel/behave/requests/{running}",
-                        json={"reason": "r", "initiator": "i"})
+    response = api.post(
+        f"{API}/cancel/behave/requests/{running}", json={"reason": "r", "initiator": "i"}
+    )
     assert response.status_code == 200
     assert complete(api, running, {"resultUri": "too late"}).status_code == 202
     assert result(api, running)["status"] == "CANCELLED"
@@ -101,18 +117,25 @@ def test_complete_under_another_algorithm_is_404(api, running):
     assert metadata(api, running)["lifecycle_stage"] == "RUNNING"
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"[1]", b'{"resultUri": 5}',
-                                  b'{"errorCause": ["a"]}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b"[1]", b'{"resultUri": 5}', b'{"errorCause": ["a"]}', b"\xff\xfe"]
+)
 def test_complete_bad_body_is_400_and_changes_nothing(api, running, body):
-    response = api.post(f"{API}/complete/behave/requests/{running}", content=body,
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        f"{API}/complete/behave/requests/{running}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400, "Submitted result is invalid")
     assert metadata(api, running)["lifecycle_stage"] == "RUNNING"
 
 
 def test_complete_with_a_bad_algorithm_name_is_400(api):
-    assert_error(complete(api, str(uuid.uuid4()), {"resultUri": "x"}, algorithm="Bad_Name"),
-                 400, "Invalid algorithm name")
+    assert_error(
+        complete(api, str(uuid.uuid4()), {"resultUri": "x"}, algorithm="Bad_Name"),
+        400,
+        "Invalid algorithm name",
+    )
 
 
 def test_check_reports_whether_the_run_is_processed(api, running):

@@ -54,7 +54,8 @@ def _unfinished_rows(server) -> int:
         marks = ", ".join("?" for _ in TERMINAL)
         return conn.execute(
             f"SELECT count(*) FROM checkpoints WHERE lifecycle_stage NOT IN ({marks})",
-            sorted(TERMINAL)).fetchone()[0]
+            sorted(TERMINAL),
+        ).fetchone()[0]
 
 
 def _assert_all_finished(http: httpx.Client, server, runs: dict[str, list[str]]) -> None:
@@ -86,8 +87,7 @@ def test_restart_after_kill_finishes_every_accepted_run(nexus_factory, tmp_path)
             assert metadata(http, run_id)["received_by_host"] == "test-host"
 
 
-def test_runs_of_a_dead_scheduler_are_taken_over_when_its_lease_expires(nexus_factory,
-                                                                        tmp_path):
+def test_runs_of_a_dead_scheduler_are_taken_over_when_its_lease_expires(nexus_factory, tmp_path):
     data = tmp_path / "data"
     lease = {"NEXUS__SUPERVISOR__LEASE_TTL": "2s", "NEXUS__SUPERVISOR__HEARTBEAT_INTERVAL": "500ms"}
     first = nexus_factory(env={**SLOW, **lease, "NEXUS__INSTANCE_ID": "host-a"}, data_dir=data)
@@ -96,8 +96,9 @@ def test_runs_of_a_dead_scheduler_are_taken_over_when_its_lease_expires(nexus_fa
     first.kill()
 
     # Another instance: it owns none of these runs, its supervisor must adopt them.
-    second = nexus_factory(env={**lease, "NEXUS__INSTANCE_ID": "host-b"}, data_dir=data,
-                           port=first.port)
+    second = nexus_factory(
+        env={**lease, "NEXUS__INSTANCE_ID": "host-b"}, data_dir=data, port=first.port
+    )
     with httpx.Client(base_url=second.url, timeout=30) as http:
         _assert_all_finished(http, second, runs)
         assert metadata(http, runs["new"][0])["received_by_host"] == "host-a"
@@ -111,7 +112,9 @@ def test_graceful_restart_keeps_pending_runs(nexus_factory, tmp_path):
         create(http, {})
         pending = [create(http, {"n": i}) for i in range(3)]
         assert {metadata(http, run_id)["lifecycle_stage"] for run_id in pending} <= {
-            "NEW", "BUFFERED"}
+            "NEW",
+            "BUFFERED",
+        }
     first.stop()
     second = nexus_factory(data_dir=data, port=first.port)
     with httpx.Client(base_url=second.url, timeout=30) as http:
@@ -130,8 +133,11 @@ def test_kill_during_a_burst_of_requests_loses_no_accepted_run(nexus_factory, tm
         with httpx.Client(base_url=first.url, timeout=10) as http:
             while not stop.is_set():
                 try:
-                    response = http.post(f"{API}/run/behave", params={"dryRun": "true"},
-                                         json={"algorithmParameters": {"x": 1}})
+                    response = http.post(
+                        f"{API}/run/behave",
+                        params={"dryRun": "true"},
+                        json={"algorithmParameters": {"x": 1}},
+                    )
                 except httpx.HTTPError:
                     return  # the server died under us: this request was not accepted
                 if response.status_code == 202:

@@ -32,9 +32,21 @@ from support import (
 )
 
 CHECKPOINT_KEYS = {
-    "algorithm", "id", "lifecycle_stage", "payload_uri", "result_uri",
-    "algorithm_failure_cause", "algorithm_failure_details", "received_by_host", "received_at",
-    "sent_at", "last_modified", "content_hash", "tag", "api_version", "job_uid",
+    "algorithm",
+    "id",
+    "lifecycle_stage",
+    "payload_uri",
+    "result_uri",
+    "algorithm_failure_cause",
+    "algorithm_failure_details",
+    "received_by_host",
+    "received_at",
+    "sent_at",
+    "last_modified",
+    "content_hash",
+    "tag",
+    "api_version",
+    "job_uid",
 }
 # Token bucket so slow that, after the first launch, every run waits in the queue.
 SLOW = {
@@ -77,13 +89,24 @@ def test_create_answers_202_with_a_uuid4_and_the_run_is_readable_at_once(api):
     assert UUID.match(body["requestId"])
     # durably recorded before the 202: readable right away, never a 404
     assert metadata(api, body["requestId"])["lifecycle_stage"] in {
-        "NEW", "BUFFERED", "RUNNING", "COMPLETED"}
+        "NEW",
+        "BUFFERED",
+        "RUNNING",
+        "COMPLETED",
+    }
     assert wait_terminal(api, body["requestId"])["status"] == "COMPLETED"
 
 
 def test_optional_fields_may_be_null(api):
-    run_id = create(api, {}, customConfiguration=None, requestApiVersion=None, tag=None,
-                    parentRequest=None, payloadValidFor=None)
+    run_id = create(
+        api,
+        {},
+        customConfiguration=None,
+        requestApiVersion=None,
+        tag=None,
+        parentRequest=None,
+        payloadValidFor=None,
+    )
     assert wait_terminal(api, run_id)["status"] == "COMPLETED"
 
 
@@ -96,13 +119,18 @@ def test_authorization_header_with_an_empty_token_is_accepted(server):
     # httpx refuses to send a header value with trailing space; http.client sends it as is
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        conn.request("POST", f"{API}/run/behave?dryRun=true", body=b'{"algorithmParameters": {}}',
-                     headers={"Authorization": "Bearer ", "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            f"{API}/run/behave?dryRun=true",
+            body=b'{"algorithmParameters": {}}',
+            headers={"Authorization": "Bearer ", "Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         assert response.status == 202, response.read()
         run_id = json.loads(response.read())["requestId"]
-        conn.request("GET", f"{API}/results/behave/requests/{run_id}",
-                     headers={"Authorization": "Bearer "})
+        conn.request(
+            "GET", f"{API}/results/behave/requests/{run_id}", headers={"Authorization": "Bearer "}
+        )
         response = conn.getresponse()
         assert response.status == 200
         response.read()
@@ -113,14 +141,16 @@ def test_authorization_header_with_an_empty_token_is_accepted(server):
 @pytest.mark.parametrize("header", ["Bearer", "Bearer some.jwt.token", "Basic Zm9vOmJhcg=="])
 def test_authorization_header_is_accepted_empty_or_not(api, header):
     headers = {"Authorization": header}
-    response = api.post(f"{API}/run/behave", json={"algorithmParameters": {}}, headers=headers,
-                        params={"dryRun": "true"})
+    response = api.post(
+        f"{API}/run/behave",
+        json={"algorithmParameters": {}},
+        headers=headers,
+        params={"dryRun": "true"},
+    )
     assert response.status_code == 202, response.text
     run_id = response.json()["requestId"]
-    assert api.get(f"{API}/results/behave/requests/{run_id}",
-                   headers=headers).status_code == 200
-    assert api.get(f"{API}/metadata/behave/requests/{run_id}",
-                   headers=headers).status_code == 200
+    assert api.get(f"{API}/results/behave/requests/{run_id}", headers=headers).status_code == 200
+    assert api.get(f"{API}/metadata/behave/requests/{run_id}", headers=headers).status_code == 200
 
 
 def test_dry_run_completes_without_launching(api, server):
@@ -139,8 +169,9 @@ def test_dry_run_completes_without_launching(api, server):
 
 @pytest.mark.parametrize("value", ["false", "TRUE", "1", "yes", ""])
 def test_only_the_literal_true_means_dry_run(api, value):
-    response = api.post(f"{API}/run/behave", params={"dryRun": value},
-                        json={"algorithmParameters": {}})
+    response = api.post(
+        f"{API}/run/behave", params={"dryRun": value}, json={"algorithmParameters": {}}
+    )
     assert response.status_code == 202
     run_id = response.json()["requestId"]
     assert wait_terminal(api, run_id)["status"] == "COMPLETED"
@@ -158,23 +189,28 @@ def test_idempotency_key_returns_the_first_run_and_creates_nothing(api, server):
     other = create(api, {"n": 3}, dry_run=True, headers={"Idempotency-Key": f"{key}-2"})
     assert other != first
     # the key is per algorithm
-    elsewhere = create(api, {}, algorithm="short-deadline", dry_run=True,
-                       headers={"Idempotency-Key": key})
+    elsewhere = create(
+        api, {}, algorithm="short-deadline", dry_run=True, headers={"Idempotency-Key": key}
+    )
     assert elsewhere != first
 
 
 def test_child_run_with_a_parent(api):
     parent = create(api, {"sleep": 30, "report": False})
     wait_stage(api, parent, "RUNNING")
-    child = create(api, {}, dry_run=True,
-                   parentRequest={"requestId": parent, "algorithmName": "behave"})
+    child = create(
+        api, {}, dry_run=True, parentRequest={"requestId": parent, "algorithmName": "behave"}
+    )
     checkpoint = metadata(api, child)
     assert checkpoint["parent"] == {"requestId": parent, "algorithmName": "behave"}
     job = api.get(f"{API}/buffer/behave/requests/{child}").json()
     assert job["metadata"]["ownerReferences"] == [
-        {"apiVersion": "batch/v1", "kind": "Job", "name": parent, "uid": parent}]
-    env = {item["name"]: item.get("value")
-           for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        {"apiVersion": "batch/v1", "kind": "Job", "name": parent, "uid": parent}
+    ]
+    env = {
+        item["name"]: item.get("value")
+        for item in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["NEXUS__PARENT_REQUEST_ID"] == parent
     assert env["NEXUS__PARENT_ALGORITHM_NAME"] == "behave"
     assert cancel(api, parent).status_code == 200
@@ -198,15 +234,18 @@ def test_results_of_a_completed_run(api):
 def test_results_of_a_failed_run_carry_the_cause_and_no_uri(api):
     run_id = create(api, {"error": "the input was empty"})
     body = wait_terminal(api, run_id)
-    assert body == {"requestId": run_id, "status": "FAILED", "resultUri": "",
-                    "runErrorMessage": "the input was empty"}
+    assert body == {
+        "requestId": run_id,
+        "status": "FAILED",
+        "resultUri": "",
+        "runErrorMessage": "the input was empty",
+    }
 
 
 def test_results_of_an_unfinished_run_have_empty_strings(slow):
     run_id = create(slow, {})
     body = result(slow, run_id)
-    assert body == {"requestId": run_id, "status": "NEW", "resultUri": "",
-                    "runErrorMessage": ""}
+    assert body == {"requestId": run_id, "status": "NEW", "resultUri": "", "runErrorMessage": ""}
 
 
 def test_results_unknown_run_is_404(api):
@@ -246,8 +285,9 @@ def test_wait_runs_out_with_the_current_state(slow):
 @pytest.mark.parametrize("wait", ["soon", "-1", "inf", "nan"])
 def test_wait_must_be_a_number_of_seconds(api, wait):
     run_id = create(api, {}, dry_run=True)
-    assert_error(api.get(f"{API}/results/behave/requests/{run_id}", params={"wait": wait}),
-                 400, "wait")
+    assert_error(
+        api.get(f"{API}/results/behave/requests/{run_id}", params={"wait": wait}), 400, "wait"
+    )
 
 
 # --- GET results/tags ----------------------------------------------------------------
@@ -265,8 +305,7 @@ def test_results_by_tag(api):
     body = sorted(response.json(), key=lambda item: item["requestId"] != done)
     assert [item["requestId"] for item in body] == [done, failed]
     for item in body:
-        assert set(item) == {"requestId", "algorithmName", "status", "resultUri",
-                             "runErrorMessage"}
+        assert set(item) == {"requestId", "algorithmName", "status", "resultUri", "runErrorMessage"}
         assert item["algorithmName"] == "behave"
     assert body[0]["status"] == "COMPLETED" and body[0]["resultUri"]
     assert body[1]["status"] == "FAILED" and body[1]["runErrorMessage"] == "boom"
@@ -282,11 +321,14 @@ def test_results_by_unknown_tag_is_an_empty_list(api):
 
 
 def test_metadata_of_a_finished_run(api):
-    raw = b'{"algorithmParameters":  {"b": [1, 2], "a": "x"} , "tag": "meta", ' \
-          b'"requestApiVersion": "1.2", "customConfiguration": ' \
-          b'{"runtimeEnvironment": {"deadlineSeconds": 20}}}'
-    response = api.post(f"{API}/run/behave", content=raw,
-                        headers={"Content-Type": "application/json"})
+    raw = (
+        b'{"algorithmParameters":  {"b": [1, 2], "a": "x"} , "tag": "meta", '
+        b'"requestApiVersion": "1.2", "customConfiguration": '
+        b'{"runtimeEnvironment": {"deadlineSeconds": 20}}}'
+    )
+    response = api.post(
+        f"{API}/run/behave", content=raw, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 202
     run_id = response.json()["requestId"]
     wait_terminal(api, run_id)
@@ -310,8 +352,7 @@ def test_metadata_of_a_finished_run(api):
     expected_hash = base64.b64encode(f"{zlib.crc32(params):08x}".encode()).decode()
     assert body["content_hash"] == expected_hash
     applied = body["applied_configuration"]
-    assert applied["container"] == {"image": "behave", "registry": "test.local",
-                                    "versionTag": "1"}
+    assert applied["container"] == {"image": "behave", "registry": "test.local", "versionTag": "1"}
     assert applied["runtimeEnvironment"]["deadlineSeconds"] == 20
     assert applied["runtimeEnvironment"]["maximumRetries"] == 2
     assert body["configuration_overrides"] == {"runtimeEnvironment": {"deadlineSeconds": 20}}
@@ -334,10 +375,15 @@ def test_metadata_unknown_run_is_404(api):
 
 
 def test_buffer_is_the_job_manifest(api):
-    run_id = create(api, {}, customConfiguration={
-        "container": {"versionTag": "2"},
-        "computeResources": {"limits": {"cpu": "2", "memory": "256Mi"}},
-        "runtimeEnvironment": {"maximumRetries": 1}})
+    run_id = create(
+        api,
+        {},
+        customConfiguration={
+            "container": {"versionTag": "2"},
+            "computeResources": {"limits": {"cpu": "2", "memory": "256Mi"}},
+            "runtimeEnvironment": {"maximumRetries": 1},
+        },
+    )
     response = api.get(f"{API}/buffer/behave/requests/{run_id}")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -361,10 +407,15 @@ def test_buffer_is_the_job_manifest(api):
     container = pod["containers"][0]
     assert container["image"] == "test.local/behave:2"
     assert container["command"] == ["python", "tests/e2e/algorithms/behave.py"]
-    assert container["args"] == [f"--sas-uri={checkpoint['payload_uri']}",
-                                 f"--request-id={run_id}", "--patience=30"]
-    assert container["resources"] == {"limits": {"cpu": "2", "memory": "256Mi"},
-                                      "requests": {"cpu": "200m", "memory": "256Mi"}}
+    assert container["args"] == [
+        f"--sas-uri={checkpoint['payload_uri']}",
+        f"--request-id={run_id}",
+        "--patience=30",
+    ]
+    assert container["resources"] == {
+        "limits": {"cpu": "2", "memory": "256Mi"},
+        "requests": {"cpu": "200m", "memory": "256Mi"},
+    }
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["NEXUS__ALGORITHM_NAME"] == "behave"
     assert env["NEXUS__SHARD_NAME"] == "local"
@@ -390,8 +441,12 @@ def test_buffer_unknown_run_is_404(api):
 
 def test_payload_redirects_to_a_url_that_downloads_it(api):
     raw = b'{"algorithmParameters": {"z": [1, 2.5, "\\u00e9"],  "a": null}}'
-    response = api.post(f"{API}/run/behave", content=raw, params={"dryRun": "true"},
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        f"{API}/run/behave",
+        content=raw,
+        params={"dryRun": "true"},
+        headers={"Content-Type": "application/json"},
+    )
     run_id = response.json()["requestId"]
     redirect = api.get(f"{API}/payload/behave/requests/{run_id}")
     assert redirect.status_code == 302
@@ -414,11 +469,17 @@ def test_payload_417_when_the_run_has_no_payload(api, server):
     run_id = create(api, {}, dry_run=True)
     wait_terminal(api, run_id)
     with closing(sqlite3.connect(server.db_path, timeout=10)) as conn:
-        conn.execute("UPDATE checkpoints SET payload_uri = '' WHERE algorithm = ? AND id = ?",
-                     ("behave", run_id))
+        conn.execute(
+            "UPDATE checkpoints SET payload_uri = '' WHERE algorithm = ? AND id = ?",
+            ("behave", run_id),
+        )
         conn.commit()
-    assert_error(api.get(f"{API}/payload/behave/requests/{run_id}"), 417,
-                 run_id, "does not have a serialized payload")
+    assert_error(
+        api.get(f"{API}/payload/behave/requests/{run_id}"),
+        417,
+        run_id,
+        "does not have a serialized payload",
+    )
 
 
 # --- signed payload and result URLs ----------------------------------------------------
@@ -511,8 +572,10 @@ def test_cancel_a_running_run_stops_its_job(api, server, policy):
     body = result(api, run_id)
     assert body["status"] == "CANCELLED"
     assert body["runErrorMessage"] == "Cancelled by 'alice'"
-    assert metadata(api, run_id)["algorithm_failure_details"] == \
-        "Run cancelled, reason: 'no longer needed'"
+    assert (
+        metadata(api, run_id)["algorithm_failure_details"]
+        == "Run cancelled, reason: 'no longer needed'"
+    )
     _wait_dead(pid)
 
 
@@ -544,19 +607,20 @@ def test_cancel_a_finished_run_is_409_and_changes_nothing(api):
 
 def test_cancel_with_an_unknown_policy_is_400_and_changes_nothing(api):
     run_id = create(api, {"sleep": 60})
-    assert_error(cancel(api, run_id, policy="Immediately"), 400, "CancellationPolicy",
-                 "Background")
+    assert_error(cancel(api, run_id, policy="Immediately"), 400, "CancellationPolicy", "Background")
     assert result(api, run_id)["status"] != "CANCELLED"
     assert cancel(api, run_id).status_code == 200
 
 
 def test_cancel_pending_runs_before_they_are_launched(nexus_factory):
     # One launch every 2 s: W launches at once, X waits BUFFERED for its token, Y waits NEW.
-    server = nexus_factory(env={
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.5",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "1",
-    })
+    server = nexus_factory(
+        env={
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.5",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "1",
+        }
+    )
     with httpx.Client(base_url=server.url, timeout=30) as http:
         first = create(http, {})
         buffered = create(http, {})
@@ -582,12 +646,16 @@ def test_cancel_pending_runs_before_they_are_launched(nexus_factory):
 
 def test_cancelling_a_parent_cancels_its_unfinished_children(slow):
     parent = create(slow, {})
-    children = [create(slow, {}, parentRequest={"requestId": parent, "algorithmName": "behave"})
-                for _ in range(2)]
-    grandchild = create(slow, {}, parentRequest={"requestId": children[0],
-                                                 "algorithmName": "behave"})
-    finished_child = create(slow, {}, parentRequest={"requestId": parent,
-                                                     "algorithmName": "behave"})
+    children = [
+        create(slow, {}, parentRequest={"requestId": parent, "algorithmName": "behave"})
+        for _ in range(2)
+    ]
+    grandchild = create(
+        slow, {}, parentRequest={"requestId": children[0], "algorithmName": "behave"}
+    )
+    finished_child = create(
+        slow, {}, parentRequest={"requestId": parent, "algorithmName": "behave"}
+    )
     assert cancel(slow, finished_child, initiator="earlier").status_code == 200
     unrelated = create(slow, {})
     assert cancel(slow, parent, initiator="carol").status_code == 200
@@ -603,8 +671,9 @@ def test_cancelling_a_parent_cancels_its_unfinished_children(slow):
 def test_cancelling_a_running_parent_stops_its_running_child(api, server):
     parent = create(api, {"sleep": 60})
     wait_stage(api, parent, "RUNNING")
-    child = create(api, {"sleep": 60},
-                   parentRequest={"requestId": parent, "algorithmName": "behave"})
+    child = create(
+        api, {"sleep": 60}, parentRequest={"requestId": parent, "algorithmName": "behave"}
+    )
     wait_stage(api, child, "RUNNING")
     child_pid = _pid(server, child)
     assert cancel(api, parent).status_code == 200
@@ -629,15 +698,19 @@ def test_update_tag(api):
 
 
 def test_update_tag_unknown_run_is_404(api):
-    assert_error(api.post(f"{API}/metadata/tags/behave/requests/{uuid.uuid4()}",
-                          json={"newTag": "x"}), 404)
+    assert_error(
+        api.post(f"{API}/metadata/tags/behave/requests/{uuid.uuid4()}", json={"newTag": "x"}), 404
+    )
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"{}", b'{"newTag": 5}', b"[]"])
 def test_update_tag_bad_body_is_400_and_changes_nothing(api, body):
     run_id = create(api, {}, dry_run=True, tag="keep")
-    response = api.post(f"{API}/metadata/tags/behave/requests/{run_id}", content=body,
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        f"{API}/metadata/tags/behave/requests/{run_id}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400, "Tag update request")
     assert metadata(api, run_id)["tag"] == "keep"
 
@@ -646,15 +719,18 @@ def test_update_tag_bad_body_is_400_and_changes_nothing(api, body):
 
 
 def test_queue_full_is_429_with_retry_after_and_writes_nothing(nexus_factory):
-    server = nexus_factory(env={
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__QUEUE_CAPACITY": "1",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.02",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "1",
-    })
+    server = nexus_factory(
+        env={
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__QUEUE_CAPACITY": "1",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.02",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "1",
+        }
+    )
     with httpx.Client(base_url=server.url, timeout=30) as http:
         accepted = []
         refused = None
+
         def records() -> tuple:
             # Not submission_buffer: the runs accepted before write their Job rows in
             # the background (the BUFFERED step), whatever this request gets.
@@ -675,8 +751,12 @@ def test_queue_full_is_429_with_retry_after_and_writes_nothing(nexus_factory):
         assert int(refused.headers["retry-after"]) >= 1
         # every run accepted before the refusal is durably recorded and still pending or done
         for run_id in accepted:
-            assert metadata(http, run_id)["lifecycle_stage"] in {"NEW", "BUFFERED", "RUNNING",
-                                                                 "COMPLETED"}
+            assert metadata(http, run_id)["lifecycle_stage"] in {
+                "NEW",
+                "BUFFERED",
+                "RUNNING",
+                "COMPLETED",
+            }
         # the refusal is about the queue only: reads and cancels still work
         assert cancel(http, accepted[-1]).status_code == 200
 
@@ -684,8 +764,12 @@ def test_queue_full_is_429_with_retry_after_and_writes_nothing(nexus_factory):
 def test_every_route_answers_json_or_plain_text(api):
     run_id = create(api, {}, dry_run=True)
     wait_terminal(api, run_id)
-    for path in (f"results/behave/requests/{run_id}", "results/tags/x",
-                 f"metadata/behave/requests/{run_id}", f"buffer/behave/requests/{run_id}"):
+    for path in (
+        f"results/behave/requests/{run_id}",
+        "results/tags/x",
+        f"metadata/behave/requests/{run_id}",
+        f"buffer/behave/requests/{run_id}",
+    ):
         response = api.get(f"{API}/{path}")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/json")

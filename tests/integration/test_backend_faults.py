@@ -48,10 +48,16 @@ class Poster(threading.Thread):
                 n += 1
                 started = time.monotonic()
                 try:
-                    response = http.post(f"{API}/run/behave", params={"dryRun": "true"},
-                                         json={"algorithmParameters": {"n": n}})
-                    detail = (response.json()["requestId"] if response.status_code == 202
-                              else response.text)
+                    response = http.post(
+                        f"{API}/run/behave",
+                        params={"dryRun": "true"},
+                        json={"algorithmParameters": {"n": n}},
+                    )
+                    detail = (
+                        response.json()["requestId"]
+                        if response.status_code == 202
+                        else response.text
+                    )
                     status = response.status_code
                     if status == 503 and "retry-after" not in response.headers:
                         self.without_retry_after += 1
@@ -72,8 +78,11 @@ class Poster(threading.Thread):
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or not self.is_alive():
-                pytest.fail(f"timed out after {timeout}s waiting for {what}; last answers: "
-                            f"{self.answers[-5:]}", pytrace=False)
+                pytest.fail(
+                    f"timed out after {timeout}s waiting for {what}; last answers: "
+                    f"{self.answers[-5:]}",
+                    pytrace=False,
+                )
             time.sleep(0.1)
 
 
@@ -108,16 +117,19 @@ def outage(nexus_factory, tmp_path, component: str, stop: str = "down") -> None:
     keyspace, prefix = unique("nexus_fault_"), unique("nexus-fault-")
     run_testenv("up", "cassandra")
     run_testenv("up", "seaweedfs")
-    env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix),
-           "NEXUS__SCYLLA_CQL_STORE__RECONNECT_MAX_DELAY": "2s",
-           # One launch every 5 s, and store retries that give up within a second.
-           "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.2",
-           "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
-           "NEXUS__S3_BUFFER__BUFFER_CONFIG__MAX_ATTEMPTS": "3",
-           "NEXUS__S3_BUFFER__BUFFER_CONFIG__FAILURE_RATE_MAX_DELAY": "500ms",
-           # A lease that outlives the outage: the supervisor must not take this host's
-           # runs over (it would hide a scheduler that forgot its own).
-           "NEXUS__SUPERVISOR__LEASE_TTL": "600s"}
+    env = {
+        **cassandra_settings_env(keyspace),
+        **s3_settings_env(prefix),
+        "NEXUS__SCYLLA_CQL_STORE__RECONNECT_MAX_DELAY": "2s",
+        # One launch every 5 s, and store retries that give up within a second.
+        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.2",
+        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
+        "NEXUS__S3_BUFFER__BUFFER_CONFIG__MAX_ATTEMPTS": "3",
+        "NEXUS__S3_BUFFER__BUFFER_CONFIG__FAILURE_RATE_MAX_DELAY": "500ms",
+        # A lease that outlives the outage: the supervisor must not take this host's
+        # runs over (it would hide a scheduler that forgot its own).
+        "NEXUS__SUPERVISOR__LEASE_TTL": "600s",
+    }
     poster = None
     try:
         nexus = nexus_factory(env=env, data_dir=tmp_path / "nexus")
@@ -127,25 +139,36 @@ def outage(nexus_factory, tmp_path, component: str, stop: str = "down") -> None:
         held = []
         with httpx.Client(base_url=nexus.url, timeout=60) as http:
             for n in range(held_runs + 1 if held_runs else 0):  # the first takes the token
-                response = http.post(f"{API}/run/behave", json={
-                    "algorithmParameters": {"held": n, "report_patience": HELD_PATIENCE},
-                    "customConfiguration": {
-                        "runtimeEnvironment": {"deadlineSeconds": HELD_PATIENCE + 30}}})
+                response = http.post(
+                    f"{API}/run/behave",
+                    json={
+                        "algorithmParameters": {"held": n, "report_patience": HELD_PATIENCE},
+                        "customConfiguration": {
+                            "runtimeEnvironment": {"deadlineSeconds": HELD_PATIENCE + 30}
+                        },
+                    },
+                )
                 assert response.status_code == 202, response.text
                 held.append(response.json()["requestId"])
         run_testenv(stop, component)
         down, stopped_at = time.monotonic(), time.time()
-        poster.wait_until(lambda: poster.count(503, since=down) >= 5, 60,
-                          f"503 answers while {component} is down")
+        poster.wait_until(
+            lambda: poster.count(503, since=down) >= 5, 60, f"503 answers while {component} is down"
+        )
         run_testenv("up", component)
         up, back_at = time.monotonic(), time.time()
-        poster.wait_until(lambda: poster.count(202, since=up) >= 5, 120,
-                          f"runs accepted again after {component} came back")
+        poster.wait_until(
+            lambda: poster.count(202, since=up) >= 5,
+            120,
+            f"runs accepted again after {component} came back",
+        )
         poster.stop()
 
         codes = [a[1] for a in poster.answers]
-        print(f"{component} outage: {codes.count(202)} accepted, {codes.count(503)} refused, "
-              f"slowest answer {max(a[3] for a in poster.answers):.2f}s")
+        print(
+            f"{component} outage: {codes.count(202)} accepted, {codes.count(503)} refused, "
+            f"slowest answer {max(a[3] for a in poster.answers):.2f}s"
+        )
         wrong = [a for a in poster.answers if a[1] not in (202, 503)]
         assert not wrong, f"answers other than 202/503: {wrong[:10]}"
         slow = [a for a in poster.answers if a[3] > SLOWEST_ANSWER]
@@ -157,12 +180,14 @@ def outage(nexus_factory, tmp_path, component: str, stop: str = "down") -> None:
             for run_id in accepted:
                 result = finished(http, "behave", run_id, timeout=60)
                 assert result["status"] == "COMPLETED", (run_id, result)
-            ended = {run_id: finished(http, "behave", run_id, timeout=120)["status"]
-                     for run_id in held}
+            ended = {
+                run_id: finished(http, "behave", run_id, timeout=120)["status"] for run_id in held
+            }
             starts = {run_id: nexus.behave_start_times(run_id) for run_id in held}
             assert set(ended.values()) <= {"COMPLETED"}, (
                 f"{component} stopped at {stopped_at:.3f}, back at {back_at:.3f}; held runs "
-                f"ended {ended}, their algorithm started at {starts}")
+                f"ended {ended}, their algorithm started at {starts}"
+            )
             # The service recovered by itself: a real run goes all the way.
             response = http.post(f"{API}/run/behave", json={"algorithmParameters": {}})
             assert response.status_code == 202, response.text

@@ -29,10 +29,14 @@ SETTINGS_PATH = "/etc/nexus/settings.yaml"
 PRODUCTION_VALUES = {
     "image": {"repository": "registry.test/nexus", "tag": "test"},
     "config": {
-        "scylla-cql-store": {"hosts": ["cassandra-0.cassandra", "cassandra-1.cassandra"],
-                             "local-dc": "dc1"},
-        "s3-buffer": {"payload-storage-path": "s3a://payloads/nexus",
-                      "endpoint": "http://seaweedfs.storage:8333"},
+        "scylla-cql-store": {
+            "hosts": ["cassandra-0.cassandra", "cassandra-1.cassandra"],
+            "local-dc": "dc1",
+        },
+        "s3-buffer": {
+            "payload-storage-path": "s3a://payloads/nexus",
+            "endpoint": "http://seaweedfs.storage:8333",
+        },
         "kubernetes": {"in-cluster-shard": "home"},
     },
     "secrets": {
@@ -41,8 +45,10 @@ PRODUCTION_VALUES = {
         "shards": {"name": "nexus-shards"},
         "payloadSigning": {"name": "nexus-signing"},
     },
-    "scheduler": {"replicas": 2,
-                  "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}},
+    "scheduler": {
+        "replicas": 2,
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
+    },
     "receiver": {"replicas": 1},
 }
 
@@ -51,8 +57,10 @@ def _need(*names: str) -> dict[str, str]:
     found = {name: os.environ.get(name, "") for name in names}
     missing = [name for name, value in found.items() if not value or not Path(value).exists()]
     if missing:
-        message = (f"{' and '.join(missing)} not set or missing: run `scripts/testenv up kube` "
-                   "and `eval \"$(scripts/testenv env kube)\"` (helm and the control plane)")
+        message = (
+            f"{' and '.join(missing)} not set or missing: run `scripts/testenv up kube` "
+            'and `eval "$(scripts/testenv env kube)"` (helm and the control plane)'
+        )
         if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
             pytest.fail(message)
         pytest.skip(message)
@@ -62,8 +70,12 @@ def _need(*names: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def helm_env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("helm-home")
-    return {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+    return {
+        **os.environ,
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +83,13 @@ def helm(helm_env):
     binary = _need("NEXUS_TEST_HELM")["NEXUS_TEST_HELM"]
 
     def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        done = subprocess.run([binary, *args], env=helm_env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [binary, *args], env=helm_env, capture_output=True, text=True, timeout=timeout
+        )
         if check and done.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed ({done.returncode}):\n"
-                        f"{done.stdout}\n{done.stderr}")
+            pytest.fail(
+                f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     return run
@@ -143,24 +157,39 @@ def test_default_values_render_a_valid_settings_file(helm, tmp_path: Path) -> No
 
 
 def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> None:
-    docs = _documents(helm("template", "prod", str(CHART), "--namespace", "ml",
-                           "-f", str(values_file)).stdout)
+    docs = _documents(
+        helm("template", "prod", str(CHART), "--namespace", "ml", "-f", str(values_file)).stdout
+    )
     kinds = sorted({doc["kind"] for doc in docs})
-    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                     "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     (config_map,) = _by_kind(docs, "ConfigMap").values()
     settings_yaml = config_map["data"]["settings.yaml"]
     settings = yaml.safe_load(settings_yaml)
     assert settings["shard-kube-config-path"] == "/etc/nexus/shards"
-    assert settings["scylla-cql-store"]["hosts"] == ["cassandra-0.cassandra", "cassandra-1.cassandra"]
+    assert settings["scylla-cql-store"]["hosts"] == [
+        "cassandra-0.cassandra",
+        "cassandra-1.cassandra",
+    ]
     _check_deployments(docs, settings_yaml, tmp_path)
 
     deployments = _by_kind(docs, "Deployment")
     scheduler = deployments["prod-nexus-scheduler"]
     assert "replicas" not in scheduler["spec"]  # the HPA owns it
     container = scheduler["spec"]["template"]["spec"]["containers"][0]
-    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
-                  for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    secret_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert secret_env == {
         "NEXUS__SCYLLA_CQL_STORE__USER": "nexus-cassandra",
         "NEXUS__SCYLLA_CQL_STORE__PASSWORD": "nexus-cassandra",
@@ -168,45 +197,64 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
         "NEXUS__S3_BUFFER__SECRET_ACCESS_KEY": "nexus-s3",
         "NEXUS__S3_BUFFER__REQUEST_PAYLOAD_PROXY_CONFIGURATION__SIGN_SECRET": "nexus-signing",
     }
-    shards = next(v for v in scheduler["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards")
+    shards = next(
+        v for v in scheduler["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards"
+    )
     assert shards["secret"]["secretName"] == "nexus-shards"
     receiver = deployments["prod-nexus-receiver"]["spec"]["template"]["spec"]
     assert receiver["automountServiceAccountToken"] is False
     assert {e["name"] for e in receiver["containers"][0]["env"]} == {
-        "NEXUS__INSTANCE_ID", "NEXUS__SCYLLA_CQL_STORE__USER", "NEXUS__SCYLLA_CQL_STORE__PASSWORD"}
+        "NEXUS__INSTANCE_ID",
+        "NEXUS__SCYLLA_CQL_STORE__USER",
+        "NEXUS__SCYLLA_CQL_STORE__PASSWORD",
+    }
     assert all(v["name"] != "shards" for v in receiver["volumes"])
 
     rules = {name: role["rules"] for name, role in _by_kind(docs, "Role").items()}
     assert set(rules) == {"prod-nexus-scheduler", "prod-nexus-supervisor"}
-    verbs = {(name, group, resource): sorted(rule["verbs"])
-             for name, role_rules in rules.items() for rule in role_rules
-             for group in rule["apiGroups"] for resource in rule["resources"]}
+    verbs = {
+        (name, group, resource): sorted(rule["verbs"])
+        for name, role_rules in rules.items()
+        for rule in role_rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     assert verbs[("prod-nexus-scheduler", "batch", "jobs")] == ["create", "delete", "get"]
-    assert verbs[("prod-nexus-scheduler", "science.sneaksanddata.com",
-                  "nexusalgorithmtemplates")] == ["get", "list", "watch"]
+    assert verbs[
+        ("prod-nexus-scheduler", "science.sneaksanddata.com", "nexusalgorithmtemplates")
+    ] == ["get", "list", "watch"]
     assert verbs[("prod-nexus-supervisor", "batch", "jobs")] == [
-        "create", "delete", "get", "list", "watch"]
+        "create",
+        "delete",
+        "get",
+        "list",
+        "watch",
+    ]
     assert verbs[("prod-nexus-supervisor", "", "pods")] == ["get", "list", "watch"]
-    assert not any(v in ("*", "update", "patch", "deletecollection")
-                   for vs in verbs.values() for v in vs)
+    assert not any(
+        v in ("*", "update", "patch", "deletecollection") for vs in verbs.values() for v in vs
+    )
     services = _by_kind(docs, "Service")
     assert set(services) == {"prod-nexus-scheduler", "prod-nexus-receiver"}
     hpa = _by_kind(docs, "HorizontalPodAutoscaler")["prod-nexus-scheduler"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
 
 
-@pytest.mark.parametrize("bad", [
-    "scheduler.replicas=-1",
-    "image.pullPolicy=Sometimes",
-    "config.log-format=xml",
-    "config.scylla-cql-store.password=in-plain-text",
-    "probes.liveness.path=health",
-    "schedulr.replicas=2",
-    "image.digest=latest",
-    "serviceMonitor.interval=often",
-    "probes.startup.failureThreshold=0",
-    "ingress.hostz[0]=nexus.example",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "scheduler.replicas=-1",
+        "image.pullPolicy=Sometimes",
+        "config.log-format=xml",
+        "config.scylla-cql-store.password=in-plain-text",
+        "probes.liveness.path=health",
+        "schedulr.replicas=2",
+        "image.digest=latest",
+        "serviceMonitor.interval=often",
+        "probes.startup.failureThreshold=0",
+        "ingress.hostz[0]=nexus.example",
+    ],
+)
 def test_values_schema_refuses_bad_values(helm, bad: str) -> None:
     done = helm("template", "nexus", str(CHART), "--set", bad, check=False)
     assert done.returncode != 0
@@ -218,20 +266,46 @@ def test_opt_in_knobs_render(helm) -> None:
     the pod knobs reach every role's pod."""
     digest = "sha256:" + "ab" * 32
     defaults = _documents(helm("template", "nexus", str(CHART)).stdout)
-    assert not any(_by_kind(defaults, kind) for kind in ("ServiceMonitor", "NetworkPolicy",
-                                                        "Ingress"))
-    docs = _documents(helm(
-        "template", "nexus", str(CHART),
-        "--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
-        "--set", "ingress.enabled=true", "--set", "ingress.hosts[0]=nexus.example",
-        "--set", f"image.digest={digest}", "--set", "priorityClassName=high",
-        "--set", "podLabels.team=ml", "--set", "podAnnotations.owner=ml-team",
-        "--set", "extraVolumes[0].name=ca", "--set", "extraVolumes[0].emptyDir.medium=Memory",
-        "--set", "extraVolumeMounts[0].name=ca",
-        "--set", "extraVolumeMounts[0].mountPath=/etc/ca").stdout)
+    assert not any(
+        _by_kind(defaults, kind) for kind in ("ServiceMonitor", "NetworkPolicy", "Ingress")
+    )
+    docs = _documents(
+        helm(
+            "template",
+            "nexus",
+            str(CHART),
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.hosts[0]=nexus.example",
+            "--set",
+            f"image.digest={digest}",
+            "--set",
+            "priorityClassName=high",
+            "--set",
+            "podLabels.team=ml",
+            "--set",
+            "podAnnotations.owner=ml-team",
+            "--set",
+            "extraVolumes[0].name=ca",
+            "--set",
+            "extraVolumes[0].emptyDir.medium=Memory",
+            "--set",
+            "extraVolumeMounts[0].name=ca",
+            "--set",
+            "extraVolumeMounts[0].mountPath=/etc/ca",
+        ).stdout
+    )
     assert set(_by_kind(docs, "ServiceMonitor")) == {"nexus-scheduler", "nexus-receiver"}
     assert set(_by_kind(docs, "NetworkPolicy")) == {
-        "nexus-scheduler", "nexus-receiver", "nexus-supervisor"}
+        "nexus-scheduler",
+        "nexus-receiver",
+        "nexus-supervisor",
+    }
     (ingress,) = _by_kind(docs, "Ingress").values()
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert ingress["spec"]["rules"][0]["host"] == "nexus.example"
@@ -249,14 +323,24 @@ def test_opt_in_knobs_render(helm) -> None:
 
 
 def test_roles_can_be_turned_off(helm) -> None:
-    docs = _documents(helm("template", "nexus", str(CHART), "--set", "receiver.enabled=false",
-                           "--set", "supervisor.enabled=false").stdout)
+    docs = _documents(
+        helm(
+            "template",
+            "nexus",
+            str(CHART),
+            "--set",
+            "receiver.enabled=false",
+            "--set",
+            "supervisor.enabled=false",
+        ).stdout
+    )
     assert set(_by_kind(docs, "Deployment")) == {"nexus-scheduler"}
     assert set(_by_kind(docs, "ServiceAccount")) == {"nexus-scheduler"}
     assert set(_by_kind(docs, "Role")) == {"nexus-scheduler"}
 
 
 # --- install into the test control plane ---------------------------------------------
+
 
 @pytest.fixture
 def kube(helm):
@@ -314,14 +398,22 @@ def _check_permissions(api, namespace: str, release: str) -> None:
     wrong = []
     for role, verb, group, resource, allowed in PERMISSIONS:
         user = f"system:serviceaccount:{namespace}:{release}-nexus-{role}"
-        review = authorization.create_subject_access_review(V1SubjectAccessReview(
-            spec=V1SubjectAccessReviewSpec(user=user, groups=["system:serviceaccounts"],
-                                           resource_attributes=V1ResourceAttributes(
-                                               namespace=namespace, verb=verb, group=group,
-                                               resource=resource))))
+        review = authorization.create_subject_access_review(
+            V1SubjectAccessReview(
+                spec=V1SubjectAccessReviewSpec(
+                    user=user,
+                    groups=["system:serviceaccounts"],
+                    resource_attributes=V1ResourceAttributes(
+                        namespace=namespace, verb=verb, group=group, resource=resource
+                    ),
+                )
+            )
+        )
         if review.status.allowed != allowed:
-            wrong.append(f"{role} {verb} {group or 'core'}/{resource}: "
-                         f"allowed={review.status.allowed}, expected {allowed}")
+            wrong.append(
+                f"{role} {verb} {group or 'core'}/{resource}: "
+                f"allowed={review.status.allowed}, expected {allowed}"
+            )
     assert wrong == []
 
 
@@ -335,10 +427,23 @@ def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path:
     namespace = f"nexus-helm-{uuid.uuid4().hex[:8]}"
     release = "it"
     try:
-        helm("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace",
-             namespace, "--create-namespace", "-f", str(values_file), "--timeout", "120s")
-        manifest = helm("get", "manifest", release, "--kubeconfig", kubeconfig,
-                        "--namespace", namespace).stdout
+        helm(
+            "install",
+            release,
+            str(CHART),
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "-f",
+            str(values_file),
+            "--timeout",
+            "120s",
+        )
+        manifest = helm(
+            "get", "manifest", release, "--kubeconfig", kubeconfig, "--namespace", namespace
+        ).stdout
         docs = _documents(manifest)
         assert len(docs) >= 13
         live: list[dict] = []
@@ -369,12 +474,29 @@ def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path:
 
         status = helm("status", release, "--kubeconfig", kubeconfig, "--namespace", namespace)
         assert "STATUS: deployed" in status.stdout
-        helm("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace,
-             "--wait", "--timeout", "120s")
+        helm(
+            "uninstall",
+            release,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--wait",
+            "--timeout",
+            "120s",
+        )
         assert all(_get(dynamic, doc, namespace) is None for doc in docs)
     finally:
-        helm("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace,
-             "--ignore-not-found", check=False)
+        helm(
+            "uninstall",
+            release,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            check=False,
+        )
         try:
             core.delete_namespace(namespace)
         except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result

@@ -55,14 +55,18 @@ RUN_SELECTOR = f"{GROUP}/nexus-component=algorithm-run"
 def require_kubeconfig() -> str:
     path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
     if not path:
-        message = ("needs the kube test control plane but NEXUS_TEST_KUBECONFIG is not set: run "
-                   "`scripts/testenv up kube && eval \"$(scripts/testenv env kube)\"`")
+        message = (
+            "needs the kube test control plane but NEXUS_TEST_KUBECONFIG is not set: run "
+            '`scripts/testenv up kube && eval "$(scripts/testenv env kube)"`'
+        )
         if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
             pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)", pytrace=False)
         pytest.skip(message)
     if not Path(path).is_file():
-        pytest.fail(f"NEXUS_TEST_KUBECONFIG={path} does not exist: is the kube test server up?",
-                    pytrace=False)
+        pytest.fail(
+            f"NEXUS_TEST_KUBECONFIG={path} does not exist: is the kube test server up?",
+            pytrace=False,
+        )
     return path
 
 
@@ -83,8 +87,9 @@ class Kube:
 
     def __init__(self, kubeconfig: str) -> None:
         configuration = Configuration()
-        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
-                                     persist_config=False)
+        kube_config.load_kube_config(
+            config_file=kubeconfig, client_configuration=configuration, persist_config=False
+        )
         self._configuration = configuration
         self._api = ApiClient(configuration)
         self._http = self._api.rest_client.pool_manager
@@ -93,20 +98,32 @@ class Kube:
     def close(self) -> None:
         self._api.close()
 
-    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 202),
-             **query: Any) -> dict | None:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        ok: tuple[int, ...] = (200, 201, 202),
+        **query: Any,
+    ) -> dict | None:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         bearer = self._configuration.auth_settings().get("BearerToken")
         if bearer:
             headers[bearer["key"]] = bearer["value"]
         url = self.host + path + ("?" + urlencode(query) if query else "")
-        response = self._http.request(method, url, headers=headers,
-                                      body=None if body is None else json.dumps(body).encode(),
-                                      timeout=urllib3.Timeout(connect=5, read=60))
+        response = self._http.request(
+            method,
+            url,
+            headers=headers,
+            body=None if body is None else json.dumps(body).encode(),
+            timeout=urllib3.Timeout(connect=5, read=60),
+        )
         data = json.loads(response.data) if response.data else {}
         if response.status == 404 and 404 not in ok:
             return None
-        assert response.status in ok, f"{method} {path} -> {response.status}: {data.get('message', data)}"
+        assert response.status in ok, (
+            f"{method} {path} -> {response.status}: {data.get('message', data)}"
+        )
         return data
 
     def apply(self, base: str, obj: dict) -> dict:
@@ -115,27 +132,42 @@ class Kube:
         if created.get("code") != 409:
             return created
         current = self.call("GET", f"{base}/{obj['metadata']['name']}")
-        obj = {**obj, "metadata": {**obj["metadata"],
-                                   "resourceVersion": current["metadata"]["resourceVersion"]}}
+        obj = {
+            **obj,
+            "metadata": {
+                **obj["metadata"],
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            },
+        }
         return self.call("PUT", f"{base}/{obj['metadata']['name']}", obj)
 
     def jobs(self, namespace: str) -> list[dict]:
-        return self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
-                         labelSelector=RUN_SELECTOR)["items"]
+        return self.call(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector=RUN_SELECTOR
+        )["items"]
 
     def job(self, namespace: str, name: str) -> dict | None:
         return self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
     def pods(self, namespace: str, job_name: str) -> list[dict]:
-        return self.call("GET", f"/api/v1/namespaces/{namespace}/pods",
-                         labelSelector=f"batch.kubernetes.io/job-name={job_name}")["items"]
+        return self.call(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            labelSelector=f"batch.kubernetes.io/job-name={job_name}",
+        )["items"]
 
     def create_namespace(self, name: str) -> str:
-        self.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                 "metadata": {"name": name}})
+        self.call(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
         # Pods need the namespace's default ServiceAccount, made by the controller-manager.
-        wait_for(lambda: self.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-                 30, f"the default ServiceAccount of namespace {name}")
+        wait_for(
+            lambda: self.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+            30,
+            f"the default ServiceAccount of namespace {name}",
+        )
         return name
 
     def delete_namespace(self, name: str, wait: float = 300.0) -> None:
@@ -144,10 +176,15 @@ class Kube:
         # Left to the namespace controller, thousands of Jobs go through the garbage
         # collector one by one and each Pod through a graceful delete: minutes. Orphan
         # the Pods, then force-delete them (grace 0: removed at once), in two calls.
-        self.call("DELETE", f"/apis/batch/v1/namespaces/{name}/jobs", ok=(200, 202, 404),
-                  propagationPolicy="Orphan")
-        self.call("DELETE", f"/api/v1/namespaces/{name}/pods", ok=(200, 202, 404),
-                  gracePeriodSeconds=0)
+        self.call(
+            "DELETE",
+            f"/apis/batch/v1/namespaces/{name}/jobs",
+            ok=(200, 202, 404),
+            propagationPolicy="Orphan",
+        )
+        self.call(
+            "DELETE", f"/api/v1/namespaces/{name}/pods", ok=(200, 202, 404), gracePeriodSeconds=0
+        )
         self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
         deadline = time.monotonic() + wait
         while self.call("GET", f"/api/v1/namespaces/{name}") is not None:
@@ -168,12 +205,21 @@ def install_crds(client: Kube) -> None:
         crd = yaml.safe_load(path.read_text())
         client.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
         name = crd["metadata"]["name"]
-        wait_for(lambda name=name: any(
-                     c["type"] == "Established" and c["status"] == "True"
-                     for c in (client.call("GET", f"/apis/apiextensions.k8s.io/v1/"
-                                           f"customresourcedefinitions/{name}")
-                               .get("status", {}).get("conditions") or [])),
-                 30, f"CRD {name} to be established")
+        wait_for(
+            lambda name=name: any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (
+                    client.call(
+                        "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                    )
+                    .get("status", {})
+                    .get("conditions")
+                    or []
+                )
+            ),
+            30,
+            f"CRD {name} to be established",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -195,19 +241,36 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 
 def workgroup(kube: Kube, namespace: str, name: str, cluster: str) -> None:
-    kube.apply(f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmworkgroups", {
-        "apiVersion": f"{GROUP}/v1", "kind": "NexusAlgorithmWorkgroup",
-        "metadata": {"name": name},
-        "spec": {"description": "integration test", "cluster": cluster,
-                 "capabilities": {"amd64": True},
-                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
-                                  "effect": "NoSchedule"}]},
-    })
+    kube.apply(
+        f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmworkgroups",
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "NexusAlgorithmWorkgroup",
+            "metadata": {"name": name},
+            "spec": {
+                "description": "integration test",
+                "cluster": cluster,
+                "capabilities": {"amd64": True},
+                "tolerations": [
+                    {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            },
+        },
+    )
 
 
-def template(kube: Kube, namespace: str, name: str, annotations: dict[str, str], *,
-             workgroup_name: str = "wg-a", deadline: int = 120, retries: int = 0,
-             fatal: list[int] | None = None, service_account: str | None = None) -> None:
+def template(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    annotations: dict[str, str],
+    *,
+    workgroup_name: str = "wg-a",
+    deadline: int = 120,
+    retries: int = 0,
+    fatal: list[int] | None = None,
+    service_account: str | None = None,
+) -> None:
     container: dict[str, Any] = {"registry": "test.local", "image": "behave", "versionTag": "1"}
     if service_account:
         container["serviceAccountName"] = service_account
@@ -218,16 +281,23 @@ def template(kube: Kube, namespace: str, name: str, annotations: dict[str, str],
         "computeResources": {"cpuLimit": "100m", "memoryLimit": "64Mi"},
         "workgroupRef": {"name": workgroup_name},
         "runtimeEnvironment": {
-            "annotations": annotations, "deadlineSeconds": deadline, "maximumRetries": retries,
+            "annotations": annotations,
+            "deadlineSeconds": deadline,
+            "maximumRetries": retries,
             "environmentVariables": [{"name": "TEAM", "value": "integration"}],
         },
     }
     if fatal:
         spec["errorHandlingBehaviour"] = {"fatalExitCodes": fatal, "transientExitCodes": [75]}
-    kube.apply(f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates", {
-        "apiVersion": f"{GROUP}/v1", "kind": "NexusAlgorithmTemplate",
-        "metadata": {"name": name}, "spec": spec,
-    })
+    kube.apply(
+        f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates",
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "NexusAlgorithmTemplate",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
 
 
 def shard_kubeconfig(source: str, target: Path, namespace: str | None = None) -> None:
@@ -253,15 +323,20 @@ def kube_env(kubeconfig: str, namespace: str, shard_dir: Path, **extra: str) -> 
     }
 
 
-def start(nexus_factory, kubeconfig: str, namespace: str, tmp_path: Path,
-          shards: dict[str, str | None] | None = None, data_dir: Path | None = None,
-          **extra: str):
+def start(
+    nexus_factory,
+    kubeconfig: str,
+    namespace: str,
+    tmp_path: Path,
+    shards: dict[str, str | None] | None = None,
+    data_dir: Path | None = None,
+    **extra: str,
+):
     shard_dir = tmp_path / f"shards-{uuid.uuid4().hex[:6]}"
     shard_dir.mkdir()
     for name, shard_namespace in (shards or {"shard-a": None}).items():
         shard_kubeconfig(kubeconfig, shard_dir / f"{name}.kubeconfig", shard_namespace)
-    return nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir, **extra),
-                         data_dir=data_dir)
+    return nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir, **extra), data_dir=data_dir)
 
 
 # --- the client and the algorithm --------------------------------------------------------
@@ -270,20 +345,25 @@ V1 = "/algorithm/v1"
 
 
 def submit(http: httpx.Client, algorithm: str, payload: dict | None = None, **body: Any) -> str:
-    response = http.post(f"{V1}/run/{algorithm}",
-                         json={"algorithmParameters": payload or {"n": 1}, **body})
+    response = http.post(
+        f"{V1}/run/{algorithm}", json={"algorithmParameters": payload or {"n": 1}, **body}
+    )
     assert response.status_code == 202, response.text
     return response.json()["requestId"]
 
 
 def submit_when_known(http: httpx.Client, algorithm: str, **body: Any) -> str:
     """Submit once the template source has seen the template (a watch, so soon)."""
+
     def attempt() -> str | None:
-        response = http.post(f"{V1}/run/{algorithm}", json={"algorithmParameters": {"n": 1}, **body})
+        response = http.post(
+            f"{V1}/run/{algorithm}", json={"algorithmParameters": {"n": 1}, **body}
+        )
         if response.status_code == 400 and "No valid configuration" in response.text:
             return None
         assert response.status_code == 202, response.text
         return response.json()["requestId"]
+
     return wait_for(attempt, 20, f"template {algorithm} to reach nexus", every=0.3)
 
 
@@ -299,10 +379,15 @@ def metadata(http: httpx.Client, algorithm: str, run_id: str) -> dict:
     return response.json()
 
 
-def wait_stage(http: httpx.Client, algorithm: str, run_id: str, stages: set[str],
-               timeout: float = 60) -> dict:
-    return wait_for(lambda: (m := metadata(http, algorithm, run_id))["lifecycle_stage"] in stages and m,
-                    timeout, f"run {algorithm}/{run_id} to reach {sorted(stages)}", every=0.3)
+def wait_stage(
+    http: httpx.Client, algorithm: str, run_id: str, stages: set[str], timeout: float = 60
+) -> dict:
+    return wait_for(
+        lambda: (m := metadata(http, algorithm, run_id))["lifecycle_stage"] in stages and m,
+        timeout,
+        f"run {algorithm}/{run_id} to reach {sorted(stages)}",
+        every=0.3,
+    )
 
 
 def finished(http: httpx.Client, algorithm: str, run_id: str, timeout: float = 90) -> dict:
@@ -312,8 +397,11 @@ def finished(http: httpx.Client, algorithm: str, run_id: str, timeout: float = 9
         body = result(http, algorithm, run_id, wait=min(20, timeout))
         if body["status"] not in ("NEW", "BUFFERED", "RUNNING"):
             return {**body, "meta": metadata(http, algorithm, run_id)}
-    pytest.fail(f"run {algorithm}/{run_id} did not finish in {timeout}s: "
-                f"{metadata(http, algorithm, run_id)}", pytrace=False)
+    pytest.fail(
+        f"run {algorithm}/{run_id} did not finish in {timeout}s: "
+        f"{metadata(http, algorithm, run_id)}",
+        pytrace=False,
+    )
 
 
 def act_as_algorithm(kube: Kube, namespace: str, algorithm: str, run_id: str) -> bytes:
@@ -328,8 +416,11 @@ def act_as_algorithm(kube: Kube, namespace: str, algorithm: str, run_id: str) ->
     result_body = json.dumps({"echo": payload.json(), "shard": env["NEXUS__SHARD_NAME"]}).encode()
     upload = httpx.put(env["NEXUS__RESULT_UPLOAD_URL"], content=result_body, timeout=10)
     assert upload.status_code in (200, 201), upload.text
-    report = httpx.post(f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/{algorithm}/requests/{run_id}",
-                        json={"resultUri": env["NEXUS__RESULT_URL"]}, timeout=10)
+    report = httpx.post(
+        f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/{algorithm}/requests/{run_id}",
+        json={"resultUri": env["NEXUS__RESULT_URL"]},
+        timeout=10,
+    )
     assert report.status_code == 202, report.text
     return result_body
 
@@ -341,8 +432,9 @@ def job_gone(kube: Kube, namespace: str, run_id: str, timeout: float = 30) -> No
 # --- tests -------------------------------------------------------------------------------
 
 
-def test_run_goes_through_a_real_job_on_a_kwok_node(kube, kubeconfig, namespace, tmp_path,
-                                                    nexus_factory):
+def test_run_goes_through_a_real_job_on_a_kwok_node(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
     # Applied after nexus started: the template source's watch must pick them up.
     workgroup(kube, namespace, "wg-a", "shard-a")
@@ -352,14 +444,22 @@ def test_run_goes_through_a_real_job_on_a_kwok_node(kube, kubeconfig, namespace,
         meta = wait_stage(http, "hello", run_id, {"RUNNING"})
         job = wait_for(lambda: kube.job(namespace, run_id), 30, "the Job")
         assert meta["job_uid"] == job["metadata"]["uid"]
-        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e.get("value")
+            for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
         assert env["NEXUS__SHARD_NAME"] == "shard-a" and env["TEAM"] == "integration"
         labels = job["metadata"]["labels"]
         assert labels[f"{GROUP}/algorithm-template-name"] == "hello"
         assert labels[f"{GROUP}/nexus-component"] == "algorithm-run"
         assert job["spec"]["template"]["spec"]["tolerations"][0]["key"] == "kwok.x-k8s.io/node"
-        [pod] = wait_for(lambda: [p for p in kube.pods(namespace, run_id)
-                                  if p["status"].get("phase") == "Running"], 60, "a Running Pod")
+        [pod] = wait_for(
+            lambda: [
+                p for p in kube.pods(namespace, run_id) if p["status"].get("phase") == "Running"
+            ],
+            60,
+            "a Running Pod",
+        )
         assert pod["spec"]["nodeName"].startswith("kwok-node-")
         assert pod["metadata"]["annotations"]["nexus.test/hold"] == "true"
 
@@ -368,33 +468,80 @@ def test_run_goes_through_a_real_job_on_a_kwok_node(kube, kubeconfig, namespace,
         assert done["status"] == "COMPLETED", done
         assert httpx.get(done["resultUri"], timeout=10).content == sent
         metrics = http.get("/metrics").text
-        assert 'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0' in metrics
+        assert (
+            'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0'
+            in metrics
+        )
 
 
 FAILURES = {
     # name: (annotations, template options, stage, cause, words in the details)
-    "fatal-exit": ({"nexus.test/exit-code": "42", "nexus.test/run-duration": "300ms"},
-                   {"fatal": [42], "retries": 3}, "FAILED", FATAL_CAUSE, "exit code 42"),
-    "pull-back-off": ({"nexus.test/image-pull-backoff": "true"}, {}, "SCHEDULING_FAILED",
-                      IMAGE_CAUSE, "ImagePullBackOff"),
-    "deadline": ({"nexus.test/hold": "true"}, {"deadline": 3}, "DEADLINE_EXCEEDED",
-                 DEADLINE_CAUSE, "deadline"),
-    "retry-limit": ({"nexus.test/exit-code": "3", "nexus.test/run-duration": "300ms"},
-                    {"retries": 0}, "DEADLINE_EXCEEDED", DEADLINE_CAUSE, "backoff limit"),
-    "no-report": ({"nexus.test/run-duration": "300ms"}, {}, "FAILED", NO_REPORT_CAUSE,
-                  "CompletionsReached"),
-    "failed-create": ({}, {"service_account": "no-such-account"}, "SCHEDULING_FAILED",
-                      START_CAUSE, "no-such-account"),
-    "oom-killed": ({"nexus.test/exit-code": "137", "nexus.test/terminated-reason": "OOMKilled",
-                    "nexus.test/run-duration": "300ms"},
-                   {"retries": 0}, "FAILED", OOM_CAUSE, "OOM-killed"),
-    "cannot-start": ({"nexus.test/waiting-reason": "CreateContainerConfigError"}, {},
-                     "SCHEDULING_FAILED", START_CAUSE, "CreateContainerConfigError"),
+    "fatal-exit": (
+        {"nexus.test/exit-code": "42", "nexus.test/run-duration": "300ms"},
+        {"fatal": [42], "retries": 3},
+        "FAILED",
+        FATAL_CAUSE,
+        "exit code 42",
+    ),
+    "pull-back-off": (
+        {"nexus.test/image-pull-backoff": "true"},
+        {},
+        "SCHEDULING_FAILED",
+        IMAGE_CAUSE,
+        "ImagePullBackOff",
+    ),
+    "deadline": (
+        {"nexus.test/hold": "true"},
+        {"deadline": 3},
+        "DEADLINE_EXCEEDED",
+        DEADLINE_CAUSE,
+        "deadline",
+    ),
+    "retry-limit": (
+        {"nexus.test/exit-code": "3", "nexus.test/run-duration": "300ms"},
+        {"retries": 0},
+        "DEADLINE_EXCEEDED",
+        DEADLINE_CAUSE,
+        "backoff limit",
+    ),
+    "no-report": (
+        {"nexus.test/run-duration": "300ms"},
+        {},
+        "FAILED",
+        NO_REPORT_CAUSE,
+        "CompletionsReached",
+    ),
+    "failed-create": (
+        {},
+        {"service_account": "no-such-account"},
+        "SCHEDULING_FAILED",
+        START_CAUSE,
+        "no-such-account",
+    ),
+    "oom-killed": (
+        {
+            "nexus.test/exit-code": "137",
+            "nexus.test/terminated-reason": "OOMKilled",
+            "nexus.test/run-duration": "300ms",
+        },
+        {"retries": 0},
+        "FAILED",
+        OOM_CAUSE,
+        "OOM-killed",
+    ),
+    "cannot-start": (
+        {"nexus.test/waiting-reason": "CreateContainerConfigError"},
+        {},
+        "SCHEDULING_FAILED",
+        START_CAUSE,
+        "CreateContainerConfigError",
+    ),
 }
 
 
-def test_each_failure_ends_in_its_stage_with_its_cause(kube, kubeconfig, namespace, tmp_path,
-                                                       nexus_factory):
+def test_each_failure_ends_in_its_stage_with_its_cause(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     workgroup(kube, namespace, "wg-a", "shard-a")
     for name, (pod_annotations, options, *_) in FAILURES.items():
         template(kube, namespace, name, pod_annotations, **options)
@@ -405,12 +552,19 @@ def test_each_failure_ends_in_its_stage_with_its_cause(kube, kubeconfig, namespa
         for name, (_, _, stage, cause, detail) in FAILURES.items():
             done = finished(http, name, runs[name], timeout=120)
             meta = done["meta"]
-            print(f"{name}: {done['status']} | {done['runErrorMessage']} | "
-                  f"{meta['algorithm_failure_details']}")
-            if done["status"] != stage or cause not in done["runErrorMessage"] or \
-                    detail.lower() not in meta["algorithm_failure_details"].lower():
-                problems.append(f"{name}: {done['status']} {done['runErrorMessage']!r} "
-                                f"details {meta['algorithm_failure_details']!r}")
+            print(
+                f"{name}: {done['status']} | {done['runErrorMessage']} | "
+                f"{meta['algorithm_failure_details']}"
+            )
+            if (
+                done["status"] != stage
+                or cause not in done["runErrorMessage"]
+                or detail.lower() not in meta["algorithm_failure_details"].lower()
+            ):
+                problems.append(
+                    f"{name}: {done['status']} {done['runErrorMessage']!r} "
+                    f"details {meta['algorithm_failure_details']!r}"
+                )
         assert not problems, "\n".join(problems) + "\n" + nexus.log()
         # The supervisor deleted every Job that failed (not the one that succeeded silently).
         for name in FAILURES:
@@ -418,23 +572,27 @@ def test_each_failure_ends_in_its_stage_with_its_cause(kube, kubeconfig, namespa
                 job_gone(kube, namespace, runs[name])
 
 
-def test_cancel_parent_cancels_children_and_deletes_their_jobs(kube, kubeconfig, namespace,
-                                                               tmp_path, nexus_factory):
+def test_cancel_parent_cancels_children_and_deletes_their_jobs(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     workgroup(kube, namespace, "wg-a", "shard-a")
     template(kube, namespace, "tree", {"nexus.test/hold": "true"})
     nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
     with httpx.Client(base_url=nexus.url, timeout=60) as http:
         parent = submit(http, "tree")
         parent_uid = wait_stage(http, "tree", parent, {"RUNNING"})["job_uid"]
-        children = [submit(http, "tree", parentRequest={"requestId": parent, "algorithmName": "tree"})
-                    for _ in range(2)]
+        children = [
+            submit(http, "tree", parentRequest={"requestId": parent, "algorithmName": "tree"})
+            for _ in range(2)
+        ]
         for child in children:
             wait_stage(http, "tree", child, {"RUNNING"})
             owners = kube.job(namespace, child)["metadata"]["ownerReferences"]
             assert [(o["kind"], o["uid"]) for o in owners] == [("Job", parent_uid)]
-        response = http.post(f"{V1}/cancel/tree/requests/{parent}",
-                             json={"reason": "test", "initiator": "it",
-                                   "cancellationPolicy": "Foreground"})
+        response = http.post(
+            f"{V1}/cancel/tree/requests/{parent}",
+            json={"reason": "test", "initiator": "it", "cancellationPolicy": "Foreground"},
+        )
         assert response.status_code == 200, response.text
         for run_id in (parent, *children):
             done = finished(http, "tree", run_id, timeout=30)
@@ -443,8 +601,9 @@ def test_cancel_parent_cancels_children_and_deletes_their_jobs(kube, kubeconfig,
         assert http.post(f"{V1}/cancel/tree/requests/{parent}", json={}).status_code == 409
 
 
-def test_cancel_honours_the_propagation_policy(kube, kubeconfig, namespace, tmp_path,
-                                              nexus_factory):
+def test_cancel_honours_the_propagation_policy(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     workgroup(kube, namespace, "wg-a", "shard-a")
     template(kube, namespace, "policy", {"nexus.test/hold": "true"})
     nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
@@ -453,27 +612,45 @@ def test_cancel_honours_the_propagation_policy(kube, kubeconfig, namespace, tmp_
         pods = {}
         for run_id in (orphaned, background):
             wait_stage(http, "policy", run_id, {"RUNNING"})
-            [pods[run_id]] = wait_for(lambda run_id=run_id: [
-                p["metadata"]["name"] for p in kube.pods(namespace, run_id)
-                if p["status"].get("phase") == "Running"], 60, f"the Pod of {run_id}")
+            [pods[run_id]] = wait_for(
+                lambda run_id=run_id: [
+                    p["metadata"]["name"]
+                    for p in kube.pods(namespace, run_id)
+                    if p["status"].get("phase") == "Running"
+                ],
+                60,
+                f"the Pod of {run_id}",
+            )
         for run_id, policy in ((orphaned, "Orphan"), (background, "Background")):
-            response = http.post(f"{V1}/cancel/policy/requests/{run_id}",
-                                 json={"reason": "test", "initiator": "it", "cancellationPolicy": policy})
+            response = http.post(
+                f"{V1}/cancel/policy/requests/{run_id}",
+                json={"reason": "test", "initiator": "it", "cancellationPolicy": policy},
+            )
             assert response.status_code == 200, response.text
             assert finished(http, "policy", run_id, timeout=10)["status"] == "CANCELLED"
             job_gone(kube, namespace, run_id)
         pod_path = f"/api/v1/namespaces/{namespace}/pods"
-        wait_for(lambda: kube.call("GET", f"{pod_path}/{pods[background]}") is None, 30,
-                 "the Pod of the Job deleted in the background to go")
+        wait_for(
+            lambda: kube.call("GET", f"{pod_path}/{pods[background]}") is None,
+            30,
+            "the Pod of the Job deleted in the background to go",
+        )
         # Orphan: the Job is gone, its Pod lives on without an owner.
-        orphan = wait_for(lambda: (p := kube.call("GET", f"{pod_path}/{pods[orphaned]}"))
-                          and not p["metadata"].get("ownerReferences") and p, 30,
-                          "the orphaned Pod to lose its owner")
+        orphan = wait_for(
+            lambda: (
+                (p := kube.call("GET", f"{pod_path}/{pods[orphaned]}"))
+                and not p["metadata"].get("ownerReferences")
+                and p
+            ),
+            30,
+            "the orphaned Pod to lose its owner",
+        )
         assert orphan["status"]["phase"] == "Running"
 
 
-def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, namespace, tmp_path,
-                                                         nexus_factory):
+def test_runs_are_routed_to_the_shard_of_their_workgroup(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     """Two shards on one control plane, told apart by namespace: each shard's kubeconfig
     names its own namespace in its context, which is where nexus puts that shard's Jobs
     and where it watches them. Templates and workgroups live in runtime-namespace."""
@@ -485,8 +662,13 @@ def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, names
         template(kube, namespace, "on-a", {"nexus.test/hold": "true"}, workgroup_name="wg-a")
         template(kube, namespace, "on-b", {"nexus.test/hold": "true"}, workgroup_name="wg-b")
         template(kube, namespace, "on-z", {}, workgroup_name="wg-z")
-        nexus = start(nexus_factory, kubeconfig, namespace, tmp_path,
-                      shards={"shard-a": namespace, "shard-b": other})
+        nexus = start(
+            nexus_factory,
+            kubeconfig,
+            namespace,
+            tmp_path,
+            shards={"shard-a": namespace, "shard-b": other},
+        )
         with httpx.Client(base_url=nexus.url, timeout=60) as http:
             refused = http.post(f"{V1}/run/on-z", json={"algorithmParameters": {}})
             assert refused.status_code == 400 and "shard-z" in refused.text, refused.text
@@ -499,7 +681,9 @@ def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, names
             assert in_a == {r for a, r in runs if a == "on-a"}
             assert in_b == {r for a, r in runs if a == "on-b"}
             for algorithm, run_id in runs:
-                act_as_algorithm(kube, namespace if algorithm == "on-a" else other, algorithm, run_id)
+                act_as_algorithm(
+                    kube, namespace if algorithm == "on-a" else other, algorithm, run_id
+                )
             for algorithm, run_id in runs:
                 done = finished(http, algorithm, run_id)
                 assert done["status"] == "COMPLETED", done
@@ -510,7 +694,8 @@ def test_runs_are_routed_to_the_shard_of_their_workgroup(kube, kubeconfig, names
 
 
 def test_an_unreachable_shard_does_not_stop_supervision_of_the_others(
-        kube, kubeconfig, namespace, tmp_path, nexus_factory):
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     """shard-down's API server does not answer (its kubeconfig names a closed port). The
     periodic re-list still judges shard-a: a run whose Job was deleted behind nexus's back
     there is failed as lost (only the re-list can see that), while shard-down's runs are
@@ -528,8 +713,12 @@ def test_an_unreachable_shard_does_not_stop_supervision_of_the_others(
     with httpx.Client(base_url=nexus.url, timeout=60) as http:
         run_id = submit(http, "on-a")
         wait_stage(http, "on-a", run_id, {"RUNNING"})
-        kube.call("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{run_id}",
-                  ok=(200, 202), propagationPolicy="Background")
+        kube.call(
+            "DELETE",
+            f"/apis/batch/v1/namespaces/{namespace}/jobs/{run_id}",
+            ok=(200, 202),
+            propagationPolicy="Background",
+        )
         done = finished(http, "on-a", run_id, timeout=60)
         assert done["status"] == "FAILED", (done, nexus.log())
         assert done["runErrorMessage"] == LOST_CAUSE
@@ -537,15 +726,23 @@ def test_an_unreachable_shard_does_not_stop_supervision_of_the_others(
 
 
 def test_killed_scheduler_runs_are_launched_by_the_survivor_exactly_once(
-        kube, kubeconfig, namespace, tmp_path, nexus_factory):
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
     workgroup(kube, namespace, "wg-a", "shard-a")
     template(kube, namespace, "queued", {"nexus.test/hold": "true"})
     data_dir = tmp_path / "data"
     lease = {"NEXUS__SUPERVISOR__LEASE_TTL": "2s", "NEXUS__SUPERVISOR__HEARTBEAT_INTERVAL": "500ms"}
-    slow = start(nexus_factory, kubeconfig, namespace, tmp_path, data_dir=data_dir,
-                 NEXUS__INSTANCE_ID="scheduler-1",
-                 NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND="2",
-                 NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST="1", **lease)
+    slow = start(
+        nexus_factory,
+        kubeconfig,
+        namespace,
+        tmp_path,
+        data_dir=data_dir,
+        NEXUS__INSTANCE_ID="scheduler-1",
+        NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND="2",
+        NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST="1",
+        **lease,
+    )
     with httpx.Client(base_url=slow.url, timeout=60) as http:
         runs = [submit(http, "queued", {"i": i}) for i in range(20)]
     time.sleep(1.0)
@@ -553,8 +750,15 @@ def test_killed_scheduler_runs_are_launched_by_the_survivor_exactly_once(
     launched_before = {j["metadata"]["name"] for j in kube.jobs(namespace)}
     assert len(launched_before) < len(runs), "the queue drained before the kill; slow it down"
 
-    survivor = start(nexus_factory, kubeconfig, namespace, tmp_path, data_dir=data_dir,
-                     NEXUS__INSTANCE_ID="scheduler-2", **lease)
+    survivor = start(
+        nexus_factory,
+        kubeconfig,
+        namespace,
+        tmp_path,
+        data_dir=data_dir,
+        NEXUS__INSTANCE_ID="scheduler-2",
+        **lease,
+    )
     with httpx.Client(base_url=survivor.url, timeout=60) as http:
         stages = {r: wait_stage(http, "queued", r, {"RUNNING"}, timeout=60) for r in runs}
     jobs = {j["metadata"]["name"]: j for j in kube.jobs(namespace)}

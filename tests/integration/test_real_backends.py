@@ -70,13 +70,20 @@ def wait_finished(http: httpx.Client, algorithm: str, run_id: str, timeout: floa
 @pytest.mark.cassandra
 @pytest.mark.s3
 def test_word_stats_completes_on_cassandra_and_s3(nexus_factory, keyspace, prefix, tmp_path):
-    env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix),
-           "NEXUS__TEMPLATES_PATH": str(EXAMPLE_TEMPLATES)}
+    env = {
+        **cassandra_settings_env(keyspace),
+        **s3_settings_env(prefix),
+        "NEXUS__TEMPLATES_PATH": str(EXAMPLE_TEMPLATES),
+    }
     nexus = nexus_factory(env=env)
     with httpx.Client(base_url=nexus.url, timeout=30) as http:
-        response = http.post(f"{API}/run/word-stats", json={
-            "algorithmParameters": {"text": "the cat saw the other cat", "top": 2},
-            "tag": f"it-{uuid.uuid4()}"})
+        response = http.post(
+            f"{API}/run/word-stats",
+            json={
+                "algorithmParameters": {"text": "the cat saw the other cat", "top": 2},
+                "tag": f"it-{uuid.uuid4()}",
+            },
+        )
         assert response.status_code == 202, response.text
         run_id = response.json()["requestId"]
         result = wait_finished(http, "word-stats", run_id)
@@ -84,7 +91,10 @@ def test_word_stats_completes_on_cassandra_and_s3(nexus_factory, keyspace, prefi
         # The result URL is a presigned S3 URL: any plain HTTP client can fetch it.
         assert result["resultUri"].startswith(env["NEXUS__S3_BUFFER__ENDPOINT"])
         assert httpx.get(result["resultUri"]).json() == {
-            "words": 6, "distinct": 4, "top": [["the", 2], ["cat", 2]]}
+            "words": 6,
+            "distinct": 4,
+            "top": [["the", 2], ["cat", 2]],
+        }
         payload = http.get(f"{API}/payload/word-stats/requests/{run_id}")
         assert payload.status_code == 302
         assert httpx.get(payload.headers["location"]).json()["text"].startswith("the cat")
@@ -98,8 +108,10 @@ def test_word_stats_completes_on_cassandra_and_s3(nexus_factory, keyspace, prefi
     with httpx.Client(base_url=again.url, timeout=30) as http:
         assert http.get(f"{API}/results/word-stats/requests/{run_id}").json() == result
     with cql_session(keyspace) as session:
-        row = session.execute("SELECT cluster FROM submission_buffer WHERE algorithm = %s "
-                              "AND id = %s", ("word-stats", run_id)).one()
+        row = session.execute(
+            "SELECT cluster FROM submission_buffer WHERE algorithm = %s AND id = %s",
+            ("word-stats", run_id),
+        ).one()
     assert row == {"cluster": "local"}
 
 
@@ -110,18 +122,21 @@ def test_failures_cancels_and_tags_on_cassandra_and_s3(nexus_factory, keyspace, 
     nexus = nexus_factory(env=env)  # the test algorithm "behave" (tests/e2e/templates)
     tag = f"it-{uuid.uuid4()}"
     with httpx.Client(base_url=nexus.url, timeout=30) as http:
+
         def start(parameters: dict) -> str:
-            response = http.post(f"{API}/run/behave",
-                                 json={"algorithmParameters": parameters, "tag": tag})
+            response = http.post(
+                f"{API}/run/behave", json={"algorithmParameters": parameters, "tag": tag}
+            )
             assert response.status_code == 202, response.text
             return response.json()["requestId"]
 
         failing, sleeping = start({"error": "bad input"}), start({"sleep": 30})
         failed = wait_finished(http, "behave", failing)
         assert (failed["status"], failed["runErrorMessage"]) == ("FAILED", "bad input")
-        cancel = http.post(f"{API}/cancel/behave/requests/{sleeping}",
-                           json={"reason": "test", "initiator": "it",
-                                 "cancellationPolicy": "Background"})
+        cancel = http.post(
+            f"{API}/cancel/behave/requests/{sleeping}",
+            json={"reason": "test", "initiator": "it", "cancellationPolicy": "Background"},
+        )
         assert cancel.status_code == 200, cancel.text
         assert wait_finished(http, "behave", sleeping)["status"] == "CANCELLED"
         tagged = http.get(f"{API}/results/tags/{tag}").json()
@@ -139,8 +154,14 @@ def test_failures_cancels_and_tags_on_cassandra_and_s3(nexus_factory, keyspace, 
 
 def make_run(**fields) -> Run:
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    values = dict(algorithm="it-algorithm", id=str(uuid.uuid4()), lifecycle_stage=S.NEW,
-                  received_by_host=f"host-{uuid.uuid4()}", received_at=now, last_modified=now)
+    values = dict(
+        algorithm="it-algorithm",
+        id=str(uuid.uuid4()),
+        lifecycle_stage=S.NEW,
+        received_by_host=f"host-{uuid.uuid4()}",
+        received_at=now,
+        last_modified=now,
+    )
     values.update(fields)
     return Run(**values)
 
@@ -156,17 +177,25 @@ async def store(keyspace):
 @pytest.mark.cassandra
 async def test_schema_has_the_spec_columns(store, keyspace):
     with cql_session() as session:
-        rows = session.execute("SELECT table_name, column_name FROM system_schema.columns "
-                               "WHERE keyspace_name = %s", (keyspace,)).all()
-        replication = session.execute("SELECT replication FROM system_schema.keyspaces WHERE "
-                                      "keyspace_name = %s", (keyspace,)).one()["replication"]
+        rows = session.execute(
+            "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = %s",
+            (keyspace,),
+        ).all()
+        replication = session.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+        ).one()["replication"]
     columns: dict[str, set[str]] = {}
     for row in rows:
         columns.setdefault(row["table_name"], set()).add(row["column_name"])
     assert columns["checkpoints"] == set(COLUMNS)
     assert columns["submission_buffer"] == {"algorithm", "id", "cluster", "template"}
-    assert {"checkpoints_by_tag", "checkpoints_by_host", "checkpoints_by_parent",
-            "idempotency_keys", "leases"} <= set(columns)
+    assert {
+        "checkpoints_by_tag",
+        "checkpoints_by_host",
+        "checkpoints_by_parent",
+        "idempotency_keys",
+        "leases",
+    } <= set(columns)
     assert replication["replication_factor"] == "1"
 
 
@@ -176,10 +205,15 @@ async def test_stale_lookup_rows_are_filtered_out(store, keyspace):
     await store.create(run, None)
     await store.transition(run.algorithm, run.id, S.BUFFERED)
     with cql_session(keyspace) as session:  # what a crash between two writes leaves behind
-        session.execute("INSERT INTO checkpoints_by_host (host, lifecycle_stage, algorithm, id) "
-                        "VALUES (%s, 'NEW', %s, %s)", (run.received_by_host, run.algorithm, run.id))
-        session.execute("INSERT INTO checkpoints_by_tag (tag, algorithm, id) VALUES "
-                        "('stale', %s, %s)", (run.algorithm, run.id))
+        session.execute(
+            "INSERT INTO checkpoints_by_host (host, lifecycle_stage, algorithm, id) "
+            "VALUES (%s, 'NEW', %s, %s)",
+            (run.received_by_host, run.algorithm, run.id),
+        )
+        session.execute(
+            "INSERT INTO checkpoints_by_tag (tag, algorithm, id) VALUES ('stale', %s, %s)",
+            (run.algorithm, run.id),
+        )
     assert await store.by_host_stage(run.received_by_host, S.NEW) == []
     assert [r.id for r in await store.by_host_stage(run.received_by_host, S.BUFFERED)] == [run.id]
     assert await store.by_tag("stale") == []
@@ -191,10 +225,15 @@ async def test_abandoned_idempotency_key_is_taken_over(store, keyspace):
     ghost = str(uuid.uuid4())  # a run whose create crashed after claiming its key
     an_hour_ago = int((time.time() - 3600) * 1e6)
     with cql_session(keyspace) as session:
-        session.execute("INSERT INTO idempotency_keys (algorithm, key, id) VALUES (%s, %s, %s) "
-                        f"USING TIMESTAMP {an_hour_ago}", ("it-algorithm", old, ghost))
-        session.execute("INSERT INTO idempotency_keys (algorithm, key, id) VALUES (%s, %s, %s)",
-                        ("it-algorithm", recent, ghost))
+        session.execute(
+            "INSERT INTO idempotency_keys (algorithm, key, id) VALUES (%s, %s, %s) "
+            f"USING TIMESTAMP {an_hour_ago}",
+            ("it-algorithm", old, ghost),
+        )
+        session.execute(
+            "INSERT INTO idempotency_keys (algorithm, key, id) VALUES (%s, %s, %s)",
+            ("it-algorithm", recent, ghost),
+        )
     assert await store.find_idempotent("it-algorithm", old) is None
     run = make_run()
     assert await store.create(run, None, old) == run.id
@@ -220,8 +259,11 @@ async def test_checkpoint_ttl_expires_the_whole_record_at_once(keyspace):
         assert await store.get_submission(run.algorithm, run.id) is None
         assert await store.find_idempotent(run.algorithm, f"key-{run.id}") is None
         with cql_session(keyspace) as session:
-            left = session.execute("SELECT id FROM checkpoints_by_host WHERE host = %s AND "
-                                   "lifecycle_stage = 'BUFFERED'", (run.received_by_host,)).all()
+            left = session.execute(
+                "SELECT id FROM checkpoints_by_host WHERE host = %s AND "
+                "lifecycle_stage = 'BUFFERED'",
+                (run.received_by_host,),
+            ).all()
         assert left == []
     finally:
         await store.close()
@@ -233,8 +275,9 @@ async def test_a_refused_login_is_a_clear_backend_error(keyspace, user, password
     """The test Cassandra checks logins (PasswordAuthenticator): the right credentials are
     what every other test uses; wrong or missing ones are refused, and the error says so
     in one line instead of a retry storm."""
-    store = CassandraRunStore(cassandra_config(keyspace, user=user, password=password,
-                                               connect_timeout=3.0))
+    store = CassandraRunStore(
+        cassandra_config(keyspace, user=user, password=password, connect_timeout=3.0)
+    )
     with pytest.raises(Exception) as error:
         await asyncio.wait_for(store.open(), 60)
     assert error.type.__name__ == "BackendUnavailable"
@@ -256,10 +299,14 @@ async def test_local_dc_places_the_keyspace_and_routes_to_that_dc():
         await store.create(run, None)
         assert (await store.get(run.algorithm, run.id)).id == run.id
         with cql_session() as session:
-            replication = session.execute("SELECT replication FROM system_schema.keyspaces "
-                                          "WHERE keyspace_name = %s", (keyspace,)).one()
+            replication = session.execute(
+                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                (keyspace,),
+            ).one()
         assert replication["replication"] == {
-            "class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "datacenter1": "1"}
+            "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            "datacenter1": "1",
+        }
     finally:
         await store.close()
         drop_keyspace(keyspace)
@@ -278,8 +325,9 @@ async def test_tls_to_cassandra_with_the_servers_ca(keyspace):
         await store.create(run, None)
         assert (await store.get(run.algorithm, run.id)).id == run.id
         with cql_session() as session:  # a plain connection, looking at everyone's
-            clients = session.execute("SELECT ssl_enabled, ssl_protocol FROM "
-                                      "system_views.clients").all()
+            clients = session.execute(
+                "SELECT ssl_enabled, ssl_protocol FROM system_views.clients"
+            ).all()
         encrypted = [c for c in clients if c["ssl_enabled"]]
         assert encrypted and all(c["ssl_protocol"].startswith("TLS") for c in encrypted), clients
     finally:
@@ -291,8 +339,9 @@ async def test_tls_to_cassandra_refuses_a_certificate_it_cannot_verify(keyspace)
     """Without the server's CA (the system CAs only) its self-signed certificate is not
     trusted: the store does not open, with a one-line error."""
     require("cassandra", ("NEXUS_TEST_CASSANDRA_TLS_CA",))
-    store = CassandraRunStore(cassandra_config(keyspace, tls=True, tls_ca_path="",
-                                               connect_timeout=3.0))
+    store = CassandraRunStore(
+        cassandra_config(keyspace, tls=True, tls_ca_path="", connect_timeout=3.0)
+    )
     with pytest.raises(Exception) as error:
         await asyncio.wait_for(store.open(), 60)
     assert error.type.__name__ == "BackendUnavailable"
@@ -301,8 +350,11 @@ async def test_tls_to_cassandra_refuses_a_certificate_it_cannot_verify(keyspace)
 
 @pytest.mark.cassandra
 def test_nexus_with_wrong_cassandra_password_stops_at_start_up(nexus_factory, keyspace, prefix):
-    env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix),
-           "NEXUS__SCYLLA_CQL_STORE__PASSWORD": "wrong-password"}
+    env = {
+        **cassandra_settings_env(keyspace),
+        **s3_settings_env(prefix),
+        "NEXUS__SCYLLA_CQL_STORE__PASSWORD": "wrong-password",
+    }
     with pytest.raises(RuntimeError, match="nexus exited") as error:
         nexus_factory(env=env)
     assert "scylla-cql-store.password" in str(error.value), str(error.value)

@@ -26,8 +26,11 @@ CONTAINERFILE = REPO / "Containerfile"
 
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(
-        line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    joined = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
     result = []
     for line in joined.splitlines():
         if line.strip():
@@ -54,8 +57,9 @@ def test_containerfile_builds_with_the_script_and_runs_unprivileged() -> None:
     assert len(calls) == 1, "the build stage must build the wheel with scripts/build-wheel"
     assert any("scripts/build-wheel" in args for word, args in build if word == "COPY")
     runtime_words = [word for word, _ in runtime]
-    assert "RUN" not in runtime_words[runtime_words.index("COPY"):], \
+    assert "RUN" not in runtime_words[runtime_words.index("COPY") :], (
         "the runtime stage only copies the virtualenv"
+    )
     copies = [args for word, args in runtime if word == "COPY"]
     assert copies == ["--from=build /opt/nexus /opt/nexus"]
     user = [args for word, args in runtime if word == "USER"]
@@ -81,8 +85,13 @@ def test_containerignore_keeps_what_the_build_copies() -> None:
 def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     env = {**os.environ, "PYTHON": sys.executable}
-    built = subprocess.run([str(REPO / "scripts" / "build-wheel"), str(dist)], env=env,
-                           capture_output=True, text=True, timeout=1800)
+    built = subprocess.run(
+        [str(REPO / "scripts" / "build-wheel"), str(dist)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("nexus-*.whl")
     (client_wheel,) = dist.glob("nexus_run_client-*.whl")
@@ -96,31 +105,55 @@ def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-           "--disable-pip-version-check"]
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
     requirements = requires(metadata)
     # The client exactly at the server's version, and only from the build output.
     assert f"nexus-run-client=={metadata['Version']}" in requirements
     assert client_wheel.name.startswith(f"nexus_run_client-{metadata['Version']}-")
     index_requirements = [req for req in requirements if not req.startswith("nexus-run-client")]
     index_requirements += requires(wheel_metadata(client_wheel))
-    deps = subprocess.run([*pip, *index_requirements], capture_output=True, text=True,
-                          timeout=1800)
+    deps = subprocess.run([*pip, *index_requirements], capture_output=True, text=True, timeout=1800)
     assert deps.returncode == 0, deps.stderr[-3000:]
     # The wheels themselves only from the build output, never from an index.
-    own = subprocess.run([*pip, "--no-index", "--find-links", str(dist), "nexus"],
-                         capture_output=True, text=True, timeout=600)
+    own = subprocess.run(
+        [*pip, "--no-index", "--find-links", str(dist), "nexus"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert own.returncode == 0, own.stderr[-3000:]
 
-    outside = {k: v for k, v in os.environ.items()
-               if not k.startswith(("NEXUS", "PYTHON", "VIRTUAL_ENV"))}
-    help_text = subprocess.run([str(venv / "bin" / "nexus"), "--help"], cwd=tmp_path,
-                               env=outside, capture_output=True, text=True, timeout=60)
+    outside = {
+        k: v for k, v in os.environ.items() if not k.startswith(("NEXUS", "PYTHON", "VIRTUAL_ENV"))
+    }
+    help_text = subprocess.run(
+        [str(venv / "bin" / "nexus"), "--help"],
+        cwd=tmp_path,
+        env=outside,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_text.returncode == 0 and "--role" in help_text.stdout
     imported = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import nexus, nexus._rust_queue as q; print(nexus.__file__, q.Queue(4).remaining())"],
-        cwd=tmp_path, env=outside, capture_output=True, text=True, timeout=60)
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import nexus, nexus._rust_queue as q; print(nexus.__file__, q.Queue(4).remaining())",
+        ],
+        cwd=tmp_path,
+        env=outside,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert imported.returncode == 0, imported.stderr
     location, remaining = imported.stdout.split()
     assert location.startswith(str(venv)) and remaining == "4"
@@ -128,10 +161,16 @@ def test_wheel_from_the_build_script_installs_and_runs(tmp_path: Path) -> None:
     # The installed package serves: `nexus --role all` on embedded defaults.
     port = _free_port()
     server = subprocess.Popen(
-        [str(venv / "bin" / "nexus"), "--role", "all", "--port", str(port)], cwd=tmp_path,
-        env={**outside, "NEXUS__DATA_DIR": str(tmp_path / "data"),
-             "NEXUS__TEMPLATES_PATH": str(REPO / "examples" / "templates")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [str(venv / "bin" / "nexus"), "--role", "all", "--port", str(port)],
+        cwd=tmp_path,
+        env={
+            **outside,
+            "NEXUS__DATA_DIR": str(tmp_path / "data"),
+            "NEXUS__TEMPLATES_PATH": str(REPO / "examples" / "templates"),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

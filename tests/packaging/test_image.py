@@ -30,8 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def podman() -> list[str]:
-    require("image", ("NEXUS_TEST_PODMAN", "NEXUS_TEST_IMAGE_BASE",
-                      "NEXUS_TEST_PODMAN_RUN_FLAGS"))
+    require("image", ("NEXUS_TEST_PODMAN", "NEXUS_TEST_IMAGE_BASE", "NEXUS_TEST_PODMAN_RUN_FLAGS"))
     return shlex.split(os.environ["NEXUS_TEST_PODMAN"])
 
 
@@ -39,10 +38,23 @@ def podman() -> list[str]:
 def image(podman: list[str]) -> str:
     flags = shlex.split(os.environ["NEXUS_TEST_PODMAN_RUN_FLAGS"])
     built = subprocess.run(
-        [*podman, "build", *flags, "--build-arg",
-         f"PYTHON_IMAGE={os.environ['NEXUS_TEST_IMAGE_BASE']}", "-t", TAG,
-         "-f", "Containerfile", "."],
-        cwd=REPO, capture_output=True, text=True, timeout=1800)
+        [
+            *podman,
+            "build",
+            *flags,
+            "--build-arg",
+            f"PYTHON_IMAGE={os.environ['NEXUS_TEST_IMAGE_BASE']}",
+            "-t",
+            TAG,
+            "-f",
+            "Containerfile",
+            ".",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
     # earlier builds' layers of this tag, left dangling by this one
     subprocess.run([*podman, "image", "prune", "-f"], capture_output=True, timeout=300)
@@ -51,8 +63,9 @@ def image(podman: list[str]) -> str:
 
 def run(podman: list[str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     flags = shlex.split(os.environ["NEXUS_TEST_PODMAN_RUN_FLAGS"])
-    return subprocess.run([*podman, "run", "--rm", *flags, *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [*podman, "run", "--rm", *flags, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_image_runs_as_non_root_and_answers_help_and_version(podman, image):
@@ -62,15 +75,23 @@ def test_the_image_runs_as_non_root_and_answers_help_and_version(podman, image):
     assert shown.returncode == 0 and "--role" in shown.stdout, shown.stderr
     version = run(podman, image, "--version")
     assert version.returncode == 0 and version.stdout.startswith("nexus "), version.stderr
-    size = subprocess.run([*podman, "image", "inspect", "--format", "{{.Size}}", image],
-                          capture_output=True, text=True, timeout=60)
+    size = subprocess.run(
+        [*podman, "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     print(f"\nimage {image}: {int(size.stdout.strip()) / 2**20:.0f} MiB")
 
 
 def _call(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as answer:
         return json.load(answer)
 
@@ -92,10 +113,13 @@ def test_role_all_serves_a_run_of_the_example_to_completed(podman, image):
                 pass
             assert time.monotonic() < deadline, _logs(podman, container)
             time.sleep(0.5)
-        created = _call(f"{base}/algorithm/v1/run/word-stats",
-                        {"algorithmParameters": {"text": "to be or not to be"}})
-        result = _call(f"{base}/algorithm/v1/results/word-stats/requests/"
-                       f"{created['requestId']}?wait=50")
+        created = _call(
+            f"{base}/algorithm/v1/run/word-stats",
+            {"algorithmParameters": {"text": "to be or not to be"}},
+        )
+        result = _call(
+            f"{base}/algorithm/v1/results/word-stats/requests/{created['requestId']}?wait=50"
+        )
         assert result["status"] == "COMPLETED", (result, _logs(podman, container))
         # the URLs the container signs name its host, not 0.0.0.0
         assert "0.0.0.0" not in result["resultUri"]
@@ -104,6 +128,5 @@ def test_role_all_serves_a_run_of_the_example_to_completed(podman, image):
 
 
 def _logs(podman: list[str], container: str) -> str:
-    done = subprocess.run([*podman, "logs", container], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([*podman, "logs", container], capture_output=True, text=True, timeout=60)
     return (done.stdout + done.stderr)[-4000:]

@@ -19,15 +19,24 @@ from nexus.core.models import (
 )
 from nexus.errors import LaunchError
 
-SPEC = AlgorithmSpec(container=ContainerSpec(image="algo", registry="reg.local", version_tag="7"),
-                     command="python main.py", args=["--sas-uri=%s", "--request-id=%s"],
-                     workgroup_ref=WorkgroupRef(name="wg"))
+SPEC = AlgorithmSpec(
+    container=ContainerSpec(image="algo", registry="reg.local", version_tag="7"),
+    command="python main.py",
+    args=["--sas-uri=%s", "--request-id=%s"],
+    workgroup_ref=WorkgroupRef(name="wg"),
+)
 
 
 class Templates:
     def __init__(self) -> None:
-        self.workgroups = {"wg": Workgroup("wg", WorkgroupSpec(
-            cluster="shard-a", tolerations=[{"key": "gpu", "operator": "Exists"}]))}
+        self.workgroups = {
+            "wg": Workgroup(
+                "wg",
+                WorkgroupSpec(
+                    cluster="shard-a", tolerations=[{"key": "gpu", "operator": "Exists"}]
+                ),
+            )
+        }
 
     async def workgroup(self, name: str) -> Workgroup | None:
         return self.workgroups.get(name)
@@ -51,18 +60,35 @@ class Store:
 
 
 def run(run_id: str = "r1", **fields) -> Run:
-    values = dict(algorithm="algo", id=run_id, lifecycle_stage=S.NEW, cluster="shard-a",
-                  payload_uri=f"https://payload/{run_id}", applied_configuration=SPEC,
-                  payload_valid_for="2h", received_at=datetime.now(UTC))
+    values = dict(
+        algorithm="algo",
+        id=run_id,
+        lifecycle_stage=S.NEW,
+        cluster="shard-a",
+        payload_uri=f"https://payload/{run_id}",
+        applied_configuration=SPEC,
+        payload_valid_for="2h",
+        received_at=datetime.now(UTC),
+    )
     values.update(fields)
     return Run(**values)
 
 
-def renderer(store: Store, templates: Templates | None = None,
-             buffer: Buffer | None = None) -> JobRenderer:
-    return JobRenderer(store, buffer or Buffer(), templates or Templates(), RenderConfig(
-        namespace="runs", nexus_version="1.2.3", receiver_url="http://receiver",
-        job_ttl=300, payload_valid_for=86400.0))
+def renderer(
+    store: Store, templates: Templates | None = None, buffer: Buffer | None = None
+) -> JobRenderer:
+    return JobRenderer(
+        store,
+        buffer or Buffer(),
+        templates or Templates(),
+        RenderConfig(
+            namespace="runs",
+            nexus_version="1.2.3",
+            receiver_url="http://receiver",
+            job_ttl=300,
+            payload_valid_for=86400.0,
+        ),
+    )
 
 
 async def test_renders_the_job_from_the_record():
@@ -92,13 +118,16 @@ async def test_a_deleted_workgroup_cannot_be_rendered():
 RUNNING = {"lifecycle_stage": S.RUNNING}
 
 
-@pytest.mark.parametrize(("parent_fields", "owner_uid"), [
-    ({**RUNNING, "job_uid": "uid-parent"}, "uid-parent"),
-    ({**RUNNING, "job_uid": "uid-parent", "cluster": "shard-b"}, None),  # not across clusters
-    ({"lifecycle_stage": S.COMPLETED, "job_uid": "uid-parent"}, None),  # its Job expires
-    ({"lifecycle_stage": S.COMPLETED, "job_uid": "dry-run"}, None),
-    ({"lifecycle_stage": S.BUFFERED, "job_uid": ""}, None),  # parent not launched yet
-])
+@pytest.mark.parametrize(
+    ("parent_fields", "owner_uid"),
+    [
+        ({**RUNNING, "job_uid": "uid-parent"}, "uid-parent"),
+        ({**RUNNING, "job_uid": "uid-parent", "cluster": "shard-b"}, None),  # not across clusters
+        ({"lifecycle_stage": S.COMPLETED, "job_uid": "uid-parent"}, None),  # its Job expires
+        ({"lifecycle_stage": S.COMPLETED, "job_uid": "dry-run"}, None),
+        ({"lifecycle_stage": S.BUFFERED, "job_uid": ""}, None),  # parent not launched yet
+    ],
+)
 async def test_the_parent_owns_the_child_job_only_when_it_has_one_here(parent_fields, owner_uid):
     parent = run("parent", **parent_fields)
     child = run("child", parent=ParentRef(request_id="parent", algorithm_name="algo"))

@@ -32,23 +32,29 @@ PAYLOAD_URL = "http://nexus.local/data/v1/payloads/algo/requests/x?exp=1&sig=abc
 
 def make_spec(**changes) -> AlgorithmSpec:
     spec = AlgorithmSpec(
-        container=ContainerSpec(image="algo", registry="registry.example", version_tag="1.2.3",
-                                service_account_name="algo-sa"),
+        container=ContainerSpec(
+            image="algo",
+            registry="registry.example",
+            version_tag="1.2.3",
+            service_account_name="algo-sa",
+        ),
         command="python -m algo.main",
         args=["--sas-uri=%s", "--request-id=%s", "--verbose"],
         compute_resources=ComputeResources(cpu_limit="2", memory_limit="1Gi"),
         workgroup_ref=WorkgroupRef(name="wg"),
         runtime_environment=RuntimeEnvironment(
-            environment_variables=[{"name": "MODE", "value": "fast"},
-                                   {"name": "SECRET", "valueFrom": {"secretKeyRef": {
-                                       "name": "s", "key": "k"}}}],
+            environment_variables=[
+                {"name": "MODE", "value": "fast"},
+                {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            ],
             mapped_environment_variables=[{"configMapRef": {"name": "algo-config"}}],
             annotations={"example.com/team": "science", "example.com/cost": "42"},
             deadline_seconds=600,
             maximum_retries=3,
         ),
-        error_handling_behaviour=ErrorHandlingBehaviour(transient_exit_codes=[75, 75, 11],
-                                                        fatal_exit_codes=[42, 2]),
+        error_handling_behaviour=ErrorHandlingBehaviour(
+            transient_exit_codes=[75, 75, 11], fatal_exit_codes=[42, 2]
+        ),
     )
     return msgspec.structs.replace(spec, **changes)
 
@@ -56,15 +62,27 @@ def make_spec(**changes) -> AlgorithmSpec:
 WORKGROUP = WorkgroupSpec(
     cluster="shard-a",
     tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "pool", "operator": "In", "values": ["science"]}]}]}}},
+    affinity={
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["science"]}]}
+                ]
+            }
+        }
+    },
 )
 
 
 def make_ctx(**changes) -> JobContext:
-    ctx = JobContext(run_id=RUN_ID, algorithm="algo", cluster="shard-a", namespace="runs",
-                     payload_url=PAYLOAD_URL, nexus_version="9.9.9")
+    ctx = JobContext(
+        run_id=RUN_ID,
+        algorithm="algo",
+        cluster="shard-a",
+        namespace="runs",
+        payload_url=PAYLOAD_URL,
+        nexus_version="9.9.9",
+    )
     return msgspec.structs.replace(ctx, **changes)
 
 
@@ -124,37 +142,51 @@ def test_no_limits_when_the_template_has_none():
 
 
 def test_zero_retries_is_kept():
-    job = render_job(make_spec(runtime_environment=RuntimeEnvironment(maximum_retries=0,
-                                                                      deadline_seconds=0)),
-                     WORKGROUP, make_ctx())
+    job = render_job(
+        make_spec(runtime_environment=RuntimeEnvironment(maximum_retries=0, deadline_seconds=0)),
+        WORKGROUP,
+        make_ctx(),
+    )
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] == 0
 
 
 def test_pod_failure_policy(job):
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2, 42]}} in rules
     assert {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [11, 75]}} in rules
     assert len(rules) == 3
 
 
-@pytest.mark.parametrize("behaviour", [
-    None,
-    ErrorHandlingBehaviour(),
-    ErrorHandlingBehaviour(transient_exit_codes=[], fatal_exit_codes=[]),
-])
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        None,
+        ErrorHandlingBehaviour(),
+        ErrorHandlingBehaviour(transient_exit_codes=[], fatal_exit_codes=[]),
+    ],
+)
 def test_pod_failure_policy_without_exit_codes_only_ignores_disruptions(behaviour):
     policy = render_pod_failure_policy(make_spec(error_handling_behaviour=behaviour))
-    assert policy == {"rules": [{"action": "Ignore", "onPodConditions": [
-        {"type": "DisruptionTarget", "status": "True"}]}]}
+    assert policy == {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
     assert not any("onExitCodes" in rule for rule in policy["rules"])
 
 
 def test_only_fatal_codes():
-    policy = render_pod_failure_policy(make_spec(
-        error_handling_behaviour=ErrorHandlingBehaviour(fatal_exit_codes=[3])))
+    policy = render_pod_failure_policy(
+        make_spec(error_handling_behaviour=ErrorHandlingBehaviour(fatal_exit_codes=[3]))
+    )
     assert [rule["action"] for rule in policy["rules"]] == ["Ignore", "FailJob"]
 
 
@@ -178,8 +210,7 @@ def test_container_image_command_and_args(job):
     container = container_of(job)
     assert container["image"] == "registry.example/algo:1.2.3"
     assert container["command"] == ["python", "-m", "algo.main"]
-    assert container["args"] == [f"--sas-uri={PAYLOAD_URL}", f"--request-id={RUN_ID}",
-                                 "--verbose"]
+    assert container["args"] == [f"--sas-uri={PAYLOAD_URL}", f"--request-id={RUN_ID}", "--verbose"]
 
 
 def test_command_split_ignores_repeated_spaces():
@@ -191,7 +222,10 @@ def test_render_args():
     assert render_args(None, "u", "r") == []
     assert render_args(["--sas-uri", "%s"], "u", "r") == ["--sas-uri", "%s"]
     assert render_args(["--sas-uri=%s", "--request-id=%s", "--x=%s"], "U", "R") == [
-        "--sas-uri=U", "--request-id=R", "--x=%s"]
+        "--sas-uri=U",
+        "--request-id=R",
+        "--x=%s",
+    ]
     # only the first placeholder of an arg is formatted
     assert render_args(["sas-uri:%s:%s"], "U", "R") == ["sas-uri:U:%s"]
 
@@ -216,10 +250,10 @@ def test_env_of_a_child_names_its_parent():
 
 
 def test_extra_env_is_appended():
-    job = render_job(make_spec(), WORKGROUP,
-                     make_ctx(extra_env={"NEXUS__CLIENT__RECEIVER": "http://r"}))
-    assert container_of(job)["env"][-1] == {"name": "NEXUS__CLIENT__RECEIVER",
-                                            "value": "http://r"}
+    job = render_job(
+        make_spec(), WORKGROUP, make_ctx(extra_env={"NEXUS__CLIENT__RECEIVER": "http://r"})
+    )
+    assert container_of(job)["env"][-1] == {"name": "NEXUS__CLIENT__RECEIVER", "value": "http://r"}
 
 
 def test_resources_cpu_request_is_ten_percent_of_the_limit(job):
@@ -230,8 +264,13 @@ def test_resources_cpu_request_is_ten_percent_of_the_limit(job):
 
 
 def test_custom_resources_join_the_limits():
-    resources = render_resources(make_spec(compute_resources=ComputeResources(
-        cpu_limit="500m", memory_limit="256Mi", custom_resources={"nvidia.com/gpu": "1"})))
+    resources = render_resources(
+        make_spec(
+            compute_resources=ComputeResources(
+                cpu_limit="500m", memory_limit="256Mi", custom_resources={"nvidia.com/gpu": "1"}
+            )
+        )
+    )
     assert resources == {
         "limits": {"cpu": "500m", "memory": "256Mi", "nvidia.com/gpu": "1"},
         "requests": {"cpu": "50m", "memory": "256Mi", "nvidia.com/gpu": "1"},
@@ -239,23 +278,38 @@ def test_custom_resources_join_the_limits():
 
 
 def test_limits_and_requests_maps_win():
-    resources = render_resources(make_spec(compute_resources=ComputeResources(
-        cpu_limit="8", memory_limit="64Gi",
-        limits={"cpu": "4", "memory": "2Gi"}, requests={"cpu": "1", "memory": "1Gi"})))
-    assert resources == {"limits": {"cpu": "4", "memory": "2Gi"},
-                         "requests": {"cpu": "1", "memory": "1Gi"}}
+    resources = render_resources(
+        make_spec(
+            compute_resources=ComputeResources(
+                cpu_limit="8",
+                memory_limit="64Gi",
+                limits={"cpu": "4", "memory": "2Gi"},
+                requests={"cpu": "1", "memory": "1Gi"},
+            )
+        )
+    )
+    assert resources == {
+        "limits": {"cpu": "4", "memory": "2Gi"},
+        "requests": {"cpu": "1", "memory": "1Gi"},
+    }
 
 
 def test_limits_map_alone_derives_requests():
-    resources = render_resources(make_spec(compute_resources=ComputeResources(
-        cpu_limit="8", limits={"cpu": "4", "memory": "2Gi"})))
-    assert resources == {"limits": {"cpu": "4", "memory": "2Gi"},
-                         "requests": {"cpu": "400m", "memory": "2Gi"}}
+    resources = render_resources(
+        make_spec(
+            compute_resources=ComputeResources(cpu_limit="8", limits={"cpu": "4", "memory": "2Gi"})
+        )
+    )
+    assert resources == {
+        "limits": {"cpu": "4", "memory": "2Gi"},
+        "requests": {"cpu": "400m", "memory": "2Gi"},
+    }
 
 
 def test_requests_map_alone_is_kept():
-    resources = render_resources(make_spec(compute_resources=ComputeResources(
-        cpu_limit="2", requests={"cpu": "1"})))
+    resources = render_resources(
+        make_spec(compute_resources=ComputeResources(cpu_limit="2", requests={"cpu": "1"}))
+    )
     assert resources == {"limits": {"cpu": "2"}, "requests": {"cpu": "1"}}
 
 
@@ -266,19 +320,25 @@ def test_no_compute_resources_means_no_resources_key():
 
 
 def test_memory_only_limit_copies_to_requests():
-    resources = render_resources(make_spec(compute_resources=ComputeResources(
-        memory_limit="128Mi")))
+    resources = render_resources(
+        make_spec(compute_resources=ComputeResources(memory_limit="128Mi"))
+    )
     assert resources == {"limits": {"memory": "128Mi"}, "requests": {"memory": "128Mi"}}
 
 
 def test_child_job_has_an_owner_reference_to_its_parent_job():
-    parent = ParentRef(request_id="7d1c0f00-0000-4000-8000-000000000001",
-                       algorithm_name="parent-algo")
+    parent = ParentRef(
+        request_id="7d1c0f00-0000-4000-8000-000000000001", algorithm_name="parent-algo"
+    )
     job = render_job(make_spec(), WORKGROUP, make_ctx(parent=parent, parent_job_uid="uid-123"))
-    assert job["metadata"]["ownerReferences"] == [{
-        "apiVersion": "batch/v1", "kind": "Job",
-        "name": "7d1c0f00-0000-4000-8000-000000000001", "uid": "uid-123",
-    }]
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": "7d1c0f00-0000-4000-8000-000000000001",
+            "uid": "uid-123",
+        }
+    ]
 
 
 def test_child_without_a_known_parent_job_has_no_owner_reference():

@@ -69,10 +69,15 @@ JOB_ACTIVE = {
         "parallelism": 1,
         "completions": 1,
         "activeDeadlineSeconds": 60,
-        "podFailurePolicy": {"rules": [
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
-        ]},
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+                {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            ]
+        },
         "backoffLimit": 0,
         "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": JOB_UID}},
         "manualSelector": False,
@@ -80,8 +85,13 @@ JOB_ACTIVE = {
         "suspend": False,
         "podReplacementPolicy": "Failed",
     },
-    "status": {"startTime": T0, "active": 1, "terminating": 0, "uncountedTerminatedPods": {},
-               "ready": 1},
+    "status": {
+        "startTime": T0,
+        "active": 1,
+        "terminating": 0,
+        "uncountedTerminatedPods": {},
+        "ready": 1,
+    },
 }
 
 POD_RUNNING = {
@@ -102,34 +112,70 @@ POD_RUNNING = {
             "science.sneaksanddata.com/nexus-component": "algorithm-run",
         },
         "annotations": {"nexus.test/hold": "true"},
-        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": RUN_ID,
-                             "uid": JOB_UID, "controller": True, "blockOwnerDeletion": True}],
+        "ownerReferences": [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": RUN_ID,
+                "uid": JOB_UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
         "finalizers": ["batch.kubernetes.io/job-tracking"],
     },
-    "spec": {"nodeName": "kwok-node-1", "restartPolicy": "Never",
-             "containers": [{"name": RUN_ID, "image": "test.local/behave:1"}],
-             "schedulerName": "default-scheduler", "serviceAccountName": "default"},
+    "spec": {
+        "nodeName": "kwok-node-1",
+        "restartPolicy": "Never",
+        "containers": [{"name": RUN_ID, "image": "test.local/behave:1"}],
+        "schedulerName": "default-scheduler",
+        "serviceAccountName": "default",
+    },
     "status": {
         "phase": "Running",
         "conditions": [
-            {"type": "PodReadyToStartContainers", "status": "True", "lastProbeTime": None,
-             "lastTransitionTime": T0},
-            {"type": "Initialized", "status": "True", "lastProbeTime": None, "lastTransitionTime": T0},
+            {
+                "type": "PodReadyToStartContainers",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": T0,
+            },
+            {
+                "type": "Initialized",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": T0,
+            },
             {"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": T0},
-            {"type": "ContainersReady", "status": "True", "lastProbeTime": None,
-             "lastTransitionTime": T0},
-            {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-             "lastTransitionTime": T0},
+            {
+                "type": "ContainersReady",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": T0,
+            },
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": T0,
+            },
         ],
         "hostIP": "127.0.0.1",
         "podIP": "198.18.0.27",
         "podIPs": [{"ip": "198.18.0.27"}],
         "startTime": T0,
-        "containerStatuses": [{
-            "name": RUN_ID, "state": {"running": {"startedAt": T0}}, "lastState": {},
-            "ready": True, "restartCount": 0, "image": "test.local/behave:1", "imageID": "",
-            "started": True,
-        }],
+        "containerStatuses": [
+            {
+                "name": RUN_ID,
+                "state": {"running": {"startedAt": T0}},
+                "lastState": {},
+                "ready": True,
+                "restartCount": 0,
+                "image": "test.local/behave:1",
+                "imageID": "",
+                "started": True,
+            }
+        ],
         "qosClass": "BestEffort",
     },
 }
@@ -137,14 +183,25 @@ POD_RUNNING = {
 
 def job(**status: Any) -> dict:
     obj = copy.deepcopy(JOB_ACTIVE)
-    obj["status"] = {"startTime": T0, "terminating": 0, "uncountedTerminatedPods": {}, "ready": 0,
-                     **status}
+    obj["status"] = {
+        "startTime": T0,
+        "terminating": 0,
+        "uncountedTerminatedPods": {},
+        "ready": 0,
+        **status,
+    }
     return obj
 
 
 def condition(type_: str, reason: str, message: str, at: str = T1) -> dict:
-    return {"type": type_, "status": "True", "reason": reason, "message": message,
-            "lastProbeTime": at, "lastTransitionTime": at}
+    return {
+        "type": type_,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": at,
+        "lastTransitionTime": at,
+    }
 
 
 def pod(phase: str = "Running", **container_status: Any) -> dict:
@@ -155,33 +212,59 @@ def pod(phase: str = "Running", **container_status: Any) -> dict:
 
 
 def waiting(reason: str, message: str) -> dict:
-    return {"ready": False, "started": False, "state": {"waiting": {"reason": reason, "message": message}}}
+    return {
+        "ready": False,
+        "started": False,
+        "state": {"waiting": {"reason": reason, "message": message}},
+    }
 
 
 def terminated(code: int, reason: str) -> dict:
-    return {"ready": False, "started": False,
-            "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": T0,
-                                     "finishedAt": T1}}}
+    return {
+        "ready": False,
+        "started": False,
+        "state": {
+            "terminated": {"exitCode": code, "reason": reason, "startedAt": T0, "finishedAt": T1}
+        },
+    }
 
 
 FAILED_CREATE_EVENT = {
-    "metadata": {"name": f"{RUN_ID}.18ec7d1cbfb38203", "namespace": "nexus-test",
-                 "uid": "574f6d0e-3d4d-4cbe-9939-58862a109e18", "resourceVersion": "2826",
-                 "creationTimestamp": T1},
-    "involvedObject": {"kind": "Job", "namespace": "nexus-test", "name": RUN_ID, "uid": JOB_UID,
-                       "apiVersion": "batch/v1", "resourceVersion": "2558"},
+    "metadata": {
+        "name": f"{RUN_ID}.18ec7d1cbfb38203",
+        "namespace": "nexus-test",
+        "uid": "574f6d0e-3d4d-4cbe-9939-58862a109e18",
+        "resourceVersion": "2826",
+        "creationTimestamp": T1,
+    },
+    "involvedObject": {
+        "kind": "Job",
+        "namespace": "nexus-test",
+        "name": RUN_ID,
+        "uid": JOB_UID,
+        "apiVersion": "batch/v1",
+        "resourceVersion": "2558",
+    },
     "reason": "FailedCreate",
     "message": f'Error creating: pods "{RUN_ID}-" is forbidden: error looking up service '
-               'account nexus-test/no-such-account: serviceaccount "no-such-account" not found',
+    'account nexus-test/no-such-account: serviceaccount "no-such-account" not found',
     "source": {"component": "job-controller"},
-    "firstTimestamp": T0, "lastTimestamp": T1, "count": 3, "type": "Warning", "eventTime": None,
-    "reportingComponent": "job-controller", "reportingInstance": "",
+    "firstTimestamp": T0,
+    "lastTimestamp": T1,
+    "count": 3,
+    "type": "Warning",
+    "eventTime": None,
+    "reportingComponent": "job-controller",
+    "reportingInstance": "",
 }
 
 
 def verdict(job_dict: dict, *pods: dict, event: dict | None = None):
-    return job_verdict(msgspec.convert(job_dict, Job), [msgspec.convert(p, Pod) for p in pods],
-                       msgspec.convert(event, Event) if event else None)
+    return job_verdict(
+        msgspec.convert(job_dict, Job),
+        [msgspec.convert(p, Pod) for p in pods],
+        msgspec.convert(event, Event) if event else None,
+    )
 
 
 def at(text: str) -> datetime:
@@ -203,50 +286,95 @@ class TestJobVerdict:
         assert (v.outcome, v.message) == (Outcome.RUNNING, "Job accepted, no pod yet")
 
     def test_complete_is_succeeded_since_the_condition(self):
-        done = job(succeeded=1, completionTime=T1, conditions=[
-            condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
-            condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
-        ])
+        done = job(
+            succeeded=1,
+            completionTime=T1,
+            conditions=[
+                condition(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ),
+                condition(
+                    "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+                ),
+            ],
+        )
         v = verdict(done, pod("Succeeded", **terminated(0, "Completed")))
         assert v.outcome is Outcome.SUCCEEDED
         assert v.since == at(T1)
         assert "CompletionsReached" in v.message
 
     def test_fatal_exit_code_is_fatal_exit(self):
-        message = (f"Container {RUN_ID} for pod nexus-test/{RUN_ID}-gsjlk failed with exit code 42 "
-                   "matching FailJob rule at index 1")
-        failed = job(failed=1, conditions=[condition("FailureTarget", "PodFailurePolicy", message),
-                                           condition("Failed", "PodFailurePolicy", message)])
+        message = (
+            f"Container {RUN_ID} for pod nexus-test/{RUN_ID}-gsjlk failed with exit code 42 "
+            "matching FailJob rule at index 1"
+        )
+        failed = job(
+            failed=1,
+            conditions=[
+                condition("FailureTarget", "PodFailurePolicy", message),
+                condition("Failed", "PodFailurePolicy", message),
+            ],
+        )
         v = verdict(failed, pod("Failed", **terminated(42, "Error")))
         assert v.outcome is Outcome.FATAL_EXIT
         assert "exit code 42" in v.message and v.since == at(T1)
 
     def test_failure_target_alone_is_enough(self):
-        failed = job(active=1, conditions=[condition("FailureTarget", "DeadlineExceeded",
-                                                     "Job was active longer than specified deadline")])
+        failed = job(
+            active=1,
+            conditions=[
+                condition(
+                    "FailureTarget",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                )
+            ],
+        )
         assert verdict(failed, POD_RUNNING).outcome is Outcome.DEADLINE_EXCEEDED
 
     def test_deadline_exceeded(self):
-        failed = job(failed=1, conditions=[condition("Failed", "DeadlineExceeded",
-                                                     "Job was active longer than specified deadline")])
+        failed = job(
+            failed=1,
+            conditions=[
+                condition(
+                    "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+                )
+            ],
+        )
         v = verdict(failed, pod("Failed", **terminated(137, "OOMKilled")))
         assert v.outcome is Outcome.DEADLINE_EXCEEDED  # the deadline is the cause, not the kill
         assert "deadline" in v.message
 
     def test_backoff_limit(self):
-        failed = job(failed=2, conditions=[condition("Failed", "BackoffLimitExceeded",
-                                                     "Job has reached the specified backoff limit")])
+        failed = job(
+            failed=2,
+            conditions=[
+                condition(
+                    "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
+            ],
+        )
         v = verdict(failed, pod("Failed", **terminated(3, "Error")))
         assert v.outcome is Outcome.BACKOFF_LIMIT
         assert "backoff limit" in v.message
 
     def test_unknown_failure_reason_counts_as_retry_limit(self):
-        failed = job(failed=1, conditions=[condition("Failed", "MaxFailedIndexesExceeded", "too many")])
+        failed = job(
+            failed=1, conditions=[condition("Failed", "MaxFailedIndexesExceeded", "too many")]
+        )
         assert verdict(failed).outcome is Outcome.BACKOFF_LIMIT
 
     def test_oom_kill_that_failed_the_job_is_oom_killed(self):
-        failed = job(failed=1, conditions=[condition("Failed", "BackoffLimitExceeded",
-                                                     "Job has reached the specified backoff limit")])
+        failed = job(
+            failed=1,
+            conditions=[
+                condition(
+                    "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
+            ],
+        )
         v = verdict(failed, pod("Failed", **terminated(137, "OOMKilled")))
         assert v.outcome is Outcome.OOM_KILLED
         assert "OOM-killed" in v.message and "backoff limit" in v.message
@@ -266,14 +394,24 @@ class TestJobVerdict:
         assert "Back-off pulling image" in v.message
 
     def test_crash_loop_has_no_timestamp_of_its_own(self):
-        crashing = pod("Running", restartCount=4,
-                       **waiting("CrashLoopBackOff", "back-off 40s restarting failed container"))
+        crashing = pod(
+            "Running",
+            restartCount=4,
+            **waiting("CrashLoopBackOff", "back-off 40s restarting failed container"),
+        )
         v = verdict(JOB_ACTIVE, crashing)
         assert (v.outcome, v.since) == (Outcome.CRASH_BACKOFF, None)
         assert "restarted 4 times" in v.message
 
-    @pytest.mark.parametrize("reason", ["CreateContainerConfigError", "InvalidImageName",
-                                        "CreateContainerError", "RunContainerError"])
+    @pytest.mark.parametrize(
+        "reason",
+        [
+            "CreateContainerConfigError",
+            "InvalidImageName",
+            "CreateContainerError",
+            "RunContainerError",
+        ],
+    )
     def test_container_that_cannot_start(self, reason):
         v = verdict(JOB_ACTIVE, pod("Pending", **waiting(reason, 'secret "db-password" not found')))
         assert v.outcome is Outcome.FAILED_TO_START
@@ -289,7 +427,8 @@ class TestJobVerdict:
         stuck = copy.deepcopy(POD_RUNNING)
         stuck["status"]["phase"] = "Pending"
         stuck["status"]["initContainerStatuses"] = [
-            {"name": "init", "restartCount": 0, **waiting("ErrImagePull", "not found")}]
+            {"name": "init", "restartCount": 0, **waiting("ErrImagePull", "not found")}
+        ]
         assert verdict(JOB_ACTIVE, stuck).outcome is Outcome.IMAGE_PULL_BACKOFF
 
     def test_pods_going_away_are_ignored(self):
@@ -305,7 +444,9 @@ class TestJobVerdict:
 
     def test_failed_create_is_ignored_once_a_pod_exists(self):
         # Events are lossy and stale: the status (a Pod exists) decides.
-        assert verdict(JOB_ACTIVE, POD_RUNNING, event=FAILED_CREATE_EVENT).outcome is Outcome.RUNNING
+        assert (
+            verdict(JOB_ACTIVE, POD_RUNNING, event=FAILED_CREATE_EVENT).outcome is Outcome.RUNNING
+        )
 
 
 class TestObserve:
@@ -319,10 +460,19 @@ class TestObserve:
         assert observe("a", msgspec.convert(leaving, Job), [], None, memory) is None
 
     def test_observation_names_the_run(self):
-        obs = observe("shard-a", msgspec.convert(JOB_ACTIVE, Job),
-                      [msgspec.convert(POD_RUNNING, Pod)], None, _FirstSeen())
+        obs = observe(
+            "shard-a",
+            msgspec.convert(JOB_ACTIVE, Job),
+            [msgspec.convert(POD_RUNNING, Pod)],
+            None,
+            _FirstSeen(),
+        )
         assert (obs.algorithm, obs.run_id, obs.cluster, obs.outcome) == (
-            "behave", RUN_ID, "shard-a", Outcome.RUNNING)
+            "behave",
+            RUN_ID,
+            "shard-a",
+            Outcome.RUNNING,
+        )
 
     def test_first_seen_is_kept_while_the_outcome_stays(self):
         clock = iter(at(T0) + timedelta(seconds=n) for n in range(10))
@@ -334,7 +484,9 @@ class TestObserve:
         assert first.outcome is Outcome.CRASH_BACKOFF and first.since == again.since == at(T0)
         no_start = job(active=0)
         del no_start["status"]["startTime"]
-        assert observe("a", msgspec.convert(no_start, Job), [], None, memory).since == at(T0) + timedelta(seconds=1)
+        assert observe("a", msgspec.convert(no_start, Job), [], None, memory).since == at(
+            T0
+        ) + timedelta(seconds=1)
         later = observe("a", the_job, [crashing], None, memory)
         assert later.since == at(T0) + timedelta(seconds=2)  # a new back-off counts afresh
 
@@ -347,8 +499,12 @@ def dummy_client(namespace: str = "nexus-test", **kwargs: Any) -> ShardClient:
 
     configuration = Configuration()
     configuration.host = kwargs.pop("host", "http://127.0.0.1:9")
-    return ShardClient(ShardConfig("shard-a", configuration, namespace, "test"),
-                       qps=kwargs.pop("qps", 0), burst=kwargs.pop("burst", 10), **kwargs)
+    return ShardClient(
+        ShardConfig("shard-a", configuration, namespace, "test"),
+        qps=kwargs.pop("qps", 0),
+        burst=kwargs.pop("burst", 10),
+        **kwargs,
+    )
 
 
 class TestShardView:
@@ -402,13 +558,17 @@ class TestShardView:
 
 
 def resource(name: str, spec: dict) -> CustomResource:
-    return msgspec.json.decode(json.dumps({"metadata": {"name": name}, "spec": spec}),
-                               type=CustomResource)
+    return msgspec.json.decode(
+        json.dumps({"metadata": {"name": name}, "spec": spec}), type=CustomResource
+    )
 
 
 class TestTemplateCache:
-    SPEC: ClassVar[dict] = {"container": {"image": "behave", "registry": "test.local", "versionTag": "1"},
-            "command": "python main.py", "workgroupRef": {"name": "wg"}}
+    SPEC: ClassVar[dict] = {
+        "container": {"image": "behave", "registry": "test.local", "versionTag": "1"},
+        "command": "python main.py",
+        "workgroupRef": {"name": "wg"},
+    }
 
     def test_reset_apply_and_invalid_edits(self):
         cache = _Cache("NexusAlgorithmTemplate", AlgorithmSpec, Template)
@@ -443,10 +603,20 @@ class FakeApiServer:
                         status, reply = replies.pop(0) if len(replies) > 1 else replies[0]
                         break
                 else:
-                    status, reply = 404, {"kind": "Status", "code": 404, "reason": "NotFound",
-                                          "message": "not found"}
-                data = (b"".join(json.dumps(item).encode() + b"\n" for item in reply)
-                        if isinstance(reply, list) else json.dumps(reply).encode())
+                    status, reply = (
+                        404,
+                        {
+                            "kind": "Status",
+                            "code": 404,
+                            "reason": "NotFound",
+                            "message": "not found",
+                        },
+                    )
+                data = (
+                    b"".join(json.dumps(item).encode() + b"\n" for item in reply)
+                    if isinstance(reply, list)
+                    else json.dumps(reply).encode()
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -476,13 +646,23 @@ def api():
 
 
 def status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-            "reason": reason, "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 JOBS = "/apis/batch/v1/namespaces/ns-a/jobs"
-MANIFEST = {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": RUN_ID, "namespace": "default"}, "spec": {}}
+MANIFEST = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": RUN_ID, "namespace": "default"},
+    "spec": {},
+}
 
 
 class TestLauncher:
@@ -497,8 +677,14 @@ class TestLauncher:
         assert await launcher.launch("shard-a", MANIFEST) == JOB_UID
         method, path, body = api.requests[0]
         assert (method, path) == ("POST", JOBS)
-        assert body["metadata"]["namespace"] == "ns-a" and MANIFEST["metadata"]["namespace"] == "default"
-        assert 'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0' in metrics.render().decode()
+        assert (
+            body["metadata"]["namespace"] == "ns-a"
+            and MANIFEST["metadata"]["namespace"] == "default"
+        )
+        assert (
+            'nexus_kube_api_responses_total{code="201",shard="shard-a",verb="create"} 1.0'
+            in metrics.render().decode()
+        )
         client.close()
 
     async def test_already_exists_reads_the_existing_uid(self, api):
@@ -541,11 +727,17 @@ class TestLauncher:
         client.close()
 
     async def test_delete_with_policy_and_grace(self, api):
-        api.answers[("DELETE", f"{JOBS}/{RUN_ID}")] = [(200, {"kind": "Status", "status": "Success"})]
+        api.answers[("DELETE", f"{JOBS}/{RUN_ID}")] = [
+            (200, {"kind": "Status", "status": "Success"})
+        ]
         launcher, client = self.launcher(api)
         assert await launcher.delete("shard-a", RUN_ID, "Foreground", grace=0)
-        assert api.requests[-1][2] == {"apiVersion": "v1", "kind": "DeleteOptions",
-                                       "propagationPolicy": "Foreground", "gracePeriodSeconds": 0}
+        assert api.requests[-1][2] == {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Foreground",
+            "gracePeriodSeconds": 0,
+        }
         assert not await launcher.delete("shard-a", "other-run", "Background")
         client.close()
 
@@ -565,16 +757,28 @@ class TestListWatch:
     @pytest.mark.parametrize("gone", ["error-event", "http-410"])
     async def test_lists_watches_and_lists_again_when_the_version_is_gone(self, api, gone):
         api.answers[("GET", f"{self.JOBS_URL}?limit")] = [
-            (200, {"metadata": {"resourceVersion": "10"}, "items": [JOB_ACTIVE]})]
-        added = {"type": "ADDED", "object": {**JOB_ACTIVE, "metadata": {
-            **JOB_ACTIVE["metadata"], "name": "second", "resourceVersion": "11"}}}
-        expired = {"type": "ERROR", "object": status(410, "Expired", "too old resource version: 10 (11)")}
+            (200, {"metadata": {"resourceVersion": "10"}, "items": [JOB_ACTIVE]})
+        ]
+        added = {
+            "type": "ADDED",
+            "object": {
+                **JOB_ACTIVE,
+                "metadata": {**JOB_ACTIVE["metadata"], "name": "second", "resourceVersion": "11"},
+            },
+        }
+        expired = {
+            "type": "ERROR",
+            "object": status(410, "Expired", "too old resource version: 10 (11)"),
+        }
         # A watch answers one event, then says its resourceVersion is gone (as an ERROR
         # event in a 200 stream, or as a plain 410), which must lead to a fresh list.
         if gone == "error-event":
             api.answers[("GET", f"{self.JOBS_URL}?watch")] = [(200, [added, expired])]
         else:
-            api.answers[("GET", f"{self.JOBS_URL}?watch")] = [(200, [added]), (410, expired["object"])]
+            api.answers[("GET", f"{self.JOBS_URL}?watch")] = [
+                (200, [added]),
+                (410, expired["object"]),
+            ]
         client = dummy_client("ns-a", host=api.url)
         resets: list[list[str]] = []
         events: list[tuple[str, str]] = []
@@ -585,8 +789,13 @@ class TestListWatch:
             if len(resets) == 2:
                 relisted.set()
 
-        stream = ListWatch(client, self.JOBS_URL, Job, on_reset=on_reset,
-                           on_events=lambda batch: events.extend((k, j.metadata.name) for k, j in batch))
+        stream = ListWatch(
+            client,
+            self.JOBS_URL,
+            Job,
+            on_reset=on_reset,
+            on_events=lambda batch: events.extend((k, j.metadata.name) for k, j in batch),
+        )
         stream.start()
         await asyncio.wait_for(relisted.wait(), 10)
         await stream.stop()
@@ -598,15 +807,25 @@ class TestListWatch:
         assert "resourceVersion=10" in watches[0] and "allowWatchBookmarks=true" in watches[0]
 
 
-@pytest.mark.parametrize("code,reason,message,retryable", [
-    (403, "Forbidden", 'jobs.batch "x" is forbidden: exceeded quota: runs, requested: count/jobs.batch=1', True),
-    (403, "Forbidden", 'User "nexus" cannot create resource "jobs"', False),
-    (400, "BadRequest", "the server rejected our request", False),
-    (404, "NotFound", 'namespaces "nexus" not found', False),
-    (401, "Unauthorized", "Unauthorized", True),
-])
+@pytest.mark.parametrize(
+    "code,reason,message,retryable",
+    [
+        (
+            403,
+            "Forbidden",
+            'jobs.batch "x" is forbidden: exceeded quota: runs, requested: count/jobs.batch=1',
+            True,
+        ),
+        (403, "Forbidden", 'User "nexus" cannot create resource "jobs"', False),
+        (400, "BadRequest", "the server rejected our request", False),
+        (404, "NotFound", 'namespaces "nexus" not found', False),
+        (401, "Unauthorized", "Unauthorized", True),
+    ],
+)
 def test_launch_error_classification(code, reason, message, retryable):
-    error = launch_error("shard-a", Response(code, json.dumps(status(code, reason, message)).encode()))
+    error = launch_error(
+        "shard-a", Response(code, json.dumps(status(code, reason, message)).encode())
+    )
     assert error.retryable is retryable
     assert message in error.message
     if code == 404:
@@ -625,41 +844,60 @@ def kubeconfig(namespace: str | None = None, server: str = "https://127.0.0.1:64
     context: dict[str, Any] = {"cluster": "c", "user": "u"}
     if namespace:
         context["namespace"] = namespace
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "x", "context": context}],
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "x",
+            "clusters": [
+                {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "u", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "x", "context": context}],
+        }
+    )
 
 
 class TestDiscoverShards:
     def test_every_kubeconfig_file_is_a_shard(self, tmp_path):
         (tmp_path / "shard-a.kubeconfig").write_text(kubeconfig())
-        (tmp_path / "shard-b.eu-west.kubeconfig").write_text(kubeconfig("runs-b", "https://10.0.0.2"))
+        (tmp_path / "shard-b.eu-west.kubeconfig").write_text(
+            kubeconfig("runs-b", "https://10.0.0.2")
+        )
         (tmp_path / "README.md").write_text("not a shard")
-        settings = load_settings(environ={}, shard_kube_config_path=str(tmp_path),
-                                 runtime_namespace="runs")
+        settings = load_settings(
+            environ={}, shard_kube_config_path=str(tmp_path), runtime_namespace="runs"
+        )
         shards = {s.name: s for s in discover_shards(settings)}
         assert set(shards) == {"shard-a", "shard-b"}
         assert shards["shard-a"].namespace == "runs"
         assert shards["shard-b"].namespace == "runs-b"
         assert shards["shard-b"].configuration.host == "https://10.0.0.2"
-        assert shards["shard-a"].configuration.auth_settings()["BearerToken"]["value"] == "Bearer t0ken"
+        assert (
+            shards["shard-a"].configuration.auth_settings()["BearerToken"]["value"]
+            == "Bearer t0ken"
+        )
 
     def test_in_cluster_shard_from_kube_config_path(self, tmp_path):
         home = tmp_path / "home.yaml"
         home.write_text(kubeconfig("ignored"))
-        settings = load_settings(environ={}, kube_config_path=str(home), runtime_namespace="runs",
-                                 kubernetes={"in-cluster-shard": "local"})
+        settings = load_settings(
+            environ={},
+            kube_config_path=str(home),
+            runtime_namespace="runs",
+            kubernetes={"in-cluster-shard": "local"},
+        )
         [shard] = discover_shards(settings)
         assert (shard.name, shard.namespace) == ("local", "runs")
 
-    @pytest.mark.parametrize("setup,problem", [
-        ({}, "has no shard"),
-        ({"kubernetes": {"in-cluster-shard": "local"}}, "needs the cluster nexus runs in"),
-        ({"shard_kube_config_path": "/nonexistent/shards"}, "is not a folder"),
-    ])
+    @pytest.mark.parametrize(
+        "setup,problem",
+        [
+            ({}, "has no shard"),
+            ({"kubernetes": {"in-cluster-shard": "local"}}, "needs the cluster nexus runs in"),
+            ({"shard_kube_config_path": "/nonexistent/shards"}, "is not a folder"),
+        ],
+    )
     def test_unusable_configurations_are_named(self, setup, problem, monkeypatch):
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         with pytest.raises(ConfigError, match=problem):
@@ -698,28 +936,40 @@ def struct_schema_mismatches(struct_type: type, schema: dict, path: str) -> list
         if isinstance(kind, msgspec.inspect.UnionType):  # X | None
             kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
         expected = {
-            msgspec.inspect.StrType: "string", msgspec.inspect.IntType: "integer",
-            msgspec.inspect.BoolType: "boolean", msgspec.inspect.ListType: "array",
-            msgspec.inspect.DictType: "object", msgspec.inspect.StructType: "object",
+            msgspec.inspect.StrType: "string",
+            msgspec.inspect.IntType: "integer",
+            msgspec.inspect.BoolType: "boolean",
+            msgspec.inspect.ListType: "array",
+            msgspec.inspect.DictType: "object",
+            msgspec.inspect.StructType: "object",
         }[type(kind)]
         if prop.get("type") != expected:
             problems.append(f"{path}.{name}: model {expected} != CRD {prop.get('type')}")
         if isinstance(kind, msgspec.inspect.StructType):
             problems += struct_schema_mismatches(kind.cls, prop, f"{path}.{name}")
-        passthrough = (isinstance(kind, (msgspec.inspect.ListType, msgspec.inspect.DictType))
-                       and isinstance(getattr(kind, "item_type", getattr(kind, "value_type", None)),
-                                      (msgspec.inspect.DictType, msgspec.inspect.AnyType)))
+        passthrough = isinstance(
+            kind, (msgspec.inspect.ListType, msgspec.inspect.DictType)
+        ) and isinstance(
+            getattr(kind, "item_type", getattr(kind, "value_type", None)),
+            (msgspec.inspect.DictType, msgspec.inspect.AnyType),
+        )
         preserved = prop.get("x-kubernetes-preserve-unknown-fields") or (
-            prop.get("items", {}).get("x-kubernetes-preserve-unknown-fields"))
+            prop.get("items", {}).get("x-kubernetes-preserve-unknown-fields")
+        )
         if bool(passthrough) != bool(preserved):
-            problems.append(f"{path}.{name}: pass-through {passthrough} but preserve-unknown {preserved}")
+            problems.append(
+                f"{path}.{name}: pass-through {passthrough} but preserve-unknown {preserved}"
+            )
     return problems
 
 
-@pytest.mark.parametrize("file,model", [
-    ("nexusalgorithmtemplates.yaml", AlgorithmSpec),
-    ("nexusalgorithmworkgroups.yaml", WorkgroupSpec),
-])
+@pytest.mark.parametrize(
+    "file,model",
+    [
+        ("nexusalgorithmtemplates.yaml", AlgorithmSpec),
+        ("nexusalgorithmworkgroups.yaml", WorkgroupSpec),
+    ],
+)
 def test_crd_schema_matches_the_model(file, model):
     crd = yaml.safe_load((REPO / "helm" / "nexus" / "crds" / file).read_text())
     [version] = crd["spec"]["versions"]

@@ -44,8 +44,14 @@ def test_stage_sets_match_the_contract():
     assert set(FAILURE_STAGES) == TERMINAL - {S.COMPLETED}
     assert set(PENDING_STAGES) == {S.NEW, S.BUFFERED}
     assert [stage.value for stage in S] == [
-        "NEW", "BUFFERED", "RUNNING", "COMPLETED", "FAILED", "SCHEDULING_FAILED",
-        "DEADLINE_EXCEEDED", "CANCELLED",
+        "NEW",
+        "BUFFERED",
+        "RUNNING",
+        "COMPLETED",
+        "FAILED",
+        "SCHEDULING_FAILED",
+        "DEADLINE_EXCEEDED",
+        "CANCELLED",
     ]
     for stage in S:
         assert stage.is_terminal == (stage in TERMINAL)

@@ -19,24 +19,40 @@ from nexus.errors import LaunchError
 TERMINAL_OUTCOMES = {o for o in Outcome if o is not Outcome.RUNNING}
 
 
-def manifest(run_id: str, code: str, *, backoff_limit: int | None = 0,
-             deadline: int | None = None, fatal: list[int] = (), transient: list[int] = (),
-             env: dict[str, str] | None = None, ttl: int | None = 300,
-             command: list[str] | None = None) -> dict[str, Any]:
+def manifest(
+    run_id: str,
+    code: str,
+    *,
+    backoff_limit: int | None = 0,
+    deadline: int | None = None,
+    fatal: list[int] = (),
+    transient: list[int] = (),
+    env: dict[str, str] | None = None,
+    ttl: int | None = 300,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
     if fatal:
         rules.append({"action": "FailJob", "onExitCodes": {"operator": "In", "values": fatal}})
     if transient:
         rules.append({"action": "Ignore", "onExitCodes": {"operator": "In", "values": transient}})
     spec: dict[str, Any] = {
         "podFailurePolicy": {"rules": rules},
-        "template": {"spec": {"restartPolicy": "Never", "containers": [{
-            "name": run_id,
-            "command": command if command is not None else ["python", "-c"],
-            "args": [code] if command is None else [],
-            "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
-        }]}},
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": run_id,
+                        "command": command if command is not None else ["python", "-c"],
+                        "args": [code] if command is None else [],
+                        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                    }
+                ],
+            }
+        },
     }
     if ttl is not None:
         spec["ttlSecondsAfterFinished"] = ttl
@@ -44,19 +60,26 @@ def manifest(run_id: str, code: str, *, backoff_limit: int | None = 0,
         spec["backoffLimit"] = backoff_limit
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": run_id, "labels": {
-                "science.sneaksanddata.com/algorithm-template-name": "algo"}},
-            "spec": spec}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": run_id,
+            "labels": {"science.sneaksanddata.com/algorithm-template-name": "algo"},
+        },
+        "spec": spec,
+    }
 
 
 def counting(path: Path, then: str) -> str:
     """Python code that appends one line to ``path`` per attempt, then runs ``then``."""
-    return (f"import sys, os, time\n"
-            f"p = {str(path)!r}\n"
-            f"open(p, 'a').write('x\\n')\n"
-            f"attempt = len(open(p).read().splitlines())\n"
-            f"{then}\n")
+    return (
+        f"import sys, os, time\n"
+        f"p = {str(path)!r}\n"
+        f"open(p, 'a').write('x\\n')\n"
+        f"attempt = len(open(p).read().splitlines())\n"
+        f"{then}\n"
+    )
 
 
 def assert_dies(pid: int, timeout: float = 10.0) -> None:
@@ -80,7 +103,9 @@ def attempts(path: Path) -> int:
 
 @pytest.fixture
 async def executor(tmp_path):
-    ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01, retry_max=0.05)
+    ex = LocalExecutor(
+        tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01, retry_max=0.05
+    )
     await ex.open()
     yield ex
     await stop_all(ex)
@@ -122,13 +147,16 @@ async def test_observations_stream_running_then_the_outcome(executor):
     assert seen[0] is Outcome.RUNNING and seen[-1] is Outcome.SUCCEEDED
 
 
-async def test_python_is_the_running_interpreter_and_env_is_the_jobs(executor, tmp_path,
-                                                                     monkeypatch):
+async def test_python_is_the_running_interpreter_and_env_is_the_jobs(
+    executor, tmp_path, monkeypatch
+):
     monkeypatch.setenv("NEXUS__SECRET_SETTING", "must-not-leak")
     out = tmp_path / "env.txt"
-    code = (f"import os, sys; open({str(out)!r}, 'w').write(sys.executable + '\\n' + "
-            "os.environ.get('MODE', '') + '\\n' + os.environ.get('NEXUS__SECRET_SETTING', "
-            "'absent') + '\\n' + os.getcwd())")
+    code = (
+        f"import os, sys; open({str(out)!r}, 'w').write(sys.executable + '\\n' + "
+        "os.environ.get('MODE', '') + '\\n' + os.environ.get('NEXUS__SECRET_SETTING', "
+        "'absent') + '\\n' + os.getcwd())"
+    )
     await executor.launch("local", manifest("env", code, env={"MODE": "fast"}))
     assert (await final(executor, "env")).outcome is Outcome.SUCCEEDED
     executable, mode, secret, cwd = out.read_text().splitlines()
@@ -140,8 +168,9 @@ async def test_python_is_the_running_interpreter_and_env_is_the_jobs(executor, t
 
 async def test_fatal_exit_code_fails_the_job_at_once(executor, tmp_path):
     count = tmp_path / "fatal.count"
-    await executor.launch("local", manifest("fatal", counting(count, "sys.exit(42)"),
-                                            backoff_limit=5, fatal=[42]))
+    await executor.launch(
+        "local", manifest("fatal", counting(count, "sys.exit(42)"), backoff_limit=5, fatal=[42])
+    )
     obs = await final(executor, "fatal")
     assert obs.outcome is Outcome.FATAL_EXIT
     assert "42" in obs.message
@@ -167,8 +196,9 @@ async def test_other_failures_are_retried_up_to_the_backoff_limit(executor, tmp_
 
 async def test_backoff_limit_reached(executor, tmp_path):
     count = tmp_path / "failing.count"
-    await executor.launch("local", manifest("failing", counting(count, "sys.exit(3)"),
-                                            backoff_limit=2))
+    await executor.launch(
+        "local", manifest("failing", counting(count, "sys.exit(3)"), backoff_limit=2)
+    )
     obs = await final(executor, "failing")
     assert obs.outcome is Outcome.BACKOFF_LIMIT
     assert "backoff limit (2)" in obs.message and "exit code 3" in obs.message
@@ -177,8 +207,9 @@ async def test_backoff_limit_reached(executor, tmp_path):
 
 async def test_default_backoff_limit_is_six(executor, tmp_path):
     count = tmp_path / "default.count"
-    await executor.launch("local", manifest("default", counting(count, "sys.exit(1)"),
-                                            backoff_limit=None))
+    await executor.launch(
+        "local", manifest("default", counting(count, "sys.exit(1)"), backoff_limit=None)
+    )
     assert (await final(executor, "default", timeout=30)).outcome is Outcome.BACKOFF_LIMIT
     assert attempts(count) == 7
 
@@ -265,14 +296,16 @@ def test_children_do_not_inherit_the_servers_descriptors(tmp_path):
     listener.set_inheritable(True)
     inode = f"socket:[{os.fstat(listener.fileno()).st_ino}]"
     out = tmp_path / "fds.txt"
-    code = ("import os\n"
-            "targets = []\n"
-            "for name in os.listdir('/proc/self/fd'):\n"
-            "    try:\n"
-            "        targets.append(os.readlink('/proc/self/fd/' + name))\n"
-            "    except OSError:\n"
-            "        pass\n"
-            f"open({str(out)!r}, 'w').write('\\n'.join(targets))\n")
+    code = (
+        "import os\n"
+        "targets = []\n"
+        "for name in os.listdir('/proc/self/fd'):\n"
+        "    try:\n"
+        "        targets.append(os.readlink('/proc/self/fd/' + name))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        f"open({str(out)!r}, 'w').write('\\n'.join(targets))\n"
+    )
 
     async def main() -> Outcome:
         ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01)
@@ -316,14 +349,17 @@ def crash_after_start(tmp_path: Path, job: dict[str, Any], started: Path) -> Non
     import json
     import subprocess
 
-    result = subprocess.run([sys.executable, "-c", _CRASHING_NEXUS, str(tmp_path),
-                             json.dumps(job), str(started)], timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", _CRASHING_NEXUS, str(tmp_path), json.dumps(job), str(started)],
+        timeout=60,
+    )
     assert result.returncode == -9
 
 
 async def restarted(tmp_path: Path) -> LocalExecutor:
-    ex = LocalExecutor(tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01,
-                       retry_max=0.05)
+    ex = LocalExecutor(
+        tmp_path, tmp_path / "logs", tmp_path / "jobs", retry_base=0.01, retry_max=0.05
+    )
     await ex.open()
     return ex
 
@@ -348,8 +384,10 @@ async def test_a_restart_adopts_the_live_process_instead_of_starting_another(tmp
 
 async def test_a_failure_of_an_adopted_attempt_is_retried_and_counted(tmp_path):
     count, started = tmp_path / "retried.count", tmp_path / "retried.started"
-    body = counting(count, f"open({str(started)!r}, 'w').close(); time.sleep(0.5); "
-                           "sys.exit(0 if attempt == 2 else 3)")
+    body = counting(
+        count,
+        f"open({str(started)!r}, 'w').close(); time.sleep(0.5); sys.exit(0 if attempt == 2 else 3)",
+    )
     crash_after_start(tmp_path, manifest("retried", body, backoff_limit=1), started)
     ex = await restarted(tmp_path)
     try:
@@ -383,8 +421,14 @@ async def test_a_retry_owed_by_a_previous_nexus_waits_until_payloads_are_served(
     count = tmp_path / "owed.count"
     records = LaunchRecords(tmp_path / "jobs")
     records.open()
-    records.save(LaunchRecord(run_id="owed", cluster="local", started_at=time.time(),
-                              manifest=manifest("owed", counting(count, "pass"), backoff_limit=2)))
+    records.save(
+        LaunchRecord(
+            run_id="owed",
+            cluster="local",
+            started_at=time.time(),
+            manifest=manifest("owed", counting(count, "pass"), backoff_limit=2),
+        )
+    )
     records.exit_path("owed").write_text("1\n")  # its first attempt failed while nobody watched
     ex = await restarted(tmp_path)
     try:
@@ -403,11 +447,22 @@ async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kep
     records = LaunchRecords(tmp_path / "jobs")
     records.open()
     now = time.time()
-    records.save(LaunchRecord(run_id="never", cluster="local", started_at=now,
-                              manifest=manifest("never", "pass")))
-    records.save(LaunchRecord(run_id="done", cluster="local", started_at=now,
-                              manifest=manifest("done", "pass"), outcome="SUCCEEDED",
-                              message="Job completed (exit code 0)", finished_at=now))
+    records.save(
+        LaunchRecord(
+            run_id="never", cluster="local", started_at=now, manifest=manifest("never", "pass")
+        )
+    )
+    records.save(
+        LaunchRecord(
+            run_id="done",
+            cluster="local",
+            started_at=now,
+            manifest=manifest("done", "pass"),
+            outcome="SUCCEEDED",
+            message="Job completed (exit code 0)",
+            finished_at=now,
+        )
+    )
     ex = await restarted(tmp_path)
     try:
         observed = {o.run_id: o for o in (await ex.snapshot()).observations}

@@ -26,14 +26,19 @@ class SweptStore(MemoryStore):
 
     def age(self, run_id: str, seconds: float) -> None:
         self.runs[("algo", run_id)] = msgspec.structs.replace(
-            self.run(run_id), received_by_host=HOST,
-            received_at=datetime.now(UTC) - timedelta(seconds=seconds))
+            self.run(run_id),
+            received_by_host=HOST,
+            received_at=datetime.now(UTC) - timedelta(seconds=seconds),
+        )
 
     async def by_host_stage(self, host: str, stage: S):
         self.lookups += 1
         self._maybe_fail()
-        return [run for run in self.runs.values()
-                if run.received_by_host == host and run.lifecycle_stage is stage]
+        return [
+            run
+            for run in self.runs.values()
+            if run.received_by_host == host and run.lifecycle_stage is stage
+        ]
 
 
 class Payloads:
@@ -44,7 +49,9 @@ class Payloads:
 @pytest.fixture
 def setup():
     store = SweptStore()
-    pipeline = LaunchPipeline(store, FakeLauncher(), limits(), render=render)  # not started: runs stay queued
+    pipeline = LaunchPipeline(
+        store, FakeLauncher(), limits(), render=render
+    )  # not started: runs stay queued
     return store, pipeline, PendingSweep(store, Payloads(), pipeline, HOST, interval=10.0)
 
 

@@ -32,16 +32,31 @@ class MemoryStore:
         self.transitions: list[tuple[str, S]] = []
         self.unavailable = 0  # fail this many calls with BackendUnavailable
 
-    def add(self, run_id: str, stage: S = S.NEW, *, cluster: str = "shard-a",
-            job_uid: str = "", submission: bool = True, algorithm: str = "algo") -> RunKey:
-        self.runs[(algorithm, run_id)] = Run(algorithm=algorithm, id=run_id,
-                                             lifecycle_stage=stage, cluster=cluster,
-                                             job_uid=job_uid,
-                                             received_at=datetime.now(UTC))
+    def add(
+        self,
+        run_id: str,
+        stage: S = S.NEW,
+        *,
+        cluster: str = "shard-a",
+        job_uid: str = "",
+        submission: bool = True,
+        algorithm: str = "algo",
+    ) -> RunKey:
+        self.runs[(algorithm, run_id)] = Run(
+            algorithm=algorithm,
+            id=run_id,
+            lifecycle_stage=stage,
+            cluster=cluster,
+            job_uid=job_uid,
+            received_at=datetime.now(UTC),
+        )
         if submission:
             self.submissions[(algorithm, run_id)] = SubmissionEntry(
-                algorithm=algorithm, id=run_id, cluster=cluster,
-                template={"metadata": {"name": run_id}})
+                algorithm=algorithm,
+                id=run_id,
+                cluster=cluster,
+                template={"metadata": {"name": run_id}},
+            )
         return RunKey(algorithm, run_id, cluster=cluster)
 
     def stage(self, run_id: str, algorithm: str = "algo") -> S:
@@ -110,13 +125,24 @@ class FakeLauncher:
 
 async def render(run: Run) -> SubmissionEntry:
     """The BUFFERED step's renderer, reduced to what the fake launcher reads."""
-    return SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster=run.cluster,
-                           template={"metadata": {"name": run.id}})
+    return SubmissionEntry(
+        algorithm=run.algorithm,
+        id=run.id,
+        cluster=run.cluster,
+        template={"metadata": {"name": run.id}},
+    )
 
 
 def limits(**changes) -> LimitConfig:
-    values = {"rate": 1000.0, "burst": 1000, "base_delay": 0.01, "max_delay": 0.1,
-              "max_attempts": 4, "workers": 2, "capacity": 100}
+    values = {
+        "rate": 1000.0,
+        "burst": 1000,
+        "base_delay": 0.01,
+        "max_delay": 0.1,
+        "max_attempts": 4,
+        "workers": 2,
+        "capacity": 100,
+    }
     values.update(changes)
     return LimitConfig(**values)
 
@@ -133,10 +159,12 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 async def make_pipeline():
     pipelines: list[LaunchPipeline] = []
 
-    def make(store, launcher, config=None, on_change=None, start=True,
-             renderer=render) -> LaunchPipeline:
-        pipeline = LaunchPipeline(store, launcher, config or limits(), render=renderer,
-                                  on_change=on_change)
+    def make(
+        store, launcher, config=None, on_change=None, start=True, renderer=render
+    ) -> LaunchPipeline:
+        pipeline = LaunchPipeline(
+            store, launcher, config or limits(), render=renderer, on_change=on_change
+        )
         if start:
             pipeline.start()
         pipelines.append(pipeline)
@@ -210,8 +238,9 @@ async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeli
 async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_pipeline):
     store = MemoryStore()
     launcher = FakeLauncher(lambda cluster, manifest: LaunchError("quota exceeded"))
-    pipeline = make_pipeline(store, launcher, limits(max_attempts=3, base_delay=0.02,
-                                                     max_delay=0.03))
+    pipeline = make_pipeline(
+        store, launcher, limits(max_attempts=3, base_delay=0.02, max_delay=0.03)
+    )
     pipeline.submit(store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     attempts = launcher.attempts("r1")
@@ -230,8 +259,9 @@ async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_
 
 async def test_non_retryable_error_fails_at_once(make_pipeline):
     store = MemoryStore()
-    launcher = FakeLauncher(lambda cluster, manifest: LaunchError("invalid manifest",
-                                                                  retryable=False))
+    launcher = FakeLauncher(
+        lambda cluster, manifest: LaunchError("invalid manifest", retryable=False)
+    )
     pipeline = make_pipeline(store, launcher, limits(max_attempts=5))
     pipeline.submit(store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
@@ -266,7 +296,8 @@ async def test_a_new_run_is_rendered_and_its_job_stored_before_it_is_buffered(ma
     pipeline.submit(store.add("r1", submission=False, cluster="shard-b"))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert store.submissions[("algo", "r1")] == SubmissionEntry(
-        algorithm="algo", id="r1", cluster="shard-b", template={"metadata": {"name": "r1"}})
+        algorithm="algo", id="r1", cluster="shard-b", template={"metadata": {"name": "r1"}}
+    )
     assert [stage for run_id, stage in store.transitions] == [S.BUFFERED, S.RUNNING]
     assert [cluster for _, cluster, _ in launcher.calls] == ["shard-b"]
 
@@ -413,8 +444,9 @@ async def test_an_unexpected_error_does_not_kill_the_workers(make_pipeline):
 async def test_stop_cancels_pending_retries(make_pipeline):
     store = MemoryStore()
     launcher = FakeLauncher(lambda cluster, manifest: LaunchError("down"))
-    pipeline = make_pipeline(store, launcher, limits(base_delay=0.2, max_delay=0.2,
-                                                     max_attempts=10))
+    pipeline = make_pipeline(
+        store, launcher, limits(base_delay=0.2, max_delay=0.2, max_attempts=10)
+    )
     pipeline.submit(store.add("r1"))
     await eventually(lambda: len(launcher.calls) == 1)
     await pipeline.stop()

@@ -232,7 +232,15 @@ class TestBackoff:
 
     @pytest.mark.parametrize(
         ("base", "max_", "max_attempts"),
-        [(-1, 1, 1), (1, -1, 1), (2, 1, 1), (math.nan, 1, 1), (1, math.inf, 1), (1, 2, -1), (1, 2, 2**32)],
+        [
+            (-1, 1, 1),
+            (1, -1, 1),
+            (2, 1, 1),
+            (math.nan, 1, 1),
+            (1, math.inf, 1),
+            (1, 2, -1),
+            (1, 2, 2**32),
+        ],
     )
     def test_rejects_bad_arguments(self, base, max_, max_attempts):
         with pytest.raises(ValueError):

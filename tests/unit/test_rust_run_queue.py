@@ -235,12 +235,8 @@ class TestThreads:
             while (popped := queue.pop_wait(consumer % 2, 1.0)) is not None:
                 taken[consumer].append(popped.item)
 
-        threads = [
-            threading.Thread(target=produce, args=(p,)) for p in range(producers)
-        ]
-        threads += [
-            threading.Thread(target=consume, args=(c,)) for c in range(consumers)
-        ]
+        threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+        threads += [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
         for thread in threads:
             thread.start()
         for thread in threads:

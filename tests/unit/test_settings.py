@@ -33,7 +33,9 @@ def test_defaults_without_file_or_env():
 
 
 def test_yaml_file_is_read_with_go_key_names(tmp_path):
-    path = _yaml(tmp_path, """
+    path = _yaml(
+        tmp_path,
+        """
 data-dir: /srv/nexus
 cql-store-type: scylla
 scylla-cql-store:
@@ -48,7 +50,8 @@ s3-buffer:
     rate-limit-elements-per-second: 5
     rate-limit-elements-burst: 10
 max-payload-size: 10Mi
-""")
+""",
+    )
     settings = load_settings(path, environ={})
     assert settings.data_dir == "/srv/nexus"
     assert settings.cql_store_type == "scylla"
@@ -66,13 +69,16 @@ max-payload-size: 10Mi
 
 def test_env_overrides_the_file(tmp_path):
     path = _yaml(tmp_path, "bind-port: 9000\ns3-buffer:\n  buffer-config:\n    workers: 3\n")
-    settings = load_settings(path, environ={
-        "NEXUS__BIND_PORT": "9100",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.2",
-        "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
-        "UNRELATED": "ignored",
-        "NEXUSX__BIND_PORT": "1",
-    })
+    settings = load_settings(
+        path,
+        environ={
+            "NEXUS__BIND_PORT": "9100",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.2",
+            "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "1",
+            "UNRELATED": "ignored",
+            "NEXUSX__BIND_PORT": "1",
+        },
+    )
     assert settings.bind_port == 9100
     limits = settings.s3_buffer.buffer_config
     assert limits.workers == 3  # kept from the file: overrides merge, they do not replace
@@ -119,18 +125,22 @@ def test_quantities(value, expected):
 
 
 def test_lists_from_a_comma_separated_env_value():
-    settings = load_settings(environ={
-        "NEXUS__SCYLLA_CQL_STORE__HOSTS": " 10.0.0.1, 10.0.0.2,,10.0.0.3 ",
-    })
+    settings = load_settings(
+        environ={
+            "NEXUS__SCYLLA_CQL_STORE__HOSTS": " 10.0.0.1, 10.0.0.2,,10.0.0.3 ",
+        }
+    )
     assert settings.scylla_cql_store.hosts == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
 
 
 def test_env_bool_and_numbers_are_converted():
-    settings = load_settings(environ={
-        "NEXUS__S3_BUFFER__VIRTUAL_HOSTED_STYLE": "true",
-        "NEXUS__SCYLLA_CQL_STORE__PORT": "19042",
-        "NEXUS__KUBERNETES__CLIENT_QPS": "7.5",
-    })
+    settings = load_settings(
+        environ={
+            "NEXUS__S3_BUFFER__VIRTUAL_HOSTED_STYLE": "true",
+            "NEXUS__SCYLLA_CQL_STORE__PORT": "19042",
+            "NEXUS__KUBERNETES__CLIENT_QPS": "7.5",
+        }
+    )
     assert settings.s3_buffer.virtual_hosted_style is True
     assert settings.scylla_cql_store.port == 19042
     assert settings.kubernetes.client_qps == 7.5
@@ -150,13 +160,16 @@ def test_env_bool_and_numbers_are_converted():
         ({"NEXUS__S3_BUFFER__PAYLOAD_VALID_FOR": "-1s"}, ["s3-buffer.payload-valid-for"]),
         ({"NEXUS__MAX_WAIT": "inf"}, ["max-wait", "not a finite duration"]),
         ({"NEXUS__MAX_WAIT": "nan"}, ["max-wait", "not a finite duration"]),
-        ({"NEXUS__SCYLLA_CQL_STORE__CHECKPOINT_TTL": "1e309"},
-         ["scylla-cql-store.checkpoint-ttl", "not a finite duration"]),
-        ({"NEXUS__SUPERVISOR__LEASE_TTL": "999999999999"},
-         ["supervisor.lease-ttl", "longer than the allowed 876000h"]),
+        (
+            {"NEXUS__SCYLLA_CQL_STORE__CHECKPOINT_TTL": "1e309"},
+            ["scylla-cql-store.checkpoint-ttl", "not a finite duration"],
+        ),
+        (
+            {"NEXUS__SUPERVISOR__LEASE_TTL": "999999999999"},
+            ["supervisor.lease-ttl", "longer than the allowed 876000h"],
+        ),
         ({"NEXUS__MAX_PAYLOAD_SIZE": "1Zi"}, ["max-payload-size", "1Zi"]),
-        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "many"},
-         ["s3-buffer.buffer-config.workers"]),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "many"}, ["s3-buffer.buffer-config.workers"]),
         ({"NEXUS__LOG_LEVEL": "LOUD"}, ["log-level"]),
         ({"NEXUS__CQL_STORE_TYPE": "mongo"}, ["cql-store-type"]),
         ({"NEXUS__BIND_PORT": "http"}, ["bind-port"]),
@@ -192,16 +205,24 @@ def test_yaml_errors_name_the_key(tmp_path, text, names):
     ("environ", "key"),
     [
         ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__WORKERS": "0"}, "s3-buffer.buffer-config.workers"),
-        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__MAX_ATTEMPTS": "0"},
-         "s3-buffer.buffer-config.max-attempts"),
-        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__QUEUE_CAPACITY": "0"},
-         "s3-buffer.buffer-config.queue-capacity"),
-        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "0"},
-         "s3-buffer.buffer-config.rate-limit-elements-burst"),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__MAX_ATTEMPTS": "0"},
+            "s3-buffer.buffer-config.max-attempts",
+        ),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__QUEUE_CAPACITY": "0"},
+            "s3-buffer.buffer-config.queue-capacity",
+        ),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST": "0"},
+            "s3-buffer.buffer-config.rate-limit-elements-burst",
+        ),
         ({"NEXUS__BIND_PORT": "-1"}, "bind-port"),
         ({"NEXUS__MAX_PAYLOAD_SIZE": "0"}, "max-payload-size"),
-        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__FAILURE_RATE_BASE_DELAY": "10s"},
-         "s3-buffer.buffer-config.failure-rate-base-delay"),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__FAILURE_RATE_BASE_DELAY": "10s"},
+            "s3-buffer.buffer-config.failure-rate-base-delay",
+        ),
         ({"NEXUS__CQL_STORE_TYPE": "scylla"}, "scylla-cql-store.hosts"),
     ],
 )
@@ -234,8 +255,12 @@ def test_public_and_receiver_urls():
     settings = load_settings(environ={"NEXUS__BIND_PORT": "8123"})
     assert settings.public_url == "http://127.0.0.1:8123"
     assert settings.receiver_base_url == settings.public_url
-    settings = load_settings(environ={"NEXUS__EXTERNAL_URL": "https://nexus.example/",
-                                      "NEXUS__RECEIVER_URL": "https://receiver.example/"})
+    settings = load_settings(
+        environ={
+            "NEXUS__EXTERNAL_URL": "https://nexus.example/",
+            "NEXUS__RECEIVER_URL": "https://receiver.example/",
+        }
+    )
     assert settings.public_url == "https://nexus.example"
     assert settings.receiver_base_url == "https://receiver.example"
 

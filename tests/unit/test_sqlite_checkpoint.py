@@ -12,9 +12,21 @@ from nexus.core.models import LifecycleStage as S, Run
 
 async def fill(store: SqliteRunStore, runs: int) -> None:
     now = datetime.now(UTC)
-    await asyncio.gather(*(store.create(Run(
-        algorithm="algo", id=str(uuid.uuid4()), lifecycle_stage=S.NEW, received_at=now,
-        payload_uri="x" * 500), None) for _ in range(runs)))
+    await asyncio.gather(
+        *(
+            store.create(
+                Run(
+                    algorithm="algo",
+                    id=str(uuid.uuid4()),
+                    lifecycle_stage=S.NEW,
+                    received_at=now,
+                    payload_uri="x" * 500,
+                ),
+                None,
+            )
+            for _ in range(runs)
+        )
+    )
 
 
 async def test_commits_leave_the_wal_to_the_checkpointer(tmp_path):

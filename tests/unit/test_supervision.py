@@ -35,16 +35,24 @@ class Watcher:
 def running(store: HostStore, run_id: str, cluster: str) -> None:
     store.add(run_id, S.RUNNING, cluster=cluster)
     store.runs[("algo", run_id)] = msgspec.structs.replace(
-        store.run(run_id), received_by_host=HOST,
-        sent_at=datetime.now(UTC) - timedelta(hours=1))
+        store.run(run_id), received_by_host=HOST, sent_at=datetime.now(UTC) - timedelta(hours=1)
+    )
 
 
-def supervision(store: HostStore, watcher: Watcher,
-                since: timedelta = timedelta(hours=1)) -> Supervision:
+def supervision(
+    store: HostStore, watcher: Watcher, since: timedelta = timedelta(hours=1)
+) -> Supervision:
     """A supervisor that began observing ``since`` ago (well past the 1 s grace)."""
-    return Supervision(store, Payloads(), watcher, None, SupervisionConfig(
-        success_grace=1.0, backoff_grace=1.0, host=HOST, reconcile_interval=1.0,
-        lease_ttl=10.0), observing_since=datetime.now(UTC) - since)
+    return Supervision(
+        store,
+        Payloads(),
+        watcher,
+        None,
+        SupervisionConfig(
+            success_grace=1.0, backoff_grace=1.0, host=HOST, reconcile_interval=1.0, lease_ttl=10.0
+        ),
+        observing_since=datetime.now(UTC) - since,
+    )
 
 
 async def test_a_missing_jobs_grace_starts_when_the_supervisor_starts_observing():
@@ -64,12 +72,18 @@ async def test_an_unreachable_shard_does_not_stop_the_others():
     store = HostStore()
     running(store, "fatal-on-a", "shard-a")
     running(store, "quiet-on-b", "shard-b")  # its Job was not listed: shard-b is down
-    running(store, "gone-on-a", "shard-a")   # not listed although shard-a answered: lost
-    fatal = JobObservation(algorithm="algo", run_id="fatal-on-a", cluster="shard-a",
-                           outcome=Outcome.FATAL_EXIT, since=datetime.now(UTC),
-                           message="exit code 42")
-    watcher = Watcher(ClusterSnapshot(observations=[fatal],
-                                      unreachable={"shard-b": "connection refused"}))
+    running(store, "gone-on-a", "shard-a")  # not listed although shard-a answered: lost
+    fatal = JobObservation(
+        algorithm="algo",
+        run_id="fatal-on-a",
+        cluster="shard-a",
+        outcome=Outcome.FATAL_EXIT,
+        since=datetime.now(UTC),
+        message="exit code 42",
+    )
+    watcher = Watcher(
+        ClusterSnapshot(observations=[fatal], unreachable={"shard-b": "connection refused"})
+    )
     await supervision(store, watcher).reconcile()
     assert store.stage("fatal-on-a") is S.FAILED
     assert store.run("fatal-on-a").algorithm_failure_cause == FATAL_CAUSE

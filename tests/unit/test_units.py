@@ -50,8 +50,21 @@ def test_parse_duration_refuses(text):
     assert "duration" in str(caught.value)
 
 
-@pytest.mark.parametrize("text", ["inf", "Infinity", "-inf", "nan", "NaN", "1e309",
-                                  "1" * 400 + "h", float("inf"), float("nan"), 10**400])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inf",
+        "Infinity",
+        "-inf",
+        "nan",
+        "NaN",
+        "1e309",
+        "1" * 400 + "h",
+        float("inf"),
+        float("nan"),
+        10**400,
+    ],
+)
 def test_parse_duration_refuses_what_is_not_finite(text):
     with pytest.raises(ValueError, match="not a finite duration"):
         parse_duration(text)
@@ -77,8 +90,17 @@ def test_parse_duration_error_names_the_text():
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(86400, "24h"), (3600, "1h"), (5400, "90m"), (60, "1m"), (90, "90s"), (1, "1s"),
-     (0, "0s"), (0.1, "100ms"), (1.5, "1500ms")],
+    [
+        (86400, "24h"),
+        (3600, "1h"),
+        (5400, "90m"),
+        (60, "1m"),
+        (90, "90s"),
+        (1, "1s"),
+        (0, "0s"),
+        (0.1, "100ms"),
+        (1.5, "1500ms"),
+    ],
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
@@ -120,8 +142,16 @@ def test_parse_quantity_refuses(text):
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [("1", "100m"), ("2", "200m"), ("500m", "50m"), ("1500m", "150m"), ("4", "400m"),
-     ("0.5", "50m"), ("5m", "1m"), ("1m", "1m")],
+    [
+        ("1", "100m"),
+        ("2", "200m"),
+        ("500m", "50m"),
+        ("1500m", "150m"),
+        ("4", "400m"),
+        ("0.5", "50m"),
+        ("5m", "1m"),
+        ("1m", "1m"),
+    ],
 )
 def test_cpu_request_is_ten_percent_of_the_limit(limit, expected):
     assert cpu_request_from_limit(limit) == expected

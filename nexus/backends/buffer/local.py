@@ -26,10 +26,17 @@ def local_buffer(folder: str | Path, signer: UrlSigner) -> ObjectPayloadBuffer:
 
     def urls(method: str, ref: ObjectRef, valid_for: float) -> str:
         route = PAYLOAD_ROUTE if ref.kind == "payload" else RESULT_ROUTE
-        return signer.sign(method, route.format(algorithm=ref.algorithm, run_id=ref.run_id),
-                           valid_for)
+        return signer.sign(
+            method, route.format(algorithm=ref.algorithm, run_id=ref.run_id), valid_for
+        )
 
     syncer = GroupSync(root)
-    return ObjectPayloadBuffer(LocalStore(root.resolve(), mkdir=True), "", urls,
-                               describe=f"local folder {root}", durable=syncer.sync,
-                               on_open=syncer.open, on_close=syncer.close)
+    return ObjectPayloadBuffer(
+        LocalStore(root.resolve(), mkdir=True),
+        "",
+        urls,
+        describe=f"local folder {root}",
+        durable=syncer.sync,
+        on_open=syncer.open,
+        on_close=syncer.close,
+    )

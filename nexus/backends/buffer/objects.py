@@ -38,11 +38,18 @@ def result_key(prefix: str, algorithm: str, run_id: str) -> str:
 
 
 class ObjectPayloadBuffer:
-    def __init__(self, store: obstore.store.ObjectStore, prefix: str, urls: UrlMaker,
-                 *, describe: str, multipart_threshold: int = 8 * 1024 * 1024,
-                 durable: Callable[[], Awaitable[None]] | None = None,
-                 on_open: Callable[[], None] | None = None,
-                 on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: obstore.store.ObjectStore,
+        prefix: str,
+        urls: UrlMaker,
+        *,
+        describe: str,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        durable: Callable[[], Awaitable[None]] | None = None,
+        on_open: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         """``durable``: awaited after each write until it is on stable storage, for
         stores whose writes are not durable when they return (a local folder); S3's
         are. ``on_open`` / ``on_close`` start and stop what it needs."""
@@ -76,8 +83,9 @@ class ObjectPayloadBuffer:
 
     async def _put(self, key: str, data: bytes | memoryview) -> None:
         try:
-            await obstore.put_async(self._store, key, data,
-                                    use_multipart=len(data) > self._multipart_threshold)
+            await obstore.put_async(
+                self._store, key, data, use_multipart=len(data) > self._multipart_threshold
+            )
             if self._durable is not None:
                 await self._durable()
         except (BaseError, OSError) as exc:

@@ -58,10 +58,12 @@ def _short(exc: Exception) -> str:
 class S3PayloadBuffer(ObjectPayloadBuffer):
     """The object buffer with an S3 health check and one-line error messages."""
 
-    def __init__(self, store: S3Store, bucket: str, prefix: str, *, describe: str,
-                 multipart_threshold: int) -> None:
-        super().__init__(store, prefix, self._sign, describe=describe,
-                         multipart_threshold=multipart_threshold)
+    def __init__(
+        self, store: S3Store, bucket: str, prefix: str, *, describe: str, multipart_threshold: int
+    ) -> None:
+        super().__init__(
+            store, prefix, self._sign, describe=describe, multipart_threshold=multipart_threshold
+        )
         self._s3 = store
         self._bucket = bucket
 
@@ -71,8 +73,9 @@ class S3PayloadBuffer(ObjectPayloadBuffer):
         return self._s3
 
     def _unavailable(self, action: str, exc: Exception) -> BackendUnavailable:
-        return BackendUnavailable(f"Payload storage ({self._describe}) failed to {action}: "
-                                  f"{_short(exc)}")
+        return BackendUnavailable(
+            f"Payload storage ({self._describe}) failed to {action}: {_short(exc)}"
+        )
 
     async def ping(self) -> None:
         """Listing the prefix proves the bucket exists and the credentials are accepted
@@ -97,8 +100,10 @@ class S3PayloadBuffer(ObjectPayloadBuffer):
 def s3_buffer(config: S3Buffer) -> S3PayloadBuffer:
     bucket, prefix = parse_storage_path(config.payload_storage_path)
     if config.payload_valid_for > MAX_URL_LIFETIME:
-        raise ConfigError("Invalid settings: s3-buffer.payload-valid-for must not exceed 168h "
-                          "(the longest an S3 presigned URL can live)")
+        raise ConfigError(
+            "Invalid settings: s3-buffer.payload-valid-for must not exceed 168h "
+            "(the longest an S3 presigned URL can live)"
+        )
     options: S3Config = {
         "region": config.region,
         "virtual_hosted_style_request": config.virtual_hosted_style,
@@ -120,13 +125,20 @@ def s3_buffer(config: S3Buffer) -> S3PayloadBuffer:
             retry_config={
                 "max_retries": config.max_retries,
                 "retry_timeout": timedelta(seconds=config.retry_timeout),
-                "backoff": {"init_backoff": timedelta(milliseconds=100),
-                            "max_backoff": timedelta(seconds=2), "base": 2},
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=2),
+                    "base": 2,
+                },
             },
         )
     except (BaseError, ValueError) as exc:
         raise ConfigError(f"Invalid settings: s3-buffer: {_short(exc)}") from exc
     where = config.endpoint or f"AWS {config.region}"
-    return S3PayloadBuffer(store, bucket, prefix,
-                           describe=f"s3://{bucket}/{prefix} at {where}",
-                           multipart_threshold=int(config.multipart_threshold))
+    return S3PayloadBuffer(
+        store,
+        bucket,
+        prefix,
+        describe=f"s3://{bucket}/{prefix} at {where}",
+        multipart_threshold=int(config.multipart_threshold),
+    )

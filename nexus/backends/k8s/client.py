@@ -41,8 +41,17 @@ WATCH_SECONDS = 290  # the API server ends a watch after this; it is resumed at 
 REQUEST_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 # Connection drops are retried once by urllib3: every call nexus makes is idempotent
 # (a Job is named by its run id, so a repeated create answers 409 and is read back).
-RETRIES = urllib3.Retry(total=2, connect=2, read=1, status=0, redirect=0, other=0,
-                        allowed_methods=None, raise_on_status=False, backoff_factor=0.05)
+RETRIES = urllib3.Retry(
+    total=2,
+    connect=2,
+    read=1,
+    status=0,
+    redirect=0,
+    other=0,
+    allowed_methods=None,
+    raise_on_status=False,
+    backoff_factor=0.05,
+)
 
 T = TypeVar("T")
 
@@ -85,10 +94,14 @@ class ApiMetrics:
         if metrics is not None:
             self._responses = metrics.counter(
                 "nexus_kube_api_responses_total",
-                "Kubernetes API calls by shard, verb and HTTP answer code", ("shard", "verb", "code"))
+                "Kubernetes API calls by shard, verb and HTTP answer code",
+                ("shard", "verb", "code"),
+            )
             self._waited = metrics.counter(
                 "nexus_kube_client_throttle_seconds_total",
-                "Seconds Kubernetes API calls waited for the client QPS limit", ("shard",))
+                "Seconds Kubernetes API calls waited for the client QPS limit",
+                ("shard",),
+            )
 
     def response(self, shard: str, verb: str, code: str) -> None:
         if self._responses is not None:
@@ -155,8 +168,9 @@ _STATUS_DECODER = msgspec.json.Decoder(Status)
 class ShardClient:
     """Requests to one cluster's API server, each after a token from its bucket."""
 
-    def __init__(self, shard: ShardConfig, *, qps: float, burst: int,
-                 metrics: ApiMetrics | None = None) -> None:
+    def __init__(
+        self, shard: ShardConfig, *, qps: float, burst: int, metrics: ApiMetrics | None = None
+    ) -> None:
         self.name = shard.name
         self.namespace = shard.namespace
         self.source = shard.source
@@ -179,8 +193,11 @@ class ShardClient:
     # --- plumbing ----------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json",
-                   "User-Agent": "nexus"}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": "nexus",
+        }
         bearer = self._configuration.auth_settings().get("BearerToken")
         if bearer and bearer.get("value"):
             headers[bearer["key"]] = bearer["value"]
@@ -196,17 +213,31 @@ class ShardClient:
             self._metrics.waited(self.name, wait)
             time.sleep(wait)
 
-    def _send(self, verb: str, method: str, url: str, body: bytes | None,
-              stream: bool = False, timeout: urllib3.Timeout = REQUEST_TIMEOUT) -> Any:
+    def _send(
+        self,
+        verb: str,
+        method: str,
+        url: str,
+        body: bytes | None,
+        stream: bool = False,
+        timeout: urllib3.Timeout = REQUEST_TIMEOUT,
+    ) -> Any:
         try:
-            response = self._http.request(method, url, body=body, headers=self._headers(),
-                                          timeout=timeout, retries=RETRIES,
-                                          preload_content=not stream)
+            response = self._http.request(
+                method,
+                url,
+                body=body,
+                headers=self._headers(),
+                timeout=timeout,
+                retries=RETRIES,
+                preload_content=not stream,
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._metrics.response(self.name, verb, "error")
             raise BackendUnavailable(
                 f"Kubernetes API server of shard '{self.name}' ({self._host}) did not answer "
-                f"{method} {url.removeprefix(self._host)}: {exc}") from exc
+                f"{method} {url.removeprefix(self._host)}: {exc}"
+            ) from exc
         self._metrics.response(self.name, verb, str(response.status))
         return response
 
@@ -220,13 +251,21 @@ class ShardClient:
             # _List[item_type], spelled so that a type checker accepts an item type known
             # only at run time.
             decoder = self._decoders[item_type] = msgspec.json.Decoder(
-                types.GenericAlias(_List, (item_type,)))
+                types.GenericAlias(_List, (item_type,))
+            )
         return decoder
 
     # --- requests ----------------------------------------------------------------------
 
-    async def request(self, verb: str, method: str, path: str, *,
-                      query: dict[str, Any] | None = None, body: Any = None) -> Response:
+    async def request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> Response:
         """One call; raise BackendUnavailable when the API server cannot be reached."""
         wait = self._bucket.reserve(1)
         if wait > 0:
@@ -236,25 +275,33 @@ class ShardClient:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._executor, partial(self._call, verb, method, self.url(path, query), encoded))
+                self._executor, partial(self._call, verb, method, self.url(path, query), encoded)
+            )
         except RuntimeError as exc:  # the executor was shut down: nexus is stopping
             raise BackendUnavailable(f"shard '{self.name}' client is closed") from exc
 
-    def list_sync(self, path: str, item_type: type[T], query: dict[str, Any]) -> tuple[list[T], str]:
+    def list_sync(
+        self, path: str, item_type: type[T], query: dict[str, Any]
+    ) -> tuple[list[T], str]:
         """Every object (page by page) and the resourceVersion to watch from."""
         decoder = self.decoder(item_type)
         items: list[T] = []
         token = ""
         while True:
             self._wait_sync()
-            response = self._call("list", "GET", self.url(path, {**query, "limit": LIST_PAGE,
-                                                                  "continue": token}), None)
+            response = self._call(
+                "list",
+                "GET",
+                self.url(path, {**query, "limit": LIST_PAGE, "continue": token}),
+                None,
+            )
             if response.status == 410 and token:  # the continue token expired: start over
                 items, token = [], ""
                 continue
             if response.status != 200:
-                raise BackendUnavailable(f"Listing {path} on shard '{self.name}' failed: "
-                                         f"{response.error().message}")
+                raise BackendUnavailable(
+                    f"Listing {path} on shard '{self.name}' failed: {response.error().message}"
+                )
             page = decoder.decode(response.data)
             items.extend(page.items)
             token = page.metadata.continue_
@@ -265,7 +312,8 @@ class ShardClient:
         loop = asyncio.get_running_loop()
         try:
             items, _ = await loop.run_in_executor(
-                self._executor, partial(self.list_sync, path, item_type, query))
+                self._executor, partial(self.list_sync, path, item_type, query)
+            )
         except RuntimeError as exc:
             raise BackendUnavailable(f"shard '{self.name}' client is closed") from exc
         return items
@@ -273,10 +321,24 @@ class ShardClient:
     def open_watch(self, path: str, query: dict[str, Any], resource_version: str) -> Any:
         """A streaming watch response (caller reads and closes it)."""
         self._wait_sync()
-        url = self.url(path, {**query, "watch": "true", "resourceVersion": resource_version,
-                              "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS})
-        return self._send("watch", "GET", url, None, stream=True,
-                          timeout=urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 30))
+        url = self.url(
+            path,
+            {
+                **query,
+                "watch": "true",
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": WATCH_SECONDS,
+            },
+        )
+        return self._send(
+            "watch",
+            "GET",
+            url,
+            None,
+            stream=True,
+            timeout=urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 30),
+        )
 
 
 def object_path(group_version: str, namespace: str, plural: str, name: str = "") -> str:
@@ -309,10 +371,16 @@ class ListWatch(Generic[W]):
     after an error (with a capped backoff). Each batch is handed to the event loop:
     ``on_reset(items)`` after a list, ``on_events([(type, object), ...])`` for a watch."""
 
-    def __init__(self, client: ShardClient, path: str, item_type: type[W], *,
-                 query: dict[str, Any] | None = None,
-                 on_reset: Callable[[list[W]], None],
-                 on_events: Callable[[list[tuple[str, W]]], None]) -> None:
+    def __init__(
+        self,
+        client: ShardClient,
+        path: str,
+        item_type: type[W],
+        *,
+        query: dict[str, Any] | None = None,
+        on_reset: Callable[[list[W]], None],
+        on_events: Callable[[list[tuple[str, W]]], None],
+    ) -> None:
         self._client = client
         self._path = path
         self._type = item_type
@@ -329,8 +397,11 @@ class ListWatch(Generic[W]):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"watch-{self._client.name}-{self._path.rsplit('/', 1)[-1]}")
+        self._thread = threading.Thread(
+            target=self._run,
+            daemon=True,
+            name=f"watch-{self._client.name}-{self._path.rsplit('/', 1)[-1]}",
+        )
         self._thread.start()
 
     async def stop(self) -> None:
@@ -374,8 +445,13 @@ class ListWatch(Generic[W]):
                 if self._stop.is_set():
                     break
                 self.error = getattr(exc, "message", None) or str(exc)
-                log.warning("watch of %s on shard '%s' failed, retrying in %.1fs: %s",
-                            self._path, self._client.name, delay, self.error)
+                log.warning(
+                    "watch of %s on shard '%s' failed, retrying in %.1fs: %s",
+                    self._path,
+                    self._client.name,
+                    delay,
+                    self.error,
+                )
                 version = ""
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
@@ -389,7 +465,8 @@ class ListWatch(Generic[W]):
                 raise _Expired()
             if response.status != 200:
                 raise BackendUnavailable(
-                    f"watch refused: {Response(response.status, response.read()).error().message}")
+                    f"watch refused: {Response(response.status, response.read()).error().message}"
+                )
             for lines in _lines(response):
                 batch: list[tuple[str, W]] = []
                 for line in lines:

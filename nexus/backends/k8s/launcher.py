@@ -37,8 +37,10 @@ def launch_error(shard: str, response: Response) -> LaunchError:
     code = response.status
     retryable = code in RETRYABLE_CODES or (code == 403 and "exceeded quota" in status.message)
     if code == 404:
-        message = (f"the API server of shard '{shard}' answered 404 ({status.message}); "
-                   "does the runtime namespace exist there?")
+        message = (
+            f"the API server of shard '{shard}' answered 404 ({status.message}); "
+            "does the runtime namespace exist there?"
+        )
     else:
         message = f"the API server of shard '{shard}' refused the Job ({code} {status.reason}): {status.message}"
     return LaunchError(message, retryable=retryable)
@@ -51,9 +53,11 @@ class KubernetesLauncher:
     def _client(self, cluster: str) -> ShardClient:
         client = self._clients.get(cluster)
         if client is None:
-            raise LaunchError(f"cluster '{cluster}' is not a configured shard "
-                              f"(known: {', '.join(sorted(self._clients)) or 'none'})",
-                              retryable=False)
+            raise LaunchError(
+                f"cluster '{cluster}' is not a configured shard "
+                f"(known: {', '.join(sorted(self._clients)) or 'none'})",
+                retryable=False,
+            )
         return client
 
     async def launch(self, cluster: str, manifest: dict[str, Any]) -> str:
@@ -66,18 +70,22 @@ class KubernetesLauncher:
             response = await client.request("create", "POST", path, body=body)
             if response.status == 409:
                 response = await client.request(
-                    "get", "GET", object_path("batch/v1", client.namespace, "jobs", name))
+                    "get", "GET", object_path("batch/v1", client.namespace, "jobs", name)
+                )
                 if response.status == 404:  # deleted between the two calls: try again later
-                    raise LaunchError(f"Job {name} exists on shard '{cluster}' but is being deleted",
-                                      retryable=True)
+                    raise LaunchError(
+                        f"Job {name} exists on shard '{cluster}' but is being deleted",
+                        retryable=True,
+                    )
         except BackendUnavailable as exc:
             raise LaunchError(exc.message, retryable=True) from exc
         if response.status not in (200, 201, 202):
             raise launch_error(cluster, response)
         uid = _CREATED.decode(response.data).metadata.uid
         if not uid:
-            raise LaunchError(f"shard '{cluster}' answered {response.status} without a Job uid",
-                              retryable=True)
+            raise LaunchError(
+                f"shard '{cluster}' answered {response.status} without a Job uid", retryable=True
+            )
         return uid
 
     async def delete(self, cluster: str, run_id: str, policy: str, grace: int | None = 0) -> bool:
@@ -88,8 +96,11 @@ class KubernetesLauncher:
         client = self._clients.get(cluster)
         if client is None:
             return False
-        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
-                                   "propagationPolicy": policy}
+        options: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": policy,
+        }
         if grace is not None:
             options["gracePeriodSeconds"] = grace
         path = object_path("batch/v1", client.namespace, "jobs", run_id)
@@ -97,6 +108,8 @@ class KubernetesLauncher:
         if response.status == 404:
             return False
         if response.status not in (200, 202):
-            raise BackendUnavailable(f"Deleting Job {run_id} on shard '{cluster}' failed "
-                                     f"({response.status}): {response.error().message}")
+            raise BackendUnavailable(
+                f"Deleting Job {run_id} on shard '{cluster}' failed "
+                f"({response.status}): {response.error().message}"
+            )
         return True

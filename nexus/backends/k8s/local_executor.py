@@ -91,16 +91,29 @@ class _LocalJob:
     def observation(self) -> JobObservation:
         # The local "Job uid" is the run id (what launch() returns), so the supervisor can
         # record it when it is first to see the process.
-        return JobObservation(algorithm=self.algorithm, run_id=self.run_id, cluster=self.cluster,
-                              outcome=self.outcome, since=self.since, message=self.message,
-                              job_uid=self.run_id)
+        return JobObservation(
+            algorithm=self.algorithm,
+            run_id=self.run_id,
+            cluster=self.cluster,
+            outcome=self.outcome,
+            since=self.since,
+            message=self.message,
+            job_uid=self.run_id,
+        )
 
 
 class LocalExecutor:
     """JobLauncher and ClusterWatcher for processes on this machine."""
 
-    def __init__(self, workdir: str | Path, logs: str | Path, records: str | Path, *,
-                 retry_base: float = 0.5, retry_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        workdir: str | Path,
+        logs: str | Path,
+        records: str | Path,
+        *,
+        retry_base: float = 0.5,
+        retry_max: float = 10.0,
+    ) -> None:
         self._workdir = Path(workdir)
         self._logs = Path(logs)
         self._records = LaunchRecords(Path(records))
@@ -140,8 +153,9 @@ class LocalExecutor:
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         if not container.get("command"):
             raise LaunchError("the template's command is empty", retryable=False)
-        job = _LocalJob(LaunchRecord(run_id=run_id, cluster=cluster, manifest=manifest,
-                                     started_at=time.time()))
+        job = _LocalJob(
+            LaunchRecord(run_id=run_id, cluster=cluster, manifest=manifest, started_at=time.time())
+        )
         self._jobs[run_id] = job
         # Like a Job's create call, this returns once the process exists: the caller
         # commits RUNNING next, and a run RUNNING without a process would be lost.
@@ -276,9 +290,12 @@ class LocalExecutor:
             self._kill(job)
             if job.process is not None:
                 await local_process.wait_exit(job.process)
-            self._report(job, Outcome.DEADLINE_EXCEEDED,
-                         f"Job was active longer than specified deadline ({deadline}s, ran "
-                         f"{time.time() - job.record.started_at:.1f}s)")
+            self._report(
+                job,
+                Outcome.DEADLINE_EXCEEDED,
+                f"Job was active longer than specified deadline ({deadline}s, ran "
+                f"{time.time() - job.record.started_at:.1f}s)",
+            )
 
     async def _attempts(self, job: _LocalJob, first: Callable[[], Awaitable[int | None]]) -> None:
         """Attempts until the Job ends; ``first`` waits for the code of the one under way
@@ -297,17 +314,23 @@ class LocalExecutor:
                 self._report(job, Outcome.SUCCEEDED, "Job completed (exit code 0)")
                 return
             if code in fatal:
-                self._report(job, Outcome.FATAL_EXIT,
-                             f"Container exited with fatal exit code {code} (podFailurePolicy FailJob)")
+                self._report(
+                    job,
+                    Outcome.FATAL_EXIT,
+                    f"Container exited with fatal exit code {code} (podFailurePolicy FailJob)",
+                )
                 return
             if code not in transient:
                 record.failures += 1
                 if record.failures > backoff_limit:
-                    self._report(job, Outcome.BACKOFF_LIMIT,
-                                 f"Job has reached the specified backoff limit ({backoff_limit}); "
-                                 f"last exit code {code}")
+                    self._report(
+                        job,
+                        Outcome.BACKOFF_LIMIT,
+                        f"Job has reached the specified backoff limit ({backoff_limit}); "
+                        f"last exit code {code}",
+                    )
                     return
-            await asyncio.sleep(min(self._retry_base * 2 ** record.retries, self._retry_max))
+            await asyncio.sleep(min(self._retry_base * 2**record.retries, self._retry_max))
             record.retries += 1
             attempt = functools.partial(self._run_once, job)
 
@@ -324,8 +347,9 @@ class LocalExecutor:
         try:
             job.process = await asyncio.to_thread(self._spawn, job, command, self._env(container))
         except OSError as exc:
-            self._report(job, Outcome.FAILED_TO_START,
-                         f"Cannot start {command[0]!r}: {exc.strerror or exc}")
+            self._report(
+                job, Outcome.FAILED_TO_START, f"Cannot start {command[0]!r}: {exc.strerror or exc}"
+            )
             return False
         job.group = job.process.pid
         if job.outcome is not Outcome.RUNNING or job.message == "":
@@ -337,17 +361,24 @@ class LocalExecutor:
         code = await local_process.wait_exit(job.process)
         return 128 - code if code < 0 else code
 
-    def _spawn(self, job: _LocalJob, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, job: _LocalJob, command: list[str], env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         """On a worker thread: record the attempt, take its lock, start it."""
         records, run_id = self._records, job.run_id
         records.clear_attempt(run_id)
         records.save(job.record)
         lock = records.lock(run_id)
         try:
-            return local_process.spawn(command, cwd=self._workdir, env=env,
-                                       log_path=self._logs / f"{run_id}.log",
-                                       pid_path=records.pid_path(run_id),
-                                       exit_path=records.exit_path(run_id), keep_fd=lock)
+            return local_process.spawn(
+                command,
+                cwd=self._workdir,
+                env=env,
+                log_path=self._logs / f"{run_id}.log",
+                pid_path=records.pid_path(run_id),
+                exit_path=records.exit_path(run_id),
+                keep_fd=lock,
+            )
         finally:
             os.close(lock)  # the attempt holds the lock from here on
 

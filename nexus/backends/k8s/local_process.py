@@ -22,14 +22,24 @@ from pathlib import Path
 # $1: pid file, $2: exit-code file, then the command. The exit code is written by rename
 # so a reader never sees half of it. A signal that kills the command shows as 128+N, as
 # a container runtime reports it.
-_WRAPPER = ('echo $$ > "$1"; exit_file=$2; shift 2; "$@"; code=$?; '
-            'echo "$code" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"; '
-            'exit "$code"')
+_WRAPPER = (
+    'echo $$ > "$1"; exit_file=$2; shift 2; "$@"; code=$?; '
+    'echo "$code" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"; '
+    'exit "$code"'
+)
 _POLL = 0.05  # seconds between exit checks where pidfds are missing (not Linux)
 
 
-def spawn(command: list[str], *, cwd: Path, env: dict[str, str], log_path: Path,
-          pid_path: Path, exit_path: Path, keep_fd: int) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    pid_path: Path,
+    exit_path: Path,
+    keep_fd: int,
+) -> subprocess.Popen[bytes]:
     """Start ``command`` under the wrapper; blocking, for a worker thread.
 
     ``keep_fd`` (the run's lock) is the one descriptor the attempt inherits: Popen closes
@@ -42,8 +52,14 @@ def spawn(command: list[str], *, cwd: Path, env: dict[str, str], log_path: Path,
     with open(log_path, "ab") as output:
         return subprocess.Popen(
             ["/bin/sh", "-c", _WRAPPER, "nexus-job", str(pid_path), str(exit_path), *command],
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-            start_new_session=True, pass_fds=(keep_fd,))
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            pass_fds=(keep_fd,),
+        )
 
 
 async def wait_exit(process: subprocess.Popen[bytes]) -> int:

@@ -36,8 +36,9 @@ def load_kubeconfig(path: Path) -> tuple[Configuration, str | None]:
     """Credentials from a kubeconfig file and its current context's namespace, if any."""
     configuration = Configuration()
     try:
-        kube_config.load_kube_config(config_file=str(path), client_configuration=configuration,
-                                     persist_config=False)
+        kube_config.load_kube_config(
+            config_file=str(path), client_configuration=configuration, persist_config=False
+        )
         _, active = kube_config.list_kube_config_contexts(config_file=str(path))
     except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
         raise ConfigError(f"Cannot use kubeconfig {path}: {exc}") from exc
@@ -73,28 +74,40 @@ def discover_shards(settings: Settings) -> list[ShardConfig]:
         if not path.is_dir():
             raise ConfigError(f"shard-kube-config-path {folder} is not a folder")
         for file in sorted(path.iterdir()):
-            if not file.name.endswith(SHARD_SUFFIX) or file.name.startswith(".") or not file.is_file():
+            if (
+                not file.name.endswith(SHARD_SUFFIX)
+                or file.name.startswith(".")
+                or not file.is_file()
+            ):
                 continue
             name = file.name.split(".", 1)[0]
             if name in shards:
-                raise ConfigError(f"Shard '{name}' is defined twice: {shards[name].source} and {file}")
+                raise ConfigError(
+                    f"Shard '{name}' is defined twice: {shards[name].source} and {file}"
+                )
             configuration, namespace = load_kubeconfig(file)
-            shards[name] = ShardConfig(name, configuration, namespace or settings.runtime_namespace,
-                                       str(file))
+            shards[name] = ShardConfig(
+                name, configuration, namespace or settings.runtime_namespace, str(file)
+            )
     own = settings.kubernetes.in_cluster_shard
     if own:
         if own in shards:
-            raise ConfigError(f"kubernetes.in-cluster-shard '{own}' is also the name of "
-                              f"{shards[own].source}; rename one of them")
+            raise ConfigError(
+                f"kubernetes.in-cluster-shard '{own}' is also the name of "
+                f"{shards[own].source}; rename one of them"
+            )
         home = home_cluster(settings)
         if home is None:
-            raise ConfigError(f"kubernetes.in-cluster-shard '{own}' needs the cluster nexus runs "
-                              "in: run in a Pod, or set kube-config-path")
+            raise ConfigError(
+                f"kubernetes.in-cluster-shard '{own}' needs the cluster nexus runs "
+                "in: run in a Pod, or set kube-config-path"
+            )
         shards[own] = ShardConfig(own, home[0], settings.runtime_namespace, home[1])
     if not shards:
         raise ConfigError(
             "executor: kubernetes has no shard: put <name>.kubeconfig files in "
-            f"shard-kube-config-path ({folder or 'not set'}) or set kubernetes.in-cluster-shard")
+            f"shard-kube-config-path ({folder or 'not set'}) or set kubernetes.in-cluster-shard"
+        )
     return list(shards.values())
 
 
@@ -116,9 +129,9 @@ class KubernetesExecutor:
         configs = await asyncio.to_thread(discover_shards, self._settings)
         limits = self._settings.kubernetes
         for shard in configs:
-            self._clients[shard.name] = ShardClient(shard, qps=limits.client_qps,
-                                                    burst=limits.client_burst,
-                                                    metrics=self._metrics)
+            self._clients[shard.name] = ShardClient(
+                shard, qps=limits.client_qps, burst=limits.client_burst, metrics=self._metrics
+            )
         self._watcher = KubernetesWatcher(self._clients, self._launcher)
 
     async def close(self) -> None:

@@ -144,16 +144,18 @@ class Verdict(msgspec.Struct, frozen=True):
     message: str
 
 
-START_FAILURES = frozenset({
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "InvalidImageName",
-    "RunContainerError",
-    "ErrImageNeverPull",
-    "PreCreateHookError",
-    "PostStartHookError",
-    "PreStartHookError",
-})
+START_FAILURES = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "InvalidImageName",
+        "RunContainerError",
+        "ErrImageNeverPull",
+        "PreCreateHookError",
+        "PostStartHookError",
+        "PreStartHookError",
+    }
+)
 IMAGE_PULL = frozenset({"ImagePullBackOff", "ErrImagePull"})
 CRASH_LOOP = "CrashLoopBackOff"
 OOM_KILLED = "OOMKilled"
@@ -189,8 +191,10 @@ def _oom_killed(pods: Iterable[Pod]) -> str:
         for status in _statuses(pod):
             for state in (status.state, status.last_state):
                 if state.terminated is not None and state.terminated.reason == OOM_KILLED:
-                    return (f"Container {status.name} of pod {pod.metadata.name} was OOM-killed "
-                            f"(exit code {state.terminated.exit_code})")
+                    return (
+                        f"Container {status.name} of pod {pod.metadata.name} was OOM-killed "
+                        f"(exit code {state.terminated.exit_code})"
+                    )
     return ""
 
 
@@ -205,16 +209,23 @@ def _pod_verdict(pod: Pod) -> Verdict | None:
         detail = f"pod {pod.metadata.name} container {status.name}: {detail}"
         if waiting.reason in START_FAILURES:
             return Verdict(Outcome.FAILED_TO_START, None, detail)
-        if waiting.reason in IMAGE_PULL and (found is None or found.outcome is not Outcome.IMAGE_PULL_BACKOFF):
+        if waiting.reason in IMAGE_PULL and (
+            found is None or found.outcome is not Outcome.IMAGE_PULL_BACKOFF
+        ):
             since = pod.status.start_time or pod.metadata.creation_timestamp
             found = Verdict(Outcome.IMAGE_PULL_BACKOFF, since, detail)
         elif waiting.reason == CRASH_LOOP and found is None:
-            found = Verdict(Outcome.CRASH_BACKOFF, None,
-                            f"{detail} (restarted {status.restart_count} times)")
+            found = Verdict(
+                Outcome.CRASH_BACKOFF, None, f"{detail} (restarted {status.restart_count} times)"
+            )
     return found
 
 
-_POD_PRIORITY = {Outcome.FAILED_TO_START: 0, Outcome.IMAGE_PULL_BACKOFF: 1, Outcome.CRASH_BACKOFF: 2}
+_POD_PRIORITY = {
+    Outcome.FAILED_TO_START: 0,
+    Outcome.IMAGE_PULL_BACKOFF: 1,
+    Outcome.CRASH_BACKOFF: 2,
+}
 
 
 def job_verdict(job: Job, pods: Iterable[Pod], failed_create: Event | None = None) -> Verdict:
@@ -222,8 +233,9 @@ def job_verdict(job: Job, pods: Iterable[Pod], failed_create: Event | None = Non
     pods = list(pods)
     done = _condition(job, _SUCCESS_CONDITIONS)
     if done is not None:
-        return Verdict(Outcome.SUCCEEDED, done.last_transition_time,
-                       _describe(done) or "Job completed")
+        return Verdict(
+            Outcome.SUCCEEDED, done.last_transition_time, _describe(done) or "Job completed"
+        )
     failed = _condition(job, _FAILURE_CONDITIONS)
     if failed is not None:
         outcome = _FAILURE_REASONS.get(failed.reason, Outcome.BACKOFF_LIMIT)
@@ -233,14 +245,16 @@ def job_verdict(job: Job, pods: Iterable[Pod], failed_create: Event | None = Non
             if oom:
                 outcome, message = Outcome.OOM_KILLED, f"{oom}; {message}"
         return Verdict(outcome, failed.last_transition_time, message)
-    live = [p for p in pods if p.metadata.deletion_timestamp is None
-            and p.status.phase not in ("Succeeded", "Failed")]
+    live = [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None and p.status.phase not in ("Succeeded", "Failed")
+    ]
     verdicts = [v for v in map(_pod_verdict, live) if v is not None]
     if verdicts:
         return min(verdicts, key=lambda v: _POD_PRIORITY[v.outcome])
     if not pods and job.status.active == 0 and failed_create is not None:
-        return Verdict(Outcome.FAILED_TO_START, None,
-                       f"{FAILED_CREATE}: {failed_create.message}")
+        return Verdict(Outcome.FAILED_TO_START, None, f"{FAILED_CREATE}: {failed_create.message}")
     return Verdict(Outcome.RUNNING, job.status.start_time, _running_message(job, live))
 
 

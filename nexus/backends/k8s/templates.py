@@ -54,8 +54,13 @@ class _Cache(Generic[S, R]):
         try:
             return self._build(name, self._decoder.decode(resource.spec))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            log.error("%s '%s' is invalid, %s: %s", self.kind, name,
-                      "keeping its previous version" if name in self.items else "ignoring it", exc)
+            log.error(
+                "%s '%s' is invalid, %s: %s",
+                self.kind,
+                name,
+                "keeping its previous version" if name in self.items else "ignoring it",
+                exc,
+            )
             return None
 
     def reset(self, resources: list[CustomResource]) -> None:
@@ -88,26 +93,40 @@ class KubernetesTemplateSource:
     async def open(self) -> None:
         home = await asyncio.to_thread(home_cluster, self._settings)
         if home is None:
-            raise ConfigError("template-source: kubernetes reads templates from the cluster nexus "
-                              "runs in: run in a Pod, or set kube-config-path")
+            raise ConfigError(
+                "template-source: kubernetes reads templates from the cluster nexus "
+                "runs in: run in a Pod, or set kube-config-path"
+            )
         configuration, source = home
         namespace = self._settings.runtime_namespace
         limits = self._settings.kubernetes
-        self._client = ShardClient(ShardConfig("templates", configuration, namespace, source),
-                                   qps=limits.client_qps, burst=limits.client_burst)
+        self._client = ShardClient(
+            ShardConfig("templates", configuration, namespace, source),
+            qps=limits.client_qps,
+            burst=limits.client_burst,
+        )
         self._streams = [
-            ListWatch(self._client, object_path(GROUP_VERSION, namespace, TEMPLATES),
-                      CustomResource, on_reset=self._templates.reset,
-                      on_events=self._templates.apply),
-            ListWatch(self._client, object_path(GROUP_VERSION, namespace, WORKGROUPS),
-                      CustomResource, on_reset=self._workgroups.reset,
-                      on_events=self._workgroups.apply),
+            ListWatch(
+                self._client,
+                object_path(GROUP_VERSION, namespace, TEMPLATES),
+                CustomResource,
+                on_reset=self._templates.reset,
+                on_events=self._templates.apply,
+            ),
+            ListWatch(
+                self._client,
+                object_path(GROUP_VERSION, namespace, WORKGROUPS),
+                CustomResource,
+                on_reset=self._workgroups.reset,
+                on_events=self._workgroups.apply,
+            ),
         ]
         for stream in self._streams:
             stream.start()
         try:
-            await asyncio.wait_for(asyncio.gather(*(s.synced.wait() for s in self._streams)),
-                                   timeout=FIRST_SYNC_WAIT)
+            await asyncio.wait_for(
+                asyncio.gather(*(s.synced.wait() for s in self._streams)), timeout=FIRST_SYNC_WAIT
+            )
         except TimeoutError:
             log.warning("templates not loaded yet, still trying: %s", self._not_synced())
 
@@ -120,8 +139,10 @@ class KubernetesTemplateSource:
         for stream, kind in zip(self._streams, (TEMPLATES, WORKGROUPS)):
             if not stream.synced.is_set():
                 reason = stream.error or "no answer yet"
-                return (f"{kind} in namespace '{self._settings.runtime_namespace}' are not loaded "
-                        f"from the cluster ({reason}); are the CRDs of helm/nexus/crds installed?")
+                return (
+                    f"{kind} in namespace '{self._settings.runtime_namespace}' are not loaded "
+                    f"from the cluster ({reason}); are the CRDs of helm/nexus/crds installed?"
+                )
         return ""
 
     async def ping(self) -> None:

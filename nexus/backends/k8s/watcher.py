@@ -48,41 +48,67 @@ class _FirstSeen:
             del self._seen[run_id]
 
 
-def observe(cluster: str, job: Job, pods: Iterable[Pod], event: Event | None,
-            first_seen: _FirstSeen) -> JobObservation | None:
+def observe(
+    cluster: str, job: Job, pods: Iterable[Pod], event: Event | None, first_seen: _FirstSeen
+) -> JobObservation | None:
     """The observation for one Job, or None for a Job that is not a run or is going away."""
     algorithm = job.metadata.labels.get(TEMPLATE_LABEL)
     if not algorithm or job.metadata.deletion_timestamp is not None:
         return None
     verdict = job_verdict(job, pods, event)
     since = verdict.since or first_seen.since(job.metadata.name, verdict.outcome)
-    return JobObservation(algorithm=algorithm, run_id=job.metadata.name, cluster=cluster,
-                          outcome=verdict.outcome, since=since, message=verdict.message,
-                          job_uid=job.metadata.uid)
+    return JobObservation(
+        algorithm=algorithm,
+        run_id=job.metadata.name,
+        cluster=cluster,
+        outcome=verdict.outcome,
+        since=since,
+        message=verdict.message,
+        job_uid=job.metadata.uid,
+    )
 
 
 class _ShardView:
     """The watch cache of one shard and the observations it has emitted."""
 
-    def __init__(self, client: ShardClient, emit: asyncio.Queue[JobObservation],
-                 first_seen: _FirstSeen) -> None:
+    def __init__(
+        self, client: ShardClient, emit: asyncio.Queue[JobObservation], first_seen: _FirstSeen
+    ) -> None:
         self.client = client
         self._emit = emit
         self._first_seen = first_seen
-        self._jobs: dict[str, Job] = {}            # by name (= run id)
-        self._job_names: dict[str, str] = {}        # uid -> name
-        self._pods: dict[str, Pod] = {}            # by pod name
-        self._pods_of: dict[str, set[str]] = {}    # job uid -> pod names
+        self._jobs: dict[str, Job] = {}  # by name (= run id)
+        self._job_names: dict[str, str] = {}  # uid -> name
+        self._pods: dict[str, Pod] = {}  # by pod name
+        self._pods_of: dict[str, set[str]] = {}  # job uid -> pod names
         self._failed_create: dict[str, Event] = {}  # job uid -> latest FailedCreate
         self._emitted: dict[str, Outcome] = {}
         ns = client.namespace
         self.streams: list[ListWatch[Any]] = [
-            ListWatch(client, object_path("batch/v1", ns, "jobs"), Job, query=RUN_SELECTOR,
-                      on_reset=self._reset_jobs, on_events=self._job_events),
-            ListWatch(client, object_path("v1", ns, "pods"), Pod, query=RUN_SELECTOR,
-                      on_reset=self._reset_pods, on_events=self._pod_events),
-            ListWatch(client, object_path("v1", ns, "events"), Event, query=FAILED_CREATE_SELECTOR,
-                      on_reset=self._reset_failures, on_events=self._failure_events),
+            ListWatch(
+                client,
+                object_path("batch/v1", ns, "jobs"),
+                Job,
+                query=RUN_SELECTOR,
+                on_reset=self._reset_jobs,
+                on_events=self._job_events,
+            ),
+            ListWatch(
+                client,
+                object_path("v1", ns, "pods"),
+                Pod,
+                query=RUN_SELECTOR,
+                on_reset=self._reset_pods,
+                on_events=self._pod_events,
+            ),
+            ListWatch(
+                client,
+                object_path("v1", ns, "events"),
+                Event,
+                query=FAILED_CREATE_SELECTOR,
+                on_reset=self._reset_failures,
+                on_events=self._failure_events,
+            ),
         ]
 
     # --- evaluation ----------------------------------------------------------------------
@@ -166,8 +192,9 @@ class _ShardView:
             self._evaluate(name)
 
     def _pod_events(self, batch: list[tuple[str, Pod]]) -> None:
-        touched = {self._drop_pod(pod) if kind == "DELETED" else self._put_pod(pod)
-                   for kind, pod in batch}
+        touched = {
+            self._drop_pod(pod) if kind == "DELETED" else self._put_pod(pod) for kind, pod in batch
+        }
         for uid in touched:
             self._evaluate_uid(uid)
 
@@ -212,8 +239,9 @@ class KubernetesWatcher:
             yield await self._queue.get()
 
     async def snapshot(self) -> ClusterSnapshot:
-        results = await asyncio.gather(*(self._list_shard(c) for c in self._clients.values()),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._list_shard(c) for c in self._clients.values()), return_exceptions=True
+        )
         observations: list[JobObservation] = []
         unreachable: dict[str, str] = {}
         for name, result in zip(self._clients, results):
@@ -224,8 +252,10 @@ class KubernetesWatcher:
             else:
                 observations.extend(result)
         if results and len(unreachable) == len(results):
-            raise BackendUnavailable("No shard answered the re-list: " + "; ".join(
-                f"{name}: {why}" for name, why in unreachable.items()))
+            raise BackendUnavailable(
+                "No shard answered the re-list: "
+                + "; ".join(f"{name}: {why}" for name, why in unreachable.items())
+            )
         return ClusterSnapshot(observations=observations, unreachable=unreachable)
 
     async def _list_shard(self, client: ShardClient) -> list[JobObservation]:
@@ -240,8 +270,16 @@ class KubernetesWatcher:
             pods_of.setdefault(controller_uid(pod), []).append(pod)
         failures = {e.involved_object.uid: e for e in events}
         first_seen = self._first_seen[client.name]
-        observed = [observe(client.name, job, pods_of.get(job.metadata.uid, ()),
-                            failures.get(job.metadata.uid), first_seen) for job in jobs]
+        observed = [
+            observe(
+                client.name,
+                job,
+                pods_of.get(job.metadata.uid, ()),
+                failures.get(job.metadata.uid),
+                first_seen,
+            )
+            for job in jobs
+        ]
         if not self._views:  # the watch keeps its own memory up to date when it runs
             first_seen.keep_only({job.metadata.name for job in jobs})
         return [obs for obs in observed if obs is not None]

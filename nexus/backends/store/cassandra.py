@@ -121,17 +121,22 @@ class CassandraRunStore:
         self._cluster: Cluster | None = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
-        self._describe = (f"AstraDB bundle {config.secure_connect_bundle}"
-                          if config.secure_connect_bundle
-                          else f"{','.join(config.hosts)}:{config.port}")
+        self._describe = (
+            f"AstraDB bundle {config.secure_connect_bundle}"
+            if config.secure_connect_bundle
+            else f"{','.join(config.hosts)}:{config.port}"
+        )
 
     # --- connection --------------------------------------------------------------------
 
     async def open(self) -> None:
         try:
-            cluster = await asyncio.to_thread(build_cluster, config=self._config,
-                                              consistency=self._consistency,
-                                              serial=self._serial)
+            cluster = await asyncio.to_thread(
+                build_cluster,
+                config=self._config,
+                consistency=self._consistency,
+                serial=self._serial,
+            )
             self._cluster = cluster
             self._session = await asyncio.to_thread(cluster.connect)
         except ConfigError:
@@ -139,35 +144,47 @@ class CassandraRunStore:
         except (*DRIVER_ERRORS, ValueError) as exc:
             await self.close()
             # A refused login is a settings problem, not an outage: say which keys to fix.
-            hint = (" (check scylla-cql-store.user and scylla-cql-store.password)"
-                    if "AuthenticationFailed" in repr(exc) else "")
-            raise BackendUnavailable(f"Cannot connect to the run store ({self._describe})"
-                                     f"{hint}: {exc}") from exc
+            hint = (
+                " (check scylla-cql-store.user and scylla-cql-store.password)"
+                if "AuthenticationFailed" in repr(exc)
+                else ""
+            )
+            raise BackendUnavailable(
+                f"Cannot connect to the run store ({self._describe}){hint}: {exc}"
+            ) from exc
         try:
             if self._config.create_schema:
                 await asyncio.to_thread(self._create_schema, cluster)
             await asyncio.to_thread(self._prepare_all)
         except DRIVER_ERRORS as exc:
             await self.close()
-            hint = ("" if self._config.create_schema else
-                    " (scylla-cql-store.create-schema is false: create the keyspace and tables "
-                    "first, see docs/backends.md)")
-            raise BackendUnavailable(f"Run store schema in keyspace '{self._keyspace}' is not "
-                                     f"usable{hint}: {exc}") from exc
+            hint = (
+                ""
+                if self._config.create_schema
+                else " (scylla-cql-store.create-schema is false: create the keyspace and tables "
+                "first, see docs/backends.md)"
+            )
+            raise BackendUnavailable(
+                f"Run store schema in keyspace '{self._keyspace}' is not usable{hint}: {exc}"
+            ) from exc
 
     def _create_schema(self, cluster: Cluster) -> None:
         config = self._config
         # Managed services (AstraDB) refuse CREATE KEYSPACE even when it already exists.
         if self._keyspace not in cluster.metadata.keyspaces:
-            self._session.execute(keyspace_cql(self._keyspace, config.replication_factor,
-                                               config.local_dc))
+            self._session.execute(
+                keyspace_cql(self._keyspace, config.replication_factor, config.local_dc)
+            )
         for statement in tables_cql(self._keyspace):
             self._session.execute(statement)
 
     def _prepare_all(self) -> None:
         text = self._text
-        fixed = {name: value for name, value in vars(text).items()
-                 if isinstance(value, str) and not name.startswith("_")}
+        fixed = {
+            name: value
+            for name, value in vars(text).items()
+            if isinstance(value, str) and not name.startswith("_")
+        }
         for name, statement in fixed.items():
             self._prepared[name] = self._prepare(statement)
         for kind in ("lookup_insert", "lookup_delete", "lookup_select"):
@@ -205,8 +222,9 @@ class CassandraRunStore:
     # --- the asyncio bridge ------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(f"The run store ({self._describe}) did not answer: "
-                                  f"{type(exc).__name__}: {exc}")
+        return BackendUnavailable(
+            f"The run store ({self._describe}) did not answer: {type(exc).__name__}: {exc}"
+        )
 
     async def _run(self, statement: Any, params: Any = None) -> list[dict[str, Any]]:
         """Execute on the driver's thread and await every page; raise driver errors as-is."""
@@ -253,34 +271,39 @@ class CassandraRunStore:
         elapsed = (datetime.now(timezone.utc) - utc(run.received_at)).total_seconds()
         return max(1, math.ceil(self._ttl - elapsed))
 
-    def _add_lookups(self, batch: BatchStatement, rows: set[LookupRow], run: Run, *,
-                     insert: bool, ttl: int = 0) -> None:
+    def _add_lookups(
+        self, batch: BatchStatement, rows: set[LookupRow], run: Run, *, insert: bool, ttl: int = 0
+    ) -> None:
         for row in rows:
             if insert:
-                batch.add(self._p(f"lookup_insert:{row.table}"),
-                          (*row.key, run.algorithm, run.id, ttl))
+                batch.add(
+                    self._p(f"lookup_insert:{row.table}"), (*row.key, run.algorithm, run.id, ttl)
+                )
             else:
-                batch.add(self._p(f"lookup_delete:{row.table}"),
-                          (*row.key, run.algorithm, run.id))
+                batch.add(self._p(f"lookup_delete:{row.table}"), (*row.key, run.algorithm, run.id))
 
     # --- RunStore: single runs ---------------------------------------------------------
 
     async def ping(self) -> None:
         await self._execute(self._p("ping"))
 
-    async def create(self, run: Run, submission: SubmissionEntry | None,
-                     idempotency_key: str | None = None) -> str:
+    async def create(
+        self, run: Run, submission: SubmissionEntry | None, idempotency_key: str | None = None
+    ) -> str:
         run = msgspec.structs.replace(
-            run, **{name: _ms(getattr(run, name)) for name in TIME_COLUMNS})
+            run, **{name: _ms(getattr(run, name)) for name in TIME_COLUMNS}
+        )
         if idempotency_key:
             existing = await self._claim_key(run.algorithm, idempotency_key, run.id)
             if existing is not None:
                 return existing
         columns = run_to_columns(run)
         batch = self._batch()
-        batch.add(self._p("insert_run"),
-                  [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
-                  + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US])
+        batch.add(
+            self._p("insert_run"),
+            [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
+            + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US],
+        )
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run), run, insert=True, ttl=self._ttl)
@@ -293,15 +316,19 @@ class CassandraRunStore:
         return run.id
 
     def _submission_values(self, submission: SubmissionEntry) -> tuple[Any, ...]:
-        return (submission.algorithm, submission.id, submission.cluster,
-                _manifest_encoder.encode(submission.template).decode(), self._submission_ttl)
+        return (
+            submission.algorithm,
+            submission.id,
+            submission.cluster,
+            _manifest_encoder.encode(submission.template).decode(),
+            self._submission_ttl,
+        )
 
     async def buffer(self, submission: SubmissionEntry) -> Run:
         # An LWT cannot share a batch with another table: the Job row goes first, so a
         # BUFFERED run always has one (a refused change leaves a harmless Job row).
         await self._execute(self._p("insert_submission"), self._submission_values(submission))
-        return await self.transition(submission.algorithm, submission.id,
-                                     LifecycleStage.BUFFERED)
+        return await self.transition(submission.algorithm, submission.id, LifecycleStage.BUFFERED)
 
     async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
         """None when ``key`` is now ours, else the id of the run that holds it."""
@@ -317,18 +344,30 @@ class CassandraRunStore:
         written = datetime.fromtimestamp(rows[0]["written"] / 1e6, timezone.utc)
         if rows[0]["id"] != holder or datetime.now(timezone.utc) - written < self._key_grace:
             return rows[0]["id"]  # still being written by the request that claimed it
-        log.warning("idempotency key %r of %s pointed at run %s, which was never stored; "
-                    "giving it to run %s", key, algorithm, holder, run_id)
-        rows = await self._execute(self._p("replace_key"),
-                                   (self._ttl, run_id, algorithm, key, holder))
+        log.warning(
+            "idempotency key %r of %s pointed at run %s, which was never stored; "
+            "giving it to run %s",
+            key,
+            algorithm,
+            holder,
+            run_id,
+        )
+        rows = await self._execute(
+            self._p("replace_key"), (self._ttl, run_id, algorithm, key, holder)
+        )
         return None if rows[0]["[applied]"] else rows[0]["id"]
 
     async def _release_key(self, algorithm: str, key: str, run_id: str) -> None:
         try:
             await self._execute(self._p("release_key"), (algorithm, key, run_id))
         except BackendUnavailable as exc:
-            log.warning("could not release idempotency key %r of %s after a failed create "
-                        "(it is taken over later): %s", key, algorithm, exc)
+            log.warning(
+                "could not release idempotency key %r of %s after a failed create "
+                "(it is taken over later): %s",
+                key,
+                algorithm,
+                exc,
+            )
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
         rows = await self._execute(self._p("select_key"), (algorithm, key))
@@ -350,18 +389,22 @@ class CassandraRunStore:
         rows = await self._execute(self._p("select_submission"), (algorithm, run_id))
         if not rows:
             return None
-        return SubmissionEntry(algorithm=algorithm, id=run_id, cluster=rows[0]["cluster"],
-                               template=_manifest_decoder.decode(rows[0]["template"]))
+        return SubmissionEntry(
+            algorithm=algorithm,
+            id=run_id,
+            cluster=rows[0]["cluster"],
+            template=_manifest_decoder.decode(rows[0]["template"]),
+        )
 
-    async def transition(self, algorithm: str, run_id: str, target: LifecycleStage,
-                         **fields: Any) -> Run:
+    async def transition(
+        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+    ) -> Run:
         check_fields(fields)
         fields.pop("lifecycle_stage", None)
         fields = {name: _ms(value) for name, value in fields.items()}
         fields["last_modified"] = fields.get("last_modified") or _now()
         names = tuple(sorted(fields))
-        cas = await self._statement(f"transition:{','.join(names)}",
-                                    self._text.transition(names))
+        cas = await self._statement(f"transition:{','.join(names)}", self._text.transition(names))
         for _ in range(_CAS_ATTEMPTS):
             current = await self.get(algorithm, run_id)
             if current is None:
@@ -374,13 +417,21 @@ class CassandraRunStore:
                 batch = self._batch()
                 self._add_lookups(batch, added, updated, insert=True, ttl=ttl)
                 await self._execute(batch)
-            params = (ttl, target.value, *(encode_value(n, fields[n]) for n in names),
-                      algorithm, run_id, current.lifecycle_stage.value)
+            params = (
+                ttl,
+                target.value,
+                *(encode_value(n, fields[n]) for n in names),
+                algorithm,
+                run_id,
+                current.lifecycle_stage.value,
+            )
             if await self._compare_and_set(cas, params, updated):
                 await self._drop_lookups(lookup_rows(current) - lookup_rows(updated), updated)
                 return updated
-        raise BackendUnavailable(f"Run {run_id} is being changed by many writers at once; "
-                                 "its stage could not be set, retry")
+        raise BackendUnavailable(
+            f"Run {run_id} is being changed by many writers at once; "
+            "its stage could not be set, retry"
+        )
 
     async def _compare_and_set(self, cas: Any, params: tuple[Any, ...], updated: Run) -> bool:
         try:
@@ -405,7 +456,8 @@ class CassandraRunStore:
                     raise BackendUnavailable(
                         f"The run store ({self._describe}) timed out setting run {updated.id} "
                         f"to {updated.lifecycle_stage.value}; whether it was written is "
-                        f"unknown: {cause}") from exc
+                        f"unknown: {cause}"
+                    ) from exc
                 await asyncio.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         # Ours only if the row holds everything this write set: a rival writer that reached
         # the same stage in the same millisecond differs in some field (a write identical in
@@ -429,8 +481,7 @@ class CassandraRunStore:
         updated = msgspec.structs.replace(current, tag=tag, last_modified=_now())
         ttl = self._ttl_left(current)
         batch = self._batch()
-        batch.add(self._p("update_tag"),
-                  (ttl, tag, updated.last_modified, algorithm, run_id))
+        batch.add(self._p("update_tag"), (ttl, tag, updated.last_modified, algorithm, run_id))
         before, after = lookup_rows(current), lookup_rows(updated)
         self._add_lookups(batch, after - before, updated, insert=True, ttl=ttl)
         self._add_lookups(batch, before - after, updated, insert=False)
@@ -444,9 +495,11 @@ class CassandraRunStore:
         ids_of: dict[str, list[str]] = {}
         for row in rows:
             ids_of.setdefault(row["algorithm"], []).append(row["id"])
-        pages = [(algorithm, ids[start:start + _FETCH_PAGE])
-                 for algorithm, ids in ids_of.items()
-                 for start in range(0, len(ids), _FETCH_PAGE)]
+        pages = [
+            (algorithm, ids[start : start + _FETCH_PAGE])
+            for algorithm, ids in ids_of.items()
+            for start in range(0, len(ids), _FETCH_PAGE)
+        ]
         limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
         async def load(algorithm: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -460,17 +513,18 @@ class CassandraRunStore:
     async def by_tag(self, tag: str) -> list[Run]:
         if not tag:
             return []
-        return [run for run in await self._lookup("checkpoints_by_tag", (tag,))
-                if run.tag == tag]
+        return [run for run in await self._lookup("checkpoints_by_tag", (tag,)) if run.tag == tag]
 
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
         runs = await self._lookup("checkpoints_by_host", (host, stage.value))
-        return [run for run in runs
-                if run.received_by_host == host and run.lifecycle_stage is stage]
+        return [
+            run for run in runs if run.received_by_host == host and run.lifecycle_stage is stage
+        ]
 
     async def children(self, parent: ParentRef) -> list[Run]:
-        runs = await self._lookup("checkpoints_by_parent",
-                                  (parent.algorithm_name, parent.request_id))
+        runs = await self._lookup(
+            "checkpoints_by_parent", (parent.algorithm_name, parent.request_id)
+        )
         return [run for run in runs if run.parent == parent]
 
     # --- RunStore: scheduler leases ----------------------------------------------------

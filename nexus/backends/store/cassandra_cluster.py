@@ -45,14 +45,16 @@ def consistency_levels(config: ScyllaCqlStore) -> tuple[int, int]:
     """(consistency, serial consistency) from settings; ConfigError names a bad value."""
     serial = _level(config.serial_consistency, "serial-consistency")
     if serial not in (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL):
-        raise ConfigError("Invalid settings: scylla-cql-store.serial-consistency must be "
-                          "SERIAL or LOCAL_SERIAL")
+        raise ConfigError(
+            "Invalid settings: scylla-cql-store.serial-consistency must be SERIAL or LOCAL_SERIAL"
+        )
     return _level(config.consistency, "consistency"), serial
 
 
 def build_cluster(config: ScyllaCqlStore, consistency: int, serial: int) -> Cluster:
-    child = (DCAwareRoundRobinPolicy(local_dc=config.local_dc) if config.local_dc
-             else RoundRobinPolicy())
+    child = (
+        DCAwareRoundRobinPolicy(local_dc=config.local_dc) if config.local_dc else RoundRobinPolicy()
+    )
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(child),
         consistency_level=consistency,
@@ -65,7 +67,8 @@ def build_cluster(config: ScyllaCqlStore, consistency: int, serial: int) -> Clus
         "connect_timeout": config.connect_timeout,
         "control_connection_timeout": config.connect_timeout,
         "reconnection_policy": ExponentialReconnectionPolicy(
-            0.5, max(0.5, config.reconnect_max_delay)),
+            0.5, max(0.5, config.reconnect_max_delay)
+        ),
     }
     if config.user:
         options["auth_provider"] = PlainTextAuthProvider(config.user, config.password)
@@ -78,8 +81,9 @@ def build_cluster(config: ScyllaCqlStore, consistency: int, serial: int) -> Clus
         try:
             context = ssl.create_default_context(cafile=config.tls_ca_path or None)
         except OSError as exc:
-            raise ConfigError(f"Invalid settings: scylla-cql-store.tls-ca-path "
-                              f"{config.tls_ca_path!r}: {exc}") from exc
+            raise ConfigError(
+                f"Invalid settings: scylla-cql-store.tls-ca-path {config.tls_ca_path!r}: {exc}"
+            ) from exc
         context.check_hostname = False
         options["ssl_context"] = context
     return Cluster(contact_points=config.hosts, port=config.port, **options)

@@ -40,13 +40,15 @@ def lookup_rows(run: Run) -> set[LookupRow]:
     """The lookup rows that must exist for ``run`` as it is now."""
     rows = set()
     if run.received_by_host:
-        rows.add(LookupRow("checkpoints_by_host",
-                           (run.received_by_host, run.lifecycle_stage.value)))
+        rows.add(
+            LookupRow("checkpoints_by_host", (run.received_by_host, run.lifecycle_stage.value))
+        )
     if run.tag:
         rows.add(LookupRow("checkpoints_by_tag", (run.tag,)))
     if run.parent is not None:
-        rows.add(LookupRow("checkpoints_by_parent",
-                           (run.parent.algorithm_name, run.parent.request_id)))
+        rows.add(
+            LookupRow("checkpoints_by_parent", (run.parent.algorithm_name, run.parent.request_id))
+        )
     return rows
 
 
@@ -80,11 +82,15 @@ def tables_cql(ks: str) -> list[str]:
     ]
     return [
         f"CREATE TABLE IF NOT EXISTS {ks}.checkpoints ({columns}, PRIMARY KEY ((algorithm, id)))",
-        (f"CREATE TABLE IF NOT EXISTS {ks}.submission_buffer (algorithm text, id text, "
-         "cluster text, template text, PRIMARY KEY ((algorithm, id)))"),
+        (
+            f"CREATE TABLE IF NOT EXISTS {ks}.submission_buffer (algorithm text, id text, "
+            "cluster text, template text, PRIMARY KEY ((algorithm, id)))"
+        ),
         *lookups,
-        (f"CREATE TABLE IF NOT EXISTS {ks}.idempotency_keys (algorithm text, key text, "
-         "id text, PRIMARY KEY ((algorithm, key)))"),
+        (
+            f"CREATE TABLE IF NOT EXISTS {ks}.idempotency_keys (algorithm text, key text, "
+            "id text, PRIMARY KEY ((algorithm, key)))"
+        ),
         f"CREATE TABLE IF NOT EXISTS {ks}.leases (host text PRIMARY KEY, expires_at timestamp)",
     ]
 
@@ -95,27 +101,39 @@ class Statements:
     def __init__(self, ks: str) -> None:
         names = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        self.insert_run = (f"INSERT INTO {ks}.checkpoints ({names}) VALUES ({marks}) "
-                           "USING TTL ? AND TIMESTAMP ?")
+        self.insert_run = (
+            f"INSERT INTO {ks}.checkpoints ({names}) VALUES ({marks}) USING TTL ? AND TIMESTAMP ?"
+        )
         self.select_run = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id = ?"
         # Lookups read their runs a page of ids at a time (IN on the last partition-key
         # column), not one query per run.
-        self.select_runs = (f"SELECT {names} FROM {ks}.checkpoints "
-                            "WHERE algorithm = ? AND id IN ?")
-        self.update_tag = (f"UPDATE {ks}.checkpoints USING TTL ? SET tag = ?, last_modified = ? "
-                           "WHERE algorithm = ? AND id = ?")
-        self.insert_submission = (f"INSERT INTO {ks}.submission_buffer (algorithm, id, cluster, "
-                                  "template) VALUES (?, ?, ?, ?) USING TTL ?")
-        self.select_submission = (f"SELECT cluster, template FROM {ks}.submission_buffer "
-                                  "WHERE algorithm = ? AND id = ?")
-        self.claim_key = (f"INSERT INTO {ks}.idempotency_keys (algorithm, key, id) "
-                          "VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?")
-        self.select_key = (f"SELECT id, writetime(id) AS written FROM {ks}.idempotency_keys "
-                           "WHERE algorithm = ? AND key = ?")
-        self.replace_key = (f"UPDATE {ks}.idempotency_keys USING TTL ? SET id = ? "
-                            "WHERE algorithm = ? AND key = ? IF id = ?")
-        self.release_key = (f"DELETE FROM {ks}.idempotency_keys WHERE algorithm = ? AND key = ? "
-                            "IF id = ?")
+        self.select_runs = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id IN ?"
+        self.update_tag = (
+            f"UPDATE {ks}.checkpoints USING TTL ? SET tag = ?, last_modified = ? "
+            "WHERE algorithm = ? AND id = ?"
+        )
+        self.insert_submission = (
+            f"INSERT INTO {ks}.submission_buffer (algorithm, id, cluster, "
+            "template) VALUES (?, ?, ?, ?) USING TTL ?"
+        )
+        self.select_submission = (
+            f"SELECT cluster, template FROM {ks}.submission_buffer WHERE algorithm = ? AND id = ?"
+        )
+        self.claim_key = (
+            f"INSERT INTO {ks}.idempotency_keys (algorithm, key, id) "
+            "VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?"
+        )
+        self.select_key = (
+            f"SELECT id, writetime(id) AS written FROM {ks}.idempotency_keys "
+            "WHERE algorithm = ? AND key = ?"
+        )
+        self.replace_key = (
+            f"UPDATE {ks}.idempotency_keys USING TTL ? SET id = ? "
+            "WHERE algorithm = ? AND key = ? IF id = ?"
+        )
+        self.release_key = (
+            f"DELETE FROM {ks}.idempotency_keys WHERE algorithm = ? AND key = ? IF id = ?"
+        )
         self.heartbeat = f"INSERT INTO {ks}.leases (host, expires_at) VALUES (?, ?)"
         self.select_leases = f"SELECT host, expires_at FROM {ks}.leases"
         self.drop_lease = f"DELETE FROM {ks}.leases WHERE host = ? IF expires_at < ?"
@@ -127,17 +145,21 @@ class Statements:
             where = " AND ".join(f"{c} = ?" for c in key)
             self.lookup_insert[table] = (
                 f"INSERT INTO {ks}.{table} ({', '.join(key)}, algorithm, id) "
-                f"VALUES ({', '.join('?' for _ in key)}, ?, ?) USING TTL ?")
+                f"VALUES ({', '.join('?' for _ in key)}, ?, ?) USING TTL ?"
+            )
             self.lookup_delete[table] = (
-                f"DELETE FROM {ks}.{table} WHERE {where} AND algorithm = ? AND id = ?")
+                f"DELETE FROM {ks}.{table} WHERE {where} AND algorithm = ? AND id = ?"
+            )
             self.lookup_select[table] = f"SELECT algorithm, id FROM {ks}.{table} WHERE {where}"
         self._ks = ks
 
     def transition(self, names: tuple[str, ...]) -> str:
         """The compare-and-set of a stage change that also writes ``names``."""
         assignments = ", ".join(f"{name} = ?" for name in ("lifecycle_stage", *names))
-        return (f"UPDATE {self._ks}.checkpoints USING TTL ? SET {assignments} "
-                "WHERE algorithm = ? AND id = ? IF lifecycle_stage = ?")
+        return (
+            f"UPDATE {self._ks}.checkpoints USING TTL ? SET {assignments} "
+            "WHERE algorithm = ? AND id = ? IF lifecycle_stage = ?"
+        )
 
 
 def schema_cql(keyspace: str, replication_factor: int, local_dc: str) -> str:
@@ -152,5 +174,4 @@ if __name__ == "__main__":  # python -m nexus.backends.store.cassandra_schema [s
     from nexus.settings import load_settings
 
     cql = load_settings(sys.argv[1] if len(sys.argv) > 1 else None).scylla_cql_store
-    sys.stdout.write(schema_cql(check_keyspace(cql.keyspace), cql.replication_factor,
-                                cql.local_dc))
+    sys.stdout.write(schema_cql(check_keyspace(cql.keyspace), cql.replication_factor, cql.local_dc))

@@ -14,10 +14,25 @@ import msgspec
 from nexus.core.models import AlgorithmSpec, LifecycleStage, ParentRef, Run, SpecOverride
 
 COLUMNS = (
-    "algorithm", "id", "lifecycle_stage", "payload_uri", "result_uri",
-    "algorithm_failure_cause", "algorithm_failure_details", "received_by_host",
-    "received_at", "sent_at", "applied_configuration", "configuration_overrides",
-    "content_hash", "last_modified", "tag", "api_version", "job_uid", "parent", "cluster",
+    "algorithm",
+    "id",
+    "lifecycle_stage",
+    "payload_uri",
+    "result_uri",
+    "algorithm_failure_cause",
+    "algorithm_failure_details",
+    "received_by_host",
+    "received_at",
+    "sent_at",
+    "applied_configuration",
+    "configuration_overrides",
+    "content_hash",
+    "last_modified",
+    "tag",
+    "api_version",
+    "job_uid",
+    "parent",
+    "cluster",
     "payload_valid_for",
 )
 JSON_COLUMNS = {

@@ -140,8 +140,9 @@ class _Checkpointer(threading.Thread):
 
 
 class SqliteRunStore:
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0,
-                 checkpoint_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, checkpoint_interval: float = 1.0
+    ) -> None:
         self._path = Path(path)
         self._busy_timeout = busy_timeout
         self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -154,8 +155,9 @@ class SqliteRunStore:
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         ready: Future[None] = Future()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="sqlite-store",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="sqlite-store", daemon=True
+        )
         self._thread.start()
         try:
             await asyncio.wrap_future(ready)
@@ -173,14 +175,20 @@ class SqliteRunStore:
 
     def _serve(self, ready: Future[None]) -> None:
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
-                                   timeout=self._busy_timeout)
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the _Checkpointer's job
             conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            ready.set_exception(BackendUnavailable(f"Cannot open the run store {self._path}: {exc}"))
+            ready.set_exception(
+                BackendUnavailable(f"Cannot open the run store {self._path}: {exc}")
+            )
             return
         self._conn = conn
         ready.set_result(None)
@@ -197,7 +205,9 @@ class SqliteRunStore:
                 conn.close()
                 return
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]]) -> None:
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]]
+    ) -> None:
         if not batch:
             return
         results = self._commit(conn, batch, isolate=False)
@@ -213,8 +223,9 @@ class SqliteRunStore:
             loop.call_soon_threadsafe(_settle_all, outcomes)
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]], *,
-                isolate: bool) -> list[tuple[BaseException | None, Any]] | None:
+    def _commit(
+        conn: sqlite3.Connection, batch: list[tuple[Callable, Future, Any]], *, isolate: bool
+    ) -> list[tuple[BaseException | None, Any]] | None:
         """Run every operation of ``batch`` in one transaction and commit it.
 
         Most operations succeed, and those that fail (NotFound, InvalidTransition) do so
@@ -269,8 +280,9 @@ class SqliteRunStore:
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
 
-    async def create(self, run: Run, submission: SubmissionEntry | None,
-                     idempotency_key: str | None = None) -> str:
+    async def create(
+        self, run: Run, submission: SubmissionEntry | None, idempotency_key: str | None = None
+    ) -> str:
         values = _run_values(run)
         values.append(_parent_key(run.parent))
         manifest = _manifest_encoder.encode(submission.template).decode() if submission else None
@@ -279,15 +291,20 @@ class SqliteRunStore:
             if idempotency_key:
                 row = conn.execute(
                     "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?",
-                    (run.algorithm, idempotency_key)).fetchone()
+                    (run.algorithm, idempotency_key),
+                ).fetchone()
                 if row is not None:
                     return row[0]
-                conn.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?)",
-                             (run.algorithm, idempotency_key, run.id))
+                conn.execute(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?)",
+                    (run.algorithm, idempotency_key, run.id),
+                )
             conn.execute(_INSERT_RUN, values)
             if submission is not None:
-                conn.execute("INSERT INTO submission_buffer VALUES (?, ?, ?, ?)",
-                             (submission.algorithm, submission.id, submission.cluster, manifest))
+                conn.execute(
+                    "INSERT INTO submission_buffer VALUES (?, ?, ?, ?)",
+                    (submission.algorithm, submission.id, submission.cluster, manifest),
+                )
             return run.id
 
         return await self._call(write)
@@ -296,51 +313,76 @@ class SqliteRunStore:
         manifest = _manifest_encoder.encode(submission.template).decode()
 
         def store_job(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO submission_buffer VALUES (?, ?, ?, ?)",
-                         (submission.algorithm, submission.id, submission.cluster, manifest))
+            conn.execute(
+                "INSERT OR REPLACE INTO submission_buffer VALUES (?, ?, ?, ?)",
+                (submission.algorithm, submission.id, submission.cluster, manifest),
+            )
 
         # One operation, so one transaction (and one group commit) for both writes.
-        return await self._call(self._transition_op(
-            submission.algorithm, submission.id, LifecycleStage.BUFFERED,
-            {"last_modified": datetime.now(timezone.utc)}, also=store_job))
+        return await self._call(
+            self._transition_op(
+                submission.algorithm,
+                submission.id,
+                LifecycleStage.BUFFERED,
+                {"last_modified": datetime.now(timezone.utc)},
+                also=store_job,
+            )
+        )
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
-        row = await self._call(lambda conn: conn.execute(
-            "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?",
-            (algorithm, key)).fetchone())
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id FROM idempotency_keys WHERE algorithm = ? AND key = ?", (algorithm, key)
+            ).fetchone()
+        )
         return row[0] if row else None
 
     async def get(self, algorithm: str, run_id: str) -> Run | None:
-        row = await self._call(lambda conn: conn.execute(
-            f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)).fetchone())
+        row = await self._call(
+            lambda conn: conn.execute(
+                f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)
+            ).fetchone()
+        )
         return _row_to_run(row) if row else None
 
     async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
-        row = await self._call(lambda conn: conn.execute(
-            "SELECT cluster, template FROM submission_buffer WHERE algorithm = ? AND id = ?",
-            (algorithm, run_id)).fetchone())
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT cluster, template FROM submission_buffer WHERE algorithm = ? AND id = ?",
+                (algorithm, run_id),
+            ).fetchone()
+        )
         if row is None:
             return None
-        return SubmissionEntry(algorithm=algorithm, id=run_id, cluster=row[0],
-                               template=_manifest_decoder.decode(row[1]))
+        return SubmissionEntry(
+            algorithm=algorithm,
+            id=run_id,
+            cluster=row[0],
+            template=_manifest_decoder.decode(row[1]),
+        )
 
-    async def transition(self, algorithm: str, run_id: str, target: LifecycleStage,
-                         **fields: Any) -> Run:
+    async def transition(
+        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+    ) -> Run:
         check_fields(fields)
         fields["last_modified"] = fields.get("last_modified") or datetime.now(timezone.utc)
         return await self._call(self._transition_op(algorithm, run_id, target, fields))
 
     @staticmethod
-    def _transition_op(algorithm: str, run_id: str, target: LifecycleStage,
-                       fields: dict[str, Any],
-                       also: Callable[[sqlite3.Connection], None] | None = None,
-                       ) -> Callable[[sqlite3.Connection], Run]:
+    def _transition_op(
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        fields: dict[str, Any],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Callable[[sqlite3.Connection], Run]:
         """The compare-and-set of a stage change, run on the store thread; ``also`` writes
         in the same transaction once the change is known to be allowed."""
 
         def write(conn: sqlite3.Connection) -> Run:
-            row = conn.execute(f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?",
-                               (algorithm, run_id)).fetchone()
+            row = conn.execute(
+                f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"Provided request with identifier '{run_id}' not found")
             current = _row_to_run(row)
@@ -352,8 +394,13 @@ class SqliteRunStore:
             conn.execute(
                 f"UPDATE checkpoints SET {assignments} "
                 "WHERE algorithm = ? AND id = ? AND lifecycle_stage = ?",
-                [*(_column_value(n, v) for n, v in changes.items()), algorithm, run_id,
-                 current.lifecycle_stage.value])
+                [
+                    *(_column_value(n, v) for n, v in changes.items()),
+                    algorithm,
+                    run_id,
+                    current.lifecycle_stage.value,
+                ],
+            )
             return msgspec.structs.replace(current, **changes)
 
         return write
@@ -362,18 +409,23 @@ class SqliteRunStore:
         def write(conn: sqlite3.Connection) -> Run:
             cursor = conn.execute(
                 "UPDATE checkpoints SET tag = ?, last_modified = ? WHERE algorithm = ? AND id = ?",
-                (tag, _time_text(datetime.now(timezone.utc)), algorithm, run_id))
+                (tag, _time_text(datetime.now(timezone.utc)), algorithm, run_id),
+            )
             if cursor.rowcount == 0:
                 raise NotFound(f"Provided request with identifier '{run_id}' not found")
-            row = conn.execute(f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?",
-                               (algorithm, run_id)).fetchone()
+            row = conn.execute(
+                f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)
+            ).fetchone()
             return _row_to_run(row)
 
         return await self._call(write)
 
     async def _select(self, where: str, args: tuple[Any, ...]) -> list[Run]:
-        rows = await self._call(lambda conn: conn.execute(
-            f"{_SELECT_RUN} WHERE {where} ORDER BY received_at", args).fetchall())
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"{_SELECT_RUN} WHERE {where} ORDER BY received_at", args
+            ).fetchall()
+        )
         return [_row_to_run(row) for row in rows]
 
     async def by_tag(self, tag: str) -> list[Run]:
@@ -382,26 +434,36 @@ class SqliteRunStore:
         return await self._select("tag = ?", (tag,))
 
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
-        return await self._select("received_by_host = ? AND lifecycle_stage = ?",
-                                  (host, stage.value))
+        return await self._select(
+            "received_by_host = ? AND lifecycle_stage = ?", (host, stage.value)
+        )
 
     async def children(self, parent: ParentRef) -> list[Run]:
         return await self._select("parent_key = ?", (_parent_key(parent),))
 
     async def heartbeat(self, host: str, ttl: float) -> None:
         expires = time.time() + ttl
-        await self._call(lambda conn: conn.execute(
-            "INSERT INTO leases VALUES (?, ?) ON CONFLICT (host) DO UPDATE SET expires_at = ?",
-            (host, expires, expires)))
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT INTO leases VALUES (?, ?) ON CONFLICT (host) DO UPDATE SET expires_at = ?",
+                (host, expires, expires),
+            )
+        )
 
     async def expired_hosts(self) -> list[str]:
-        rows = await self._call(lambda conn: conn.execute(
-            "SELECT host FROM leases WHERE expires_at < ?", (time.time(),)).fetchall())
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT host FROM leases WHERE expires_at < ?", (time.time(),)
+            ).fetchall()
+        )
         return [row[0] for row in rows]
 
     async def drop_lease(self, host: str) -> None:
-        await self._call(lambda conn: conn.execute(
-            "DELETE FROM leases WHERE host = ? AND expires_at < ?", (host, time.time())))
+        await self._call(
+            lambda conn: conn.execute(
+                "DELETE FROM leases WHERE host = ? AND expires_at < ?", (host, time.time())
+            )
+        )
 
 
 def _settle_all(outcomes: list[tuple[asyncio.Future, BaseException | None, Any]]) -> None:

@@ -29,7 +29,11 @@ def job_body(name, annotations=None, restart="Never", **spec):
                 metadata=client.V1ObjectMeta(annotations=annotations or {}),
                 spec=client.V1PodSpec(
                     restart_policy=restart,
-                    containers=[client.V1Container(name="main", image="example.invalid/nexus-worker:1", command=["run"])],
+                    containers=[
+                        client.V1Container(
+                            name="main", image="example.invalid/nexus-worker:1", command=["run"]
+                        )
+                    ],
                 ),
             ),
             **spec,
@@ -66,7 +70,9 @@ class Smoke:
                 if pred(p):
                     return p
             time.sleep(0.2)
-        raise AssertionError(f"no pod of {job} became {what} in {timeout}s; last: {last and last.status}")
+        raise AssertionError(
+            f"no pod of {job} became {what} in {timeout}s; last: {last and last.status}"
+        )
 
     # ---- checks
 
@@ -75,7 +81,9 @@ class Smoke:
         kind, reason, secs = self.wait_job("ok")
         assert kind == "Complete", (kind, reason)
         (pod,) = self.pods("ok")
-        assert pod.spec.node_name and pod.spec.node_name.startswith("kwok-node-"), pod.spec.node_name
+        assert pod.spec.node_name and pod.spec.node_name.startswith("kwok-node-"), (
+            pod.spec.node_name
+        )
         assert pod.status.phase == "Succeeded", pod.status.phase
         term = pod.status.container_statuses[0].state.terminated
         assert term.exit_code == 0 and term.reason == "Completed", term
@@ -90,7 +98,9 @@ class Smoke:
                 rules=[
                     client.V1PodFailurePolicyRule(
                         action="FailJob",
-                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(operator="In", values=[42]),
+                        on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+                            operator="In", values=[42]
+                        ),
                     )
                 ]
             ),
@@ -101,12 +111,17 @@ class Smoke:
         pods = self.pods("exit42")
         assert len(pods) == 1, [p.metadata.name for p in pods]
         term = pods[0].status.container_statuses[0].state.terminated
-        assert pods[0].status.phase == "Failed" and term.exit_code == 42 and term.reason == "Error", pods[0].status
+        assert (
+            pods[0].status.phase == "Failed" and term.exit_code == 42 and term.reason == "Error"
+        ), pods[0].status
         return f"Failed/PodFailurePolicy in {secs}s, exitCode 42"
 
     def check_deadline_hold(self):
         self.batch.create_namespaced_job(
-            self.ns, job_body("hold", {"nexus.test/hold": "true"}, active_deadline_seconds=2, backoff_limit=0)
+            self.ns,
+            job_body(
+                "hold", {"nexus.test/hold": "true"}, active_deadline_seconds=2, backoff_limit=0
+            ),
         )
         self.wait_pod("hold", lambda p: p.status.phase == "Running", "Running")
         kind, reason, secs = self.wait_job("hold")
@@ -119,11 +134,18 @@ class Smoke:
         return f"Failed/DeadlineExceeded in {secs}s, pod removed"
 
     def check_image_pull_backoff(self):
-        self.batch.create_namespaced_job(self.ns, job_body("ipb", {"nexus.test/image-pull-backoff": "true"}))
+        self.batch.create_namespaced_job(
+            self.ns, job_body("ipb", {"nexus.test/image-pull-backoff": "true"})
+        )
 
         def pulling(p):
             cs = p.status.container_statuses or []
-            return p.status.phase == "Pending" and cs and cs[0].state.waiting and cs[0].state.waiting.reason == "ImagePullBackOff"
+            return (
+                p.status.phase == "Pending"
+                and cs
+                and cs[0].state.waiting
+                and cs[0].state.waiting.reason == "ImagePullBackOff"
+            )
 
         pod = self.wait_pod("ipb", pulling, "ImagePullBackOff")
         time.sleep(2)
@@ -137,7 +159,11 @@ class Smoke:
             self.ns,
             job_body(
                 "crash",
-                {"nexus.test/crash-loop": "true", "nexus.test/run-duration": "300ms", "nexus.test/crash-backoff": "300ms"},
+                {
+                    "nexus.test/crash-loop": "true",
+                    "nexus.test/run-duration": "300ms",
+                    "nexus.test/crash-backoff": "300ms",
+                },
                 restart="OnFailure",
                 backoff_limit=2,
             ),
@@ -173,7 +199,9 @@ class Smoke:
         return f"Job deleted {secs}s after creation, pods garbage-collected"
 
     def check_crash_loop_never_fails(self):
-        self.batch.create_namespaced_job(self.ns, job_body("crashnever", {"nexus.test/crash-loop": "true"}, backoff_limit=0))
+        self.batch.create_namespaced_job(
+            self.ns, job_body("crashnever", {"nexus.test/crash-loop": "true"}, backoff_limit=0)
+        )
         kind, reason, secs = self.wait_job("crashnever")
         assert (kind, reason) == ("Failed", "BackoffLimitExceeded"), (kind, reason)
         return f"restartPolicy Never + crash-loop: Failed/BackoffLimitExceeded in {secs}s"
@@ -207,7 +235,9 @@ def main():
     args = ap.parse_args()
     cache = os.environ.get("NEXUS_TESTENV_CACHE", os.path.expanduser("~/.cache/nexus-testenv"))
     run = os.environ.get("NEXUS_TESTENV_RUN", os.path.join(cache, "run"))
-    config.load_kube_config(os.environ.get("NEXUS_TEST_KUBECONFIG") or os.path.join(run, "kube", "admin.kubeconfig"))
+    config.load_kube_config(
+        os.environ.get("NEXUS_TEST_KUBECONFIG") or os.path.join(run, "kube", "admin.kubeconfig")
+    )
     ns = "smoke-" + uuid.uuid4().hex[:6]
     client.CoreV1Api().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     # The service-account controller fills each new namespace; pods need it.

@@ -27,8 +27,9 @@ import urllib.request
 
 
 def http(method, url, body=None):
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
@@ -96,8 +97,9 @@ def main():
         result = json.dumps({"echo": payload, "attempt": attempt}).encode()
         patiently("PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], result, args.patience)
         outcome = {"resultUri": os.environ["NEXUS__RESULT_URL"]}
-    report(url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)),
-           args.patience)
+    report(
+        url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)), args.patience
+    )
     return 0
 
 
