@@ -89,7 +89,7 @@ def assert_dies(pid: int, timeout: float = 10.0) -> None:
     while True:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped after the open
             return
         if state == "Z":
             return
