@@ -25,8 +25,8 @@ import ipaddress
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 try:  # the server side already depends on uvloop (through Sanic)
     import uvloop

@@ -84,7 +84,7 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS__")}
         env.update(self.env)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
@@ -154,7 +154,7 @@ class Server:
             self.process.kill()
             self.process.wait(10)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 
-
 from bench import load, servers
 from bench.profiling import profile_accept
 
@@ -211,7 +210,7 @@ def test_6_rss_with_100k_runs_queued(bench, tmp_path):
             time.sleep(0.5)
         depth = _metric(server, "nexus_queue_depth")
         status = Path(f"/proc/{server.pid}/status").read_text()
-        peak = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) * 1024
+        peak = int(next(s for s in status.splitlines() if s.startswith("VmHWM:")).split()[1]) * 1024
     steady = max(samples + [after])
     mb = 1024 * 1024
     detail = {

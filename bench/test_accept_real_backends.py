@@ -22,7 +22,7 @@ from bench import load, servers
 from bench.profiling import profile_accept
 
 sys.path.insert(0, str(servers.REPO / "tests"))
-from contract import servers as testenv  # noqa: E402  (the test suite's server lookup)
+from contract import servers as testenv
 
 REQUEST = load.build_request(
     "POST", f"/algorithm/v1/run/{servers.ALGORITHM}", servers.payload_body(2048)

@@ -148,7 +148,7 @@ def test_4_launch_rate(bench, tmp_path):
         "Jobs/s nexus / bare loop, runs accepted before the window (limiter off)",
     )
     if reason:
-        for figure, goal in zip(figures, (">= 0.8", "within 5%", ">= 0.8")):
+        for figure, goal in zip(figures, (">= 0.8", "within 5%", ">= 0.8"), strict=True):
             bench.record("4", figure, None, goal, None, note=f"not measured: {reason}")
         pytest.skip(reason)
 

@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

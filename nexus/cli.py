@@ -16,8 +16,8 @@ import argparse
 import socket
 import sys
 
-from nexus_run_client import cli as client_cli
 from nexus.version import nexus_version
+from nexus_run_client import cli as client_cli
 
 ROLE_NAMES = "scheduler|receiver|supervisor|all"
 

@@ -13,8 +13,9 @@ through — Job launches and failures by shard, and how long runs took by final 
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -150,8 +151,8 @@ class Metrics:
         self.finished.inc(stage)
         if received_at is not None:
             if received_at.tzinfo is None:
-                received_at = received_at.replace(tzinfo=timezone.utc)
-            elapsed = (datetime.now(timezone.utc) - received_at).total_seconds()
+                received_at = received_at.replace(tzinfo=UTC)
+            elapsed = (datetime.now(UTC) - received_at).total_seconds()
             self.run_duration.observe(max(elapsed, 0.0), stage)
 
     def render(self) -> bytes:

@@ -6,22 +6,23 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 import msgspec
 
 from nexus_run_client import models
-from nexus_run_client.version import DISTRIBUTION, client_version
 from nexus_run_client.errors import (
     BadRequest,
     NexusClientError,
     ServerError,
     error_for_status,
 )
+from nexus_run_client.version import DISTRIBUTION, client_version
 
 API = "/algorithm/v1"
 RETRY_STATUSES = frozenset({429, 503})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -46,7 +47,7 @@ class AsyncNexusClient:
             limits=httpx.Limits(max_connections=max_connections),
         )
 
-    async def __aenter__(self) -> "AsyncNexusClient":
+    async def __aenter__(self) -> AsyncNexusClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -24,8 +24,9 @@ import getpass
 import importlib.metadata
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -446,7 +447,7 @@ def _cmd_wait(args: argparse.Namespace) -> int:
                 {"requestId": rid, "error": str(o), "status": o.status}
                 if isinstance(o, NexusClientError)
                 else o
-                for rid, o in zip(args.request_ids, outcomes)
+                for rid, o in zip(args.request_ids, outcomes, strict=True)
             ],
             args.output,
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -47,7 +48,7 @@ class NexusClient:
         )
         self._http = httpx.Client(transport=transport, follow_redirects=False)
 
-    def __enter__(self) -> "NexusClient":
+    def __enter__(self) -> NexusClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nexus.core.models import LifecycleStage as S, Run
+from nexus.core.models import LifecycleStage as S
+from nexus.core.models import Run
 from nexus.core.ports import RunStore
 from nexus.core.scheduling import check_algorithm_name, check_request_id
 from nexus.core.watch import RunWatch

@@ -7,7 +7,8 @@ writer can never overwrite a finished run.
 
 from __future__ import annotations
 
-from nexus.core.models import TERMINAL_STAGES, LifecycleStage as S
+from nexus.core.models import TERMINAL_STAGES
+from nexus.core.models import LifecycleStage as S
 from nexus.errors import InvalidTransition
 
 # BUFFERED may end directly in any terminal stage: the Job can be running (and report,

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, cast
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from nexus._rust_queue import Backoff, Queue, TokenBucket
-from nexus.core.models import LifecycleStage as S, Run, RunKey, SubmissionEntry
+from nexus.core.models import LifecycleStage as S
+from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
 from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NexusError, NotFound
 
@@ -34,7 +36,7 @@ LAUNCH_FAILED_CAUSE = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LimitConfig:
@@ -252,7 +254,7 @@ class LaunchPipeline:
                 raise
             except LaunchError as exc:
                 reason = exc.message
-            except Exception as exc:  # noqa: BLE001 - a bug in rendering, or a bad record
+            except Exception as exc:
                 log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
                 reason = repr(exc)
             if entry is None:
@@ -310,7 +312,9 @@ class LaunchPipeline:
                 run,
                 S.SCHEDULING_FAILED,
                 algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
-                algorithm_failure_details=f"Gave up after {key.attempt + 1} attempt(s): {exc.message}",
+                algorithm_failure_details=(
+                    f"Gave up after {key.attempt + 1} attempt(s): {exc.message}"
+                ),
             )
             return False
         self.launched += 1

@@ -8,8 +8,9 @@ suite under ``tests/contract`` run against all of them. Implementations raise on
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
-from typing import Any, AsyncIterator, Collection, Protocol
+from typing import Any, Protocol
 
 import msgspec
 

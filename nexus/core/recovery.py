@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from nexus.core.models import LifecycleStage as S, RunKey
+from nexus.core.models import LifecycleStage as S
+from nexus.core.models import RunKey
 from nexus.core.pipeline import LaunchPipeline, utcnow
 from nexus.core.ports import PayloadBuffer, RunStore
 from nexus.errors import InvalidTransition, NotFound

@@ -9,17 +9,19 @@ BUFFERED step (:mod:`nexus.core.buffering`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
-import re
 import os
+import re
 import time
 import zlib
-import base64
 from typing import Any, NoReturn
 
 from nexus.core.buffering import JobRenderer
 from nexus.core.models import (
     LifecycleStage as S,
+)
+from nexus.core.models import (
     ParentRef,
     Run,
     RunKey,
@@ -280,7 +282,9 @@ class Scheduler:
                     run.id,
                     S.SCHEDULING_FAILED,
                     algorithm_failure_cause="Submission lost. Please resend the request.",
-                    algorithm_failure_details="The payload could not be stored; the request was refused.",
+                    algorithm_failure_details=(
+                        "The payload could not be stored; the request was refused."
+                    ),
                 )
             except NexusError:
                 log.warning("could not mark abandoned run %s/%s", run.algorithm, run.id)

@@ -7,7 +7,8 @@ executor and launch pipeline; each role asks for what it needs and gets the one 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from sanic import Sanic
 
@@ -116,7 +117,7 @@ class Shared:
                     await action()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a background duty must survive its errors
+                except Exception:
                     self.app.ctx.log.exception("%s failed; retrying in %ss", name, seconds)
                 await asyncio.sleep(seconds)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator, NamedTuple
+from typing import NamedTuple
 
 import httpx
 import pytest

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from support import API, TERMINAL, create, metadata, wait_stage, wait_terminal
 
-
 SLOW = {
     # one launch every 5 s after a burst of 2, one worker: later runs wait NEW/BUFFERED
     "NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND": "0.2",

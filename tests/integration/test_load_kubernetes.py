@@ -26,7 +26,6 @@ from datetime import datetime
 
 import httpx
 import pytest
-
 from test_kubernetes import kube, kubeconfig, namespace, start, template, workgroup  # noqa: F401
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
@@ -88,8 +87,8 @@ LIMITS = {
 
 @pytest.mark.parametrize("limit", list(LIMITS))
 def test_launch_rate_is_held_at_the_configured_limit(
-    kube,
-    kubeconfig,
+    kube,  # noqa: F811 (fixtures imported from test_kubernetes)
+    kubeconfig,  # noqa: F811
     namespace,  # noqa: F811
     tmp_path,
     nexus_factory,
@@ -159,7 +158,8 @@ def test_launch_rate_is_held_at_the_configured_limit(
         float(THROTTLED.search(metrics_text).group(1)) if THROTTLED.search(metrics_text) else 0.0
     )
     print(
-        f"\n[{limit}] accepted {RUNS} runs in {accept_seconds:.1f}s ({RUNS / accept_seconds:.0f}/s); "
+        f"\n[{limit}] accepted {RUNS} runs in {accept_seconds:.1f}s "
+        f"({RUNS / accept_seconds:.0f}/s); "
         f"launched at {measured:.1f}/s by nexus's count, {server_rate:.1f}/s by creationTimestamp "
         f"(limit {RATE}/s, busiest second {max(per_second.values())}); API answers {dict(codes)}; "
         f"client QPS waits {throttled:.0f}s in all"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import obstore
@@ -153,7 +153,7 @@ def test_failures_cancels_and_tags_on_cassandra_and_s3(nexus_factory, keyspace, 
 
 
 def make_run(**fields) -> Run:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     values = dict(
         algorithm="it-algorithm",
         id=str(uuid.uuid4()),
@@ -247,7 +247,7 @@ async def test_checkpoint_ttl_expires_the_whole_record_at_once(keyspace):
     store = CassandraRunStore(cassandra_config(keyspace, checkpoint_ttl=3.0, submission_ttl=3.0))
     await store.open()
     try:
-        run = make_run(received_at=datetime.now(timezone.utc), tag=f"ttl-{uuid.uuid4()}")
+        run = make_run(received_at=datetime.now(UTC), tag=f"ttl-{uuid.uuid4()}")
         entry = SubmissionEntry(algorithm=run.algorithm, id=run.id, cluster="c", template={})
         await store.create(run, entry, f"key-{run.id}")
         await asyncio.sleep(1.2)

@@ -10,12 +10,14 @@ from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.models import (
     AlgorithmSpec,
     ContainerSpec,
-    LifecycleStage as S,
     ParentRef,
     Run,
     Workgroup,
     WorkgroupRef,
     WorkgroupSpec,
+)
+from nexus.core.models import (
+    LifecycleStage as S,
 )
 from nexus.errors import LaunchError
 

@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 from nexus.backends.store.sqlite import SqliteRunStore
-from nexus.core.models import LifecycleStage as S, Run
+from nexus.core.models import LifecycleStage as S
+from nexus.core.models import Run
 
 
 async def fill(store: SqliteRunStore, runs: int) -> None:

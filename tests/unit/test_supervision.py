@@ -11,8 +11,8 @@ from test_pending_sweep import HOST, Payloads, SweptStore
 
 from nexus.core.models import LifecycleStage as S
 from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
-from nexus.errors import BackendUnavailable
 from nexus.core.supervision import FATAL_CAUSE, LOST_CAUSE, Supervision, SupervisionConfig
+from nexus.errors import BackendUnavailable
 
 
 class HostStore(SweptStore):

@@ -17,8 +17,8 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _syncfs_call() -> Callable[[int], None]:

@@ -7,7 +7,8 @@ How URLs are made is the only difference between stores, so it is passed in.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Literal, NamedTuple, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Literal, NamedTuple, Protocol
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError

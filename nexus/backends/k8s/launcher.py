@@ -9,7 +9,8 @@ retryable; a Job the API server refuses as invalid is not, and its message says 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -42,7 +43,10 @@ def launch_error(shard: str, response: Response) -> LaunchError:
             "does the runtime namespace exist there?"
         )
     else:
-        message = f"the API server of shard '{shard}' refused the Job ({code} {status.reason}): {status.message}"
+        message = (
+            f"the API server of shard '{shard}' refused the Job "
+            f"({code} {status.reason}): {status.message}"
+        )
     return LaunchError(message, retryable=retryable)
 
 

@@ -27,10 +27,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nexus.backends.k8s import local_process
 from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
@@ -81,7 +81,7 @@ class _LocalJob:
         self.algorithm = labels.get("science.sneaksanddata.com/algorithm-template-name", "")
         self.outcome = Outcome.RUNNING
         self.message = ""
-        self.since = datetime.now(timezone.utc)
+        self.since = datetime.now(UTC)
         self.resumed = resumed  # taken over from a previous nexus: spawns wait for start()
         self.process: subprocess.Popen[bytes] | None = None
         self.group: int | None = None  # process group of the live attempt
@@ -199,7 +199,7 @@ class LocalExecutor:
         job = _LocalJob(record, resumed=True)
         if record.outcome:
             job.outcome, job.message = Outcome(record.outcome), record.message
-            job.since = datetime.fromtimestamp(record.finished_at, timezone.utc)
+            job.since = datetime.fromtimestamp(record.finished_at, UTC)
             job.finished_at = time.monotonic() - max(time.time() - record.finished_at, 0.0)
             self._jobs[run_id] = job
             return
@@ -240,7 +240,7 @@ class LocalExecutor:
 
     def _report(self, job: _LocalJob, outcome: Outcome, message: str) -> None:
         job.outcome, job.message = outcome, message
-        job.since = datetime.now(timezone.utc)
+        job.since = datetime.now(UTC)
         if outcome is not Outcome.RUNNING:
             job.finished_at = time.monotonic()
             record = job.record

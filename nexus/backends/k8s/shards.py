@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
-from typing import Any, AsyncIterator, Collection
+from typing import Any
 
 import yaml
 from kubernetes import config as kube_config

@@ -27,8 +27,8 @@ first saw that outcome for the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 import msgspec
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -136,7 +137,7 @@ class KubernetesTemplateSource:
             self._client.close()
 
     def _not_synced(self) -> str:
-        for stream, kind in zip(self._streams, (TEMPLATES, WORKGROUPS)):
+        for stream, kind in zip(self._streams, (TEMPLATES, WORKGROUPS), strict=True):
             if not stream.synced.is_set():
                 reason = stream.error or "no answer yet"
                 return (

@@ -12,8 +12,9 @@ reading the cache: it is the periodic re-list that makes up for lost watch event
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from nexus.backends.k8s.client import ListWatch, ShardClient, object_path
 from nexus.backends.k8s.launcher import KubernetesLauncher
@@ -30,7 +31,7 @@ class _FirstSeen:
     """When each run was first seen in its current outcome, for outcomes whose status
     carries no timestamp (the supervisor's grace periods count from it)."""
 
-    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._seen: dict[str, tuple[Outcome, datetime]] = {}
         self._now = now
 
@@ -244,7 +245,7 @@ class KubernetesWatcher:
         )
         observations: list[JobObservation] = []
         unreachable: dict[str, str] = {}
-        for name, result in zip(self._clients, results):
+        for name, result in zip(self._clients, results, strict=True):
             if isinstance(result, BackendUnavailable):
                 unreachable[name] = result.message
             elif isinstance(result, BaseException):

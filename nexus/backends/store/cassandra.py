@@ -45,7 +45,7 @@ import logging
 import math
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -89,11 +89,11 @@ _SERIAL_READ_ATTEMPTS = 3
 _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their partitions
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:
-    return _ms(datetime.now(timezone.utc))
+    return _ms(datetime.now(UTC))
 
 
 def _ms(value: Any) -> Any:
@@ -268,7 +268,7 @@ class CassandraRunStore:
             return 0
         if run.received_at is None:
             return self._ttl
-        elapsed = (datetime.now(timezone.utc) - utc(run.received_at)).total_seconds()
+        elapsed = (datetime.now(UTC) - utc(run.received_at)).total_seconds()
         return max(1, math.ceil(self._ttl - elapsed))
 
     def _add_lookups(
@@ -341,8 +341,8 @@ class CassandraRunStore:
         rows = await self._execute(self._p("select_key"), (algorithm, key))
         if not rows:  # expired or released meanwhile: claim again
             return await self._claim_key(algorithm, key, run_id)
-        written = datetime.fromtimestamp(rows[0]["written"] / 1e6, timezone.utc)
-        if rows[0]["id"] != holder or datetime.now(timezone.utc) - written < self._key_grace:
+        written = datetime.fromtimestamp(rows[0]["written"] / 1e6, UTC)
+        if rows[0]["id"] != holder or datetime.now(UTC) - written < self._key_grace:
             return rows[0]["id"]  # still being written by the request that claimed it
         log.warning(
             "idempotency key %r of %s pointed at run %s, which was never stored; "
@@ -536,7 +536,7 @@ class CassandraRunStore:
         await self._execute(self._p("heartbeat"), (host, expires))
 
     async def expired_hosts(self) -> list[str]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = await self._execute(self._p("select_leases"))
         return sorted(row["host"] for row in rows if utc(row["expires_at"]) < now)
 

@@ -6,7 +6,7 @@ columns (specs, parent) as compact JSON text, ``{}``/empty read back as unset.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -94,4 +94,4 @@ def check_fields(fields: dict[str, Any]) -> None:
 
 def utc(value: datetime) -> datetime:
     """Naive datetimes read back from a driver are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -22,10 +22,11 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -107,7 +108,7 @@ def _parent_key(parent: ParentRef | None) -> str:
 
 
 def _row_to_run(row: sqlite3.Row) -> Run:
-    return run_from_columns(dict(zip(COLUMNS, row)), parse_time=datetime.fromisoformat)
+    return run_from_columns(dict(zip(COLUMNS, row, strict=True)), parse_time=datetime.fromisoformat)
 
 
 _STOP = object()
@@ -217,7 +218,7 @@ class SqliteRunStore:
         # One wake-up per event loop for the whole batch, not one per operation: each
         # call_soon_threadsafe pokes the loop's self-pipe.
         settled: dict[Any, list[tuple[Future, BaseException | None, Any]]] = {}
-        for (_, future, loop), (error, value) in zip(batch, results):
+        for (_, future, loop), (error, value) in zip(batch, results, strict=True):
             settled.setdefault(loop, []).append((future, error, value))
         for loop, outcomes in settled.items():
             loop.call_soon_threadsafe(_settle_all, outcomes)
@@ -324,7 +325,7 @@ class SqliteRunStore:
                 submission.algorithm,
                 submission.id,
                 LifecycleStage.BUFFERED,
-                {"last_modified": datetime.now(timezone.utc)},
+                {"last_modified": datetime.now(UTC)},
                 also=store_job,
             )
         )
@@ -365,7 +366,7 @@ class SqliteRunStore:
         self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
     ) -> Run:
         check_fields(fields)
-        fields["last_modified"] = fields.get("last_modified") or datetime.now(timezone.utc)
+        fields["last_modified"] = fields.get("last_modified") or datetime.now(UTC)
         return await self._call(self._transition_op(algorithm, run_id, target, fields))
 
     @staticmethod
@@ -409,7 +410,7 @@ class SqliteRunStore:
         def write(conn: sqlite3.Connection) -> Run:
             cursor = conn.execute(
                 "UPDATE checkpoints SET tag = ?, last_modified = ? WHERE algorithm = ? AND id = ?",
-                (tag, _time_text(datetime.now(timezone.utc)), algorithm, run_id),
+                (tag, _time_text(datetime.now(UTC)), algorithm, run_id),
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"Provided request with identifier '{run_id}' not found")
