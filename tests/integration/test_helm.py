@@ -359,6 +359,24 @@ def kube(helm):
     api.close()
 
 
+def _remove_release(helm, kubeconfig: str, release: str, namespace: str, core) -> None:
+    """Uninstall a test release and delete its namespace, whatever state they are in."""
+    helm(
+        "uninstall",
+        release,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--ignore-not-found",
+        check=False,
+    )
+    try:
+        core.delete_namespace(namespace)
+    except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
+        pass
+
+
 def _get(dynamic, doc: dict, namespace: str) -> dict | None:
     from kubernetes.dynamic.exceptions import NotFoundError
 
@@ -494,20 +512,7 @@ def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path:
         )
         assert all(_get(dynamic, doc, namespace) is None for doc in docs)
     finally:
-        helm(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
-        try:
-            core.delete_namespace(namespace)
-        except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
-            pass
+        _remove_release(helm, kubeconfig, release, namespace, core)
 
 
 # --- roles for people ------------------------------------------------------------------
@@ -603,17 +608,4 @@ def test_people_bound_to_edit_or_view_get_templates_through_aggregation(
             assert refused.value.status == 403
         editor.delete_namespaced_custom_object(*group, "by-editor")
     finally:
-        helm(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
-        try:
-            core.delete_namespace(namespace)
-        except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
-            pass
+        _remove_release(helm, kubeconfig, release, namespace, core)
