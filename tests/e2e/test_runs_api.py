@@ -216,6 +216,29 @@ def test_child_run_with_a_parent(api):
     assert cancel(api, parent).status_code == 200
 
 
+def test_a_dry_runs_parent_need_not_exist(api):
+    """As in the Go system, whose SDK's remote dry runs rely on it: the rendered Job gets
+    a stand-in owner named after the parent. A real run with that parent is refused."""
+    missing = str(uuid.uuid4())
+    ref = {"requestId": missing, "algorithmName": "behave"}
+    child = create(api, {}, dry_run=True, parentRequest=ref)
+    job = api.get(f"{API}/buffer/behave/requests/{child}").json()
+    assert job["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": missing, "uid": missing}
+    ]
+    assert metadata(api, child)["parent"] == ref
+    wait_terminal(api, child)
+    real = api.post(f"{API}/run/behave", json={"algorithmParameters": {}, "parentRequest": ref})
+    assert_error(real, 400, "does not exist")
+    not_an_id = {"requestId": "../etc", "algorithmName": "behave"}
+    dry = api.post(
+        f"{API}/run/behave",
+        params={"dryRun": "true"},
+        json={"algorithmParameters": {}, "parentRequest": not_an_id},
+    )
+    assert_error(dry, 400, "does not exist")
+
+
 # --- GET results ---------------------------------------------------------------------
 
 
