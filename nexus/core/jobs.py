@@ -7,12 +7,11 @@ locally is exactly what would run on a cluster.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from nexus.core.models import AlgorithmSpec, ParentRef, WorkgroupSpec
+from nexus.core.models import AlgorithmSpec, ParentRef, Quantity, VolumeMount, WorkgroupSpec
 from nexus.core.units import cpu_request_from_limit
 
 LABEL_PREFIX = "science.sneaksanddata.com"
@@ -20,7 +19,10 @@ TEMPLATE_LABEL = f"{LABEL_PREFIX}/algorithm-template-name"
 COMPONENT_LABEL = f"{LABEL_PREFIX}/nexus-component"
 VERSION_LABEL = f"{LABEL_PREFIX}/nexus-version"
 COMPONENT_VALUE = "algorithm-run"
-DEFAULT_CPU_REQUEST_FACTOR = Decimal("0.1")
+DATADOG_VOLUME = "dsdsocket"
+DATADOG_HOST_PATH = "/var/run/datadog/"
+DATADOG_MOUNT_PATH = "/var/run/datadog"
+EMPTY_DIR_KEY = "emptyDir"
 
 
 class JobContext(msgspec.Struct, kw_only=True):
@@ -50,29 +52,69 @@ def render_args(args: list[str] | None, payload_url: str, run_id: str) -> list[s
     return rendered
 
 
+def _quantities(values: dict[str, Quantity] | None) -> dict[str, str]:
+    return {name: str(value) for name, value in (values or {}).items()}
+
+
 def render_resources(spec: AlgorithmSpec) -> dict[str, dict[str, str]]:
-    """Limits and requests; given maps win, otherwise requests derive from the limits."""
+    """Limits and requests as the Go system's ToV1Job sets them: a ``limits`` map wins over
+    cpuLimit/memoryLimit, a ``requests`` map over requests derived from the limits (CPU
+    times ``defaultResourceQuota``), and ``customResources`` join both either way."""
     compute = spec.compute_resources
     if compute is None:
         return {}
-    limits = dict(compute.limits or {})
+    limits = _quantities(compute.limits)
     if not limits:
         if compute.cpu_limit:
             limits["cpu"] = compute.cpu_limit
         if compute.memory_limit:
             limits["memory"] = compute.memory_limit
-        limits.update(compute.custom_resources or {})
-    requests = dict(compute.requests or {})
+    requests = _quantities(compute.requests)
     if not requests and limits:
         requests = dict(limits)
         if "cpu" in limits:
-            requests["cpu"] = cpu_request_from_limit(limits["cpu"], DEFAULT_CPU_REQUEST_FACTOR)
+            requests["cpu"] = cpu_request_from_limit(limits["cpu"], compute.cpu_request_factor())
+    limits.update(compute.custom_resources or {})
+    requests.update(compute.custom_resources or {})
     resources: dict[str, dict[str, str]] = {}
     if limits:
         resources["limits"] = limits
     if requests:
         resources["requests"] = requests
     return resources
+
+
+def _mount(mount: VolumeMount) -> dict[str, Any]:
+    return msgspec.to_builtins(mount)  # type: ignore[no-any-return]
+
+
+def render_volumes(spec: AlgorithmSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pod volumes and container mounts, in the Go system's order: the Datadog socket,
+    then ConfigMaps, Secrets and storage (PersistentVolumeClaims, or an emptyDir under
+    the key "emptyDir"), each volume named after its mount. Go walks each map in random
+    order; nexus sorts by source name, so the same template renders the same Job."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    datadog = spec.datadog_integration_settings
+    if datadog is not None and datadog.mount_datadog_socket:
+        volumes.append({"name": DATADOG_VOLUME, "hostPath": {"path": DATADOG_HOST_PATH}})
+        mounts.append({"name": DATADOG_VOLUME, "mountPath": DATADOG_MOUNT_PATH})
+    runtime = spec.runtime_environment
+    if runtime is None:
+        return volumes, mounts
+    for source, mount in sorted((runtime.configuration_file_mounts or {}).items()):
+        volumes.append({"name": mount.name, "configMap": {"name": source}})
+        mounts.append(_mount(mount))
+    for source, mount in sorted((runtime.secret_file_mounts or {}).items()):
+        volumes.append({"name": mount.name, "secret": {"secretName": source}})
+        mounts.append(_mount(mount))
+    for source, mount in sorted((runtime.storage_mounts or {}).items()):
+        if source == EMPTY_DIR_KEY:
+            volumes.append({"name": mount.name, "emptyDir": {}})
+        else:
+            volumes.append({"name": mount.name, "persistentVolumeClaim": {"claimName": source}})
+        mounts.append(_mount(mount))
+    return volumes, mounts
 
 
 def render_pod_failure_policy(spec: AlgorithmSpec) -> dict[str, Any]:
@@ -137,7 +179,12 @@ def render_job(spec: AlgorithmSpec, workgroup: WorkgroupSpec, ctx: JobContext) -
     resources = render_resources(spec)
     if resources:
         container["resources"] = resources
+    volumes, mounts = render_volumes(spec)
+    if mounts:
+        container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if volumes:
+        pod_spec["volumes"] = volumes
     if spec.container.service_account_name:
         pod_spec["serviceAccountName"] = spec.container.service_account_name
     if workgroup.affinity:

@@ -8,12 +8,13 @@ only passes through to the Job (EnvVar, Toleration, Affinity, ...) stay plain ma
 from __future__ import annotations
 
 import enum
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 
-from nexus.core.units import parse_quantity
+from nexus.core.units import parse_duration, parse_quantity
 
 
 class LifecycleStage(str, enum.Enum):
@@ -44,8 +45,16 @@ FAILURE_STAGES = TERMINAL_STAGES - {LifecycleStage.COMPLETED}
 PENDING_STAGES = frozenset({LifecycleStage.NEW, LifecycleStage.BUFFERED})
 
 
-class _Spec(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
-    pass
+class _Spec(
+    msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, forbid_unknown_fields=True
+):
+    """A part of a template or workgroup spec. A key nexus does not know is refused with
+    its path (``Object contains unknown field ...``) rather than dropped: the API server
+    prunes or refuses unknown keys itself, but a folder of manifests has no such guard."""
+
+
+# A resource quantity as the Go CRD's ResourceList admits it: "500m", "1Gi", or a number.
+Quantity = str | int
 
 
 class ContainerSpec(_Spec):
@@ -55,12 +64,37 @@ class ContainerSpec(_Spec):
     service_account_name: str | None = None
 
 
+DEFAULT_CPU_REQUEST_FACTOR = 0.1
+
+
 class ComputeResources(_Spec):
     cpu_limit: str | None = None
     memory_limit: str | None = None
+    default_resource_quota: str | None = None
     custom_resources: dict[str, str] | None = None
-    limits: dict[str, str] | None = None
-    requests: dict[str, str] | None = None
+    limits: dict[str, Quantity] | None = None
+    requests: dict[str, Quantity] | None = None
+
+    def __post_init__(self) -> None:
+        self.cpu_request_factor()  # a bad factor fails the template at load
+
+    def cpu_request_factor(self) -> float:
+        """``defaultResourceQuota``: the CPU request as a fraction of the limit ("0.25"),
+        0.1 when absent or empty. The Go system falls back to 0.1 on a value it cannot
+        parse; nexus refuses it, so a typo is not silently a 10% request."""
+        text = (self.default_resource_quota or "").strip()
+        if not text:
+            return DEFAULT_CPU_REQUEST_FACTOR
+        try:
+            factor = float(text)
+        except ValueError:
+            factor = math.nan
+        if not 0 <= factor <= 1:  # also refuses nan
+            raise ValueError(
+                f"defaultResourceQuota: invalid value {text[:40]!r}: expected the CPU request "
+                "as a fraction of the limit between 0 and 1, e.g. '0.1'"
+            )
+        return factor
 
 
 class WorkgroupRef(_Spec):
@@ -69,9 +103,26 @@ class WorkgroupRef(_Spec):
     kind: str = "NexusAlgorithmWorkgroup"
 
 
+class VolumeMount(_Spec):
+    """A Kubernetes ``VolumeMount``, copied to the container as given."""
+
+    name: str
+    mount_path: str
+    read_only: bool = False
+    recursive_read_only: str | None = None
+    mount_propagation: str | None = None
+    sub_path: str | None = None
+    sub_path_expr: str | None = None
+
+
 class RuntimeEnvironment(_Spec):
     environment_variables: list[dict[str, Any]] | None = None
     mapped_environment_variables: list[dict[str, Any]] | None = None
+    # source name -> mount: a ConfigMap, a Secret, a PersistentVolumeClaim (or, under the
+    # key "emptyDir", an emptyDir volume), each mounted into the container
+    configuration_file_mounts: dict[str, VolumeMount] | None = None
+    secret_file_mounts: dict[str, VolumeMount] | None = None
+    storage_mounts: dict[str, VolumeMount] | None = None
     annotations: dict[str, str] | None = None
     deadline_seconds: int | None = None
     maximum_retries: int | None = None
@@ -82,6 +133,34 @@ class ErrorHandlingBehaviour(_Spec):
     fatal_exit_codes: list[int] | None = None
 
 
+PAYLOAD_SERIALIZATIONS = ("s3", "backend")
+
+
+class PayloadConfiguration(_Spec):
+    payload_valid_for: str | None = None
+    payload_serialization: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.payload_valid_for:
+            try:
+                valid_for = parse_duration(self.payload_valid_for)
+            except ValueError as exc:
+                raise ValueError(f"payloadValidFor: {exc}") from None
+            if valid_for <= 0:
+                raise ValueError("payloadValidFor: must be longer than zero")
+        if self.payload_serialization and self.payload_serialization not in (
+            PAYLOAD_SERIALIZATIONS
+        ):
+            raise ValueError(
+                f"payloadSerialization: invalid value {self.payload_serialization[:40]!r}: "
+                f"expected one of {', '.join(PAYLOAD_SERIALIZATIONS)}"
+            )
+
+
+class DatadogIntegrationSettings(_Spec):
+    mount_datadog_socket: bool | None = None
+
+
 class AlgorithmSpec(_Spec):
     """``NexusAlgorithmTemplate.spec``."""
 
@@ -90,8 +169,22 @@ class AlgorithmSpec(_Spec):
     compute_resources: ComputeResources | None = None
     workgroup_ref: WorkgroupRef | None = None
     args: list[str] | None = None
+    payload_configuration: PayloadConfiguration | None = None
     runtime_environment: RuntimeEnvironment | None = None
     error_handling_behaviour: ErrorHandlingBehaviour | None = None
+    datadog_integration_settings: DatadogIntegrationSettings | None = None
+
+    @property
+    def payload_valid_for(self) -> str:
+        """The template's own payload URL lifetime ("" when it sets none)."""
+        return (self.payload_configuration and self.payload_configuration.payload_valid_for) or ""
+
+    @property
+    def payload_serialization(self) -> str:
+        """Where the payload is kept: "s3" (the payload buffer, also when unset) or
+        "backend" (the run store, which nexus does not implement)."""
+        configuration = self.payload_configuration
+        return (configuration and configuration.payload_serialization) or "s3"
 
 
 class WorkgroupSpec(_Spec):

@@ -116,7 +116,9 @@ def parse_quantity(text: str | int | float) -> Decimal:
         raise ValueError(f"invalid quantity {text!r}") from exc
 
 
-def cpu_request_from_limit(limit: str, factor: Decimal = Decimal("0.1")) -> str:
-    """CPU request as whole millicores of ``factor`` times the limit (1000m -> 100m)."""
-    millicores = int(parse_quantity(limit) * 1000 * factor)
-    return f"{max(millicores, 1)}m"
+def cpu_request_from_limit(limit: str | int, factor: float = 0.1) -> str:
+    """The CPU request the Go system derives from a limit: ``%.0fm`` of the limit's
+    millicores (rounded up, as Kubernetes' MilliValue does) times the factor, computed in
+    float64 as Go does, so 1000m -> 100m and 5m -> 0m (half rounds to even)."""
+    millicores = math.ceil(parse_quantity(limit) * 1000)
+    return f"{float(millicores) * factor:.0f}m"

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import msgspec
 import pytest
 import urllib3
 import yaml
@@ -35,6 +36,8 @@ from conftest import free_port
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
+from nexus.core.jobs import JobContext, render_job
+from nexus.core.models import AlgorithmSpec, WorkgroupSpec
 from nexus.core.supervision import (
     DEADLINE_CAUSE,
     FATAL_CAUSE,
@@ -766,3 +769,102 @@ def test_killed_scheduler_runs_are_launched_by_the_survivor_exactly_once(
     assert sorted(jobs) == sorted(runs)  # one Job per accepted run, none missing, none extra
     for run_id, meta in stages.items():
         assert meta["job_uid"] == jobs[run_id]["metadata"]["uid"]
+
+
+# --- every field of the Go system's CRDs ---------------------------------------------------
+
+EVERY_FIELD = REPO / "tests" / "templates" / "every-field.yaml"
+
+
+def _collection(namespace: str, kind: str) -> str:
+    plural = {"NexusAlgorithmTemplate": "nexusalgorithmtemplates"}.get(
+        kind, "nexusalgorithmworkgroups"
+    )
+    return f"/apis/{GROUP}/v1/namespaces/{namespace}/{plural}"
+
+
+def test_crds_take_every_go_field_and_the_rendered_job_is_valid(kube, namespace):
+    """The template using every field of the Go spec applies with strict field validation
+    and comes back whole (nothing pruned); its Job, rendered by nexus from what the API
+    server returns, passes the API server's own validation (a server-side dry run)."""
+    specs = {}
+    for doc in yaml.safe_load_all(EVERY_FIELD.read_text()):
+        base = _collection(namespace, doc["kind"])
+        kube.call("POST", base, doc, fieldValidation="Strict")
+        stored = kube.call("GET", f"{base}/{doc['metadata']['name']}")
+        assert stored["spec"] == doc["spec"]
+        specs[doc["kind"]] = stored["spec"]
+    job = render_job(
+        msgspec.convert(specs["NexusAlgorithmTemplate"], AlgorithmSpec),
+        msgspec.convert(specs["NexusAlgorithmWorkgroup"], WorkgroupSpec),
+        JobContext(
+            run_id=str(uuid.uuid4()),
+            algorithm="every-field",
+            cluster="shard-0",
+            namespace=namespace,
+            payload_url="https://p",
+            nexus_version="v0.0.0",
+        ),
+    )
+    kube.call(
+        "POST",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs",
+        job,
+        dryRun="All",
+        fieldValidation="Strict",
+    )
+
+
+def test_crds_take_what_the_go_crds_take(kube, namespace):
+    """A superset of the Go CRDs: values they admit (an integer quantity, a zero deadline,
+    an empty image or cluster, exit code 0) apply unchanged, though nexus may refuse to
+    run them later."""
+    base = _collection(namespace, "NexusAlgorithmTemplate")
+    template = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "NexusAlgorithmTemplate",
+        "metadata": {"name": "go-edges"},
+        "spec": {
+            "container": {"image": "", "registry": "", "versionTag": ""},
+            "command": "",
+            "computeResources": {
+                "cpuLimit": "1",
+                "memoryLimit": "1Gi",
+                "defaultResourceQuota": "",
+                "limits": {"cpu": 1, "memory": "1Gi"},
+                "requests": {"cpu": "100m"},
+            },
+            "workgroupRef": {"name": "", "group": "", "kind": ""},
+            "runtimeEnvironment": {"deadlineSeconds": 0, "maximumRetries": -1},
+            "errorHandlingBehaviour": {"fatalExitCodes": [0], "transientExitCodes": [-1]},
+            "payloadConfiguration": {"payloadValidFor": "", "payloadSerialization": "backend"},
+            "datadogIntegrationSettings": {"mountDatadogSocket": False},
+        },
+    }
+    kube.call("POST", base, template, fieldValidation="Strict")
+    assert kube.call("GET", f"{base}/go-edges")["spec"] == template["spec"]
+    workgroups = _collection(namespace, "NexusAlgorithmWorkgroup")
+    workgroup = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "NexusAlgorithmWorkgroup",
+        "metadata": {"name": "go-edges"},
+        "spec": {"description": "", "cluster": ""},
+    }
+    kube.call("POST", workgroups, workgroup, fieldValidation="Strict")
+
+
+def test_a_field_no_crd_knows_is_refused_by_the_api_server(kube, namespace):
+    doc = next(
+        d
+        for d in yaml.safe_load_all(EVERY_FIELD.read_text())
+        if d["kind"] == "NexusAlgorithmTemplate"
+    )
+    doc["spec"]["runtimeEnvironment"]["deadlineSecond"] = 5
+    answer = kube.call(
+        "POST",
+        _collection(namespace, doc["kind"]),
+        doc,
+        ok=(400, 422),
+        fieldValidation="Strict",
+    )
+    assert "deadlineSecond" in json.dumps(answer)

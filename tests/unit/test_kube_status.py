@@ -947,6 +947,11 @@ def struct_schema_mismatches(struct_type: type, schema: dict, path: str) -> list
             problems.append(f"{path}.{name}: model {expected} != CRD {prop.get('type')}")
         if isinstance(kind, msgspec.inspect.StructType):
             problems += struct_schema_mismatches(kind.cls, prop, f"{path}.{name}")
+        value = getattr(kind, "value_type", None)
+        if isinstance(value, msgspec.inspect.StructType):  # name -> Struct, e.g. mounts
+            problems += struct_schema_mismatches(
+                value.cls, prop.get("additionalProperties", {}), f"{path}.{name}.*"
+            )
         passthrough = isinstance(
             kind, (msgspec.inspect.ListType, msgspec.inspect.DictType)
         ) and isinstance(

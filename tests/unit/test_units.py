@@ -149,8 +149,13 @@ def test_parse_quantity_refuses(text):
         ("1500m", "150m"),
         ("4", "400m"),
         ("0.5", "50m"),
-        ("5m", "1m"),
-        ("1m", "1m"),
+        # Go's fmt.Sprintf("%.0fm", milli*0.1): halves round to even, tiny limits to 0m
+        ("5m", "0m"),
+        ("15m", "2m"),
+        ("1m", "0m"),
+        ("1005m", "100m"),
+        ("0.0001", "0m"),
+        (3, "300m"),
     ],
 )
 def test_cpu_request_is_ten_percent_of_the_limit(limit, expected):
@@ -158,4 +163,5 @@ def test_cpu_request_is_ten_percent_of_the_limit(limit, expected):
 
 
 def test_cpu_request_factor_is_configurable():
-    assert cpu_request_from_limit("2", Decimal("0.5")) == "1000m"
+    assert cpu_request_from_limit("2", 0.5) == "1000m"
+    assert cpu_request_from_limit("3", 1 / 3) == "1000m"
