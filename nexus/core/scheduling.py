@@ -208,9 +208,16 @@ class Scheduler:
                 f"Workgroup '{workgroup.name}' names cluster '{cluster}', which is not a "
                 f"configured shard (known: {', '.join(sorted(self.launcher.shards())) or 'none'})"
             )
+        if spec.payload_serialization == "backend":
+            raise BadRequest(
+                f"Template '{algorithm}' sets payloadConfiguration.payloadSerialization: "
+                "backend (the payload kept in the run store), which nexus does not support; "
+                "set it to s3 or remove it"
+            )
+        # The request's lifetime wins over the template's, which wins over the settings'.
         valid_for = self.config.payload_valid_for
-        if payload_valid_for:
-            valid_for = _payload_valid_for(payload_valid_for)
+        if payload_valid_for or spec.payload_valid_for:
+            valid_for = _payload_valid_for(payload_valid_for or spec.payload_valid_for)
         if parent is not None:
             await self._check_parent(parent, dry_run)
         if idempotency_key:

@@ -565,6 +565,22 @@ def test_signed_url_expires_with_payload_valid_for(api):
     assert_error(httpx.get(url), 403, "expired")
 
 
+def test_payload_lifetime_request_over_template_over_settings(api):
+    """The request's payloadValidFor wins, then the template's payloadConfiguration, then
+    the scheduler's s3-buffer.payload-valid-for (24h by default)."""
+    algorithm = "behave-short-payload"
+    own = create(api, {}, algorithm=algorithm, dry_run=True)
+    assert metadata(api, own, algorithm)["payload_valid_for"] == "90m"
+    asked = create(api, {}, algorithm=algorithm, dry_run=True, payloadValidFor="5m")
+    assert metadata(api, asked, algorithm)["payload_valid_for"] == "5m"
+    assert metadata(api, create(api, {}, dry_run=True))["payload_valid_for"] == "24h"
+
+
+def test_payload_kept_in_the_run_store_is_refused_with_the_field_named(api):
+    response = api.post(f"{API}/run/behave-backend-payload", json={"algorithmParameters": {}})
+    assert_error(response, 400, "payloadConfiguration.payloadSerialization", "backend", "s3")
+
+
 # --- POST cancel ---------------------------------------------------------------------
 
 
