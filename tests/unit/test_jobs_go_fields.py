@@ -18,7 +18,7 @@ import pytest
 
 from nexus.backends.templates.folder import parse_manifests
 from nexus.core.jobs import JobContext, render_job
-from nexus.core.models import AlgorithmSpec, SpecOverride, WorkgroupSpec
+from nexus.core.models import AlgorithmSpec, ParentRef, SpecOverride, WorkgroupSpec
 from nexus.core.overrides import apply_overrides
 from nexus.errors import ConfigError
 
@@ -391,3 +391,90 @@ def test_new_fields_are_not_overridden_by_a_request_as_in_go():
         SpecOverride,
     )
     assert apply_overrides(spec, override) == spec
+
+
+def test_the_go_test_fixture_renders_the_job_the_go_test_expects():
+    """nexus-core's own case: ``util_test.GetFakeRequest(true)`` rendered by
+    ``TestCheckpointedRequest_ToV1Job`` (pkg/checkpoint/models/checkpointed_request_test.go),
+    its expected Job written out here as JSON. Go's test passes a template as the owner;
+    nexus owns a child by its parent's Job, so owner references are left out, as are the
+    keys nexus adds (namespace, empty annotations)."""
+    spec = msgspec.convert(
+        {
+            "container": {
+                "image": "test.io",
+                "registry": "algorithms/test",
+                "versionTag": "v1.0.0",
+                "serviceAccountName": "test-sa",
+            },
+            "computeResources": {"cpuLimit": "1000m", "memoryLimit": "2000Mi"},
+            "workgroupRef": {
+                "name": "test-workgroup",
+                "group": "nexus-workgroup.io",
+                "kind": "KarpenterWorkgroupV1",
+            },
+            "command": "python",
+            "args": ["job.py", "--sas-uri=%s", "--request-id=%s", "--arg1=true"],
+            "runtimeEnvironment": {"deadlineSeconds": 120, "maximumRetries": 3},
+            "datadogIntegrationSettings": {"mountDatadogSocket": True},
+        },
+        AlgorithmSpec,
+    )
+    job = render_job(
+        spec,
+        WorkgroupSpec(cluster="shard-0", description="default"),
+        JobContext(
+            run_id="test-id",
+            algorithm="test",
+            cluster="shard-0",
+            namespace="runs",
+            payload_url="https://somewhere",
+            nexus_version="v0.0.0",
+            parent=ParentRef(request_id="test-parent", algorithm_name="test-parent-algorithm"),
+        ),
+    )
+    labels = {
+        "science.sneaksanddata.com/algorithm-template-name": "test",
+        "science.sneaksanddata.com/nexus-version": "v0.0.0",
+        "science.sneaksanddata.com/nexus-component": "algorithm-run",
+    }
+    expected_container = {
+        "name": "test-id",
+        "image": "algorithms/test/test.io:v1.0.0",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python"],
+        "args": ["job.py", "--sas-uri=https://somewhere", "--request-id=test-id", "--arg1=true"],
+        "env": [
+            {"name": "NEXUS__ALGORITHM_NAME", "value": "test"},
+            {"name": "NEXUS__SHARD_NAME", "value": "shard-0"},
+            {"name": "NEXUS__PARENT_REQUEST_ID", "value": "test-parent"},
+            {"name": "NEXUS__PARENT_ALGORITHM_NAME", "value": "test-parent-algorithm"},
+        ],
+        "resources": {
+            "limits": {"cpu": "1000m", "memory": "2000Mi"},
+            "requests": {"cpu": "100m", "memory": "2000Mi"},
+        },
+        "volumeMounts": [{"name": "dsdsocket", "mountPath": "/var/run/datadog"}],
+    }
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert job["metadata"]["name"] == "test-id" and job["metadata"]["labels"] == labels
+    assert {key: job["spec"][key] for key in job["spec"] if key != "template"} == {
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                }
+            ]
+        },
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 300,
+        "activeDeadlineSeconds": 120,
+    }
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    assert pod(job) == {
+        "volumes": [{"name": "dsdsocket", "hostPath": {"path": "/var/run/datadog/"}}],
+        "serviceAccountName": "test-sa",
+        "restartPolicy": "Never",
+        "containers": [expected_container],
+    }
