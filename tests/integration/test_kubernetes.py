@@ -868,3 +868,52 @@ def test_a_field_no_crd_knows_is_refused_by_the_api_server(kube, namespace):
         fieldValidation="Strict",
     )
     assert "deadlineSecond" in json.dumps(answer)
+
+
+def test_every_field_reaches_the_job_and_a_refused_template_says_why(
+    kube, kubeconfig, namespace, tmp_path, nexus_factory
+):
+    """Through a running nexus reading the cluster: the every-field template's Job carries
+    its volumes, quota and custom resources; a template the CRD admits but nexus cannot
+    use (a quota that is no fraction, a payload kept in the run store) is refused at
+    submission with the field named, not taken for an unknown template."""
+    workgroup(kube, namespace, "wg-a", "shard-a")
+    doc = next(
+        d
+        for d in yaml.safe_load_all(EVERY_FIELD.read_text())
+        if d["kind"] == "NexusAlgorithmTemplate"
+    )
+    doc["spec"]["workgroupRef"]["name"] = "wg-a"
+    base = _collection(namespace, doc["kind"])
+    kube.apply(base, doc)
+    bad_quota = json.loads(json.dumps(doc))
+    bad_quota["metadata"]["name"] = "bad-quota"
+    bad_quota["spec"]["computeResources"]["defaultResourceQuota"] = "10%"
+    kube.apply(base, bad_quota)
+    backend = json.loads(json.dumps(doc))
+    backend["metadata"]["name"] = "in-backend"
+    backend["spec"]["payloadConfiguration"]["payloadSerialization"] = "backend"
+    kube.apply(base, backend)
+    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        run_id = submit_when_known(http, "every-field")
+        job = json.loads(http.get(f"{V1}/buffer/every-field/requests/{run_id}").text)
+        pod_spec = job["spec"]["template"]["spec"]
+        assert [v["name"] for v in pod_spec["volumes"]] == [
+            "dsdsocket",
+            "config",
+            "credentials",
+            "scratch",
+            "cache",
+        ]
+        assert pod_spec["containers"][0]["resources"]["requests"] == {
+            "cpu": "500m",
+            "memory": "4Gi",
+            "nvidia.com/gpu": "1",
+        }
+        assert metadata(http, "every-field", run_id)["payload_valid_for"] == "6h"
+        refused = http.post(f"{V1}/run/bad-quota", json={"algorithmParameters": {}})
+        assert refused.status_code == 400 and "defaultResourceQuota" in refused.text
+        refused = http.post(f"{V1}/run/in-backend", json={"algorithmParameters": {}})
+        assert refused.status_code == 400
+        assert "payloadConfiguration.payloadSerialization" in refused.text

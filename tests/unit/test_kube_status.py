@@ -36,7 +36,7 @@ from nexus.backends.k8s.templates import CustomResource, _Cache
 from nexus.backends.k8s.watcher import _FirstSeen, _ShardView, observe
 from nexus.core.models import AlgorithmSpec, Template, WorkgroupSpec
 from nexus.core.ports import Outcome
-from nexus.errors import ConfigError, LaunchError
+from nexus.errors import BadRequest, ConfigError, LaunchError
 from nexus.metrics import Metrics
 from nexus.settings import load_settings
 
@@ -579,6 +579,22 @@ class TestTemplateCache:
         assert cache.items["a"].spec.command == "python main.py"  # last good version kept
         cache.apply([("ADDED", resource("b", self.SPEC)), ("DELETED", resource("a", {}))])
         assert set(cache.items) == {"b"}
+
+    def test_a_refused_resource_answers_why(self):
+        """A template with a key nexus does not know is not served, and a run of it is a
+        400 naming the key, not an 'unknown template'."""
+        cache = _Cache("NexusAlgorithmTemplate", AlgorithmSpec, Template)
+        typo = {**self.SPEC, "runtimeEnvironment": {"deadlineSecond": 5}}
+        cache.reset([resource("typo", typo)])
+        with pytest.raises(BadRequest, match=r"'typo' cannot be used: .*deadlineSecond"):
+            cache.get("typo")
+        assert cache.get("never-applied") is None
+        cache.apply([("MODIFIED", resource("typo", self.SPEC))])
+        assert cache.get("typo") is not None and not cache.invalid
+        cache.apply([("MODIFIED", resource("typo", typo))])
+        assert cache.get("typo") is not None  # the last good version is still served
+        cache.apply([("DELETED", resource("typo", {}))])
+        assert cache.get("typo") is None
 
 
 # --- the launcher against a fake API server ---------------------------------------------

@@ -6,7 +6,9 @@ service account) are kept in a cache by two list+watch streams, so a lookup on t
 path costs no API call and an applied change is seen within moments. A resource whose
 spec does not decode is logged and skipped, keeping its last good version. Until the
 first list has arrived, lookups and the readiness check answer 503 with the reason (for
-example, the CRDs are not installed), rather than a misleading "unknown template".
+example, the CRDs are not installed), rather than a misleading "unknown template". A run
+of a resource that exists but never decoded (a field nexus does not know or cannot use)
+is a 400 with the decoding error, so its author learns why without reading nexus's log.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nexus.backends.k8s.client import ListWatch, ShardClient, ShardConfig, objec
 from nexus.backends.k8s.shards import home_cluster
 from nexus.backends.k8s.status import ObjectMeta
 from nexus.core.models import AlgorithmSpec, Template, Workgroup, WorkgroupSpec
-from nexus.errors import BackendUnavailable, ConfigError
+from nexus.errors import BackendUnavailable, BadRequest, ConfigError
 from nexus.settings import Settings
 
 log = logging.getLogger("nexus.templates")
@@ -49,12 +51,14 @@ class _Cache(Generic[S, R]):
         self._decoder = msgspec.json.Decoder(spec_type)
         self._build = build
         self.items: dict[str, R] = {}
+        self.invalid: dict[str, str] = {}  # name -> why its current version is refused
 
     def _convert(self, resource: CustomResource) -> R | None:
         name = resource.metadata.name
         try:
-            return self._build(name, self._decoder.decode(resource.spec))
+            item = self._build(name, self._decoder.decode(resource.spec))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self.invalid[name] = str(exc)
             log.error(
                 "%s '%s' is invalid, %s: %s",
                 self.kind,
@@ -63,8 +67,19 @@ class _Cache(Generic[S, R]):
                 exc,
             )
             return None
+        self.invalid.pop(name, None)
+        return item
+
+    def get(self, name: str) -> R | None:
+        """The resource's last good version; a BadRequest naming the decoding error when
+        it has none, only a refused one."""
+        item = self.items.get(name)
+        if item is None and name in self.invalid:
+            raise BadRequest(f"{self.kind} '{name}' cannot be used: {self.invalid[name]}")
+        return item
 
     def reset(self, resources: list[CustomResource]) -> None:
+        self.invalid = {}
         fresh: dict[str, R] = {}
         for resource in resources:
             item = self._convert(resource) or self.items.get(resource.metadata.name)
@@ -77,6 +92,7 @@ class _Cache(Generic[S, R]):
             name = resource.metadata.name
             if kind == "DELETED":
                 self.items.pop(name, None)
+                self.invalid.pop(name, None)
                 continue
             item = self._convert(resource)
             if item is not None:
@@ -153,8 +169,8 @@ class KubernetesTemplateSource:
 
     async def template(self, name: str) -> Template | None:
         await self.ping()
-        return self._templates.items.get(name)
+        return self._templates.get(name)
 
     async def workgroup(self, name: str) -> Workgroup | None:
         await self.ping()
-        return self._workgroups.items.get(name)
+        return self._workgroups.get(name)
