@@ -56,8 +56,9 @@ async def requeue_pending(
                 except (InvalidTransition, NotFound):
                     pass
                 continue
-            pipeline.submit(RunKey(run.algorithm, run.id, cluster=run.cluster))
-            count += 1
+            # Ahead of new runs: it has waited since before a restart or a takeover.
+            if pipeline.recover(RunKey(run.algorithm, run.id, cluster=run.cluster)):
+                count += 1
     if count:
         log.info("re-queued %d pending run(s) of %s", count, host)
     return count

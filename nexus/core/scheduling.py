@@ -41,7 +41,6 @@ from nexus.errors import (
     NexusError,
     NoPayload,
     NotFound,
-    QueueFull,
 )
 
 log = logging.getLogger("nexus.scheduler")
@@ -211,11 +210,9 @@ class Scheduler:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
                 return existing
-        if not self.pipeline.has_room():
-            raise QueueFull(
-                "The run queue is full; retry after a short wait",
-                headers={"Retry-After": "1"},
-            )
+        tenant = algorithm
+        # Before anything is written: a 429 leaves no trace (SPEC §2).
+        self.pipeline.check_room(cluster, tenant)
 
         run_id = new_run_id()
         payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
@@ -261,7 +258,9 @@ class Scheduler:
                 await self._abandon(run, stored, created)
             if created != run_id:  # an idempotency key raced us and lost: the first run wins
                 return created
-            self.pipeline.submit(RunKey(algorithm, run_id, cluster=cluster))
+            # Refused by a lane that filled meanwhile, the stored run is left to the sweep:
+            # it is accepted all the same (it is durable), only launched later.
+            self.pipeline.submit(RunKey(algorithm, run_id, cluster=cluster, tenant=tenant))
             submitted = True
         finally:
             if not submitted:

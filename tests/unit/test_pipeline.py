@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from nexus._rust_queue import Backoff, Dequeued
 from nexus.core import lifecycle
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey, SubmissionEntry
@@ -20,7 +21,7 @@ from nexus.core.pipeline import (
     LaunchPipeline,
     LimitConfig,
 )
-from nexus.errors import BackendUnavailable, LaunchError, NotFound
+from nexus.errors import BackendUnavailable, LaunchError, NotFound, QueueFull
 
 
 class MemoryStore:
@@ -160,10 +161,22 @@ async def make_pipeline():
     pipelines: list[LaunchPipeline] = []
 
     def make(
-        store, launcher, config=None, on_change=None, start=True, renderer=render
+        store,
+        launcher,
+        config=None,
+        on_change=None,
+        start=True,
+        renderer=render,
+        on_dequeued=None,
     ) -> LaunchPipeline:
         pipeline = LaunchPipeline(
-            store, launcher, config or limits(), render=renderer, on_change=on_change
+            store,
+            launcher,
+            config or limits(),
+            render=renderer,
+            on_change=on_change,
+            on_dequeued=on_dequeued,
+            entropy=lambda: WORD,
         )
         if start:
             pipeline.start()
@@ -219,18 +232,33 @@ async def test_an_unknown_run_is_skipped(make_pipeline):
     assert launcher.calls == []
 
 
+WORD = 2**64 - 1  # the jitter's random word: the whole backoff, deterministically
+
+
+def pops(taken: list[Dequeued], run_id: str) -> list[tuple[bool, float]]:
+    """(recovered, delay) of each time ``run_id`` came out of the queue."""
+    return [(item.recovered, item.delay) for item in taken if item.item.id == run_id]
+
+
 async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeline):
+    """Each failed launch goes back into the crate: delayed by the jittered backoff of
+    its attempt, then served as a recovered run."""
     failures = iter([LaunchError("API server busy"), LaunchError("API server busy")])
     store = MemoryStore()
     launcher = FakeLauncher(lambda cluster, manifest: next(failures, None))
-    pipeline = make_pipeline(store, launcher, limits(base_delay=0.05, max_delay=1.0))
+    taken: list[Dequeued] = []
+    pipeline = make_pipeline(
+        store, launcher, limits(base_delay=0.05, max_delay=1.0), on_dequeued=taken.append
+    )
     pipeline.submit(store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
-    attempts = launcher.attempts("r1")
-    assert len(attempts) == 3
-    # attempt k waits at least base * 2**k (lower bounds only: the machine may be slow)
-    assert attempts[1] - attempts[0] >= 0.05 - 0.005
-    assert attempts[2] - attempts[1] >= 0.10 - 0.005
+    assert len(launcher.attempts("r1")) == 3
+    backoff = Backoff(0.05, 1.0, 4)
+    assert pops(taken, "r1") == [
+        (False, 0.0),
+        (True, pytest.approx(backoff.jittered(0, WORD), abs=1e-6)),
+        (True, pytest.approx(backoff.jittered(1, WORD), abs=1e-6)),
+    ]
     assert pipeline.launch_failures == 2 and pipeline.launched == 1
     assert pipeline.is_queued("algo", "r1") is False
 
@@ -238,16 +266,22 @@ async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeli
 async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_pipeline):
     store = MemoryStore()
     launcher = FakeLauncher(lambda cluster, manifest: LaunchError("quota exceeded"))
+    taken: list[Dequeued] = []
     pipeline = make_pipeline(
-        store, launcher, limits(max_attempts=3, base_delay=0.02, max_delay=0.03)
+        store,
+        launcher,
+        limits(max_attempts=3, base_delay=0.02, max_delay=0.03),
+        on_dequeued=taken.append,
     )
     pipeline.submit(store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
-    attempts = launcher.attempts("r1")
-    assert len(attempts) == 3
-    assert attempts[1] - attempts[0] >= 0.02 - 0.005
-    # the cap: the third wait is min(0.02 * 2, 0.03)
-    assert attempts[2] - attempts[1] >= 0.03 - 0.005
+    assert len(launcher.attempts("r1")) == 3
+    # the cap: the second retry's backoff is min(0.02 * 2, 0.03), jittered
+    assert [delay for _, delay in pops(taken, "r1")] == [
+        0.0,
+        pytest.approx(0.02 * (1 - 2**-32), abs=1e-6),
+        pytest.approx(0.03 * (1 - 2**-32), abs=1e-6),
+    ]
     run = store.run("r1")
     assert run.algorithm_failure_cause == LAUNCH_FAILED_CAUSE + "quota exceeded"
     assert "3 attempt" in run.algorithm_failure_details
@@ -255,6 +289,7 @@ async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_
     await asyncio.sleep(0.1)
     assert len(launcher.attempts("r1")) == 3  # nothing more after giving up
     assert not pipeline.is_queued("algo", "r1")
+    assert pipeline.depth() == 0
 
 
 async def test_non_retryable_error_fails_at_once(make_pipeline):
@@ -411,18 +446,39 @@ async def test_long_store_outage_leaves_the_run_pending_for_the_sweep(make_pipel
     await eventually(lambda: store.stage("r1") is S.RUNNING)
 
 
-async def test_queue_full_reports_no_room_but_accepts_overflow(make_pipeline):
+async def test_a_full_lane_is_refused_before_the_accept_and_left_to_the_sweep_after(
+    make_pipeline,
+):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(capacity=2), start=False)
-    assert pipeline.has_room()
-    for i in range(5):
-        pipeline.submit(store.add(f"r{i}"))
-    assert not pipeline.has_room()
-    assert pipeline.depth() == 5
+    pipeline.check_room("shard-a", "algo")
+    assert pipeline.submit(store.add("r0")) and pipeline.submit(store.add("r1"))
+    with pytest.raises(QueueFull, match="shard 'shard-a' holds its capacity of 2") as refused:
+        pipeline.check_room("shard-a", "algo")
+    assert refused.value.headers == {"Retry-After": "1"}
+    pipeline.check_room("shard-b", "algo")  # another shard's lane has room
+    # an accept that passed the check, while another took the last slot: stored, so the
+    # sweep must find it
+    assert not pipeline.submit(store.add("r2"))
+    assert not pipeline.is_queued("algo", "r2") and pipeline.left_behind == 1
+    assert pipeline.depth() == 2
     pipeline.start()
-    await eventually(lambda: all(store.stage(f"r{i}") is S.RUNNING for i in range(5)))
-    assert pipeline.has_room() and pipeline.depth() == 0
-    assert len(launcher.calls) == 5
+    await eventually(lambda: all(store.stage(f"r{i}") is S.RUNNING for i in range(2)))
+    assert store.stage("r2") is S.NEW
+    assert pipeline.recover(RunKey("algo", "r2", cluster="shard-a"))  # what the sweep does
+    await eventually(lambda: store.stage("r2") is S.RUNNING)
+    assert pipeline.depth() == 0 and len(launcher.calls) == 3
+
+
+async def test_a_tenant_over_its_limit_is_refused_and_names_it(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    config = limits(tenant_limit=5, tenant_limits={"team-a": 1})
+    pipeline = make_pipeline(store, launcher, config, start=False)
+    key = store.add("a0")
+    assert pipeline.submit(RunKey(key.algorithm, key.id, cluster=key.cluster, tenant="team-a"))
+    with pytest.raises(QueueFull, match="tenant 'team-a': it has 1 runs queued"):
+        pipeline.check_room("shard-b", "team-a")  # the limit counts over all lanes
+    pipeline.check_room("shard-a", "team-b")
 
 
 async def test_an_unexpected_error_does_not_kill_the_workers(make_pipeline):
