@@ -107,11 +107,13 @@ class WorkgroupSpec(_Spec):
 class Template(msgspec.Struct, frozen=True):
     name: str
     spec: AlgorithmSpec
+    labels: dict[str, str] = {}  # the resource's metadata.labels
 
 
 class Workgroup(msgspec.Struct, frozen=True):
     name: str
     spec: WorkgroupSpec
+    labels: dict[str, str] = {}
 
 
 # --- per-request overrides (customConfiguration) -------------------------------------

@@ -92,6 +92,10 @@ class LimitConfig:
         return self.tenant_limits.get(tenant, self.tenant_limit)
 
 
+async def _algorithm_tenant(run: Run) -> str:
+    return run.algorithm
+
+
 class _Lane:
     """One shard's launching: its token bucket, workers and their wake-up (the runs
     themselves are in the RunQueue's lane of the same name)."""
@@ -113,6 +117,7 @@ class LaunchPipeline:
         *,
         on_dequeued: Callable[[Dequeued], None] | None = None,
         clock: ManualClock | None = None,
+        tenant_of: Callable[[Run], Awaitable[str]] | None = None,
         entropy: Callable[[], int] = lambda: random.getrandbits(64),
     ) -> None:
         self._store = store
@@ -135,6 +140,7 @@ class LaunchPipeline:
         self._in_flight: set[tuple[str, str]] = set()
         self._on_change = on_change or (lambda algorithm, run_id: None)
         self._on_dequeued = on_dequeued or (lambda taken: None)  # metrics: tenant, wait
+        self._tenant_of = tenant_of or _algorithm_tenant
         self.launched = 0
         self.launch_failures = 0
         # How many times a stored, unfinished run was let go of for the periodic sweep to
@@ -174,6 +180,10 @@ class LaunchPipeline:
                 "its limit; retry after a short wait",
                 headers=RETRY_AFTER,
             )
+
+    async def tenant_of(self, run: Run) -> str:
+        """The tenant of a stored run (for recovery; the accept knows it already)."""
+        return await self._tenant_of(run)
 
     def is_queued(self, algorithm: str, run_id: str) -> bool:
         return (algorithm, run_id) in self._in_flight

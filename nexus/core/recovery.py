@@ -57,7 +57,8 @@ async def requeue_pending(
                     pass
                 continue
             # Ahead of new runs: it has waited since before a restart or a takeover.
-            if pipeline.recover(RunKey(run.algorithm, run.id, cluster=run.cluster)):
+            tenant = await pipeline.tenant_of(run)
+            if pipeline.recover(RunKey(run.algorithm, run.id, cluster=run.cluster, tenant=tenant)):
                 count += 1
     if count:
         log.info("re-queued %d pending run(s) of %s", count, host)

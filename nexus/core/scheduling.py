@@ -30,6 +30,7 @@ from nexus.core.models import (
 from nexus.core.overrides import apply_overrides
 from nexus.core.pipeline import DRY_RUN_UID, LaunchPipeline, utcnow
 from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
+from nexus.core.tenancy import tenant_of
 from nexus.core.units import format_duration, parse_duration
 from nexus.core.watch import RunWatch
 from nexus.errors import (
@@ -210,7 +211,7 @@ class Scheduler:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
                 return existing
-        tenant = algorithm
+        tenant = tenant_of(template, workgroup)
         # Before anything is written: a 429 leaves no trace (SPEC §2).
         self.pipeline.check_room(cluster, tenant)
 

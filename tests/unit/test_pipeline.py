@@ -481,6 +481,37 @@ async def test_a_tenant_over_its_limit_is_refused_and_names_it(make_pipeline):
     pipeline.check_room("shard-a", "team-b")
 
 
+async def test_a_burst_of_one_tenant_does_not_hold_back_another(make_pipeline):
+    """Weighted fair queueing in the crate: with a tenant's 30 runs queued first, another
+    tenant's 3 are launched among the first few, not after the 30."""
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(workers=1), start=False)
+
+    def submit(run_id: str, tenant: str) -> None:
+        key = store.add(run_id)
+        assert pipeline.submit(RunKey(key.algorithm, key.id, cluster=key.cluster, tenant=tenant))
+
+    for i in range(30):
+        submit(f"a{i}", "team-a")
+    for i in range(3):
+        submit(f"b{i}", "team-b")
+    pipeline.start()
+    await eventually(lambda: len(launcher.calls) == 33)
+    order = [run_id for _, _, run_id in launcher.calls]
+    assert max(order.index(f"b{i}") for i in range(3)) < 8, order
+
+
+async def test_recovered_runs_are_launched_before_new_ones(make_pipeline):
+    store, launcher = MemoryStore(), FakeLauncher()
+    pipeline = make_pipeline(store, launcher, limits(workers=1), start=False)
+    for i in range(5):
+        assert pipeline.submit(store.add(f"new{i}"))
+    assert pipeline.recover(store.add("old", S.BUFFERED))
+    pipeline.start()
+    await eventually(lambda: len(launcher.calls) == 6)
+    assert launcher.calls[0][2] == "old"
+
+
 async def test_an_unexpected_error_does_not_kill_the_workers(make_pipeline):
     store = MemoryStore()
 
