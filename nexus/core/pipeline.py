@@ -35,6 +35,7 @@ import msgspec
 
 from nexus._rust_queue import Backoff, Dequeued, ManualClock, RunQueue, TokenBucket
 from nexus._rust_queue import QueueFull as Refused
+from nexus.core.inflight import InFlight
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
@@ -137,17 +138,14 @@ class LaunchPipeline:
         self._entropy = entropy  # the random word of each retry's jitter
         self._running = False
         self._commits: set[asyncio.Task[None]] = set()
-        self._in_flight: set[tuple[str, str]] = set()
+        # Which runs this process carries; see InFlight for the invariant every path here
+        # keeps. The accept and recovery claim runs before handing them to submit/recover.
+        self.in_flight = InFlight()
         self._on_change = on_change or (lambda algorithm, run_id: None)
         self._on_dequeued = on_dequeued or (lambda taken: None)  # metrics: tenant, wait
         self._tenant_of = tenant_of or _algorithm_tenant
         self.launched = 0
         self.launch_failures = 0
-        # How many times a stored, unfinished run was let go of for the periodic sweep to
-        # find (store outage, a full lane, a bug, an interrupted accept). While it does
-        # not move, every NEW/BUFFERED run of this host is in flight here and the sweep
-        # can be skipped.
-        self.left_behind = 0
 
     # --- producer side -----------------------------------------------------------------
 
@@ -185,31 +183,15 @@ class LaunchPipeline:
         """The tenant of a stored run (for recovery; the accept knows it already)."""
         return await self._tenant_of(run)
 
-    def is_queued(self, algorithm: str, run_id: str) -> bool:
-        return (algorithm, run_id) in self._in_flight
-
-    def hold(self, algorithm: str, run_id: str) -> None:
-        """An accept is writing this run: the sweep must leave it alone until the accept
-        submits it or lets it go (``release``). Without this, a sweep could find the
-        row NEW before its payload is stored and close an accepted run as lost."""
-        self._in_flight.add((algorithm, run_id))
-
-    def release(self, algorithm: str, run_id: str) -> None:
-        self._in_flight.discard((algorithm, run_id))
-
-    def note_left_behind(self) -> None:
-        """A stored run may be NEW/BUFFERED without being in flight: the sweep must look."""
-        self.left_behind += 1
-
     def submit(self, key: RunKey) -> bool:
-        """Queue an accepted (stored) run as a new one; False if its lane or tenant
-        refused it, which leaves it (stored, NEW) to the sweep."""
+        """Queue an accepted (stored, claimed) run as a new one; False if its lane or
+        tenant refused it, which releases it (stored, NEW) to the sweep."""
         return self._push(key, recovered=False)
 
     def recover(self, key: RunKey) -> bool:
-        """Queue a run found pending in the store (after a restart, taken over, swept):
-        ahead of new runs, and not refused for its tenant's limit; False if its lane is
-        full, which leaves it to the next sweep."""
+        """Queue a claimed run found pending in the store (after a restart, taken over,
+        swept): ahead of new runs, and not refused for its tenant's limit; False if its
+        lane is full, which releases it to the next sweep."""
         return self._push(key, recovered=True)
 
     def _push(self, key: RunKey, *, recovered: bool, delay: float = 0.0) -> bool:
@@ -220,19 +202,18 @@ class LaunchPipeline:
             )
         except Refused as exc:
             log.warning("run %s/%s left to the sweep: %s", key.algorithm, key.id, exc)
-            self._in_flight.discard((key.algorithm, key.id))
-            self.note_left_behind()
+            self.in_flight.release(key.algorithm, key.id, left_behind=True)
             return False
-        self._in_flight.add((key.algorithm, key.id))
         lane.wakeup.set()
         return True
 
-    def _retry_later(self, key: RunKey) -> bool:
+    def _retry_later(self, key: RunKey) -> None:
         """Push the next attempt back into its lane, held by the crate for a jittered
-        backoff and then served ahead of new runs; False if the lane refused it."""
+        backoff and then served ahead of new runs. The claim goes with it, or, if the
+        lane refuses it, is released to the sweep: either way the caller is done with it."""
         delay = self._backoff.jittered(key.attempt, self._entropy())
         retry = msgspec.structs.replace(key, attempt=key.attempt + 1)
-        return self._push(retry, recovered=True, delay=delay)
+        self._push(retry, recovered=True, delay=delay)
 
     def _lane(self, cluster: str) -> _Lane:
         lane = self._lanes.get(cluster)
@@ -294,13 +275,14 @@ class LaunchPipeline:
                 raise
             except Exception:  # a bug must not kill the worker; the sweep finds the run again
                 log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
-                self._in_flight.discard((key.algorithm, key.id))
-                self.note_left_behind()
+                # _launch hands its claim on only where it returns: here it still holds it
+                self.in_flight.release(key.algorithm, key.id, left_behind=True)
 
     async def process(self, key: RunKey) -> None:
-        """Take one run as far as it can go now; a retry pushed back keeps it in flight."""
+        """Take one (claimed) run as far as it can go now, then release it, unless a
+        retry pushed back or its RUNNING commit now holds the claim."""
         try:
-            retrying = await self._launch(key)
+            handed_on = await self._launch(key)
         except BackendUnavailable as exc:
             if self._backoff.exhausted(key.attempt + 1):
                 log.warning(
@@ -309,13 +291,12 @@ class LaunchPipeline:
                     key.id,
                     exc,
                 )
-                self._in_flight.discard((key.algorithm, key.id))
-                self.note_left_behind()
+                self.in_flight.release(key.algorithm, key.id, left_behind=True)
                 return
             self._retry_later(key)
             return
-        if not retrying:
-            self._in_flight.discard((key.algorithm, key.id))
+        if not handed_on:
+            self.in_flight.release(key.algorithm, key.id)
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
@@ -326,7 +307,8 @@ class LaunchPipeline:
         return updated
 
     async def _launch(self, key: RunKey) -> bool:
-        """Return True when a retry was pushed back into the queue."""
+        """Return True when the claim was handed on: to a retry (``_retry_later``), or
+        to the RUNNING commit."""
         run = await self._store.get(key.algorithm, key.id)
         if run is None or run.lifecycle_stage.is_terminal or run.lifecycle_stage is S.RUNNING:
             return False
@@ -392,8 +374,8 @@ class LaunchPipeline:
                     key.attempt + 1,
                     exc.message,
                 )
-                # Refused by a full lane, the run stays BUFFERED for the sweep.
-                return self._retry_later(key)
+                self._retry_later(key)  # refused by a full lane: BUFFERED, for the sweep
+                return True
             await self._transition(
                 run,
                 S.SCHEDULING_FAILED,
@@ -411,9 +393,11 @@ class LaunchPipeline:
         commit = asyncio.create_task(self._commit_running(run, uid, entry.cluster))
         self._commits.add(commit)
         commit.add_done_callback(self._commits.discard)
-        return False
+        return True
 
     async def _commit_running(self, run: Run, uid: str, cluster: str) -> None:
+        """Commit RUNNING and release the run's claim, left behind unless committed."""
+        left_behind = True
         try:
             committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
             if committed is None:
@@ -421,6 +405,7 @@ class LaunchPipeline:
                 if current is not None and current.lifecycle_stage is S.CANCELLED:
                     # Cancelled while we were creating the Job: do not leave it running.
                     await self._launcher.cancel(cluster, run.id, "Background")
+            left_behind = False
         except NexusError as exc:
             # Still BUFFERED with a Job: the supervisor's watch records RUNNING when it
             # sees the Job, and the sweep queues the run again, whose launch then finds
@@ -432,4 +417,5 @@ class LaunchPipeline:
                 uid,
                 exc,
             )
-            self.note_left_behind()
+        finally:
+            self.in_flight.release(run.algorithm, run.id, left_behind=left_behind)

@@ -238,7 +238,8 @@ class Scheduler:
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
-        self.pipeline.hold(algorithm, run_id)  # until submitted: the sweep must not judge it
+        # Claimed before the first write: the sweep must not judge a row still being written.
+        self.pipeline.in_flight.claim(algorithm, run_id)
         upload = asyncio.ensure_future(self.buffer.put(algorithm, run_id, parameters))
         submitted = False
         try:
@@ -267,8 +268,7 @@ class Scheduler:
             if not submitted:
                 # Our row may be stored without being queued (a request cancelled mid-write,
                 # an abandon that could not mark it): the periodic sweep must look again.
-                self.pipeline.release(algorithm, run_id)
-                self.pipeline.note_left_behind()
+                self.pipeline.in_flight.release(algorithm, run_id, left_behind=True)
         return run_id
 
     async def _abandon(

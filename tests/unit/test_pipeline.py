@@ -148,6 +148,18 @@ def limits(**changes) -> LimitConfig:
     return LimitConfig(**values)
 
 
+def submit(pipeline: LaunchPipeline, key: RunKey) -> bool:
+    """What an accept does: claim the run, then queue it."""
+    assert pipeline.in_flight.claim(key.algorithm, key.id)
+    return pipeline.submit(key)
+
+
+def recover(pipeline: LaunchPipeline, key: RunKey) -> bool:
+    """What recovery does: claim the run, then queue it ahead of new ones."""
+    assert pipeline.in_flight.claim(key.algorithm, key.id)
+    return pipeline.recover(key)
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -193,8 +205,8 @@ async def test_launch_moves_a_new_run_to_running(make_pipeline):
     changes: list[tuple[str, str]] = []
     pipeline = make_pipeline(store, launcher, on_change=lambda a, r: changes.append((a, r)))
     key = store.add("r1")
-    pipeline.submit(key)
-    assert pipeline.is_queued("algo", "r1")
+    submit(pipeline, key)
+    assert ("algo", "r1") in pipeline.in_flight
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     run = store.run("r1")
     assert run.job_uid == "uid-r1"
@@ -203,14 +215,14 @@ async def test_launch_moves_a_new_run_to_running(make_pipeline):
     assert [cluster for _, cluster, _ in launcher.calls] == ["shard-a"]
     assert pipeline.launched == 1 and pipeline.launch_failures == 0
     assert changes == [("algo", "r1"), ("algo", "r1")]
-    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    await eventually(lambda: ("algo", "r1") not in pipeline.in_flight)
     assert pipeline.depth() == 0
 
 
 async def test_a_buffered_run_is_launched_without_re_buffering(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", S.BUFFERED))
+    submit(pipeline, store.add("r1", S.BUFFERED))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert [target for _, target in store.transitions] == [S.RUNNING]
 
@@ -219,16 +231,16 @@ async def test_a_buffered_run_is_launched_without_re_buffering(make_pipeline):
 async def test_running_or_finished_runs_are_not_launched_again(make_pipeline, stage):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", stage))
-    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    submit(pipeline, store.add("r1", stage))
+    await eventually(lambda: ("algo", "r1") not in pipeline.in_flight)
     assert launcher.calls == [] and store.transitions == []
 
 
 async def test_an_unknown_run_is_skipped(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(RunKey("algo", "ghost"))
-    await eventually(lambda: not pipeline.is_queued("algo", "ghost"))
+    submit(pipeline, RunKey("algo", "ghost"))
+    await eventually(lambda: ("algo", "ghost") not in pipeline.in_flight)
     assert launcher.calls == []
 
 
@@ -250,7 +262,7 @@ async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeli
     pipeline = make_pipeline(
         store, launcher, limits(base_delay=0.05, max_delay=1.0), on_dequeued=taken.append
     )
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert len(launcher.attempts("r1")) == 3
     backoff = Backoff(0.05, 1.0, 4)
@@ -260,7 +272,7 @@ async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeli
         (True, pytest.approx(backoff.jittered(1, WORD), abs=1e-6)),
     ]
     assert pipeline.launch_failures == 2 and pipeline.launched == 1
-    assert pipeline.is_queued("algo", "r1") is False
+    assert (("algo", "r1") in pipeline.in_flight) is False
 
 
 async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_pipeline):
@@ -273,7 +285,7 @@ async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_
         limits(max_attempts=3, base_delay=0.02, max_delay=0.03),
         on_dequeued=taken.append,
     )
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert len(launcher.attempts("r1")) == 3
     # the cap: the second retry's backoff is min(0.02 * 2, 0.03), jittered
@@ -288,7 +300,7 @@ async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_
     assert "quota exceeded" in run.algorithm_failure_details
     await asyncio.sleep(0.1)
     assert len(launcher.attempts("r1")) == 3  # nothing more after giving up
-    assert not pipeline.is_queued("algo", "r1")
+    assert ("algo", "r1") not in pipeline.in_flight
     assert pipeline.depth() == 0
 
 
@@ -298,7 +310,7 @@ async def test_non_retryable_error_fails_at_once(make_pipeline):
         lambda cluster, manifest: LaunchError("invalid manifest", retryable=False)
     )
     pipeline = make_pipeline(store, launcher, limits(max_attempts=5))
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert len(launcher.calls) == 1
     run = store.run("r1")
@@ -309,7 +321,7 @@ async def test_non_retryable_error_fails_at_once(make_pipeline):
 async def test_dry_run_completes_without_a_job(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", job_uid=DRY_RUN_UID))
+    submit(pipeline, store.add("r1", job_uid=DRY_RUN_UID))
     await eventually(lambda: store.stage("r1") is S.COMPLETED)
     assert launcher.calls == []
     assert store.run("r1").job_uid == "dry-run"
@@ -319,7 +331,7 @@ async def test_dry_run_completes_without_a_job(make_pipeline):
 async def test_a_buffered_run_without_a_stored_job_fails_to_schedule(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", S.BUFFERED, submission=False))
+    submit(pipeline, store.add("r1", S.BUFFERED, submission=False))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert launcher.calls == []
     assert store.run("r1").algorithm_failure_cause.startswith(LAUNCH_FAILED_CAUSE)
@@ -328,7 +340,7 @@ async def test_a_buffered_run_without_a_stored_job_fails_to_schedule(make_pipeli
 async def test_a_new_run_is_rendered_and_its_job_stored_before_it_is_buffered(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1", submission=False, cluster="shard-b"))
+    submit(pipeline, store.add("r1", submission=False, cluster="shard-b"))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert store.submissions[("algo", "r1")] == SubmissionEntry(
         algorithm="algo", id="r1", cluster="shard-b", template={"metadata": {"name": "r1"}}
@@ -344,7 +356,7 @@ async def test_a_run_that_cannot_be_rendered_fails_to_schedule(make_pipeline):
         raise LaunchError("workgroup 'gone' no longer exists", retryable=False)
 
     pipeline = make_pipeline(store, launcher, renderer=no_workgroup)
-    pipeline.submit(store.add("r1", submission=False))
+    submit(pipeline, store.add("r1", submission=False))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert launcher.calls == []
     assert "workgroup 'gone' no longer exists" in store.run("r1").algorithm_failure_cause
@@ -357,7 +369,7 @@ async def test_token_bucket_paces_launches(make_pipeline):
     pipeline = make_pipeline(store, launcher, limits(rate=rate, burst=burst, workers=8))
     started = time.monotonic()
     for i in range(runs):
-        pipeline.submit(store.add(f"r{i}"))
+        submit(pipeline, store.add(f"r{i}"))
     await eventually(lambda: len(launcher.calls) == runs, timeout=20)
     times = sorted(at - started for at, _, _ in launcher.calls)
     # The n-th launch (from 0) cannot come before (n - burst + 1) / rate seconds.
@@ -374,9 +386,9 @@ async def test_each_shard_has_its_own_bucket(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(rate=0.5, burst=1, workers=4))
     started = time.monotonic()
-    pipeline.submit(store.add("a1", cluster="shard-a"))
-    pipeline.submit(store.add("a2", cluster="shard-a"))
-    pipeline.submit(store.add("b1", cluster="shard-b"))
+    submit(pipeline, store.add("a1", cluster="shard-a"))
+    submit(pipeline, store.add("a2", cluster="shard-a"))
+    submit(pipeline, store.add("b1", cluster="shard-b"))
     await eventually(lambda: {run for _, _, run in launcher.calls} >= {"a1", "b1"})
     first_two = {run for _, _, run in launcher.calls}
     assert "a2" not in first_two  # shard-a's single token went to a1
@@ -395,7 +407,7 @@ async def test_cancelled_while_launching_deletes_the_job(make_pipeline):
 
     launcher = FakeLauncher(cancel_during_launch)
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: launcher.cancelled != [])
     assert launcher.cancelled == [("shard-a", "r1", "Background")]
     assert store.stage("r1") is S.CANCELLED
@@ -404,11 +416,11 @@ async def test_cancelled_while_launching_deletes_the_job(make_pipeline):
 async def test_cancelled_while_waiting_for_a_token_is_not_launched(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(rate=2.0, burst=1, workers=1))
-    pipeline.submit(store.add("first"))
-    pipeline.submit(store.add("waiting"))
+    submit(pipeline, store.add("first"))
+    submit(pipeline, store.add("waiting"))
     await eventually(lambda: store.stage("waiting") is S.BUFFERED)
     await store.transition("algo", "waiting", S.CANCELLED)  # the token is ~0.5 s away
-    await eventually(lambda: not pipeline.is_queued("algo", "waiting"))
+    await eventually(lambda: ("algo", "waiting") not in pipeline.in_flight)
     assert [run for _, _, run in launcher.calls] == ["first"]
     assert launcher.cancelled == []
 
@@ -417,10 +429,10 @@ async def test_cancelled_before_launch_is_not_launched(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, start=False)
     key = store.add("r1", S.BUFFERED)
-    pipeline.submit(key)
+    submit(pipeline, key)
     await store.transition("algo", "r1", S.CANCELLED)
     pipeline.start()
-    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    await eventually(lambda: ("algo", "r1") not in pipeline.in_flight)
     assert launcher.calls == []
 
 
@@ -428,7 +440,7 @@ async def test_store_outage_is_retried_and_never_marks_the_run(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(max_attempts=5))
     store.unavailable = 2
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert len(launcher.calls) == 1
 
@@ -437,12 +449,12 @@ async def test_long_store_outage_leaves_the_run_pending_for_the_sweep(make_pipel
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(max_attempts=2))
     store.unavailable = 1000
-    pipeline.submit(store.add("r1"))
-    await eventually(lambda: not pipeline.is_queued("algo", "r1"))
+    submit(pipeline, store.add("r1"))
+    await eventually(lambda: ("algo", "r1") not in pipeline.in_flight)
     store.unavailable = 0
     assert store.stage("r1") is S.NEW  # never dropped, never failed
     assert launcher.calls == []
-    pipeline.submit(RunKey("algo", "r1"))  # what the sweep does
+    submit(pipeline, RunKey("algo", "r1"))  # what the sweep does
     await eventually(lambda: store.stage("r1") is S.RUNNING)
 
 
@@ -452,22 +464,44 @@ async def test_a_full_lane_is_refused_before_the_accept_and_left_to_the_sweep_af
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(capacity=2), start=False)
     pipeline.check_room("shard-a", "algo")
-    assert pipeline.submit(store.add("r0")) and pipeline.submit(store.add("r1"))
+    assert submit(pipeline, store.add("r0")) and submit(pipeline, store.add("r1"))
     with pytest.raises(QueueFull, match="shard 'shard-a' holds its capacity of 2") as refused:
         pipeline.check_room("shard-a", "algo")
     assert refused.value.headers == {"Retry-After": "1"}
     pipeline.check_room("shard-b", "algo")  # another shard's lane has room
     # an accept that passed the check, while another took the last slot: stored, so the
     # sweep must find it
-    assert not pipeline.submit(store.add("r2"))
-    assert not pipeline.is_queued("algo", "r2") and pipeline.left_behind == 1
+    assert not submit(pipeline, store.add("r2"))
+    assert ("algo", "r2") not in pipeline.in_flight and pipeline.in_flight.left_behind == 1
     assert pipeline.depth() == 2
     pipeline.start()
     await eventually(lambda: all(store.stage(f"r{i}") is S.RUNNING for i in range(2)))
     assert store.stage("r2") is S.NEW
-    assert pipeline.recover(RunKey("algo", "r2", cluster="shard-a"))  # what the sweep does
+    assert recover(pipeline, RunKey("algo", "r2", cluster="shard-a"))  # what the sweep does
     await eventually(lambda: store.stage("r2") is S.RUNNING)
     assert pipeline.depth() == 0 and len(launcher.calls) == 3
+
+
+async def test_a_retry_refused_by_a_full_lane_is_left_to_the_sweep(make_pipeline):
+    """The lane's capacity counts retries too: a failed launch whose lane filled up
+    meanwhile stays BUFFERED in the store, released once for the sweep, and the worker
+    goes on with the next run."""
+    store = MemoryStore()
+
+    def fail_r1_and_fill_the_lane(cluster, manifest):
+        if manifest["metadata"]["name"] == "r1":
+            submit(pipeline, store.add("r2"))  # takes the lane's only slot
+            return LaunchError("API server busy")
+        return None
+
+    launcher = FakeLauncher(fail_r1_and_fill_the_lane)
+    pipeline = make_pipeline(store, launcher, limits(capacity=1, workers=1))
+    submit(pipeline, store.add("r1"))
+    await eventually(lambda: ("algo", "r2") in store.runs and store.stage("r2") is S.RUNNING)
+    assert store.stage("r1") is S.BUFFERED
+    assert ("algo", "r1") not in pipeline.in_flight
+    assert pipeline.in_flight.left_behind == 1
+    assert len(launcher.attempts("r1")) == 1
 
 
 async def test_a_tenant_over_its_limit_is_refused_and_names_it(make_pipeline):
@@ -475,7 +509,7 @@ async def test_a_tenant_over_its_limit_is_refused_and_names_it(make_pipeline):
     config = limits(tenant_limit=5, tenant_limits={"team-a": 1})
     pipeline = make_pipeline(store, launcher, config, start=False)
     key = store.add("a0")
-    assert pipeline.submit(RunKey(key.algorithm, key.id, cluster=key.cluster, tenant="team-a"))
+    assert submit(pipeline, RunKey(key.algorithm, key.id, cluster=key.cluster, tenant="team-a"))
     with pytest.raises(QueueFull, match="tenant 'team-a': it has 1 runs queued"):
         pipeline.check_room("shard-b", "team-a")  # the limit counts over all lanes
     pipeline.check_room("shard-a", "team-b")
@@ -487,14 +521,14 @@ async def test_a_burst_of_one_tenant_does_not_hold_back_another(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(workers=1), start=False)
 
-    def submit(run_id: str, tenant: str) -> None:
+    def add(run_id: str, tenant: str) -> None:
         key = store.add(run_id)
-        assert pipeline.submit(RunKey(key.algorithm, key.id, cluster=key.cluster, tenant=tenant))
+        assert submit(pipeline, RunKey(key.algorithm, key.id, cluster=key.cluster, tenant=tenant))
 
     for i in range(30):
-        submit(f"a{i}", "team-a")
+        add(f"a{i}", "team-a")
     for i in range(3):
-        submit(f"b{i}", "team-b")
+        add(f"b{i}", "team-b")
     pipeline.start()
     await eventually(lambda: len(launcher.calls) == 33)
     order = [run_id for _, _, run_id in launcher.calls]
@@ -505,8 +539,8 @@ async def test_recovered_runs_are_launched_before_new_ones(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(workers=1), start=False)
     for i in range(5):
-        assert pipeline.submit(store.add(f"new{i}"))
-    assert pipeline.recover(store.add("old", S.BUFFERED))
+        assert submit(pipeline, store.add(f"new{i}"))
+    assert recover(pipeline, store.add("old", S.BUFFERED))
     pipeline.start()
     await eventually(lambda: len(launcher.calls) == 6)
     assert launcher.calls[0][2] == "old"
@@ -522,10 +556,10 @@ async def test_an_unexpected_error_does_not_kill_the_workers(make_pipeline):
 
     launcher = FakeLauncher(explode_once)
     pipeline = make_pipeline(store, launcher, limits(workers=1))
-    pipeline.submit(store.add("bad"))
-    pipeline.submit(store.add("good"))
+    submit(pipeline, store.add("bad"))
+    submit(pipeline, store.add("good"))
     await eventually(lambda: store.stage("good") is S.RUNNING)
-    assert not pipeline.is_queued("algo", "bad")
+    assert ("algo", "bad") not in pipeline.in_flight
 
 
 async def test_stop_cancels_pending_retries(make_pipeline):
@@ -534,7 +568,7 @@ async def test_stop_cancels_pending_retries(make_pipeline):
     pipeline = make_pipeline(
         store, launcher, limits(base_delay=0.2, max_delay=0.2, max_attempts=10)
     )
-    pipeline.submit(store.add("r1"))
+    submit(pipeline, store.add("r1"))
     await eventually(lambda: len(launcher.calls) == 1)
     await pipeline.stop()
     await asyncio.sleep(0.3)
@@ -547,9 +581,9 @@ async def test_a_throttled_shard_does_not_hold_up_another_shard(make_pipeline):
     store, launcher = MemoryStore(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(rate=0.2, burst=1, workers=2))
     for i in range(5):
-        pipeline.submit(store.add(f"a{i}", cluster="shard-a"))
+        submit(pipeline, store.add(f"a{i}", cluster="shard-a"))
     await eventually(lambda: len(launcher.calls) == 1)  # shard-a's burst is spent
-    pipeline.submit(store.add("b0", cluster="shard-b"))
+    submit(pipeline, store.add("b0", cluster="shard-b"))
     await eventually(lambda: store.stage("b0") is S.RUNNING, timeout=2.0)
     assert [cluster for _, cluster, _ in launcher.calls] == ["shard-a", "shard-b"]
     assert pipeline.depth() == 2  # shard-a: 2 runs wait in its workers, 2 in its queue
@@ -571,8 +605,8 @@ async def test_a_worker_does_not_wait_for_the_running_commit(make_pipeline):
 
     store, launcher = SlowCommits(), FakeLauncher()
     pipeline = make_pipeline(store, launcher, limits(workers=1))
-    pipeline.submit(store.add("r1"))
-    pipeline.submit(store.add("r2"))
+    submit(pipeline, store.add("r1"))
+    submit(pipeline, store.add("r2"))
     await eventually(lambda: len(launcher.calls) == 2)
     assert store.stage("r1") is S.BUFFERED and store.stage("r2") is S.BUFFERED
     store.release.set()
@@ -589,12 +623,12 @@ async def test_a_failed_running_commit_is_left_to_the_supervisor_and_the_sweep(m
 
     store, launcher = DownAtCommit(), FakeLauncher()
     pipeline = make_pipeline(store, launcher)
-    pipeline.submit(store.add("r1"))
-    await eventually(lambda: len(launcher.calls) == 1 and not pipeline.is_queued("algo", "r1"))
+    submit(pipeline, store.add("r1"))
+    await eventually(lambda: len(launcher.calls) == 1 and ("algo", "r1") not in pipeline.in_flight)
     await asyncio.sleep(0.05)
     assert len(launcher.calls) == 1  # launched once, not retried: the Job exists
     assert store.stage("r1") is S.BUFFERED  # the supervisor's watch records RUNNING...
-    assert pipeline.left_behind == 1  # ...and the scheduler's sweep will look again
+    assert pipeline.in_flight.left_behind == 1  # ...and the scheduler's sweep will look again
 
 
 async def test_a_run_whose_record_cannot_be_rendered_fails_once(make_pipeline):
@@ -604,10 +638,10 @@ async def test_a_run_whose_record_cannot_be_rendered_fails_once(make_pipeline):
         raise ValueError("bad duration 'soon'")
 
     pipeline = make_pipeline(store, launcher, renderer=broken)
-    pipeline.submit(store.add("r1", submission=False))
+    submit(pipeline, store.add("r1", submission=False))
     await eventually(lambda: store.stage("r1") is S.SCHEDULING_FAILED)
     assert "bad duration 'soon'" in store.run("r1").algorithm_failure_cause
-    assert pipeline.left_behind == 0 and launcher.calls == []
+    assert pipeline.in_flight.left_behind == 0 and launcher.calls == []
 
 
 async def test_a_template_source_outage_while_rendering_is_retried(make_pipeline):
@@ -620,6 +654,6 @@ async def test_a_template_source_outage_while_rendering_is_retried(make_pipeline
         return await render(run)
 
     pipeline = make_pipeline(store, launcher, renderer=flaky)
-    pipeline.submit(store.add("r1", submission=False))
+    submit(pipeline, store.add("r1", submission=False))
     await eventually(lambda: store.stage("r1") is S.RUNNING)
     assert len(launcher.calls) == 1
