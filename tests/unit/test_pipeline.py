@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from nexus._rust_queue import Backoff, Dequeued
+from nexus._rust_queue import Backoff, Dequeued, ManualClock
 from nexus.core import lifecycle
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey, SubmissionEntry
@@ -180,6 +180,7 @@ async def make_pipeline():
         start=True,
         renderer=render,
         on_dequeued=None,
+        clock=None,
     ) -> LaunchPipeline:
         pipeline = LaunchPipeline(
             store,
@@ -189,6 +190,7 @@ async def make_pipeline():
             on_change=on_change,
             on_dequeued=on_dequeued,
             entropy=lambda: WORD,
+            clock=clock,
         )
         if start:
             pipeline.start()
@@ -273,6 +275,25 @@ async def test_retryable_error_is_retried_with_backoff_then_succeeds(make_pipeli
     ]
     assert pipeline.launch_failures == 2 and pipeline.launched == 1
     assert (("algo", "r1") in pipeline.in_flight) is False
+
+
+async def test_a_retry_waits_in_the_crate_until_its_backoff_is_due(make_pipeline):
+    """In virtual time: the failed launch is held by the crate, delayed, and launched
+    again only once the queue's clock has moved past its backoff."""
+    clock = ManualClock()
+    failures = iter([LaunchError("API server busy")])
+    store = MemoryStore()
+    launcher = FakeLauncher(lambda cluster, manifest: next(failures, None))
+    pipeline = make_pipeline(store, launcher, limits(base_delay=0.05, max_delay=1.0), clock=clock)
+    submit(pipeline, store.add("r1"))
+    # the retry is back in the queue as soon as the attempt has failed
+    await eventually(lambda: len(launcher.attempts("r1")) == 1 and pipeline.depth() == 1)
+    await asyncio.sleep(0.2)  # real time passes, the queue's does not
+    assert len(launcher.attempts("r1")) == 1 and store.stage("r1") is S.BUFFERED
+    assert ("algo", "r1") in pipeline.in_flight
+    clock.advance(0.05)
+    await eventually(lambda: store.stage("r1") is S.RUNNING)
+    assert len(launcher.attempts("r1")) == 2 and pipeline.depth() == 0
 
 
 async def test_retryable_error_gives_up_after_max_attempts_with_the_reason(make_pipeline):
