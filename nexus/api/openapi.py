@@ -101,7 +101,9 @@ OPERATIONS: dict[str, Operation] = {
     "runs.get_buffered": Operation(
         "The Kubernetes Job manifest that was (or will be) submitted",
         "scheduler",
-        ok=(200, "The Job manifest", _ANY_OBJECT, JSON),
+        # text/plain as the Go server answers it (its SDK accepts nothing else); the
+        # body is the Job's JSON.
+        ok=(200, "The Job manifest, as JSON text", _ANY_OBJECT, TEXT),
         errors=_RUN_ERRORS,
     ),
     "runs.get_payload": Operation(

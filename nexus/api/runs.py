@@ -150,7 +150,10 @@ async def get_metadata(request: Request, algorithm: str, request_id: str) -> HTT
 
 @bp.get("/buffer/<algorithm:str>/requests/<request_id:str>")
 async def get_buffered(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
-    return json_response(await request.app.ctx.scheduler.submission(algorithm, request_id))
+    # The Job's JSON, labelled text/plain as the Go server sends it: the Go SDK's
+    # GetBufferedRequest accepts no other content type.
+    job = await request.app.ctx.scheduler.submission(algorithm, request_id)
+    return raw(schemas.encoder.encode(job), content_type="text/plain; charset=utf-8")
 
 
 @bp.get("/payload/<algorithm:str>/requests/<request_id:str>")

@@ -101,6 +101,10 @@ class JobRenderer:
         deleted under its feet (at once, if the parent's Job has already expired)."""
         if run.parent is None:
             return ""
+        if run.job_uid == DRY_RUN_UID:
+            # Nothing is launched, so nothing can be owned: a stand-in uid, the parent's
+            # request id, as the Go system writes for dry runs whether the parent exists.
+            return run.parent.request_id
         parent = await self._store.get(run.parent.algorithm_name, run.parent.request_id)
         if (
             parent is None

@@ -159,6 +159,19 @@ class Scheduler:
 
     # --- accept ------------------------------------------------------------------------
 
+    async def _check_parent(self, parent: ParentRef, dry_run: bool) -> None:
+        """A run's parent must exist, except a dry run's, as in the Go system (its SDK's
+        remote dry runs rely on it): that Job gets a stand-in owner. Either way the id
+        must be one nexus could have given."""
+        check_algorithm_name(parent.algorithm_name)
+        known = bool(_REQUEST_ID.match(parent.request_id)) and (
+            dry_run or await self.store.get(parent.algorithm_name, parent.request_id) is not None
+        )
+        if not known:
+            raise BadRequest(
+                f"Parent request {parent.algorithm_name}/{parent.request_id} does not exist"
+            )
+
     async def accept(
         self,
         algorithm: str,
@@ -199,14 +212,7 @@ class Scheduler:
         if payload_valid_for:
             valid_for = _payload_valid_for(payload_valid_for)
         if parent is not None:
-            check_algorithm_name(parent.algorithm_name)
-            parent_run = None
-            if _REQUEST_ID.match(parent.request_id):
-                parent_run = await self.store.get(parent.algorithm_name, parent.request_id)
-            if parent_run is None:
-                raise BadRequest(
-                    f"Parent request {parent.algorithm_name}/{parent.request_id} does not exist"
-                )
+            await self._check_parent(parent, dry_run)
         if idempotency_key:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -349,6 +350,10 @@ fn threads_pushing_and_popping_lose_and_duplicate_nothing() {
     queue.configure_lane(0, 64).unwrap();
     queue.configure_lane(1, 64).unwrap();
     let start = Arc::new(Barrier::new(PRODUCERS as usize + CONSUMERS));
+    // Consumers stop only once every producer is done and their lane is empty: an idle
+    // timeout alone would stop them early on a loaded machine and leave producers
+    // blocked on full lanes for ever.
+    let produced = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|producer| {
             let (queue, start) = (Arc::clone(&queue), Arc::clone(&start));
@@ -372,15 +377,21 @@ fn threads_pushing_and_popping_lose_and_duplicate_nothing() {
     let consumers: Vec<_> = (0..CONSUMERS)
         .map(|consumer| {
             let (queue, start) = (Arc::clone(&queue), Arc::clone(&start));
+            let produced = Arc::clone(&produced);
             thread::spawn(move || {
                 start.wait();
                 let lane = (consumer % 2) as u32;
                 let mut taken = Vec::new();
-                while let Some(popped) = queue
-                    .pop_timeout(&lane, Duration::from_millis(500))
-                    .unwrap()
-                {
-                    taken.push(popped.item);
+                loop {
+                    match queue.pop_timeout(&lane, Duration::from_millis(50)).unwrap() {
+                        Some(popped) => taken.push(popped.item),
+                        None if produced.load(Ordering::Acquire)
+                            && queue.lane_len(&lane).unwrap() == 0 =>
+                        {
+                            break
+                        }
+                        None => {}
+                    }
                 }
                 taken
             })
@@ -389,6 +400,7 @@ fn threads_pushing_and_popping_lose_and_duplicate_nothing() {
     producers
         .into_iter()
         .for_each(|producer| producer.join().unwrap());
+    produced.store(true, Ordering::Release);
     let mut taken: Vec<u64> = consumers
         .into_iter()
         .flat_map(|consumer| consumer.join().unwrap())

@@ -216,6 +216,29 @@ def test_child_run_with_a_parent(api):
     assert cancel(api, parent).status_code == 200
 
 
+def test_a_dry_runs_parent_need_not_exist(api):
+    """As in the Go system, whose SDK's remote dry runs rely on it: the rendered Job gets
+    a stand-in owner named after the parent. A real run with that parent is refused."""
+    missing = str(uuid.uuid4())
+    ref = {"requestId": missing, "algorithmName": "behave"}
+    child = create(api, {}, dry_run=True, parentRequest=ref)
+    job = api.get(f"{API}/buffer/behave/requests/{child}").json()
+    assert job["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": missing, "uid": missing}
+    ]
+    assert metadata(api, child)["parent"] == ref
+    wait_terminal(api, child)
+    real = api.post(f"{API}/run/behave", json={"algorithmParameters": {}, "parentRequest": ref})
+    assert_error(real, 400, "does not exist")
+    not_an_id = {"requestId": "../etc", "algorithmName": "behave"}
+    dry = api.post(
+        f"{API}/run/behave",
+        params={"dryRun": "true"},
+        json={"algorithmParameters": {}, "parentRequest": not_an_id},
+    )
+    assert_error(dry, 400, "does not exist")
+
+
 # --- GET results ---------------------------------------------------------------------
 
 
@@ -386,7 +409,8 @@ def test_buffer_is_the_job_manifest(api):
     )
     response = api.get(f"{API}/buffer/behave/requests/{run_id}")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("application/json")
+    # text/plain as the Go server answers it; the Go SDK refuses any other type
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
     job = response.json()
     checkpoint = metadata(api, run_id)
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
@@ -764,14 +788,15 @@ def test_queue_full_is_429_with_retry_after_and_writes_nothing(nexus_factory):
 def test_every_route_answers_json_or_plain_text(api):
     run_id = create(api, {}, dry_run=True)
     wait_terminal(api, run_id)
-    for path in (
-        f"results/behave/requests/{run_id}",
-        "results/tags/x",
-        f"metadata/behave/requests/{run_id}",
-        f"buffer/behave/requests/{run_id}",
+    for path, media in (
+        (f"results/behave/requests/{run_id}", "application/json"),
+        ("results/tags/x", "application/json"),
+        (f"metadata/behave/requests/{run_id}", "application/json"),
+        # the Job's JSON as text/plain, as the Go server sends it (its SDK requires that)
+        (f"buffer/behave/requests/{run_id}", "text/plain"),
     ):
         response = api.get(f"{API}/{path}")
         assert response.status_code == 200
-        assert response.headers["content-type"].startswith("application/json")
+        assert response.headers["content-type"].startswith(media)
         json.loads(response.content)
     assert result(api, run_id)["status"] in TERMINAL

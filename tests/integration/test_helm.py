@@ -162,6 +162,7 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
     )
     kinds = sorted({doc["kind"] for doc in docs})
     assert kinds == [
+        "ClusterRole",
         "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
@@ -337,6 +338,12 @@ def test_roles_can_be_turned_off(helm) -> None:
     assert set(_by_kind(docs, "Deployment")) == {"nexus-scheduler"}
     assert set(_by_kind(docs, "ServiceAccount")) == {"nexus-scheduler"}
     assert set(_by_kind(docs, "Role")) == {"nexus-scheduler"}
+    people = set(_by_kind(docs, "ClusterRole"))
+    assert people == {"nexus-algorithm-editor", "nexus-algorithm-viewer"}
+    without = _documents(
+        helm("template", "nexus", str(CHART), "--set", "rbac.aggregateToDefaultRoles=false").stdout
+    )
+    assert _by_kind(without, "ClusterRole") == {}
 
 
 # --- install into the test control plane ---------------------------------------------
@@ -350,6 +357,24 @@ def kube(helm):
     api = kube_config.new_client_from_config(config_file=kubeconfig)
     yield kubeconfig, api
     api.close()
+
+
+def _remove_release(helm, kubeconfig: str, release: str, namespace: str, core) -> None:
+    """Uninstall a test release and delete its namespace, whatever state they are in."""
+    helm(
+        "uninstall",
+        release,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--ignore-not-found",
+        check=False,
+    )
+    try:
+        core.delete_namespace(namespace)
+    except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
+        pass
 
 
 def _get(dynamic, doc: dict, namespace: str) -> dict | None:
@@ -487,17 +512,100 @@ def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path:
         )
         assert all(_get(dynamic, doc, namespace) is None for doc in docs)
     finally:
+        _remove_release(helm, kubeconfig, release, namespace, core)
+
+
+# --- roles for people ------------------------------------------------------------------
+
+
+def _as(kubeconfig: str, user: str):
+    """An API client that acts as ``user`` (impersonation by the test's admin identity)."""
+    from kubernetes import config as kube_config
+
+    api = kube_config.new_client_from_config(config_file=kubeconfig)
+    api.set_default_header("Impersonate-User", user)
+    return api
+
+
+def _word_stats_template(name: str) -> dict:
+    docs = yaml.safe_load_all((REPO / "examples" / "templates" / "word-stats.yaml").read_text())
+    (template,) = [d for d in docs if d and d["kind"] == "NexusAlgorithmTemplate"]
+    template["metadata"] = {"name": name}
+    return template
+
+
+def test_people_bound_to_edit_or_view_get_templates_through_aggregation(
+    helm, kube, values_file: Path
+) -> None:
+    """The chart's people roles aggregate into Kubernetes' own `edit` and `view`: a
+    ServiceAccount bound only to `edit` creates a template, one bound only to `view` reads
+    templates but cannot create one, and one bound to nothing can do neither. The API
+    server's authorizer and the aggregation controller decide, not the test."""
+    from kubernetes.client import CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    kubeconfig, api = kube
+    core, rbac = CoreV1Api(api), RbacAuthorizationV1Api(api)
+    namespace = f"nexus-people-{uuid.uuid4().hex[:8]}"
+    release = "people"
+    group = ("science.sneaksanddata.com", "v1", namespace, "nexusalgorithmtemplates")
+    try:
         helm(
-            "uninstall",
+            "install",
             release,
+            str(CHART),
             "--kubeconfig",
             kubeconfig,
             "--namespace",
             namespace,
-            "--ignore-not-found",
-            check=False,
+            "--create-namespace",
+            "-f",
+            str(values_file),
+            "--timeout",
+            "120s",
         )
-        try:
-            core.delete_namespace(namespace)
-        except Exception:  # noqa: BLE001 - cleanup of a test namespace must not mask the result
-            pass
+        for account, role in (("editor", "edit"), ("viewer", "view"), ("nobody", None)):
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+            if role:
+                rbac.create_namespaced_role_binding(
+                    namespace,
+                    {
+                        "metadata": {"name": account},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "ClusterRole",
+                            "name": role,
+                        },
+                        "subjects": [
+                            {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+                        ],
+                    },
+                )
+        editor, viewer, nobody = (
+            CustomObjectsApi(_as(kubeconfig, f"system:serviceaccount:{namespace}:{account}"))
+            for account in ("editor", "viewer", "nobody")
+        )
+
+        # The aggregation controller copies the rules into `edit` a moment after install.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                editor.create_namespaced_custom_object(*group, _word_stats_template("by-editor"))
+                break
+            except ApiException as exc:
+                assert exc.status == 403, exc
+                assert time.monotonic() < deadline, f"`edit` never allowed it: {exc.body}"
+                time.sleep(1)
+
+        listed = viewer.list_namespaced_custom_object(*group)
+        assert [t["metadata"]["name"] for t in listed["items"]] == ["by-editor"]
+        for client, action in ((viewer, "create"), (nobody, "create"), (nobody, "list")):
+            with pytest.raises(ApiException) as refused:
+                if action == "create":
+                    client.create_namespaced_custom_object(*group, _word_stats_template("no"))
+                else:
+                    client.list_namespaced_custom_object(*group)
+            assert refused.value.status == 403
+        editor.delete_namespaced_custom_object(*group, "by-editor")
+    finally:
+        _remove_release(helm, kubeconfig, release, namespace, core)

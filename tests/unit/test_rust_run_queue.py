@@ -231,14 +231,28 @@ class TestThreads:
                     except QueueFull:
                         time.sleep(0)
 
-        def consume(consumer):
-            while (popped := queue.pop_wait(consumer % 2, 1.0)) is not None:
-                taken[consumer].append(popped.item)
+        produced = threading.Event()
 
-        threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
-        threads += [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
+        def consume(consumer):
+            # Stop only once every producer is done and the lane is empty: an idle
+            # timeout alone would stop early on a loaded machine, leaving items behind.
+            lane = consumer % 2
+            while True:
+                popped = queue.pop_wait(lane, 0.1)
+                if popped is not None:
+                    taken[consumer].append(popped.item)
+                elif produced.is_set() and queue.depth(lane) == 0:
+                    return
+
+        producing = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+        threads = producing + [
+            threading.Thread(target=consume, args=(c,)) for c in range(consumers)
+        ]
         for thread in threads:
             thread.start()
+        for thread in producing:
+            thread.join(timeout=120)
+        produced.set()
         for thread in threads:
             thread.join(timeout=120)
         assert not any(thread.is_alive() for thread in threads)
