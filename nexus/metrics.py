@@ -13,13 +13,15 @@ through — Job launches and failures by shard, and how long runs took by final 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from nexus.errors import LaunchError
 
@@ -121,6 +123,13 @@ class Metrics:
         self.launch_failures = self.counter(
             "nexus_job_launch_failures_total", "Failed Job creation attempts, by shard", ("shard",)
         )
+        self.queue_wait = self.histogram(
+            "nexus_queue_wait_seconds",
+            "Seconds a run waited in the virtual queue until a worker took it (from its "
+            "push, or the end of its retry's backoff), by tenant",
+            ("tenant",),
+            REQUEST_BUCKETS,
+        )
         self.run_duration = self.histogram(
             "nexus_run_duration_seconds",
             "Seconds from acceptance to the final stage, for runs finished here",
@@ -140,6 +149,13 @@ class Metrics:
         """A gauge read from ``callback`` at every scrape."""
         Gauge(name, help_text, registry=self.registry).set_function(callback)
 
+    def labelled_gauge(
+        self, name: str, help_text: str, label: str, callback: Callable[[], dict[str, int]]
+    ) -> None:
+        """A gauge with one series per key of ``callback()``, read at every scrape (a
+        key that is gone has no series)."""
+        self.registry.register(_MappingCollector(name, help_text, label, callback))
+
     def histogram(
         self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]
     ) -> HistogramFamily:
@@ -157,6 +173,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _MappingCollector(Collector):
+    def __init__(
+        self, name: str, help_text: str, label: str, callback: Callable[[], dict[str, int]]
+    ) -> None:
+        self._name, self._help, self._label, self._callback = name, help_text, label, callback
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self._name, self._help, labels=(self._label,))
+        for key, value in sorted(self._callback().items()):
+            family.add_metric((key,), value)
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self._name, self._help, labels=(self._label,))]
 
 
 class _Wrapper:

@@ -37,6 +37,20 @@ class _Section(msgspec.Struct, rename="kebab", forbid_unknown_fields=True, kw_on
     pass
 
 
+class Tenants(_Section):
+    """Fair share of each shard's lane between tenants (see ``nexus.core.tenancy``).
+
+    ``queued-run-limit``: the runs any one tenant may have queued over all shards, 0 for
+    no limit but the lanes'; beyond it its creates get a 429 naming it. ``limits`` and
+    ``weights`` set it, and the tenant's weight in fair queueing (default 1), by tenant.
+    In the environment a map is written ``team-a=3,team-b=1``.
+    """
+
+    queued_run_limit: int = 0
+    limits: dict[str, int] = msgspec.field(default_factory=dict)
+    weights: dict[str, int] = msgspec.field(default_factory=dict)
+
+
 class BufferConfig(_Section):
     """The virtual queue and the launch rate towards each shard (SPEC §6)."""
 
@@ -47,6 +61,7 @@ class BufferConfig(_Section):
     workers: int = 8
     max_attempts: int = 8
     queue_capacity: int = 100_000
+    tenants: Tenants = msgspec.field(default_factory=Tenants)
 
 
 class PayloadProxy(_Section):
@@ -200,6 +215,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                     raise ConfigError(f"Setting {name} names a section, not a value")
                 if isinstance(kind, msgspec.inspect.ListType):
                     node[key] = [item.strip() for item in value.split(",") if item.strip()]
+                elif isinstance(kind, msgspec.inspect.DictType):
+                    node[key] = _env_map(name, value)
                 else:
                     node[key] = value
             else:
@@ -208,6 +225,17 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 struct_type = kind.cls
                 node = node.setdefault(key, {})
     return tree
+
+
+def _env_map(name: str, value: str) -> dict[str, str]:
+    """``a=1,b=2`` as ``{"a": "1", "b": "2"}``."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"Setting {name}: write a map as key=value,key=value, got {item!r}")
+        pairs[key.strip()] = val.strip()
+    return pairs
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +287,17 @@ def _check(settings: Settings) -> None:
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
+    tenants = limits.tenants
+    for key, values, minimum, maximum in (
+        ("queued-run-limit", {"": tenants.queued_run_limit}, 0, None),
+        ("limits", tenants.limits, 0, None),
+        ("weights", tenants.weights, 1, 1_000_000),
+    ):
+        for tenant, value in values.items():
+            where = f"s3-buffer.buffer-config.tenants.{key}" + (f".{tenant}" if tenant else "")
+            if value < minimum or (maximum is not None and value > maximum):
+                bounds = f"at least {minimum}" + (f" and at most {maximum}" if maximum else "")
+                raise ConfigError(f"Invalid settings: {where} must be {bounds}, got {value}")
     if limits.failure_rate_base_delay > limits.failure_rate_max_delay:
         raise ConfigError(
             "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "

@@ -200,11 +200,13 @@ class WorkgroupSpec(_Spec):
 class Template(msgspec.Struct, frozen=True):
     name: str
     spec: AlgorithmSpec
+    labels: dict[str, str] = {}  # the resource's metadata.labels
 
 
 class Workgroup(msgspec.Struct, frozen=True):
     name: str
     spec: WorkgroupSpec
+    labels: dict[str, str] = {}
 
 
 # --- per-request overrides (customConfiguration) -------------------------------------
@@ -375,10 +377,12 @@ class SubmissionEntry(msgspec.Struct, kw_only=True):
 class RunKey(msgspec.Struct, frozen=True, array_like=True):
     """What travels through the virtual queue: a key, never the payload.
 
-    ``cluster`` picks the shard's lane of the queue; ``attempt`` counts failed launches.
+    ``cluster`` picks the shard's lane of the queue; ``attempt`` counts failed launches;
+    ``tenant`` is whose share of the lane it is served in (empty: its algorithm's).
     """
 
     algorithm: str
     id: str
     attempt: int = 0
     cluster: str = ""
+    tenant: str = ""

@@ -1,14 +1,24 @@
 """The virtual queue: workers that take accepted runs from the Rust queue and launch them.
 
-Each shard has its own lane — a Rust queue, a token bucket and its own workers — so a
-shard that is throttled or failing holds only its own workers, never another shard's.
+The queue is the crate's :class:`~nexus._rust_queue.RunQueue`, one lane per shard: it
+holds every queued run (bounded per lane and per tenant), the failed launches waiting
+for their backoff, recovered runs ahead of new ones and fair share between tenants.
+Python keeps no queue of its own; each shard has its token bucket, a wake-up event and
+its workers, so a shard that is throttled or failing holds only its own workers.
+
+Workers are asyncio tasks calling ``pop`` and sleeping on the lane's wake-up (or until
+the lane's next delayed run is due), not threads in ``pop_wait``: a launch is a chain of
+awaits on async ports (the store, the launcher, whose synchronous Kubernetes client
+already runs in threads inside its backend), so a thread would only hand each run back
+to the event loop. The GIL-free ``pop_wait`` is there for launchers that block.
 
 Per run: NEW -> BUFFERED (its Job is rendered and stored: :mod:`nexus.core.buffering`;
 the payload was stored before the run was accepted), then a token from the shard's
-bucket, then the Job is created and the run committed RUNNING. A
-failed launch is retried after a per-run exponential backoff; once the retry limit is
-reached the run is marked SCHEDULING_FAILED with the reason. A store outage is retried the
-same way and never marks the run: it stays NEW/BUFFERED in the store, where the owner's
+bucket, then the Job is created and the run committed RUNNING. A failed launch is pushed
+back into its lane as a recovered run, delayed by a jittered exponential backoff; once
+the retry limit is reached the run is marked SCHEDULING_FAILED with the reason. A store
+outage is retried the same way and never marks the run. Whatever the lane refuses (it is
+full) or the retries give up on stays NEW/BUFFERED in the store, where the owner's
 periodic sweep or the supervisor finds it again. Nothing is dropped silently.
 """
 
@@ -16,16 +26,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from nexus._rust_queue import Backoff, Queue, TokenBucket
+import msgspec
+
+from nexus._rust_queue import Backoff, Dequeued, ManualClock, RunQueue, TokenBucket
+from nexus._rust_queue import QueueFull as Refused
+from nexus.core.inflight import InFlight
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
-from nexus.errors import BackendUnavailable, InvalidTransition, LaunchError, NexusError, NotFound
+from nexus.errors import (
+    BackendUnavailable,
+    InvalidTransition,
+    LaunchError,
+    NexusError,
+    NotFound,
+    QueueFull,
+)
 
 log = logging.getLogger("nexus.pipeline")
 
@@ -33,6 +54,7 @@ DRY_RUN_UID = "dry-run"
 LAUNCH_FAILED_CAUSE = (
     "Algorithm submission was buffered, but failed to launch on the target cluster: "
 )
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 def utcnow() -> datetime:
@@ -40,7 +62,12 @@ def utcnow() -> datetime:
 
 
 class LimitConfig:
-    """Token bucket and backoff settings, read once from BufferConfig."""
+    """Token bucket, backoff and queue bounds, read once from BufferConfig.
+
+    ``capacity`` bounds each lane (shard); ``tenant_limit`` the runs any one tenant may
+    have queued over all lanes (None: no bound but the lanes'), ``tenant_limits`` and
+    ``tenant_weights`` set it and its fair-share weight per tenant.
+    """
 
     def __init__(
         self,
@@ -51,43 +78,33 @@ class LimitConfig:
         max_attempts: int,
         workers: int,
         capacity: int,
+        tenant_limit: int | None = None,
+        tenant_limits: dict[str, int] | None = None,
+        tenant_weights: dict[str, int] | None = None,
     ) -> None:
         self.rate, self.burst = rate, burst
         self.base_delay, self.max_delay, self.max_attempts = base_delay, max_delay, max_attempts
         self.workers, self.capacity = workers, capacity
+        self.tenant_limit = tenant_limit
+        self.tenant_limits = dict(tenant_limits or {})
+        self.tenant_weights = dict(tenant_weights or {})
+
+    def limit_of(self, tenant: str) -> int | None:
+        return self.tenant_limits.get(tenant, self.tenant_limit)
+
+
+async def _algorithm_tenant(run: Run) -> str:
+    return run.algorithm
 
 
 class _Lane:
-    """One shard's part of the virtual queue."""
+    """One shard's launching: its token bucket, workers and their wake-up (the runs
+    themselves are in the RunQueue's lane of the same name)."""
 
-    def __init__(self, capacity: int, rate: float, burst: int) -> None:
-        self.queue = Queue(capacity)
-        # Runs accepted while a racing producer filled the last slot wait here instead of
-        # being refused after they were already stored.
-        self.overflow: deque[RunKey] = deque()
+    def __init__(self, rate: float, burst: int) -> None:
         self.bucket = TokenBucket(rate, burst)
         self.wakeup = asyncio.Event()
         self.workers: list[asyncio.Task[None]] = []
-
-    def depth(self) -> int:
-        return len(self.queue) + len(self.overflow)
-
-    def push(self, key: RunKey) -> None:
-        if not self.queue.push(key):
-            self.overflow.append(key)
-        self.wakeup.set()
-
-    async def next(self) -> RunKey:
-        while True:
-            key = cast("RunKey | None", self.queue.pop())  # push() puts only RunKeys in
-            if key is None and self.overflow:
-                key = self.overflow.popleft()
-            if key is not None:
-                return key
-            self.wakeup.clear()
-            if self.depth():
-                continue
-            await self.wakeup.wait()
 
 
 class LaunchPipeline:
@@ -98,73 +115,115 @@ class LaunchPipeline:
         limits: LimitConfig,
         render: Callable[[Run], Awaitable[SubmissionEntry]],
         on_change: Callable[[str, str], None] | None = None,
+        *,
+        on_dequeued: Callable[[Dequeued], None] | None = None,
+        clock: ManualClock | None = None,
+        tenant_of: Callable[[Run], Awaitable[str]] | None = None,
+        entropy: Callable[[], int] = lambda: random.getrandbits(64),
     ) -> None:
         self._store = store
         self._render = render
         self._launcher = launcher
         self._limits = limits
+        self._queue = RunQueue(tenant_limit=limits.tenant_limit, clock=clock)
+        tenants = limits.tenant_limits.keys() | limits.tenant_weights.keys()
+        for tenant in sorted(tenants):
+            self._queue.configure_tenant(
+                tenant,
+                weight=limits.tenant_weights.get(tenant, 1),
+                limit=limits.tenant_limits.get(tenant),
+            )
         self._lanes: dict[str, _Lane] = {}
         self._backoff = Backoff(limits.base_delay, limits.max_delay, limits.max_attempts)
+        self._entropy = entropy  # the random word of each retry's jitter
         self._running = False
-        self._timers: set[asyncio.TimerHandle] = set()
         self._commits: set[asyncio.Task[None]] = set()
-        self._in_flight: set[tuple[str, str]] = set()
+        # Which runs this process carries; see InFlight for the invariant every path here
+        # keeps. The accept and recovery claim runs before handing them to submit/recover.
+        self.in_flight = InFlight()
         self._on_change = on_change or (lambda algorithm, run_id: None)
+        self._on_dequeued = on_dequeued or (lambda taken: None)  # metrics: tenant, wait
+        self._tenant_of = tenant_of or _algorithm_tenant
         self.launched = 0
         self.launch_failures = 0
-        # How many times a stored, unfinished run was let go of for the periodic sweep to
-        # find (store outage, a bug, an interrupted accept). While it does not move, every
-        # NEW/BUFFERED run of this host is in flight here and the sweep can be skipped.
-        self.left_behind = 0
 
     # --- producer side -----------------------------------------------------------------
 
-    def has_room(self) -> bool:
-        return self.depth() < self._limits.capacity
-
     def depth(self) -> int:
-        return sum(lane.depth() for lane in self._lanes.values())
+        return len(self._queue)
 
-    def is_queued(self, algorithm: str, run_id: str) -> bool:
-        return (algorithm, run_id) in self._in_flight
+    def tenant_depths(self) -> dict[str, int]:
+        return self._queue.tenant_depths()
 
-    def hold(self, algorithm: str, run_id: str) -> None:
-        """An accept is writing this run: the sweep must leave it alone until the accept
-        submits it or lets it go (``release``). Without this, a sweep could find the
-        row NEW before its payload is stored and close an accepted run as lost."""
-        self._in_flight.add((algorithm, run_id))
+    def check_room(self, cluster: str, tenant: str) -> None:
+        """Raise QueueFull (the 429) unless ``cluster``'s lane and ``tenant`` have room.
 
-    def release(self, algorithm: str, run_id: str) -> None:
-        self._in_flight.discard((algorithm, run_id))
+        Asked before an accept writes anything, so that a refusal writes nothing. An
+        accept that passed it may still be refused by the lane when it submits (another
+        accept took the last slot meanwhile): its run is stored, so it is not refused to
+        its client but left to the sweep (``submit``).
+        """
+        self._lane(cluster)
+        capacity = self._limits.capacity
+        if self._queue.depth(cluster) >= capacity:
+            raise QueueFull(
+                f"The run queue is full: the lane of shard '{cluster}' holds its capacity "
+                f"of {capacity} queued runs; retry after a short wait",
+                headers=RETRY_AFTER,
+            )
+        limit = self._limits.limit_of(tenant)
+        if limit is not None and self._queue.tenant_depths().get(tenant, 0) >= limit:
+            raise QueueFull(
+                f"The run queue is full for tenant '{tenant}': it has {limit} runs queued, "
+                "its limit; retry after a short wait",
+                headers=RETRY_AFTER,
+            )
 
-    def note_left_behind(self) -> None:
-        """A stored run may be NEW/BUFFERED without being in flight: the sweep must look."""
-        self.left_behind += 1
+    async def tenant_of(self, run: Run) -> str:
+        """The tenant of a stored run (for recovery; the accept knows it already)."""
+        return await self._tenant_of(run)
 
-    def submit(self, key: RunKey) -> None:
-        """Queue an accepted (stored) run. Never refuses: the run is already durable."""
-        self._in_flight.add((key.algorithm, key.id))
-        self._lane(key.cluster).push(key)
+    def submit(self, key: RunKey) -> bool:
+        """Queue an accepted (stored, claimed) run as a new one; False if its lane or
+        tenant refused it, which releases it (stored, NEW) to the sweep."""
+        return self._push(key, recovered=False)
+
+    def recover(self, key: RunKey) -> bool:
+        """Queue a claimed run found pending in the store (after a restart, taken over,
+        swept): ahead of new runs, and not refused for its tenant's limit; False if its
+        lane is full, which releases it to the next sweep."""
+        return self._push(key, recovered=True)
+
+    def _push(self, key: RunKey, *, recovered: bool, delay: float = 0.0) -> bool:
+        lane = self._lane(key.cluster)
+        try:
+            self._queue.push(
+                key.cluster, key.tenant or key.algorithm, key, recovered=recovered, delay=delay
+            )
+        except Refused as exc:
+            log.warning("run %s/%s left to the sweep: %s", key.algorithm, key.id, exc)
+            self.in_flight.release(key.algorithm, key.id, left_behind=True)
+            return False
+        lane.wakeup.set()
+        return True
+
+    def _retry_later(self, key: RunKey) -> None:
+        """Push the next attempt back into its lane, held by the crate for a jittered
+        backoff and then served ahead of new runs. The claim goes with it, or, if the
+        lane refuses it, is released to the sweep: either way the caller is done with it."""
+        delay = self._backoff.jittered(key.attempt, self._entropy())
+        retry = msgspec.structs.replace(key, attempt=key.attempt + 1)
+        self._push(retry, recovered=True, delay=delay)
 
     def _lane(self, cluster: str) -> _Lane:
         lane = self._lanes.get(cluster)
         if lane is None:
             limits = self._limits
-            lane = self._lanes[cluster] = _Lane(limits.capacity, limits.rate, limits.burst)
+            self._queue.configure_lane(cluster, limits.capacity)
+            lane = self._lanes[cluster] = _Lane(limits.rate, limits.burst)
             if self._running:
                 self._start_lane(cluster, lane)
         return lane
-
-    def _retry_later(self, key: RunKey, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self.submit(key)
-
-        handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
 
     # --- consumer side -----------------------------------------------------------------
 
@@ -175,15 +234,14 @@ class LaunchPipeline:
 
     def _start_lane(self, cluster: str, lane: _Lane) -> None:
         lane.workers = [
-            asyncio.create_task(self._work(lane), name=f"launch-{cluster}-{i}")
+            asyncio.create_task(self._work(cluster, lane), name=f"launch-{cluster}-{i}")
             for i in range(self._limits.workers)
         ]
 
     async def stop(self) -> None:
+        """Stop the workers; what the queue still holds is NEW/BUFFERED in the store,
+        where the next start finds it."""
         self._running = False
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
         workers = [task for lane in self._lanes.values() for task in lane.workers]
         for task in workers:
             task.cancel()
@@ -193,22 +251,38 @@ class LaunchPipeline:
         for lane in self._lanes.values():
             lane.workers = []
 
-    async def _work(self, lane: _Lane) -> None:
+    async def _next(self, cluster: str, lane: _Lane) -> RunKey:
         while True:
-            key = await lane.next()
+            # Cleared before the pop: a push after the pop sets it again, so no wake-up
+            # is lost between an empty pop and the wait.
+            lane.wakeup.clear()
+            taken = self._queue.pop(cluster)
+            if taken is not None:
+                self._on_dequeued(taken)
+                return cast("RunKey", taken.item)  # _push puts only RunKeys in
+            try:
+                async with asyncio.timeout(self._queue.next_due(cluster)):
+                    await lane.wakeup.wait()
+            except TimeoutError:
+                pass  # a delayed run fell due
+
+    async def _work(self, cluster: str, lane: _Lane) -> None:
+        while True:
+            key = await self._next(cluster, lane)
             try:
                 await self.process(key)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not kill the worker; the sweep finds the run again
                 log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
-                self._in_flight.discard((key.algorithm, key.id))
-                self.note_left_behind()
+                # _launch hands its claim on only where it returns: here it still holds it
+                self.in_flight.release(key.algorithm, key.id, left_behind=True)
 
     async def process(self, key: RunKey) -> None:
-        """Take one run as far as it can go now; a scheduled retry keeps it in flight."""
+        """Take one (claimed) run as far as it can go now, then release it, unless a
+        retry pushed back or its RUNNING commit now holds the claim."""
         try:
-            retrying = await self._launch(key)
+            handed_on = await self._launch(key)
         except BackendUnavailable as exc:
             if self._backoff.exhausted(key.attempt + 1):
                 log.warning(
@@ -217,16 +291,12 @@ class LaunchPipeline:
                     key.id,
                     exc,
                 )
-                self._in_flight.discard((key.algorithm, key.id))
-                self.note_left_behind()
+                self.in_flight.release(key.algorithm, key.id, left_behind=True)
                 return
-            self._retry_later(
-                RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
-                self._backoff.delay(key.attempt),
-            )
+            self._retry_later(key)
             return
-        if not retrying:
-            self._in_flight.discard((key.algorithm, key.id))
+        if not handed_on:
+            self.in_flight.release(key.algorithm, key.id)
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
@@ -237,7 +307,8 @@ class LaunchPipeline:
         return updated
 
     async def _launch(self, key: RunKey) -> bool:
-        """Return True when a retry was scheduled."""
+        """Return True when the claim was handed on: to a retry (``_retry_later``), or
+        to the RUNNING commit."""
         run = await self._store.get(key.algorithm, key.id)
         if run is None or run.lifecycle_stage.is_terminal or run.lifecycle_stage is S.RUNNING:
             return False
@@ -303,10 +374,7 @@ class LaunchPipeline:
                     key.attempt + 1,
                     exc.message,
                 )
-                self._retry_later(
-                    RunKey(key.algorithm, key.id, key.attempt + 1, key.cluster),
-                    self._backoff.delay(key.attempt),
-                )
+                self._retry_later(key)  # refused by a full lane: BUFFERED, for the sweep
                 return True
             await self._transition(
                 run,
@@ -325,9 +393,11 @@ class LaunchPipeline:
         commit = asyncio.create_task(self._commit_running(run, uid, entry.cluster))
         self._commits.add(commit)
         commit.add_done_callback(self._commits.discard)
-        return False
+        return True
 
     async def _commit_running(self, run: Run, uid: str, cluster: str) -> None:
+        """Commit RUNNING and release the run's claim, left behind unless committed."""
+        left_behind = True
         try:
             committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
             if committed is None:
@@ -335,6 +405,7 @@ class LaunchPipeline:
                 if current is not None and current.lifecycle_stage is S.CANCELLED:
                     # Cancelled while we were creating the Job: do not leave it running.
                     await self._launcher.cancel(cluster, run.id, "Background")
+            left_behind = False
         except NexusError as exc:
             # Still BUFFERED with a Job: the supervisor's watch records RUNNING when it
             # sees the Job, and the sweep queues the run again, whose launch then finds
@@ -346,4 +417,5 @@ class LaunchPipeline:
                 uid,
                 exc,
             )
-            self.note_left_behind()
+        finally:
+            self.in_flight.release(run.algorithm, run.id, left_behind=left_behind)

@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 
 from nexus.core.models import LifecycleStage as S
-from nexus.core.models import RunKey
+from nexus.core.models import Run, RunKey
 from nexus.core.pipeline import LaunchPipeline, utcnow
 from nexus.core.ports import PayloadBuffer, RunStore
 from nexus.errors import InvalidTransition, NotFound
@@ -38,29 +38,46 @@ async def requeue_pending(
     """
     count = 0
     cutoff = utcnow() - timedelta(seconds=min_age)
+    in_flight = pipeline.in_flight
     for stage in (S.NEW, S.BUFFERED):
         for run in await store.by_host_stage(host, stage):
-            if run.lifecycle_stage is not stage or pipeline.is_queued(run.algorithm, run.id):
+            if run.lifecycle_stage is not stage:
                 continue
             if min_age and run.received_at is not None and run.received_at > cutoff:
                 continue
-            if stage is S.NEW and not await buffer.exists(run.algorithm, run.id):
-                try:
-                    await store.transition(
-                        run.algorithm,
-                        run.id,
-                        S.SCHEDULING_FAILED,
-                        algorithm_failure_cause=LOST_CAUSE,
-                        algorithm_failure_details=LOST_DETAILS,
-                    )
-                except (InvalidTransition, NotFound):
-                    pass
+            # Claimed before the awaits below: nothing else can queue it meanwhile, and
+            # a run claimed already (being accepted, queued, launched) is not ours to judge.
+            if not in_flight.claim(run.algorithm, run.id):
                 continue
-            pipeline.submit(RunKey(run.algorithm, run.id, cluster=run.cluster))
-            count += 1
+            try:
+                lost = stage is S.NEW and not await buffer.exists(run.algorithm, run.id)
+                if lost:
+                    await _close_lost(store, run)
+                    in_flight.release(run.algorithm, run.id)
+                    continue
+                tenant = await pipeline.tenant_of(run)
+            except BaseException:
+                in_flight.release(run.algorithm, run.id, left_behind=True)
+                raise
+            # Ahead of new runs: it has waited since before a restart or a takeover.
+            if pipeline.recover(RunKey(run.algorithm, run.id, cluster=run.cluster, tenant=tenant)):
+                count += 1
     if count:
         log.info("re-queued %d pending run(s) of %s", count, host)
     return count
+
+
+async def _close_lost(store: RunStore, run: Run) -> None:
+    try:
+        await store.transition(
+            run.algorithm,
+            run.id,
+            S.SCHEDULING_FAILED,
+            algorithm_failure_cause=LOST_CAUSE,
+            algorithm_failure_details=LOST_DETAILS,
+        )
+    except (InvalidTransition, NotFound):
+        pass
 
 
 class PendingSweep:
@@ -69,9 +86,11 @@ class PendingSweep:
 
     A sweep reads every such row, so with a deep queue it is O(queue) work that stalls
     the event loop (seconds at 100,000 queued runs: the p99 of every accept around it).
-    Runs accepted here stay in the pipeline until they finish unless the pipeline reports
-    one left behind (``pipeline.left_behind``, e.g. after a store outage outlasted its
-    retries). Each report makes two *successful* sweeps owed: a sweep that fails because
+    Runs accepted here stay claimed in the pipeline's in-flight registry until they
+    leave NEW/BUFFERED, unless one is released as left behind (its ``left_behind``
+    count moves, e.g. after a store outage outlasted its retries, or a full lane refused
+    it): see :class:`~nexus.core.inflight.InFlight` for the invariant. Each report
+    makes two *successful* sweeps owed: a sweep that fails because
     the store is still down pays nothing, so a run left behind during an outage is found
     once the store is back, however long the outage. Two, because the first may skip a
     run received less than ``interval`` ago (``min_age``); the second, an interval later,
@@ -90,13 +109,13 @@ class PendingSweep:
     ) -> None:
         self._store, self._buffer, self._pipeline = store, buffer, pipeline
         self._host, self._interval = host, interval
-        self._seen = pipeline.left_behind
+        self._seen = pipeline.in_flight.left_behind
         self.owed = 0
 
     async def __call__(self) -> int:
         """Sweep if one is owed; return how many runs were queued again."""
-        if self._pipeline.left_behind != self._seen:
-            self._seen = self._pipeline.left_behind
+        if self._pipeline.in_flight.left_behind != self._seen:
+            self._seen = self._pipeline.in_flight.left_behind
             self.owed = self.OWED_PER_REPORT
         if not self.owed:
             return 0

@@ -30,6 +30,7 @@ from nexus.core.models import (
 from nexus.core.overrides import apply_overrides
 from nexus.core.pipeline import DRY_RUN_UID, LaunchPipeline, utcnow
 from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
+from nexus.core.tenancy import tenant_of
 from nexus.core.units import format_duration, parse_duration
 from nexus.core.watch import RunWatch
 from nexus.errors import (
@@ -41,7 +42,6 @@ from nexus.errors import (
     NexusError,
     NoPayload,
     NotFound,
-    QueueFull,
 )
 
 log = logging.getLogger("nexus.scheduler")
@@ -224,11 +224,9 @@ class Scheduler:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
                 return existing
-        if not self.pipeline.has_room():
-            raise QueueFull(
-                "The run queue is full; retry after a short wait",
-                headers={"Retry-After": "1"},
-            )
+        tenant = tenant_of(template, workgroup)
+        # Before anything is written: a 429 leaves no trace (SPEC §2).
+        self.pipeline.check_room(cluster, tenant)
 
         run_id = new_run_id()
         payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
@@ -253,7 +251,8 @@ class Scheduler:
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
-        self.pipeline.hold(algorithm, run_id)  # until submitted: the sweep must not judge it
+        # Claimed before the first write: the sweep must not judge a row still being written.
+        self.pipeline.in_flight.claim(algorithm, run_id)
         upload = asyncio.ensure_future(self.buffer.put(algorithm, run_id, parameters))
         submitted = False
         try:
@@ -274,14 +273,15 @@ class Scheduler:
                 await self._abandon(run, stored, created)
             if created != run_id:  # an idempotency key raced us and lost: the first run wins
                 return created
-            self.pipeline.submit(RunKey(algorithm, run_id, cluster=cluster))
+            # Refused by a lane that filled meanwhile, the stored run is left to the sweep:
+            # it is accepted all the same (it is durable), only launched later.
+            self.pipeline.submit(RunKey(algorithm, run_id, cluster=cluster, tenant=tenant))
             submitted = True
         finally:
             if not submitted:
                 # Our row may be stored without being queued (a request cancelled mid-write,
                 # an abandon that could not mark it): the periodic sweep must look again.
-                self.pipeline.release(algorithm, run_id)
-                self.pipeline.note_left_behind()
+                self.pipeline.in_flight.release(algorithm, run_id, left_behind=True)
         return run_id
 
     async def _abandon(

@@ -15,6 +15,7 @@ from sanic import Sanic
 from nexus.backends import factory
 from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
+from nexus.core.tenancy import Tenancy
 from nexus.version import nexus_version
 
 
@@ -75,6 +76,7 @@ class Shared:
 
     async def pipeline(self) -> LaunchPipeline:
         if "pipeline" not in self._cache:
+            metrics = self.app.ctx.metrics
             limits = self.settings.s3_buffer.buffer_config
             pipeline = LaunchPipeline(
                 await self.store(),
@@ -87,13 +89,23 @@ class Shared:
                     max_attempts=limits.max_attempts,
                     workers=limits.workers,
                     capacity=limits.queue_capacity,
+                    tenant_limit=limits.tenants.queued_run_limit or None,
+                    tenant_limits=limits.tenants.limits,
+                    tenant_weights=limits.tenants.weights,
                 ),
                 render=(await self.renderer()).render,
                 on_change=self.app.ctx.watch.notify,
+                on_dequeued=lambda taken: metrics.queue_wait.observe(taken.waited, taken.tenant),
+                tenant_of=Tenancy(await self.templates()).of_run,
             )
             self._cache["pipeline"] = pipeline
-            metrics = self.app.ctx.metrics
             metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)
+            metrics.labelled_gauge(
+                "nexus_queue_tenant_depth",
+                "Runs waiting in the virtual queue (over all shards), by tenant",
+                "tenant",
+                pipeline.tenant_depths,
+            )
         return self._cache["pipeline"]
 
     def serving(self) -> None:

@@ -46,6 +46,12 @@ class Payloads:
         return True
 
 
+def let_go(pipeline: LaunchPipeline) -> None:
+    """Some run was let go while still pending (a store outage, a full lane)."""
+    pipeline.in_flight.claim("algo", "elsewhere")
+    pipeline.in_flight.release("algo", "elsewhere", left_behind=True)
+
+
 @pytest.fixture
 def setup():
     store = SweptStore()
@@ -61,16 +67,16 @@ async def test_no_sweep_while_nothing_was_left_behind(setup):
     store.age("r1", 60)
     assert await sweep() == 0
     assert store.lookups == 0
-    assert not pipeline.is_queued("algo", "r1")
+    assert ("algo", "r1") not in pipeline.in_flight
 
 
 async def test_a_report_owes_two_sweeps_that_requeue_the_run(setup):
     store, pipeline, sweep = setup
     store.add("r1", S.BUFFERED)
     store.age("r1", 60)
-    pipeline.note_left_behind()
+    let_go(pipeline)
     assert await sweep() == 1
-    assert pipeline.is_queued("algo", "r1")
+    assert ("algo", "r1") in pipeline.in_flight
     assert await sweep() == 0  # second owed sweep: already queued
     lookups = store.lookups
     assert await sweep() == 0 and store.lookups == lookups  # nothing owed any more
@@ -82,7 +88,7 @@ async def test_sweeps_failing_during_an_outage_stay_owed_until_the_store_is_back
     store, pipeline, sweep = setup
     store.add("r1", S.BUFFERED)
     store.age("r1", 60)
-    pipeline.note_left_behind()
+    let_go(pipeline)
     store.unavailable = 10_000
     for _ in range(20):  # a long outage: many intervals
         with pytest.raises(BackendUnavailable):
@@ -90,18 +96,18 @@ async def test_sweeps_failing_during_an_outage_stay_owed_until_the_store_is_back
     assert sweep.owed == PendingSweep.OWED_PER_REPORT
     store.unavailable = 0
     assert await sweep() == 1
-    assert pipeline.is_queued("algo", "r1")
+    assert ("algo", "r1") in pipeline.in_flight
 
 
 async def test_a_recent_run_is_left_to_the_second_sweep(setup):
     store, pipeline, sweep = setup
     store.add("r1", S.NEW)
     store.age("r1", 1)  # its accept may still be writing
-    pipeline.note_left_behind()
+    let_go(pipeline)
     assert await sweep() == 0
     store.age("r1", 11)  # an interval later
     assert await sweep() == 1
-    assert pipeline.is_queued("algo", "r1")
+    assert ("algo", "r1") in pipeline.in_flight
 
 
 class NoPayloadYet:
@@ -118,10 +124,12 @@ async def test_a_run_whose_accept_is_still_writing_is_not_closed_as_lost(setup):
     sweep = PendingSweep(store, NoPayloadYet(), pipeline, HOST, interval=0.5)
     store.add("r1", S.NEW)
     store.age("r1", 60)
-    pipeline.hold("algo", "r1")
-    pipeline.note_left_behind()
+    pipeline.in_flight.claim("algo", "r1")
+    let_go(pipeline)
     assert await sweep() == 0
     assert store.run("r1").lifecycle_stage is S.NEW  # not closed: its accept owns it
-    pipeline.release("algo", "r1")  # the accept failed and let go: now the sweep judges it
+    pipeline.in_flight.release(
+        "algo", "r1", left_behind=True
+    )  # the accept failed and let go: now the sweep judges it
     assert await sweep() == 0
     assert store.run("r1").lifecycle_stage is S.SCHEDULING_FAILED

@@ -133,6 +133,37 @@ def test_lists_from_a_comma_separated_env_value():
     assert settings.scylla_cql_store.hosts == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
 
 
+def test_tenant_weights_and_limits_from_yaml_and_env(tmp_path):
+    path = tmp_path / "nexus.yaml"
+    path.write_text(
+        "s3-buffer:\n  buffer-config:\n    tenants:\n"
+        "      queued-run-limit: 500\n      weights: {team-a: 3}\n"
+    )
+    settings = load_settings(
+        path,
+        environ={"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__LIMITS": "team-a=10, team-b=0"},
+    )
+    tenants = settings.s3_buffer.buffer_config.tenants
+    assert tenants.queued_run_limit == 500
+    assert tenants.weights == {"team-a": 3}
+    assert tenants.limits == {"team-a": 10, "team-b": 0}
+    assert load_settings(environ={}).s3_buffer.buffer_config.tenants.queued_run_limit == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__WEIGHTS": "team-a=0"}, "weights.team-a"),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__LIMITS": "team-a=-1"}, "limits.team-a"),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__LIMITS": "team-a"}, "key=value"),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__QUEUED_RUN_LIMIT": "-5"}, "queued-run-limit"),
+    ],
+)
+def test_bad_tenant_settings_name_the_key(environ, names):
+    with pytest.raises(ConfigError, match=names):
+        load_settings(environ=environ)
+
+
 def test_env_bool_and_numbers_are_converted():
     settings = load_settings(
         environ={

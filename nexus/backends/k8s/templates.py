@@ -46,7 +46,9 @@ class CustomResource(msgspec.Struct, kw_only=True):
 class _Cache(Generic[S, R]):
     """One kind's resources by name, converted to their spec Struct."""
 
-    def __init__(self, kind: str, spec_type: type[S], build: Callable[[str, S], R]) -> None:
+    def __init__(
+        self, kind: str, spec_type: type[S], build: Callable[[str, S, dict[str, str]], R]
+    ) -> None:
         self.kind = kind
         self._decoder = msgspec.json.Decoder(spec_type)
         self._build = build
@@ -56,7 +58,8 @@ class _Cache(Generic[S, R]):
     def _convert(self, resource: CustomResource) -> R | None:
         name = resource.metadata.name
         try:
-            item = self._build(name, self._decoder.decode(resource.spec))
+            spec = self._decoder.decode(resource.spec)
+            item = self._build(name, spec, dict(resource.metadata.labels))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.invalid[name] = str(exc)
             log.error(

@@ -36,14 +36,18 @@ def parse_manifests(path: Path) -> tuple[dict[str, Template], dict[str, Workgrou
     for doc in documents:
         if not isinstance(doc, dict) or doc.get("kind") not in (TEMPLATE_KIND, WORKGROUP_KIND):
             continue
-        name = (doc.get("metadata") or {}).get("name")
+        metadata = doc.get("metadata") or {}
+        name = metadata.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"Manifest in {path} of kind {doc['kind']} has no metadata.name")
         try:
+            labels = msgspec.convert(metadata.get("labels") or {}, dict[str, str])
             if doc["kind"] == TEMPLATE_KIND:
-                templates[name] = Template(name, msgspec.convert(doc.get("spec"), AlgorithmSpec))
+                spec = msgspec.convert(doc.get("spec"), AlgorithmSpec)
+                templates[name] = Template(name, spec, labels)
             else:
-                workgroups[name] = Workgroup(name, msgspec.convert(doc.get("spec"), WorkgroupSpec))
+                group = msgspec.convert(doc.get("spec"), WorkgroupSpec)
+                workgroups[name] = Workgroup(name, group, labels)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"{doc['kind']} '{name}' in {path} is invalid: {exc}") from exc
     return templates, workgroups
