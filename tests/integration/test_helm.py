@@ -359,6 +359,24 @@ def kube(helm):
     api.close()
 
 
+def _install_release(helm, kubeconfig: str, release: str, namespace: str, values: Path) -> None:
+    """Install the chart as a test release into a namespace of its own."""
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "-f",
+        str(values),
+        "--timeout",
+        "120s",
+    )
+
+
 def _remove_release(helm, kubeconfig: str, release: str, namespace: str, core) -> None:
     """Uninstall a test release and delete its namespace, whatever state they are in."""
     helm(
@@ -452,20 +470,7 @@ def test_install_into_the_control_plane(helm, kube, values_file: Path, tmp_path:
     namespace = f"nexus-helm-{uuid.uuid4().hex[:8]}"
     release = "it"
     try:
-        helm(
-            "install",
-            release,
-            str(CHART),
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--create-namespace",
-            "-f",
-            str(values_file),
-            "--timeout",
-            "120s",
-        )
+        _install_release(helm, kubeconfig, release, namespace, values_file)
         manifest = helm(
             "get", "manifest", release, "--kubeconfig", kubeconfig, "--namespace", namespace
         ).stdout
@@ -550,20 +555,7 @@ def test_people_bound_to_edit_or_view_get_templates_through_aggregation(
     release = "people"
     group = ("science.sneaksanddata.com", "v1", namespace, "nexusalgorithmtemplates")
     try:
-        helm(
-            "install",
-            release,
-            str(CHART),
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--create-namespace",
-            "-f",
-            str(values_file),
-            "--timeout",
-            "120s",
-        )
+        _install_release(helm, kubeconfig, release, namespace, values_file)
         for account, role in (("editor", "edit"), ("viewer", "view"), ("nobody", None)):
             core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
             if role:
