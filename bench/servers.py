@@ -222,3 +222,25 @@ def nexus(
         env=nexus_env(data_dir, **env_kwargs),
         log_path=data_dir / f"{name}-{port}.log",
     )
+
+
+def kube_unavailable() -> str:
+    """Why the Kubernetes figures cannot be measured here, or "" when they can."""
+    path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
+    if not path:
+        return "NEXUS_TEST_KUBECONFIG not set: run `scripts/testenv up kube` first"
+    if not Path(path).is_file():
+        return f"NEXUS_TEST_KUBECONFIG={path} does not exist: the kube test server is not up"
+    try:
+        import nexus.backends.k8s.shards  # noqa: F401  (the Kubernetes executor)
+    except ImportError as exc:
+        return f"the Kubernetes executor is not importable: {exc}"
+    try:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=path)
+        client.VersionApi(api).get_code(_request_timeout=5)
+        api.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no control plane to measure
+        return f"the control plane of {path} does not answer: {type(exc).__name__}: {exc}"[:300]
+    return ""

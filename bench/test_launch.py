@@ -31,7 +31,6 @@ import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -44,27 +43,6 @@ CREATES = re.compile(
     r"[^}]*\} (\S+)$",
     re.M,
 )
-
-
-def _unavailable() -> str:
-    path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
-    if not path:
-        return "NEXUS_TEST_KUBECONFIG not set: run `scripts/testenv up kube` first"
-    if not Path(path).is_file():
-        return f"NEXUS_TEST_KUBECONFIG={path} does not exist: the kube test server is not up"
-    try:
-        import nexus.backends.k8s.shards  # noqa: F401  (the Kubernetes executor)
-    except ImportError as exc:
-        return f"the Kubernetes executor is not importable: {exc}"
-    try:
-        from kubernetes import client, config
-
-        api = config.new_client_from_config(config_file=path)
-        client.VersionApi(api).get_code(_request_timeout=5)
-        api.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no control plane to measure
-        return f"the control plane of {path} does not answer: {type(exc).__name__}: {exc}"[:300]
-    return ""
 
 
 def _created(server: servers.Server) -> int:
@@ -141,7 +119,7 @@ def _bare_rate(kubeconfig: str, namespace: str, manifest: dict, runs: int) -> fl
 
 
 def test_4_launch_rate(bench, tmp_path):
-    reason = _unavailable()
+    reason = servers.kube_unavailable()
     figures = (
         "Jobs/s nexus scheduler / bare kubernetes-client loop (limiter off)",
         "launch rate nexus / configured rate (limiter on)",

@@ -212,8 +212,8 @@ class RunQueue:
     ``recovered=True`` are popped before any other; within each of those two classes,
     tenants are served by weighted fair queueing: a tenant's items come out in the
     order pushed, and backlogged tenants share the pops in proportion to their weights
-    (equal by default), so a tenant with 50,000 queued items holds another's single
-    item back by at most about one pop. Every item counts against its lane's capacity
+    (equal by default); a tenant that was not backlogged is served at the next pop,
+    so another's 50,000 queued items do not hold back its single one. Every item counts against its lane's capacity
     and its tenant's limit from push to pop, delayed or not; nothing is held outside
     these bounds. Safe to share between threads; ``pop_wait`` releases the GIL.
 

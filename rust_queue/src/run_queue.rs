@@ -211,7 +211,7 @@ impl<L: Eq + Hash + Display, T, C: Clock> RunQueue<L, T, C> {
         };
         state.pushes += 1;
         if delay == 0 {
-            queue.enqueue(queued, &state.tenants);
+            queue.enqueue(queued);
         } else {
             queue.delayed.insert((queued.due, state.pushes), queued);
         }
@@ -344,7 +344,7 @@ impl<L: Eq + Hash + Display, T> State<L, T> {
     /// tenants, borrowed apart so a caller can update both.
     fn released(&mut self, lane: &L, now: u64) -> Result<(&mut Lane<T>, &mut Tenants), Error> {
         let queue = self.lanes.get_mut(lane).ok_or_else(|| unknown(lane))?;
-        queue.release_due(now, &self.tenants);
+        queue.release_due(now);
         Ok((queue, &mut self.tenants))
     }
 }
@@ -377,23 +377,23 @@ impl<T> Lane<T> {
         self.delayed.first_key_value().map(|(&(due, _), _)| due)
     }
 
-    fn enqueue(&mut self, queued: Queued<T>, tenants: &Tenants) {
+    fn enqueue(&mut self, queued: Queued<T>) {
         let class = match queued.priority {
             Priority::Recovered => &mut self.recovered,
             Priority::New => &mut self.new,
         };
         let tenant = Arc::clone(&queued.tenant);
-        class.push(&tenant, tenants.weight(&tenant), queued);
+        class.push(&tenant, queued);
     }
 
     /// Moves the delayed items due by `now` into their class, earliest first.
-    fn release_due(&mut self, now: u64, tenants: &Tenants) {
+    fn release_due(&mut self, now: u64) {
         while let Some(entry) = self.delayed.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let queued = entry.remove();
-            self.enqueue(queued, tenants);
+            self.enqueue(queued);
         }
     }
 }
