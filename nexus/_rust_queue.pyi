@@ -213,9 +213,10 @@ class RunQueue:
     tenants are served by weighted fair queueing: a tenant's items come out in the
     order pushed, and backlogged tenants share the pops in proportion to their weights
     (equal by default); a tenant that was not backlogged is served at the next pop,
-    so another's 50,000 queued items do not hold back its single one. Every item counts against its lane's capacity
-    and its tenant's limit from push to pop, delayed or not; nothing is held outside
-    these bounds. Safe to share between threads; ``pop_wait`` releases the GIL.
+    so another's 50,000 queued items do not hold back its single one. Every item
+    counts against its lane's capacity and its tenant's limit from push to pop,
+    delayed or not; nothing is held outside these bounds. Safe to share between
+    threads; ``pop_wait`` releases the GIL.
 
     A failed launch waiting for its backoff is pushed again with
     ``recovered=True, delay=backoff.jittered(attempt, random.getrandbits(64))``: it is

@@ -10,13 +10,13 @@ import time
 from sanic import Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
-from sanic.response import HTTPResponse, text
+from sanic.response import BaseHTTPResponse, HTTPResponse, text
 
 from nexus import logs
 from nexus.api import docs, health, openapi
-from nexus.core.watch import RunWatch
+from nexus.context import NexusApp, NexusContext, NexusRequest
 from nexus.errors import ConfigError, NexusError
-from nexus.metrics import MeteredLauncher, MeteredStore, Metrics
+from nexus.metrics import Metrics
 from nexus.roles import receiver, scheduler, supervisor
 from nexus.roles.shared import Shared
 from nexus.settings import Settings
@@ -83,27 +83,7 @@ def _sanic_error(request: Request, exception: SanicException) -> HTTPResponse:
     return text(message, status=status, headers=getattr(exception, "headers", None) or {})
 
 
-class MeteredShared(Shared):
-    """The shared backends, with the store and executor wrapped to feed the metrics
-    (launches and failures by shard, run durations by final stage): core stays unaware."""
-
-    def __init__(self, app: Sanic) -> None:
-        super().__init__(app)
-        self._metered: dict[str, object] = {}
-
-    def _meter(self, name: str, component: object, wrapper: type) -> object:
-        if name not in self._metered:
-            self._metered[name] = wrapper(component, self.app.ctx.metrics)
-        return self._metered[name]
-
-    async def store(self):
-        return self._meter("store", await super().store(), MeteredStore)
-
-    async def executor(self):
-        return self._meter("executor", await super().executor(), MeteredLauncher)
-
-
-def create_app(settings: Settings, role: str, *, name: str | None = None) -> Sanic:
+def create_app(settings: Settings, role: str, *, name: str | None = None) -> NexusApp:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     roles = ("scheduler", "receiver", "supervisor") if role == "all" else (role,)
@@ -115,18 +95,17 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
             f"set executor: kubernetes (NEXUS__EXECUTOR=kubernetes) to run --role {role}"
         )
     # Logging is nexus.logs' job (one JSON line per event): Sanic must not install its own.
-    app = Sanic(name or f"nexus-{role}", error_handler=PlainTextErrors(), configure_logging=False)
+    app: NexusApp = Sanic(
+        name or f"nexus-{role}",
+        ctx=NexusContext(settings, role, Metrics(nexus_version())),
+        error_handler=PlainTextErrors(),
+        configure_logging=False,
+    )
     app.config.REQUEST_MAX_SIZE = int(settings.max_payload_size)
     app.config.FALLBACK_ERROR_FORMAT = "text"
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.REQUEST_TIMEOUT = 120
     app.config.RESPONSE_TIMEOUT = max(120, int(settings.max_wait) + 30)
-    app.ctx.settings = settings
-    app.ctx.role = role
-    app.ctx.metrics = Metrics(nexus_version())
-    app.ctx.watch = RunWatch()
-    app.ctx.readiness = []
-    app.ctx.log = log
     app.blueprint(health.bp)
     for name_ in roles:
         _ROLE_MODULES[name_].routes(app)
@@ -135,13 +114,13 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         app.blueprint(docs.bp)
 
     @app.middleware("request", priority=1000)
-    async def bind_request_id(request: Request) -> None:
+    async def bind_request_id(request: NexusRequest) -> None:
         request.ctx.started = time.perf_counter()
         request.ctx.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         logs.request_id.set(request.ctx.request_id)
 
-    @app.on_response
-    async def count(request: Request, response: HTTPResponse) -> None:
+    @app.middleware("response")
+    async def count(request: NexusRequest, response: BaseHTTPResponse) -> None:
         route = route_template(request.route.path) if request.route else "unmatched"
         metrics = request.app.ctx.metrics
         metrics.requests.inc(route, request.method, str(response.status))
@@ -154,14 +133,18 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
             access_log.debug("%s %s -> %d", request.method, request.path, response.status)
             logs.request_id.set(None)  # the connection's task serves the next request too
 
+    # The backends of the server running now: made at each start, closed at its stop.
+    serving: list[Shared] = []
+
     @app.before_server_start
-    async def open_backends(app: Sanic) -> None:
-        shared = MeteredShared(app)
-        app.ctx.shared = shared
+    async def open_backends(app: NexusApp) -> None:
+        shared = Shared(app.ctx)
+        serving.append(shared)
         try:
             for name_ in roles:
                 await _ROLE_MODULES[name_].start(app, shared)
         except BaseException:
+            serving.remove(shared)
             await shared.close()
             raise
         # Everything made so far (modules, the app, backends) lives as long as the process:
@@ -172,11 +155,12 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> San
         gc.freeze()
 
     @app.after_server_start
-    async def start_launching(app: Sanic) -> None:
-        app.ctx.shared.serving()
+    async def start_launching(app: NexusApp) -> None:
+        serving[-1].serving()
 
     @app.after_server_stop
-    async def close_backends(app: Sanic) -> None:
-        await app.ctx.shared.close()
+    async def close_backends(app: NexusApp) -> None:
+        if serving:
+            await serving.pop().close()
 
     return app

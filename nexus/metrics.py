@@ -5,15 +5,15 @@ series), with the process collector (CPU, memory, descriptors), a build-info ser
 the families nexus feeds. Counter values are exact: the exposition writes every float
 in full (12345678 as ``1.2345678e+07``), never rounded.
 
-The use cases in ``nexus.core`` know nothing of metrics: :class:`MeteredLauncher` and
-:class:`MeteredStore` wrap the ports they use (see ``nexus.app``) and count what passes
+The use cases in ``nexus.core`` know nothing of metrics: :class:`MeteredExecutor` and
+:class:`MeteredStore` wrap the ports they use (see ``nexus.roles.shared``) and count what passes
 through — Job launches and failures by shard, and how long runs took by final stage.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +23,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.ports import ClusterSnapshot, Executor, JobObservation, RunStore
 from nexus.errors import LaunchError
 
 # ``*_created`` series double every counter's lines and nothing here reads them.
-prometheus_client.disable_created_metrics()
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 # Seconds from acceptance to the final stage: algorithm runs last seconds to hours.
@@ -191,19 +193,21 @@ class _MappingCollector(Collector):
         return [GaugeMetricFamily(self._name, self._help, labels=(self._label,))]
 
 
-class _Wrapper:
-    """Delegates everything to the wrapped port except the methods it overrides."""
+class MeteredExecutor:
+    """An Executor that counts Job launches and failures by shard; the rest is passed on."""
 
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
+    def __init__(self, inner: Executor, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def shards(self) -> Collection[str]:
+        return self._inner.shards()
 
+    async def open(self) -> None:
+        await self._inner.open()
 
-class MeteredLauncher(_Wrapper):
-    """An Executor (JobLauncher) that counts Job launches and failures by shard."""
+    async def close(self) -> None:
+        await self._inner.close()
 
     async def launch(self, cluster: str, manifest: dict[str, Any]) -> str:
         try:
@@ -214,12 +218,78 @@ class MeteredLauncher(_Wrapper):
         self._metrics.launches.inc(cluster)
         return uid
 
+    async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
+        return await self._inner.cancel(cluster, run_id, policy)
 
-class MeteredStore(_Wrapper):
-    """A RunStore that records each run this process moves to a terminal stage."""
+    def observations(self) -> AsyncIterator[JobObservation]:
+        return self._inner.observations()
 
-    async def transition(self, algorithm: str, run_id: str, target: Any, **fields: Any) -> Any:
+    async def snapshot(self) -> ClusterSnapshot:
+        return await self._inner.snapshot()
+
+    async def delete_job(self, cluster: str, run_id: str) -> None:
+        await self._inner.delete_job(cluster, run_id)
+
+
+class MeteredStore:
+    """A RunStore that records each run this process moves to a terminal stage; the
+    rest is passed on."""
+
+    def __init__(self, inner: RunStore, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def transition(
+        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+    ) -> Run:
         run = await self._inner.transition(algorithm, run_id, target, **fields)
         if target.is_terminal:
             self._metrics.run_finished(target.value, run.received_at)
         return run
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+    async def create(
+        self, run: Run, submission: SubmissionEntry | None, idempotency_key: str | None = None
+    ) -> str:
+        return await self._inner.create(run, submission, idempotency_key)
+
+    async def buffer(self, submission: SubmissionEntry) -> Run:
+        return await self._inner.buffer(submission)
+
+    async def find_idempotent(self, algorithm: str, key: str) -> str | None:
+        return await self._inner.find_idempotent(algorithm, key)
+
+    async def get(self, algorithm: str, run_id: str) -> Run | None:
+        return await self._inner.get(algorithm, run_id)
+
+    async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
+        return await self._inner.get_submission(algorithm, run_id)
+
+    async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run:
+        return await self._inner.update_tag(algorithm, run_id, tag)
+
+    async def by_tag(self, tag: str) -> list[Run]:
+        return await self._inner.by_tag(tag)
+
+    async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
+        return await self._inner.by_host_stage(host, stage)
+
+    async def children(self, parent: ParentRef) -> list[Run]:
+        return await self._inner.children(parent)
+
+    async def heartbeat(self, host: str, ttl: float) -> None:
+        await self._inner.heartbeat(host, ttl)
+
+    async def expired_hosts(self) -> list[str]:
+        return await self._inner.expired_hosts()
+
+    async def drop_lease(self, host: str) -> None:
+        await self._inner.drop_lease(host)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse
 
 from nexus.api import schemas
 from nexus.api.runs import _decode, json_response
+from nexus.context import NexusRequest
 
 bp = Blueprint("completions", url_prefix="/algorithm/v1")
 
 
 @bp.post("/complete/<algorithm:str>/requests/<request_id:str>")
-async def complete_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def complete_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     body = _decode(schemas.result_decoder, request.body, "Submitted result")
     await request.app.ctx.completion.complete(
         algorithm,
@@ -25,6 +26,6 @@ async def complete_run(request: Request, algorithm: str, request_id: str) -> HTT
 
 
 @bp.get("/check/<algorithm:str>/requests/<request_id:str>")
-async def check_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def check_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     processed = await request.app.ctx.completion.is_processed(algorithm, request_id)
     return json_response(schemas.CheckResponse(is_processed=processed))

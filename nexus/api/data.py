@@ -7,15 +7,16 @@ algorithm upload its result and the client download it, like presigned S3 URLs w
 
 from __future__ import annotations
 
-from sanic import Blueprint, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse, empty, raw
 
+from nexus.context import NexusRequest
 from nexus.core.scheduling import check_algorithm_name, check_request_id
 
 bp = Blueprint("data", url_prefix="/data/v1")
 
 
-def _verify(request: Request, algorithm: str, request_id: str, method: str) -> None:
+def _verify(request: NexusRequest, algorithm: str, request_id: str, method: str) -> None:
     check_algorithm_name(algorithm)
     check_request_id(request_id)
     request.app.ctx.signer.verify(
@@ -24,21 +25,21 @@ def _verify(request: Request, algorithm: str, request_id: str, method: str) -> N
 
 
 @bp.get("/payloads/<algorithm:str>/requests/<request_id:str>")
-async def get_payload(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_payload(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     _verify(request, algorithm, request_id, "GET")
     data = await request.app.ctx.buffer.get(algorithm, request_id)
     return raw(data, content_type="application/json")
 
 
 @bp.put("/results/<algorithm:str>/requests/<request_id:str>")
-async def put_result(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def put_result(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     _verify(request, algorithm, request_id, "PUT")
     await request.app.ctx.buffer.put_result(algorithm, request_id, request.body)
     return empty(status=201)
 
 
 @bp.get("/results/<algorithm:str>/requests/<request_id:str>")
-async def get_result(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_result(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     _verify(request, algorithm, request_id, "GET")
     data = await request.app.ctx.buffer.get_result(algorithm, request_id)
     return raw(data, content_type="application/json")

@@ -6,8 +6,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from sanic import Blueprint, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse, html, raw
+
+from nexus.context import NexusRequest
 
 bp = Blueprint("docs")
 
@@ -33,12 +35,12 @@ def _redoc() -> bytes:
 
 
 @bp.get("/docs")
-async def page(request: Request) -> HTTPResponse:
+async def page(request: NexusRequest) -> HTTPResponse:
     return html(_PAGE)
 
 
 @bp.get("/docs/redoc.standalone.js")
-async def redoc(request: Request) -> HTTPResponse:
+async def redoc(request: NexusRequest) -> HTTPResponse:
     return raw(
         _redoc(),
         content_type="text/javascript; charset=utf-8",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from sanic import Blueprint, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse, raw, text
 
+from nexus.context import NexusRequest
 from nexus.errors import BackendUnavailable, NexusError
 from nexus.metrics import CONTENT_TYPE
 
@@ -14,12 +15,12 @@ bp = Blueprint("health")
 
 
 @bp.get("/health/live")
-async def live(request: Request) -> HTTPResponse:
+async def live(request: NexusRequest) -> HTTPResponse:
     return text("ok")
 
 
 @bp.get("/health/ready")
-async def ready(request: Request) -> HTTPResponse:
+async def ready(request: NexusRequest) -> HTTPResponse:
     checks = request.app.ctx.readiness
     try:
         await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), timeout=5.0)
@@ -31,5 +32,5 @@ async def ready(request: Request) -> HTTPResponse:
 
 
 @bp.get("/metrics")
-async def metrics(request: Request) -> HTTPResponse:
+async def metrics(request: NexusRequest) -> HTTPResponse:
     return raw(request.app.ctx.metrics.render(), content_type=CONTENT_TYPE)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from sanic import Blueprint, DefaultSanic, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from nexus.api import schemas
+from nexus.context import NexusApp, NexusRequest
 from nexus.version import nexus_version
 
 bp = Blueprint("openapi")
@@ -305,7 +306,7 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
     return result
 
 
-def build_document(app: DefaultSanic) -> dict[str, Any]:
+def build_document(app: NexusApp) -> dict[str, Any]:
     components: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes:
@@ -337,8 +338,8 @@ def build_document(app: DefaultSanic) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-async def openapi(request: Request) -> HTTPResponse:
-    document = getattr(request.app.ctx, "openapi_document", None)
+async def openapi(request: NexusRequest) -> HTTPResponse:
+    document = request.app.ctx.openapi_document
     if document is None:
         document = request.app.ctx.openapi_document = schemas.encoder.encode(
             build_document(request.app)

@@ -8,10 +8,11 @@ from typing import TypeVar
 from urllib.parse import unquote
 
 import msgspec
-from sanic import Blueprint, Request
+from sanic import Blueprint
 from sanic.response import HTTPResponse, empty, raw, redirect
 
 from nexus.api import schemas
+from nexus.context import NexusRequest
 from nexus.core.units import format_duration
 from nexus.errors import BadRequest
 
@@ -77,7 +78,7 @@ def _parameters(request_body: schemas.RunRequest) -> memoryview:
 
 
 @bp.post("/run/<algorithm:str>")
-async def create_run(request: Request, algorithm: str) -> HTTPResponse:
+async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
     body = _decode(schemas.run_request_decoder, request.body, "Algorithm payload")
     run_id = await request.app.ctx.scheduler.accept(
         algorithm,
@@ -94,7 +95,7 @@ async def create_run(request: Request, algorithm: str) -> HTTPResponse:
     return json_response(schemas.RunCreated(request_id=run_id), status=202)
 
 
-def _wait_seconds(request: Request) -> float:
+def _wait_seconds(request: NexusRequest) -> float:
     """``?wait=``: a finite number of seconds >= 0; longer than max-wait waits max-wait."""
     text = request.args.get("wait")
     if text is None:
@@ -113,7 +114,7 @@ def _wait_seconds(request: Request) -> float:
 
 
 @bp.get("/results/<algorithm:str>/requests/<request_id:str>")
-async def get_result(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_result(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     scheduler = request.app.ctx.scheduler
     wait = _wait_seconds(request)
     run = await (
@@ -137,19 +138,19 @@ def _route_tag(raw: str) -> str:
 
 
 @bp.get("/results/tags/<tag:str>")
-async def get_results_by_tag(request: Request, tag: str) -> HTTPResponse:
+async def get_results_by_tag(request: NexusRequest, tag: str) -> HTTPResponse:
     runs = await request.app.ctx.scheduler.by_tag(_route_tag(tag))
     return json_response([schemas.tagged_result(run) for run in runs])
 
 
 @bp.get("/metadata/<algorithm:str>/requests/<request_id:str>")
-async def get_metadata(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_metadata(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     run = await request.app.ctx.scheduler.get(algorithm, request_id)
     return json_response(schemas.checkpoint(run))
 
 
 @bp.get("/buffer/<algorithm:str>/requests/<request_id:str>")
-async def get_buffered(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_buffered(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     # The Job's JSON, labelled text/plain as the Go server sends it: the Go SDK's
     # GetBufferedRequest accepts no other content type.
     job = await request.app.ctx.scheduler.submission(algorithm, request_id)
@@ -157,12 +158,12 @@ async def get_buffered(request: Request, algorithm: str, request_id: str) -> HTT
 
 
 @bp.get("/payload/<algorithm:str>/requests/<request_id:str>")
-async def get_payload(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def get_payload(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     return redirect(await request.app.ctx.scheduler.payload_uri(algorithm, request_id), status=302)
 
 
 @bp.post("/cancel/<algorithm:str>/requests/<request_id:str>")
-async def cancel_run(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def cancel_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     body = _decode(schemas.cancel_decoder, request.body, "Cancellation payload")
     await request.app.ctx.scheduler.cancel(
         algorithm,
@@ -175,7 +176,7 @@ async def cancel_run(request: Request, algorithm: str, request_id: str) -> HTTPR
 
 
 @bp.post("/metadata/tags/<algorithm:str>/requests/<request_id:str>")
-async def update_tag(request: Request, algorithm: str, request_id: str) -> HTTPResponse:
+async def update_tag(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     body = _decode(schemas.tag_update_decoder, request.body, "Tag update request")
     await request.app.ctx.scheduler.update_tag(algorithm, request_id, body.new_tag)
     return json_response({})

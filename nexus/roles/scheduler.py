@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from sanic import Sanic
-
 from nexus.api import data, runs
+from nexus.context import NexusApp
 from nexus.core.recovery import PendingSweep, requeue_pending
 from nexus.core.scheduling import Scheduler, SchedulerConfig
 from nexus.roles.shared import Shared
 
 
-def routes(app: Sanic) -> None:
+def routes(app: NexusApp) -> None:
     app.blueprint(runs.bp)
     app.blueprint(data.bp)
 
 
-async def start(app: Sanic, shared: Shared) -> None:
+async def start(app: NexusApp, shared: Shared) -> None:
     settings = shared.settings
     store = await shared.store()
     buffer = await shared.buffer()

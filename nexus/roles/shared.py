@@ -8,59 +8,89 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
-
-from sanic import Sanic
+from typing import Any, Protocol, TypeVar
 
 from nexus.backends import factory
+from nexus.context import NexusContext
 from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
+from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
+from nexus.core.signing import UrlSigner
 from nexus.core.tenancy import Tenancy
+from nexus.metrics import MeteredExecutor, MeteredStore
 from nexus.version import nexus_version
 
 
+class Component(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Component)
+
+
 class Shared:
-    def __init__(self, app: Sanic) -> None:
-        self.app = app
-        self.settings = app.ctx.settings
-        self._opened: list[Any] = []
+    """One of each backend for the roles of a process, opened on first use.
+
+    The store and the executor come wrapped to feed the metrics (launches and failures
+    by shard, run durations by final stage), so core stays unaware of them.
+    """
+
+    def __init__(self, ctx: NexusContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self._opened: list[Component] = []
         self.tasks: list[asyncio.Task[None]] = []
-        self._cache: dict[str, Any] = {}
+        self._store: MeteredStore | None = None
+        self._signer: UrlSigner | None = None
+        self._buffer: PayloadBuffer | None = None
+        self._templates: TemplateSource | None = None
+        self._executor: Executor | None = None  # as made, for its start() (local processes)
+        self._metered_executor: MeteredExecutor | None = None
+        self._renderer: JobRenderer | None = None
+        self._pipeline: LaunchPipeline | None = None
 
-    async def _get(self, name: str, build: Callable[[], Any], ready: bool = True) -> Any:
-        if name not in self._cache:
-            component = build()
-            await component.open()
-            self._opened.append(component)
-            self._cache[name] = component
-            if ready and hasattr(component, "ping"):
-                self.app.ctx.readiness.append(component.ping)
-        return self._cache[name]
+    async def _open(self, component: C) -> C:
+        await component.open()
+        self._opened.append(component)
+        ping = getattr(component, "ping", None)
+        if ping is not None:
+            self.ctx.readiness.append(ping)
+        return component
 
-    async def store(self):
-        return await self._get("store", lambda: factory.make_store(self.settings))
+    async def store(self) -> RunStore:
+        if self._store is None:
+            raw = await self._open(factory.make_store(self.settings))
+            self._store = MeteredStore(raw, self.ctx.metrics)
+        return self._store
 
-    def signer(self):
-        if "signer" not in self._cache:
-            self._cache["signer"] = factory.make_signer(self.settings)
-        return self._cache["signer"]
+    def signer(self) -> UrlSigner:
+        if self._signer is None:
+            self._signer = factory.make_signer(self.settings)
+        return self._signer
 
-    async def buffer(self):
-        return await self._get("buffer", lambda: factory.make_buffer(self.settings, self.signer()))
+    async def buffer(self) -> PayloadBuffer:
+        if self._buffer is None:
+            self._buffer = await self._open(factory.make_buffer(self.settings, self.signer()))
+        return self._buffer
 
-    async def templates(self):
-        return await self._get("templates", lambda: factory.make_templates(self.settings))
+    async def templates(self) -> TemplateSource:
+        if self._templates is None:
+            self._templates = await self._open(factory.make_templates(self.settings))
+        return self._templates
 
-    async def executor(self):
-        return await self._get(
-            "executor", lambda: factory.make_executor(self.settings, self.app.ctx.metrics)
-        )
+    async def executor(self) -> Executor:
+        if self._metered_executor is None:
+            raw = factory.make_executor(self.settings, self.ctx.metrics)
+            self._executor = await self._open(raw)
+            self._metered_executor = MeteredExecutor(raw, self.ctx.metrics)
+        return self._metered_executor
 
     async def renderer(self) -> JobRenderer:
         """Renders Jobs for the pipeline's BUFFERED step (and the buffer endpoint)."""
-        if "renderer" not in self._cache:
+        if self._renderer is None:
             settings = self.settings
-            self._cache["renderer"] = JobRenderer(
+            self._renderer = JobRenderer(
                 await self.store(),
                 await self.buffer(),
                 await self.templates(),
@@ -72,11 +102,11 @@ class Shared:
                     payload_valid_for=settings.s3_buffer.payload_valid_for,
                 ),
             )
-        return self._cache["renderer"]
+        return self._renderer
 
     async def pipeline(self) -> LaunchPipeline:
-        if "pipeline" not in self._cache:
-            metrics = self.app.ctx.metrics
+        if self._pipeline is None:
+            metrics = self.ctx.metrics
             limits = self.settings.s3_buffer.buffer_config
             pipeline = LaunchPipeline(
                 await self.store(),
@@ -94,11 +124,11 @@ class Shared:
                     tenant_weights=limits.tenants.weights,
                 ),
                 render=(await self.renderer()).render,
-                on_change=self.app.ctx.watch.notify,
+                on_change=self.ctx.watch.notify,
                 on_dequeued=lambda taken: metrics.queue_wait.observe(taken.waited, taken.tenant),
                 tenant_of=Tenancy(await self.templates()).of_run,
             )
-            self._cache["pipeline"] = pipeline
+            self._pipeline = pipeline
             metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)
             metrics.labelled_gauge(
                 "nexus_queue_tenant_depth",
@@ -106,17 +136,16 @@ class Shared:
                 "tenant",
                 pipeline.tenant_depths,
             )
-        return self._cache["pipeline"]
+        return self._pipeline
 
     def serving(self) -> None:
         """The server listens: launching may begin. Not earlier, because a launched
         algorithm's first act is to fetch its payload, on embedded defaults from this very
         process, and runs re-queued at start-up would otherwise be launched into a closed
         port."""
-        pipeline = self._cache.get("pipeline")
-        if pipeline is not None:
-            pipeline.start()
-        start = getattr(self._cache.get("executor"), "start", None)  # the local executor's
+        if self._pipeline is not None:
+            self._pipeline.start()
+        start = getattr(self._executor, "start", None)  # the local executor's
         if start is not None:
             start()
 
@@ -130,7 +159,7 @@ class Shared:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.app.ctx.log.exception("%s failed; retrying in %ss", name, seconds)
+                    self.ctx.log.exception("%s failed; retrying in %ss", name, seconds)
                 await asyncio.sleep(seconds)
 
         self.spawn(loop(), name)
@@ -142,8 +171,7 @@ class Shared:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        pipeline = self._cache.get("pipeline")
-        if pipeline is not None:
-            await pipeline.stop()
+        if self._pipeline is not None:
+            await self._pipeline.stop()
         for component in reversed(self._opened):
             await component.close()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from sanic import Sanic
-
+from nexus.context import NexusApp
 from nexus.core.supervision import Supervision, SupervisionConfig
 from nexus.roles.shared import Shared
 
 
-def routes(app: Sanic) -> None:
+def routes(app: NexusApp) -> None:
     """The supervisor serves only health and metrics."""
 
 
-async def start(app: Sanic, shared: Shared) -> None:
+async def start(app: NexusApp, shared: Shared) -> None:
     settings = shared.settings.supervisor
     supervision = Supervision(
         await shared.store(),
