@@ -14,9 +14,9 @@ time has by then. A workgroup deleted meanwhile fails the run with SCHEDULING_FA
 from __future__ import annotations
 
 from nexus.core.jobs import JobContext, render_job
+from nexus.core.launching import DRY_RUN_UID
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, SubmissionEntry
-from nexus.core.pipeline import DRY_RUN_UID
 from nexus.core.ports import PayloadBuffer, RunStore, TemplateSource
 from nexus.core.units import parse_duration
 from nexus.errors import LaunchError

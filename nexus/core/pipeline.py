@@ -12,9 +12,10 @@ awaits on async ports (the store, the launcher, whose synchronous Kubernetes cli
 already runs in threads inside its backend), so a thread would only hand each run back
 to the event loop. The GIL-free ``pop_wait`` is there for launchers that block.
 
-Per run: NEW -> BUFFERED (its Job is rendered and stored: :mod:`nexus.core.buffering`;
-the payload was stored before the run was accepted), then a token from the shard's
-bucket, then the Job is created and the run committed RUNNING. A failed launch is pushed
+Per run, :class:`~nexus.core.launching.Launch` decides: NEW -> BUFFERED (its Job is
+rendered and stored), then a token from the shard's bucket, then the Job is created and
+the run committed RUNNING; the pipeline keeps the lanes, workers, buckets, backoff and
+the claims of :class:`~nexus.core.inflight.InFlight`. A failed launch is pushed
 back into its lane as a recovered run, delayed by a jittered exponential backoff; once
 the retry limit is reached the run is marked SCHEDULING_FAILED with the reason. A store
 outage is retried the same way and never marks the run. Whatever the lane refuses (it is
@@ -28,37 +29,25 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 
 from nexus._rust_queue import Backoff, Dequeued, ManualClock, RunQueue, TokenBucket
 from nexus._rust_queue import QueueFull as Refused
 from nexus.core.inflight import InFlight
-from nexus.core.models import LifecycleStage as S
+from nexus.core.launching import Launch, Launched, Step
 from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.ports import JobLauncher, RunStore
 from nexus.errors import (
     BackendUnavailable,
-    InvalidTransition,
-    LaunchError,
     NexusError,
-    NotFound,
     QueueFull,
 )
 
 log = logging.getLogger("nexus.pipeline")
 
-DRY_RUN_UID = "dry-run"
-LAUNCH_FAILED_CAUSE = (
-    "Algorithm submission was buffered, but failed to launch on the target cluster: "
-)
 RETRY_AFTER = {"Retry-After": "1"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class LimitConfig:
@@ -121,9 +110,6 @@ class LaunchPipeline:
         tenant_of: Callable[[Run], Awaitable[str]] | None = None,
         entropy: Callable[[], int] = lambda: random.getrandbits(64),
     ) -> None:
-        self._store = store
-        self._render = render
-        self._launcher = launcher
         self._limits = limits
         self._queue = RunQueue(tenant_limit=limits.tenant_limit, clock=clock)
         tenants = limits.tenant_limits.keys() | limits.tenant_weights.keys()
@@ -141,11 +127,11 @@ class LaunchPipeline:
         # Which runs this process carries; see InFlight for the invariant every path here
         # keeps. The accept and recovery claim runs before handing them to submit/recover.
         self.in_flight = InFlight()
-        self._on_change = on_change or (lambda algorithm, run_id: None)
+        self._launch = Launch(
+            store, launcher, render, on_change or (lambda algorithm, run_id: None)
+        )
         self._on_dequeued = on_dequeued or (lambda taken: None)  # metrics: tenant, wait
         self._tenant_of = tenant_of or _algorithm_tenant
-        self.launched = 0
-        self.launch_failures = 0
 
     # --- producer side -----------------------------------------------------------------
 
@@ -275,14 +261,15 @@ class LaunchPipeline:
                 raise
             except Exception:  # a bug must not kill the worker; the sweep finds the run again
                 log.exception("unexpected error launching %s/%s", key.algorithm, key.id)
-                # _launch hands its claim on only where it returns: here it still holds it
+                # process hands its claim on only where it returns: here it still holds it
                 self.in_flight.release(key.algorithm, key.id, left_behind=True)
 
     async def process(self, key: RunKey) -> None:
-        """Take one (claimed) run as far as it can go now, then release it, unless a
-        retry pushed back or its RUNNING commit now holds the claim."""
+        """Take one (claimed) run as far as it can go now (:class:`Launch` decides), then
+        release it, unless a retry pushed back or its RUNNING commit now holds the claim."""
+        may_retry = not self._backoff.exhausted(key.attempt + 1)
         try:
-            handed_on = await self._launch(key)
+            step = await self._launch.run(key, token=self._token, may_retry=may_retry)
         except BackendUnavailable as exc:
             if self._backoff.exhausted(key.attempt + 1):
                 log.warning(
@@ -295,127 +282,50 @@ class LaunchPipeline:
                 return
             self._retry_later(key)
             return
-        if not handed_on:
+        if step is Step.RETRY:
+            self._retry_later(key)  # refused by a full lane: BUFFERED, for the sweep
+        elif step is Step.DONE:
             self.in_flight.release(key.algorithm, key.id)
+        else:
+            # The worker does not wait for this commit: the Job exists, and a worker's
+            # time is the shard's launch concurrency. Should the commit be lost (the store
+            # down, nexus stopped), the supervisor's watch sees the Job and records
+            # RUNNING itself, and the scheduler's own sweep queues the run again.
+            commit = asyncio.create_task(self._commit_running(step))
+            self._commits.add(commit)
+            commit.add_done_callback(self._commits.discard)
 
-    async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
-        try:
-            updated = await self._store.transition(run.algorithm, run.id, target, **fields)
-        except (InvalidTransition, NotFound):
-            return None
-        self._on_change(run.algorithm, run.id)
-        return updated
-
-    async def _launch(self, key: RunKey) -> bool:
-        """Return True when the claim was handed on: to a retry (``_retry_later``), or
-        to the RUNNING commit."""
-        run = await self._store.get(key.algorithm, key.id)
-        if run is None or run.lifecycle_stage.is_terminal or run.lifecycle_stage is S.RUNNING:
+    async def _token(self, cluster: str) -> bool:
+        """Wait for a launch token of ``cluster``'s bucket; True when there was a wait."""
+        wait = self._lane(cluster).bucket.reserve(1)
+        if wait <= 0:
             return False
-        entry: SubmissionEntry | None = None
-        if run.lifecycle_stage is S.NEW:
-            # A run that cannot be rendered (a missing workgroup, a record the renderer
-            # cannot use) would fail again on every try: it fails now, with the reason,
-            # instead of going round the sweep for ever. A template source that is down
-            # (BackendUnavailable) is retried like a store outage.
-            reason = ""
-            try:
-                entry = await self._render(run)
-            except BackendUnavailable:
-                raise
-            except LaunchError as exc:
-                reason = exc.message
-            except Exception as exc:
-                log.exception("rendering the Job of %s/%s failed", run.algorithm, run.id)
-                reason = repr(exc)
-            if entry is None:
-                await self._transition(
-                    run,
-                    S.SCHEDULING_FAILED,
-                    algorithm_failure_cause=LAUNCH_FAILED_CAUSE + reason,
-                    algorithm_failure_details=f"Rendering its Job failed: {reason}",
-                )
-                return False
-            try:
-                run = await self._store.buffer(entry)
-            except (InvalidTransition, NotFound):  # cancelled meanwhile
-                return False
-            self._on_change(run.algorithm, run.id)
-        if run.job_uid == DRY_RUN_UID:
-            await self._transition(run, S.COMPLETED, sent_at=utcnow())
-            return False
-        if entry is None:
-            entry = await self._store.get_submission(run.algorithm, run.id)
-        if entry is None:
-            await self._transition(
-                run,
-                S.SCHEDULING_FAILED,
-                algorithm_failure_cause=LAUNCH_FAILED_CAUSE + "no Job was stored",
-                algorithm_failure_details="The submission buffer has no entry for this run.",
-            )
-            return False
-        wait = self._lane(entry.cluster).bucket.reserve(1)
-        if wait > 0:
-            await asyncio.sleep(wait)
-            # A cancel may have landed while this run waited for its token: a run that has
-            # no Job yet must not get one (SPEC §2).
-            current = await self._store.get(run.algorithm, run.id)
-            if current is None or current.lifecycle_stage is not S.BUFFERED:
-                return False
-        try:
-            uid = await self._launcher.launch(entry.cluster, entry.template)
-        except LaunchError as exc:
-            self.launch_failures += 1
-            if exc.retryable and not self._backoff.exhausted(key.attempt + 1):
-                log.info(
-                    "launch of %s/%s failed (attempt %d), retrying: %s",
-                    run.algorithm,
-                    run.id,
-                    key.attempt + 1,
-                    exc.message,
-                )
-                self._retry_later(key)  # refused by a full lane: BUFFERED, for the sweep
-                return True
-            await self._transition(
-                run,
-                S.SCHEDULING_FAILED,
-                algorithm_failure_cause=LAUNCH_FAILED_CAUSE + exc.message,
-                algorithm_failure_details=(
-                    f"Gave up after {key.attempt + 1} attempt(s): {exc.message}"
-                ),
-            )
-            return False
-        self.launched += 1
-        # The worker does not wait for this commit: the Job exists, and a worker's time
-        # is the shard's launch concurrency. Should the commit be lost (the store down,
-        # nexus stopped), the supervisor's watch sees the Job and records RUNNING itself,
-        # and the scheduler's own sweep queues the run again.
-        commit = asyncio.create_task(self._commit_running(run, uid, entry.cluster))
-        self._commits.add(commit)
-        commit.add_done_callback(self._commits.discard)
+        await asyncio.sleep(wait)
         return True
 
-    async def _commit_running(self, run: Run, uid: str, cluster: str) -> None:
+    async def _commit_running(self, launched: Launched) -> None:
         """Commit RUNNING and release the run's claim, left behind unless committed."""
+        run = launched.run
         left_behind = True
         try:
-            committed = await self._transition(run, S.RUNNING, job_uid=uid, sent_at=utcnow())
-            if committed is None:
-                current = await self._store.get(run.algorithm, run.id)
-                if current is not None and current.lifecycle_stage is S.CANCELLED:
-                    # Cancelled while we were creating the Job: do not leave it running.
-                    await self._launcher.cancel(cluster, run.id, "Background")
+            await self._launch.commit(launched)
             left_behind = False
         except NexusError as exc:
-            # Still BUFFERED with a Job: the supervisor's watch records RUNNING when it
-            # sees the Job, and the sweep queues the run again, whose launch then finds
-            # the Job (launching is idempotent) and commits RUNNING.
+            # Still BUFFERED with a Job: see Launch.commit for who finishes it.
             log.warning(
                 "run %s/%s launched as %s, but its RUNNING commit failed: %s",
                 run.algorithm,
                 run.id,
-                uid,
+                launched.uid,
                 exc,
             )
         finally:
             self.in_flight.release(run.algorithm, run.id, left_behind=left_behind)
+
+    @property
+    def launched(self) -> int:
+        return self._launch.launched
+
+    @property
+    def launch_failures(self) -> int:
+        return self._launch.failures

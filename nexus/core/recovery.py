@@ -10,11 +10,13 @@ as SCHEDULING_FAILED; every other pending run is queued again. Launching is idem
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from nexus.core.launching import utcnow
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey
-from nexus.core.pipeline import LaunchPipeline, utcnow
+from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import PayloadBuffer, RunStore
 from nexus.errors import InvalidTransition, NotFound
 
@@ -30,6 +32,7 @@ async def requeue_pending(
     pipeline: LaunchPipeline,
     host: str,
     min_age: float = 0.0,
+    now: Callable[[], datetime] = utcnow,
 ) -> int:
     """Queue every NEW/BUFFERED run of ``host`` not already queued here; return how many.
 
@@ -37,7 +40,7 @@ async def requeue_pending(
     writing: a live scheduler sweeping its own runs must not race its own requests.
     """
     count = 0
-    cutoff = utcnow() - timedelta(seconds=min_age)
+    cutoff = now() - timedelta(seconds=min_age)
     in_flight = pipeline.in_flight
     for stage in (S.NEW, S.BUFFERED):
         for run in await store.by_host_stage(host, stage):
@@ -106,9 +109,10 @@ class PendingSweep:
         pipeline: LaunchPipeline,
         host: str,
         interval: float,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store, self._buffer, self._pipeline = store, buffer, pipeline
-        self._host, self._interval = host, interval
+        self._host, self._interval, self._now = host, interval, now
         self._seen = pipeline.in_flight.left_behind
         self.owed = 0
 
@@ -120,7 +124,12 @@ class PendingSweep:
         if not self.owed:
             return 0
         count = await requeue_pending(
-            self._store, self._buffer, self._pipeline, self._host, min_age=self._interval
+            self._store,
+            self._buffer,
+            self._pipeline,
+            self._host,
+            min_age=self._interval,
+            now=self._now,
         )
         self.owed -= 1
         return count

@@ -15,9 +15,12 @@ import os
 import re
 import time
 import zlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NoReturn
 
 from nexus.core.buffering import JobRenderer
+from nexus.core.launching import DRY_RUN_UID, utcnow
 from nexus.core.models import (
     LifecycleStage as S,
 )
@@ -28,7 +31,7 @@ from nexus.core.models import (
     SpecOverride,
 )
 from nexus.core.overrides import apply_overrides
-from nexus.core.pipeline import DRY_RUN_UID, LaunchPipeline, utcnow
+from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.tenancy import tenant_of
 from nexus.core.units import format_duration, parse_duration
@@ -147,7 +150,10 @@ class Scheduler:
         watch: RunWatch,
         renderer: JobRenderer,
         config: SchedulerConfig,
+        *,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.now = now  # the clock runs are stamped with (virtual in tests)
         self.store = store
         self.buffer = buffer
         self.templates = templates
@@ -230,7 +236,7 @@ class Scheduler:
 
         run_id = new_run_id()
         payload_url = self.buffer.payload_url(algorithm, run_id, valid_for)
-        now = utcnow()
+        now = self.now()
         run = Run(
             algorithm=algorithm,
             id=run_id,

@@ -14,9 +14,10 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
+from nexus.core.launching import LAUNCH_FAILED_CAUSE, utcnow
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run
-from nexus.core.pipeline import LAUNCH_FAILED_CAUSE, LaunchPipeline, utcnow
+from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import ClusterWatcher, JobObservation, Outcome, PayloadBuffer, RunStore
 from nexus.core.recovery import requeue_pending
 from nexus.errors import InvalidTransition, NexusError, NotFound

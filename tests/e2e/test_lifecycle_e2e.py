@@ -19,7 +19,7 @@ from support import (
     wait_terminal,
 )
 
-from nexus.core.pipeline import LAUNCH_FAILED_CAUSE
+from nexus.core.launching import LAUNCH_FAILED_CAUSE
 from nexus.core.supervision import (
     DEADLINE_CAUSE,
     FATAL_CAUSE,

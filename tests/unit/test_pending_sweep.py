@@ -3,11 +3,11 @@ sweep that reached the store."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 import pytest
-from test_pipeline import FakeLauncher, MemoryStore, limits, render
+from fakes import FakeLauncher, MemoryStore, VirtualTime, limits, render
 
 from nexus.core.models import LifecycleStage as S
 from nexus.core.pipeline import LaunchPipeline
@@ -23,12 +23,14 @@ class SweptStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.lookups = 0
+        self.clock = VirtualTime()  # the sweep's, so a run's age is virtual too
 
     def age(self, run_id: str, seconds: float) -> None:
+        """Received ``seconds`` before the virtual now."""
         self.runs[("algo", run_id)] = msgspec.structs.replace(
             self.run(run_id),
             received_by_host=HOST,
-            received_at=datetime.now(UTC) - timedelta(seconds=seconds),
+            received_at=self.clock.now() - timedelta(seconds=seconds),
         )
 
     async def by_host_stage(self, host: str, stage: S):
@@ -58,7 +60,8 @@ def setup():
     pipeline = LaunchPipeline(
         store, FakeLauncher(), limits(), render=render
     )  # not started: runs stay queued
-    return store, pipeline, PendingSweep(store, Payloads(), pipeline, HOST, interval=10.0)
+    sweep = PendingSweep(store, Payloads(), pipeline, HOST, interval=10.0, now=store.clock.now)
+    return store, pipeline, sweep
 
 
 async def test_no_sweep_while_nothing_was_left_behind(setup):
@@ -105,7 +108,8 @@ async def test_a_recent_run_is_left_to_the_second_sweep(setup):
     store.age("r1", 1)  # its accept may still be writing
     let_go(pipeline)
     assert await sweep() == 0
-    store.age("r1", 11)  # an interval later
+    assert ("algo", "r1") not in pipeline.in_flight
+    store.clock.advance(10)  # an interval later, in virtual time
     assert await sweep() == 1
     assert ("algo", "r1") in pipeline.in_flight
 
