@@ -262,6 +262,21 @@ def _env_map(name: str, value: str) -> dict[str, str]:
     return pairs
 
 
+def _drop_unset(tree: dict[str, Any], struct_type: type[msgspec.Struct]) -> dict[str, Any]:
+    """``tree`` without the empty-string and null values of known keys: the Go apps write
+    "" for "not set" (their zero value), so nexus's default applies. An unknown key stays,
+    whatever its value, for the conversion to refuse by name."""
+    fields = _field_types(struct_type)
+    kept: dict[str, Any] = {}
+    for key, value in tree.items():
+        kind = fields.get(key)
+        if isinstance(value, dict) and isinstance(kind, msgspec.inspect.StructType):
+            kept[key] = _drop_unset(value, kind.cls)
+        elif kind is None or (value is not None and value != ""):
+            kept[key] = value
+    return kept
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -307,7 +322,7 @@ def load_settings_and_warnings(
         raw, notes = settings_go.translate(loaded, lambda key: f"{key} (in {path})")
     env_tree, env_notes = _env_overrides(environ)
     notes.update(env_notes)
-    raw = settings_go.normalise(_merge(raw, env_tree))
+    raw = settings_go.normalise(_drop_unset(_merge(raw, env_tree), Settings))
     raw = _merge(raw, {key.replace("_", "-"): value for key, value in overrides.items()})
     try:
         settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)

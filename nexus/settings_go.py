@@ -12,7 +12,8 @@ give ``NEXUS__SECTION__KEY``, exactly nexus's convention.
 The Go loader also reads ``appconfig.<APPLICATION_ENVIRONMENT>.yaml`` instead of
 ``appconfig.yaml`` when that file exists (:func:`settings_file`), and treats a key written
 as an empty string (as the Go images' shipped files do for everything their charts fill
-in) as its zero value: nexus reads it as unset, so its default applies.
+in) as its zero value: nexus reads it as unset, so its default applies (the settings
+loader drops such values of known keys; an unknown key is refused whatever its value).
 """
 
 from __future__ import annotations
@@ -206,23 +207,10 @@ def translate(tree: dict[str, Any], source: Callable[[str], str]) -> tuple[dict[
 
 
 def normalise(tree: dict[str, Any]) -> dict[str, Any]:
-    """``tree`` read as the Go loader reads it: without its empty-string and null values
-    (Go's zero value; to nexus "not set", so its default applies), and with ``log-level``
-    in upper case (Go's levels ignore case)."""
-    kept = _drop_unset(tree)
-    if isinstance(kept.get("log-level"), str):
-        kept["log-level"] = kept["log-level"].upper()
-    return kept
-
-
-def _drop_unset(tree: dict[str, Any]) -> dict[str, Any]:
-    kept: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            kept[key] = _drop_unset(value)
-        elif value is not None and value != "":
-            kept[key] = value
-    return kept
+    """``tree`` with ``log-level`` in upper case: Go's levels ignore case."""
+    if isinstance(tree.get("log-level"), str):
+        tree = {**tree, "log-level": tree["log-level"].upper()}
+    return tree
 
 
 def settings_file(path: str | os.PathLike[str], environ: Mapping[str, str]) -> Path:

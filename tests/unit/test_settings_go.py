@@ -173,6 +173,10 @@ def test_each_ignored_key_gets_its_own_warning():
         ({"resource-namepace": "x"}, "resource-namepace"),
         ({"scylla-cql-store": {"indexes-suported": True}}, "indexes-suported"),
         ({"astra-cql-store": "bundle"}, "astra-cql-store"),
+        # an empty value (the Go files' "not set") does not hide a misspelling
+        ({"resource-namepace": ""}, "resource-namepace"),
+        ({"scylla-cql-store": {"prot": ""}}, "prot"),
+        ({"astra-cql-store": {"gateway-usr": ""}}, "astra-cql-store.gateway-usr"),
     ],
 )
 def test_a_misspelled_key_in_the_file_is_refused_by_name(tmp_path, tree, name):
