@@ -207,10 +207,35 @@ def translate(tree: dict[str, Any], source: Callable[[str], str]) -> tuple[dict[
 
 
 def normalise(tree: dict[str, Any]) -> dict[str, Any]:
-    """``tree`` with ``log-level`` in upper case: Go's levels ignore case."""
+    """``tree`` with values written as the Go apps write them made nexus's: ``log-level``
+    in upper case (Go's levels ignore case), and ``host:port`` contact points (which
+    gocql takes) split into ``scylla-cql-store.hosts`` and ``.port``."""
     if isinstance(tree.get("log-level"), str):
         tree = {**tree, "log-level": tree["log-level"].upper()}
+    cql = tree.get("scylla-cql-store")
+    if isinstance(cql, dict) and isinstance(cql.get("hosts"), list):
+        tree = {**tree, "scylla-cql-store": _split_ports(cql)}
     return tree
+
+
+def _split_ports(cql: dict[str, Any]) -> dict[str, Any]:
+    hosts, ports = [], set()
+    for host in cql["hosts"]:
+        name, colon, port = str(host).rpartition(":")
+        if colon and port.isdigit() and name and (":" not in name or name.endswith("]")):
+            hosts.append(name.strip("[]"))
+            ports.add(int(port))
+        else:
+            hosts.append(host)
+    if not ports:
+        return cql
+    given = cql.get("port")
+    if len(ports) > 1 or (given is not None and str(given) != str(next(iter(ports)))):
+        raise ConfigError(
+            f"Invalid settings: scylla-cql-store.hosts {cql['hosts']} name another port than "
+            "scylla-cql-store.port, or several: nexus connects to every host on one port"
+        )
+    return {**cql, "hosts": hosts, "port": ports.pop()}
 
 
 def settings_file(path: str | os.PathLike[str], environ: Mapping[str, str]) -> Path:

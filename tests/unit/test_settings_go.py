@@ -236,6 +236,23 @@ def test_log_level_disabled_silences_every_logger():
         configure_logging(SimpleNamespace(log_level="WARNING", log_format="text"))
 
 
+def test_host_port_contact_points_as_gocql_takes_them(tmp_path):
+    path = _yaml(tmp_path, {"scylla-cql-store": {"hosts": ["10.0.0.1:9142", "[::1]:9142"]}})
+    cql = load_settings(path, {}).scylla_cql_store
+    assert (cql.hosts, cql.port) == (["10.0.0.1", "::1"], 9142)
+    environ = {"NEXUS__SCYLLA_CQL_STORE__HOSTS": "db-1:9042,db-2:9042"}
+    cql = load_settings(None, environ).scylla_cql_store
+    assert (cql.hosts, cql.port) == (["db-1", "db-2"], 9042)
+    assert load_settings(
+        None, {"NEXUS__SCYLLA_CQL_STORE__HOSTS": "::1"}
+    ).scylla_cql_store.hosts == ["::1"]
+    for hosts, port in (("db-1:9042,db-2:9043", ""), ("db-1:9042", "9142")):
+        environ = {"NEXUS__SCYLLA_CQL_STORE__HOSTS": hosts, "NEXUS__SCYLLA_CQL_STORE__PORT": port}
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, environ)
+        assert "scylla-cql-store.hosts" in caught.value.message
+
+
 @pytest.mark.parametrize(
     "store_type", ["astra", "scylla", "cassandra-astra", "cassandra-scylla", "cassandra-keyspaces"]
 )
