@@ -3,9 +3,10 @@ environment names its chart sets, with values pointing at the real test servers.
 
 The files are the Go apps' shipped ``appconfig.yaml`` (tests/go_apps, vendored with their
 source commits); the environment is the one their charts give the container (its Secrets'
-names included), plus the few nexus settings the Go apps have no key for (docs/deploy.md,
-"Coming from the Go system"). Each process must become ready on its real backends, log
-one warning per Go key that means nothing to nexus, and a misspelled key must stop it.
+names included), plus the few nexus settings the Go apps have no key for
+(docs/go-settings.md, "What nexus needs that the Go settings do not say"). Each process
+must become ready on its real backends, log one warning per Go key that means nothing to
+nexus, and a misspelled key must stop it.
 """
 
 from __future__ import annotations
