@@ -13,6 +13,7 @@ given, so the client commands start fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 
@@ -83,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     from nexus.app import create_app
     from nexus.errors import ConfigError
     from nexus.logs import configure_logging
-    from nexus.settings import load_settings
+    from nexus.settings import load_settings_and_warnings
 
     overrides = {}
     if args.host:
@@ -91,11 +92,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["bind_port"] = args.port
     try:
-        settings = load_settings(args.config, **overrides)
+        settings, warnings = load_settings_and_warnings(args.config, **overrides)
     except ConfigError as exc:
         print(f"nexus: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    for warning in warnings:
+        logging.getLogger("nexus.settings").warning(warning)
     # Sanic's own multi-worker mode would give every worker the same settings, hence the
     # same instance-id, which names the scheduler's lease and the runs it recovers; separate
     # processes sharing a port keep one identity each.

@@ -125,7 +125,9 @@ def make_handler(log_format: str, stream: Any = None) -> logging.Handler:
 
 def configure_logging(settings: Any, stream: Any = None) -> None:
     """Route every logger (nexus, sanic, libraries) through one handler on the root."""
-    level = "WARNING" if settings.log_level == "WARN" else settings.log_level
+    # DISABLED (the Go system's word) discards every record, as its Go counterpart does.
+    levels: dict[str, int | str] = {"WARN": "WARNING", "DISABLED": logging.CRITICAL + 1}
+    level = levels.get(settings.log_level, settings.log_level)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -5,6 +5,9 @@ Keys follow the Go system's names where it has them (``cql-store-type``,
 validated at start-up; a bad key or value raises :class:`~nexus.errors.ConfigError`
 naming it, and the process stops before it serves anything.
 
+The Go apps' own keys and environment names that nexus spells differently, or that have
+no meaning here, are read by :mod:`nexus.settings_go`.
+
 Embedded defaults: with nothing configured, nexus keeps runs in a SQLite file and
 payloads in a local folder under ``data-dir``, reads templates from ``templates-path`` and
 runs algorithms as local processes.
@@ -21,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from nexus import settings_go
 from nexus.core.units import parse_duration, parse_quantity
 from nexus.errors import ConfigError
 
@@ -107,6 +111,9 @@ class ScyllaCqlStore(_Section):
     submission_ttl: Duration = Duration(0.0)
     create_schema: bool = True  # create the keyspace (if missing) and the tables at start-up
     secure_connect_bundle: str = ""  # AstraDB: the bundle zip; replaces hosts, port and TLS
+    # Go: the keyspace has the Go "indexed" layout (secondary indexes on checkpoints);
+    # accepted for its Go keys, not read by the store yet.
+    indexes_supported: bool = False
     reconnect_max_delay: Duration = Duration(10.0)  # longest wait between reconnection attempts
 
 
@@ -136,11 +143,19 @@ class Settings(_Section):
     receiver_url: str = ""
     bind_host: str = "127.0.0.1"
     bind_port: int = 8080
-    log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "DISABLED"] = "INFO"
     log_format: Literal["json", "text"] = "json"  # json: one JSON object per line (nexus.logs)
     max_payload_size: ByteSize = ByteSize(500 * 1024 * 1024)
     max_wait: Duration = Duration(60.0)
-    cql_store_type: Literal["sqlite", "scylla", "cassandra-scylla", "astra", "cassandra"] = "sqlite"
+    cql_store_type: Literal[
+        "sqlite",
+        "cassandra",
+        "scylla",
+        "cassandra-scylla",
+        "astra",
+        "cassandra-astra",
+        "cassandra-keyspaces",
+    ] = "sqlite"
     sqlite_store: SqliteStore = msgspec.field(default_factory=SqliteStore)
     scylla_cql_store: ScyllaCqlStore = msgspec.field(default_factory=ScyllaCqlStore)
     s3_buffer: S3Buffer = msgspec.field(default_factory=S3Buffer)
@@ -196,13 +211,22 @@ def _field_types(struct_type: type[msgspec.Struct]) -> dict[str, msgspec.inspect
     return {field.encode_name: field.type for field in info.fields}
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Nest ``NEXUS__A_B__C_D=v`` as ``{"a-b": {"c-d": v}}``, checking each key exists."""
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], settings_go.GoNotes]:
+    """Nest ``NEXUS__A_B__C_D=v`` as ``{"a-b": {"c-d": v}}``, checking each key exists;
+    the Go apps' names are moved onto nexus's (:mod:`nexus.settings_go`)."""
     tree: dict[str, Any] = {}
+    go_tree: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX) :].split("__")]
+        if settings_go.is_go_key(path):
+            names[".".join(path)] = name
+            settings_go.put(go_tree, path, value)
+            continue
+        if path[0] in settings_go.GO_SECTIONS:
+            raise ConfigError(f"Unknown setting {name}: no key '{'.'.join(path)}'")
         struct_type: type[msgspec.Struct] = Settings
         node = tree
         for depth, key in enumerate(path):
@@ -224,7 +248,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                     raise ConfigError(f"Unknown setting {name}: '{key}' is not a section")
                 struct_type = kind.cls
                 node = node.setdefault(key, {})
-    return tree
+    go_tree, notes = settings_go.translate(go_tree, lambda key: f"{key} ({names.get(key, key)})")
+    return _merge(go_tree, tree), notes
 
 
 def _env_map(name: str, value: str) -> dict[str, str]:
@@ -236,6 +261,21 @@ def _env_map(name: str, value: str) -> dict[str, str]:
             raise ConfigError(f"Setting {name}: write a map as key=value,key=value, got {item!r}")
         pairs[key.strip()] = val.strip()
     return pairs
+
+
+def _drop_unset(tree: dict[str, Any], struct_type: type[msgspec.Struct]) -> dict[str, Any]:
+    """``tree`` without the empty-string and null values of known keys: the Go apps write
+    "" for "not set" (their zero value), so nexus's default applies. An unknown key stays,
+    whatever its value, for the conversion to refuse by name."""
+    fields = _field_types(struct_type)
+    kept: dict[str, Any] = {}
+    for key, value in tree.items():
+        kind = fields.get(key)
+        if isinstance(value, dict) and isinstance(kind, msgspec.inspect.StructType):
+            kept[key] = _drop_unset(value, kind.cls)
+        elif kind is None or (value is not None and value != ""):
+            kept[key] = value
+    return kept
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +294,24 @@ def load_settings(
     **overrides: Any,
 ) -> Settings:
     """Read, merge and validate settings; raise ConfigError naming the bad key."""
+    return load_settings_and_warnings(path, environ, **overrides)[0]
+
+
+def load_settings_and_warnings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> tuple[Settings, list[str]]:
+    """:func:`load_settings`, and the warnings to log once logging is set up: one per Go
+    key that has no meaning in nexus.
+
+    Precedence, lowest first: the file (``appconfig.<APPLICATION_ENVIRONMENT>.yaml`` next
+    to ``path`` instead of ``path`` when it exists), the environment, ``overrides``."""
+    environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
+    notes = settings_go.GoNotes()
     if path:
+        path = settings_go.settings_file(path, environ)
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as exc:
@@ -264,15 +320,21 @@ def load_settings(
             raise ConfigError(f"Settings file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"Settings file {path} must hold a mapping at the top level")
-        raw = loaded
-    raw = _merge(raw, _env_overrides(os.environ if environ is None else environ))
+        raw, notes = settings_go.translate(loaded, lambda key: f"{key} (in {path})")
+    env_tree, env_notes = _env_overrides(environ)
+    notes.update(env_notes)
+    raw = settings_go.normalise(_drop_unset(_merge(raw, env_tree), Settings))
     raw = _merge(raw, {key.replace("_", "-"): value for key, value in overrides.items()})
     try:
         settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"Invalid settings: {exc}") from exc
+    if notes.bundle and not settings.scylla_cql_store.secure_connect_bundle:
+        bundle = settings_go.write_bundle(*notes.bundle, settings.data_path)
+        cql = msgspec.structs.replace(settings.scylla_cql_store, secure_connect_bundle=bundle)
+        settings = msgspec.structs.replace(settings, scylla_cql_store=cql)
     _check(settings)
-    return settings
+    return settings, notes.warnings()
 
 
 def _check(settings: Settings) -> None:

@@ -57,9 +57,11 @@ class NexusProcess:
         role: str = "all",
         env: dict[str, str] | None = None,
         port: int | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.role = role
+        self.args = args  # more command-line arguments, such as ("--config", path)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -81,7 +83,8 @@ class NexusProcess:
         env.update(self.env)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)],
+                [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)]
+                + list(self.args),
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -185,8 +188,9 @@ def _factory(make_dir) -> Iterator:
         env: dict[str, str] | None = None,
         data_dir: Path | None = None,
         port: int | None = None,
+        args: tuple[str, ...] = (),
     ) -> NexusProcess:
-        proc = NexusProcess(data_dir or make_dir(), role, env, port).start()
+        proc = NexusProcess(data_dir or make_dir(), role, env, port, args).start()
         started.append(proc)
         return proc
 
