@@ -108,6 +108,7 @@ class ScyllaCqlStore(_Section):
     create_schema: bool = True  # create the keyspace (if missing) and the tables at start-up
     secure_connect_bundle: str = ""  # AstraDB: the bundle zip; replaces hosts, port and TLS
     reconnect_max_delay: Duration = Duration(10.0)  # longest wait between reconnection attempts
+    indexes_supported: bool = False  # Go's indexed layout: tag/host lookups by secondary index
 
 
 class SqliteStore(_Section):
@@ -140,7 +141,9 @@ class Settings(_Section):
     log_format: Literal["json", "text"] = "json"  # json: one JSON object per line (nexus.logs)
     max_payload_size: ByteSize = ByteSize(500 * 1024 * 1024)
     max_wait: Duration = Duration(60.0)
-    cql_store_type: Literal["sqlite", "scylla", "cassandra-scylla", "astra", "cassandra"] = "sqlite"
+    cql_store_type: Literal[
+        "sqlite", "scylla", "cassandra-scylla", "astra", "cassandra", "cassandra-keyspaces"
+    ] = "sqlite"
     sqlite_store: SqliteStore = msgspec.field(default_factory=SqliteStore)
     scylla_cql_store: ScyllaCqlStore = msgspec.field(default_factory=ScyllaCqlStore)
     s3_buffer: S3Buffer = msgspec.field(default_factory=S3Buffer)
