@@ -13,11 +13,16 @@ from types import SimpleNamespace
 
 import msgspec
 import pytest
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, OperationTimedOut
 
 from nexus.backends.factory import make_store
 from nexus.backends.store.cassandra import CassandraRunStore
-from nexus.backends.store.cassandra_go import check_keyspaces, detect_layout, migrate_cql
+from nexus.backends.store.cassandra_go import (
+    check_keyspaces,
+    detect_layout,
+    migrate_cql,
+    wait_active,
+)
 from nexus.backends.store.cassandra_schema import (
     Layout,
     Statements,
@@ -164,3 +169,39 @@ def test_keyspaces_settles_an_ambiguous_lwt_without_a_serial_read():
     assert store._layout == Layout(keyspaces=True)
     plain = CassandraRunStore(KEYSPACES)
     assert plain._settle_read == ConsistencyLevel.LOCAL_SERIAL
+
+
+class FakeSession:
+    """Answers the Keyspaces status queries from a script of results."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.queries = []
+
+    def execute(self, query, params):
+        self.queries.append((query, params))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_keyspaces_waits_for_its_asynchronous_ddl():
+    creating = [{"table_name": "checkpoints", "status": "CREATING"}]
+    active = [{"table_name": "checkpoints", "status": "ACTIVE"}]
+    session = FakeSession([], creating, active)
+    wait_active(session, "ks", timeout=5, pause=0)
+    assert len(session.queries) == 3 and "system_schema_mcs.tables" in session.queries[0][0]
+    wait_active(FakeSession([{"keyspace_name": "ks"}]), "ks", timeout=5, tables=False, pause=0)
+    with pytest.raises(OperationTimedOut, match="not ACTIVE yet: checkpoints"):
+        wait_active(FakeSession(creating), "ks", timeout=0, pause=0)
+
+
+def test_keyspaces_turns_on_what_nexus_needs_on_the_go_tables():
+    go = SimpleNamespace(
+        tables={"checkpoints": table(columns=GO_CHECKPOINTS), "submission_buffer": table()}
+    )
+    statements = migrate_cql(go, "ks", Layout(keyspaces=True))
+    assert statements[1:] == [
+        f"ALTER TABLE ks.{name} WITH CUSTOM_PROPERTIES = {{'client_side_timestamps': "
+        "{'status': 'enabled'}, 'ttl': {'status': 'enabled'}}"
+        for name in ("checkpoints", "submission_buffer")
+    ]
+    assert migrate_cql(go, "ks", Layout())[1:] == []

@@ -71,6 +71,7 @@ from nexus.backends.store.cassandra_go import (
     detect_layout,
     migrate_cql,
     needs_adoption,
+    wait_active,
 )
 from nexus.backends.store.cassandra_schema import (
     Layout,
@@ -101,6 +102,7 @@ _CAS_ATTEMPTS = 20
 _CREATE_BACKDATE_US = 60_000_000  # see "Write timestamps" above
 _FETCH_CONCURRENCY = 8
 _SERIAL_READ_ATTEMPTS = 3
+_KEYSPACES_DDL_WAIT = 300.0  # seconds AWS Keyspaces may take to create the tables
 _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their partitions
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
@@ -211,6 +213,8 @@ class CassandraRunStore:
             self._session.execute(
                 keyspace_cql(self._keyspace, config.replication_factor, config.local_dc, layout)
             )
+            if layout.keyspaces:
+                wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT, tables=False)
         # Decided before any DDL: the driver updates ``existing`` in place as tables appear.
         adopt = needs_adoption(existing)
         statements = [
@@ -219,6 +223,8 @@ class CassandraRunStore:
         ]
         for statement in statements:
             self._session.execute(statement)
+        if layout.keyspaces:
+            wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT)
         if adopt:
             adopt_go_runs(self._session, self._keyspace, self._ttl)
 

@@ -7,6 +7,11 @@
   explicitly, also on a fresh keyspace (nexus then creates Go's indexes).
 * **Migration** (:func:`migrate_cql`): the columns nexus adds (``cluster``,
   ``payload_valid_for``) are added with ``ALTER TABLE``; rows are never rewritten.
+* **AWS Keyspaces** runs DDL asynchronously: :func:`wait_active` waits until the keyspace
+  and every table are ACTIVE before nexus prepares its statements. Tables the Go system
+  made there get client-side timestamps and TTL turned on (nexus writes with ``USING
+  TIMESTAMP``/``TTL`` and reads ``writetime``); turning them on cannot be undone, and
+  changes nothing for the Go system.
 * **Adoption** (:func:`adopt_go_runs`), once, when nexus's parent lookup table is new in
   a keyspace that already holds runs: the parent rows of the Go runs are written, and
   every host with unfinished Go runs gets an already expired lease, so the supervisor's
@@ -18,11 +23,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from cassandra import OperationTimedOut
+
 from nexus.backends.store.cassandra_schema import (
     GO_INDEXES,
+    KEYSPACES_PROPERTIES,
     LOOKUPS,
     Layout,
     column_type,
@@ -98,7 +107,35 @@ def migrate_cql(keyspace: Any, ks: str, layout: Layout) -> list[str]:
     if layout.indexed:
         have = _indexed_columns(checkpoints) if checkpoints is not None else set()
         statements += index_cql(ks, [c for c in GO_INDEXES if c not in have])
+    if layout.keyspaces and needs_adoption(keyspace):
+        statements += [
+            f"ALTER TABLE {ks}.{table} WITH {KEYSPACES_PROPERTIES}"
+            for table in sorted(keyspace.tables)
+        ]
     return statements
+
+
+def wait_active(
+    session: Any, ks: str, timeout: float, *, tables: bool = True, pause: float = 1.0
+) -> None:
+    """AWS Keyspaces: block until the keyspace exists (``tables=False``) or until all its
+    tables are ACTIVE."""
+    if tables:
+        query = "SELECT table_name, status FROM system_schema_mcs.tables WHERE keyspace_name = %s"
+    else:
+        query = "SELECT keyspace_name FROM system_schema_mcs.keyspaces WHERE keyspace_name = %s"
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = list(session.execute(query, (ks,)))
+        waiting = sorted(r["table_name"] for r in rows if tables and r["status"] != "ACTIVE")
+        if rows and not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise OperationTimedOut(
+                f"AWS Keyspaces did not make keyspace {ks} ready within {timeout:.0f}s "
+                f"(not ACTIVE yet: {', '.join(waiting) or ('its tables' if tables else 'it')})"
+            )
+        time.sleep(pause)
 
 
 def needs_adoption(keyspace: Any) -> bool:

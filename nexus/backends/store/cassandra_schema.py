@@ -119,10 +119,11 @@ def column_type(name: str) -> str:
 
 # AWS Keyspaces: USING TIMESTAMP and writetime() need client-side timestamps, USING TTL
 # needs TTL turned on, per table; it has no gc_grace_seconds (it purges by itself).
-_KEYSPACES_OPTIONS = (
-    " WITH CUSTOM_PROPERTIES = {'client_side_timestamps': {'status': 'enabled'}, "
+KEYSPACES_PROPERTIES = (
+    "CUSTOM_PROPERTIES = {'client_side_timestamps': {'status': 'enabled'}, "
     "'ttl': {'status': 'enabled'}}"
 )
+_KEYSPACES_OPTIONS = f" WITH {KEYSPACES_PROPERTIES}"
 
 
 def tables_cql(ks: str, layout: Layout = NEXUS_LAYOUT) -> list[str]:
