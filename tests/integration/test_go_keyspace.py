@@ -22,9 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
-from contract.servers import cassandra_config, cql_session, drop_keyspace, unique
+from contract.servers import (
+    cassandra_config,
+    cassandra_settings_env,
+    cql_session,
+    drop_keyspace,
+    unique,
+)
 
 from nexus.backends.store.cassandra import CassandraRunStore
 from nexus.core.models import AlgorithmSpec, ParentRef, Run, SpecOverride, SubmissionEntry
@@ -409,3 +416,65 @@ async def check_nexus_runs_read_by_go(store, go: GoStore, runs, parent, child) -
     assert run.id in go.ids_by_host("nexus-scheduler-0", S.RUNNING)
     assert run.id not in go.ids_by_host("nexus-scheduler-0", S.NEW)  # its old row went
     assert {r.id for r in await store.children(run.parent)} == {run.id, child["id"]}
+
+
+API = "/algorithm/v1"
+
+
+@pytest.mark.cassandra
+def test_go_runs_through_every_route(nexus_factory, go_keyspace):
+    """Runs a Go scheduler still writes after nexus took the keyspace over, through nexus's
+    HTTP API, and what nexus changes seen by the Go reader."""
+    with cql_session() as session:
+        load_go_schema(session, go_keyspace, LAYOUTS["bare"][0])
+        nexus = nexus_factory(env=cassandra_settings_env(go_keyspace))
+        go = GoStore(session, go_keyspace, "bare")
+        runs = {stage: go_run(go, stage) for stage in (S.BUFFERED, S.RUNNING, S.COMPLETED)}
+        runs[S.FAILED] = go_run(go, S.FAILED, tag=runs[S.COMPLETED]["tag"])
+        child = go_run(go, S.RUNNING, parent=GO_PARENT, configuration_overrides=GO_OVERRIDE)
+        with httpx.Client(base_url=nexus.url, timeout=30) as http:
+            check_scheduler_routes(http, go, runs, child)
+            running = runs[S.RUNNING]["id"]
+            done = http.post(
+                f"{API}/complete/go-algorithm/requests/{running}", json={"resultUri": "s3://r"}
+            )
+            assert done.status_code == 202, done.text
+            check = http.get(f"{API}/check/go-algorithm/requests/{running}")
+            assert check.json() == {"is_processed": True}
+        seen = go.read_checkpoint("go-algorithm", running)
+        assert (seen["lifecycle_stage"], seen["result_uri"]) == ("COMPLETED", "s3://r")
+
+
+def check_scheduler_routes(http: httpx.Client, go: GoStore, runs, child) -> None:
+    def path(route: str, checkpoint: dict) -> str:
+        return f"{API}/{route}/{checkpoint['algorithm']}/requests/{checkpoint['id']}"
+
+    completed = http.get(path("results", runs[S.COMPLETED])).json()
+    assert (completed["requestId"], completed["status"]) == (runs[S.COMPLETED]["id"], "COMPLETED")
+    failed = http.get(path("results", runs[S.FAILED])).json()
+    assert (failed["status"], failed["runErrorMessage"]) == ("FAILED", "error")
+    tagged = http.get(f"{API}/results/tags/{runs[S.COMPLETED]['tag']}").json()
+    assert {item["requestId"] for item in tagged} == {
+        runs[S.COMPLETED]["id"],
+        runs[S.FAILED]["id"],
+    }
+    metadata = http.get(path("metadata", child)).json()
+    assert metadata["applied_configuration"]["container"]["image"] == "word-stats"
+    assert metadata["configuration_overrides"]["container"]["versionTag"] == "1.2.4"
+    assert metadata["parent"] == PARENT
+    assert metadata["lifecycle_stage"] == "RUNNING"
+    manifest = http.get(path("buffer", runs[S.BUFFERED]))
+    assert manifest.status_code == 200 and json.loads(manifest.text) == {"kind": "Job"}
+
+    tag = "retagged-" + uuid.uuid4().hex[:6]
+    retag = http.post(path("metadata/tags", runs[S.COMPLETED]), json={"newTag": tag})
+    assert retag.status_code == 200, retag.text
+    assert go.ids_by_tag(tag) == {runs[S.COMPLETED]["id"]}
+    cancel = http.post(
+        path("cancel", runs[S.BUFFERED]),
+        json={"reason": "switch", "initiator": "test", "cancellationPolicy": "Background"},
+    )
+    assert cancel.status_code == 200, cancel.text
+    assert go.read_checkpoint("go-algorithm", runs[S.BUFFERED]["id"])["lifecycle_stage"] == (
+        "CANCELLED"
+    )
