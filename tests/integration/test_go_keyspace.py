@@ -18,7 +18,7 @@ import json
 import re
 import struct
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from contract.servers import (
 from nexus.backends.store.cassandra import CassandraRunStore
 from nexus.core.models import AlgorithmSpec, ParentRef, Run, SpecOverride, SubmissionEntry
 from nexus.core.models import LifecycleStage as S
+from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
+from nexus.core.supervision import LOST_CAUSE, Supervision, SupervisionConfig
 
 GO_SCHEMA = Path(__file__).parent / "go_schema"
 GO_SPEC, GO_OVERRIDE, GO_PARENT = (
@@ -478,3 +480,62 @@ def check_scheduler_routes(http: httpx.Client, go: GoStore, runs, child) -> None
     assert go.read_checkpoint("go-algorithm", runs[S.BUFFERED]["id"])["lifecycle_stage"] == (
         "CANCELLED"
     )
+
+
+class Watcher:
+    """The clusters as the supervisor sees them: one Go Job, past its deadline."""
+
+    def __init__(self, *observations: JobObservation) -> None:
+        self.observations = list(observations)
+        self.deleted: list[tuple[str, str]] = []
+
+    async def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(observations=self.observations)
+
+    async def delete_job(self, cluster: str, run_id: str) -> None:
+        self.deleted.append((cluster, run_id))
+
+
+class Payloads:
+    async def exists(self, algorithm: str, run_id: str) -> bool:
+        return True
+
+
+@pytest.mark.cassandra
+async def test_go_in_flight_runs_are_supervised_to_their_end(go_keyspace):
+    """nexus's supervisor on a Go keyspace: a Go run whose Job ran out of time ends
+    DEADLINE_EXCEEDED, one whose Job is gone ends FAILED, and the Go reader sees both."""
+    with cql_session() as session:
+        load_go_schema(session, go_keyspace, LAYOUTS["bare"][0])
+        go = GoStore(session, go_keyspace, "bare")
+        late, gone = go_run(go, S.RUNNING), go_run(go, S.RUNNING)
+        store = CassandraRunStore(cassandra_config(go_keyspace))
+        await store.open()
+        try:
+            observed = JobObservation(
+                algorithm=late["algorithm"],
+                run_id=late["id"],
+                cluster="shard-a",
+                outcome=Outcome.DEADLINE_EXCEEDED,
+                since=datetime.now(UTC),
+                message="Job was active longer than specified deadline",
+            )
+            config = SupervisionConfig(
+                success_grace=1.0,
+                backoff_grace=1.0,
+                host="nexus-supervisor-0",
+                reconcile_interval=1.0,
+                lease_ttl=10.0,
+            )
+            since = datetime.now(UTC) - timedelta(hours=1)  # past the grace of a lost Job
+            supervisor = Supervision(
+                store, Payloads(), Watcher(observed), None, config, observing_since=since
+            )
+            await supervisor.reconcile()
+        finally:
+            await store.close()
+        assert go.read_checkpoint("go-algorithm", late["id"])["lifecycle_stage"] == (
+            "DEADLINE_EXCEEDED"
+        )
+        lost = go.read_checkpoint("go-algorithm", gone["id"])
+        assert (lost["lifecycle_stage"], lost["algorithm_failure_cause"]) == ("FAILED", LOST_CAUSE)
