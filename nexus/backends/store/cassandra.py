@@ -223,8 +223,8 @@ class CassandraRunStore:
         ]
         for statement in statements:
             self._session.execute(statement)
-        if layout.keyspaces:
-            wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT)
+            if layout.keyspaces:  # asynchronous there: each change done before the next
+                wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT)
         if adopt:
             adopt_go_runs(self._session, self._keyspace, self._ttl)
 
