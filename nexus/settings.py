@@ -111,10 +111,8 @@ class ScyllaCqlStore(_Section):
     submission_ttl: Duration = Duration(0.0)
     create_schema: bool = True  # create the keyspace (if missing) and the tables at start-up
     secure_connect_bundle: str = ""  # AstraDB: the bundle zip; replaces hosts, port and TLS
-    # Go: the keyspace has the Go "indexed" layout (secondary indexes on checkpoints);
-    # accepted for its Go keys, not read by the store yet.
-    indexes_supported: bool = False
     reconnect_max_delay: Duration = Duration(10.0)  # longest wait between reconnection attempts
+    indexes_supported: bool = False  # Go's indexed layout: tag/host lookups by secondary index
 
 
 class SqliteStore(_Section):

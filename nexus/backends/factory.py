@@ -25,7 +25,9 @@ def make_store(settings: Settings) -> RunStore:
         return SqliteRunStore(path)
     from nexus.backends.store.cassandra import CassandraRunStore
 
-    return CassandraRunStore(settings.scylla_cql_store)
+    return CassandraRunStore(
+        settings.scylla_cql_store, keyspaces=settings.cql_store_type == "cassandra-keyspaces"
+    )
 
 
 def signing_secret(settings: Settings) -> bytes:

@@ -35,7 +35,14 @@ Schema and statement texts live in :mod:`cassandra_schema`. Decisions worth know
   newer than the first stage change and shadow it; so the create's checkpoint row is
   written with a timestamp a minute in the past (the row is new, nothing older exists).
 * Times are CQL timestamps (UTC, millisecond precision); the store truncates to
-  milliseconds before writing so the run it returns equals the run read back later.
+  milliseconds before writing so the run it returns equals the run read back later. The
+  Go writer stores an unset time as an empty value; it reads back as unset.
+* **The Go system's keyspace** (:mod:`cassandra_go`): its layout is detected at open, its
+  JSON columns are read and written in its ``b64__`` form, so both systems can share the
+  keyspace during a switch.
+* **AWS Keyspaces** (``cassandra-keyspaces``): the bare layout, tables created with
+  client-side timestamps and TTL on, and the outcome of an ambiguous LWT read at
+  LOCAL_QUORUM (Keyspaces has no SERIAL reads; its LWTs leave no Paxos round to finish).
 """
 
 from __future__ import annotations
@@ -58,7 +65,16 @@ from nexus.backends.store.cassandra_cluster import (
     build_cluster,
     consistency_levels,
 )
+from nexus.backends.store.cassandra_go import (
+    adopt_go_runs,
+    check_keyspaces,
+    detect_layout,
+    migrate_cql,
+    needs_adoption,
+    wait_active,
+)
 from nexus.backends.store.cassandra_schema import (
+    Layout,
     LookupRow,
     Statements,
     check_keyspace,
@@ -86,6 +102,7 @@ _CAS_ATTEMPTS = 20
 _CREATE_BACKDATE_US = 60_000_000  # see "Write timestamps" above
 _FETCH_CONCURRENCY = 8
 _SERIAL_READ_ATTEMPTS = 3
+_KEYSPACES_DDL_WAIT = 300.0  # seconds AWS Keyspaces may take to create the tables
 _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their partitions
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
@@ -107,11 +124,22 @@ def _not_found(run_id: str) -> NotFound:
     return NotFound(f"Provided request with identifier '{run_id}' not found")
 
 
+def _read_time(value: datetime) -> datetime | None:
+    """A stored time; the Go writer's zero time (year 1) means unset."""
+    return None if value.year == 1 else utc(value)
+
+
 class CassandraRunStore:
-    def __init__(self, config: ScyllaCqlStore) -> None:
+    def __init__(self, config: ScyllaCqlStore, *, keyspaces: bool = False) -> None:
         self._config = config
         self._keyspace = check_keyspace(config.keyspace)
+        if keyspaces:
+            check_keyspaces(config)
         self._consistency, self._serial = consistency_levels(config)
+        # The consistency of the read that settles an ambiguous LWT: SERIAL completes a
+        # Paxos round in flight; Keyspaces has no SERIAL reads and no rounds to complete.
+        self._settle_read = self._consistency if keyspaces else self._serial
+        self._layout = Layout(keyspaces=keyspaces)
         self._ttl = int(config.checkpoint_ttl)
         self._submission_ttl = int(config.submission_ttl)
         # A claimed idempotency key without its run is only abandoned once no request that
@@ -155,6 +183,7 @@ class CassandraRunStore:
         try:
             if self._config.create_schema:
                 await asyncio.to_thread(self._create_schema, cluster)
+            self._use_layout(cluster)
             await asyncio.to_thread(self._prepare_all)
         except DRIVER_ERRORS as exc:
             await self.close()
@@ -168,15 +197,36 @@ class CassandraRunStore:
                 f"Run store schema in keyspace '{self._keyspace}' is not usable{hint}: {exc}"
             ) from exc
 
+    def _use_layout(self, cluster: Cluster) -> None:
+        metadata = cluster.metadata.keyspaces.get(self._keyspace)
+        self._layout = detect_layout(metadata, self._config, keyspaces=self._layout.keyspaces)
+        self._text = Statements(self._keyspace, self._layout)
+        if self._layout != Layout(keyspaces=self._layout.keyspaces):
+            log.info("keyspace %s: %s", self._keyspace, self._layout)
+
     def _create_schema(self, cluster: Cluster) -> None:
         config = self._config
+        existing = cluster.metadata.keyspaces.get(self._keyspace)
+        layout = detect_layout(existing, config, keyspaces=self._layout.keyspaces)
         # Managed services (AstraDB) refuse CREATE KEYSPACE even when it already exists.
-        if self._keyspace not in cluster.metadata.keyspaces:
+        if existing is None:
             self._session.execute(
-                keyspace_cql(self._keyspace, config.replication_factor, config.local_dc)
+                keyspace_cql(self._keyspace, config.replication_factor, config.local_dc, layout)
             )
-        for statement in tables_cql(self._keyspace):
+            if layout.keyspaces:
+                wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT, tables=False)
+        # Decided before any DDL: the driver updates ``existing`` in place as tables appear.
+        adopt = needs_adoption(existing)
+        statements = [
+            *tables_cql(self._keyspace, layout),
+            *migrate_cql(existing, self._keyspace, layout),
+        ]
+        for statement in statements:
             self._session.execute(statement)
+            if layout.keyspaces:  # asynchronous there: each change done before the next
+                wait_active(self._session, self._keyspace, _KEYSPACES_DDL_WAIT)
+        if adopt:
+            adopt_go_runs(self._session, self._keyspace, self._ttl)
 
     def _prepare_all(self) -> None:
         text = self._text
@@ -187,7 +237,7 @@ class CassandraRunStore:
         }
         for name, statement in fixed.items():
             self._prepared[name] = self._prepare(statement)
-        for kind in ("lookup_insert", "lookup_delete", "lookup_select"):
+        for kind in ("lookup_insert", "lookup_delete", "lookup_select", "index_select"):
             for table, statement in getattr(text, kind).items():
                 self._prepared[f"{kind}:{table}"] = self._prepare(statement)
 
@@ -279,6 +329,8 @@ class CassandraRunStore:
                 batch.add(
                     self._p(f"lookup_insert:{row.table}"), (*row.key, run.algorithm, run.id, ttl)
                 )
+            elif row.table in self._layout.go_tables:  # keyed by id alone, as Go keys it
+                batch.add(self._p(f"lookup_delete:{row.table}"), (*row.key, run.id))
             else:
                 batch.add(self._p(f"lookup_delete:{row.table}"), (*row.key, run.algorithm, run.id))
 
@@ -297,7 +349,7 @@ class CassandraRunStore:
             existing = await self._claim_key(run.algorithm, idempotency_key, run.id)
             if existing is not None:
                 return existing
-        columns = run_to_columns(run)
+        columns = run_to_columns(run, b64=True)
         batch = self._batch()
         batch.add(
             self._p("insert_run"),
@@ -306,7 +358,7 @@ class CassandraRunStore:
         )
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
-        self._add_lookups(batch, lookup_rows(run), run, insert=True, ttl=self._ttl)
+        self._add_lookups(batch, lookup_rows(run, self._layout), run, insert=True, ttl=self._ttl)
         try:
             await self._execute(batch)
         except BackendUnavailable:
@@ -381,9 +433,9 @@ class CassandraRunStore:
     async def _read(self, algorithm: str, run_id: str, *, serial: bool = False) -> Run | None:
         bound = self._p("select_run").bind((algorithm, run_id))
         if serial:
-            bound.consistency_level = self._serial
+            bound.consistency_level = self._settle_read
         rows = await self._execute(bound)
-        return run_from_columns(rows[0], parse_time=utc) if rows else None
+        return run_from_columns(rows[0], parse_time=_read_time) if rows else None
 
     async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None:
         rows = await self._execute(self._p("select_submission"), (algorithm, run_id))
@@ -412,7 +464,7 @@ class CassandraRunStore:
             lifecycle.check(run_id, current.lifecycle_stage, target)
             updated = msgspec.structs.replace(current, lifecycle_stage=target, **fields)
             ttl = self._ttl_left(current)
-            added = lookup_rows(updated) - lookup_rows(current)
+            added = lookup_rows(updated, self._layout) - lookup_rows(current, self._layout)
             if added:
                 batch = self._batch()
                 self._add_lookups(batch, added, updated, insert=True, ttl=ttl)
@@ -420,13 +472,15 @@ class CassandraRunStore:
             params = (
                 ttl,
                 target.value,
-                *(encode_value(n, fields[n]) for n in names),
+                *(encode_value(n, fields[n], b64=True) for n in names),
                 algorithm,
                 run_id,
                 current.lifecycle_stage.value,
             )
             if await self._compare_and_set(cas, params, updated):
-                await self._drop_lookups(lookup_rows(current) - lookup_rows(updated), updated)
+                await self._drop_lookups(
+                    lookup_rows(current, self._layout) - lookup_rows(updated, self._layout), updated
+                )
                 return updated
         raise BackendUnavailable(
             f"Run {run_id} is being changed by many writers at once; "
@@ -482,7 +536,7 @@ class CassandraRunStore:
         ttl = self._ttl_left(current)
         batch = self._batch()
         batch.add(self._p("update_tag"), (ttl, tag, updated.last_modified, algorithm, run_id))
-        before, after = lookup_rows(current), lookup_rows(updated)
+        before, after = lookup_rows(current, self._layout), lookup_rows(updated, self._layout)
         self._add_lookups(batch, after - before, updated, insert=True, ttl=ttl)
         self._add_lookups(batch, before - after, updated, insert=False)
         await self._execute(batch)
@@ -491,6 +545,10 @@ class CassandraRunStore:
     # --- RunStore: lookups -------------------------------------------------------------
 
     async def _lookup(self, table: str, key: tuple[str, ...]) -> list[Run]:
+        if table in self._text.index_select:  # Go's indexed layout: the runs themselves
+            indexed = await self._execute(self._p(f"index_select:{table}"), key)
+            runs = [run_from_columns(row, parse_time=_read_time) for row in indexed]
+            return sorted(runs, key=lambda run: run.received_at or _EPOCH)
         rows = await self._execute(self._p(f"lookup_select:{table}"), key)
         ids_of: dict[str, list[str]] = {}
         for row in rows:
@@ -507,7 +565,7 @@ class CassandraRunStore:
                 return await self._execute(self._p("select_runs"), (algorithm, ids))
 
         found = await asyncio.gather(*(load(algorithm, ids) for algorithm, ids in pages))
-        runs = [run_from_columns(row, parse_time=utc) for page in found for row in page]
+        runs = [run_from_columns(row, parse_time=_read_time) for page in found for row in page]
         return sorted(runs, key=lambda run: run.received_at or _EPOCH)
 
     async def by_tag(self, tag: str) -> list[Run]:

@@ -10,6 +10,15 @@ attribute, so a stale row (left by a crash between two writes, or by a lost race
 harmless. The host lookup sees one insert and one delete per stage change, so its
 tombstones are purged after an hour rather than the default ten days: resurrecting a
 deleted lookup row by a late repair is harmless for the same reason.
+
+A keyspace of the Go system has one of two layouts (:class:`Layout`, detected by
+:mod:`cassandra_go`): secondary indexes on ``checkpoints`` (``tag``, ``received_by_host``,
+``lifecycle_stage``), read with ``WHERE tag = ?`` and ``... ALLOW FILTERING`` as the Go
+reader does; or the bare lookup tables ``checkpoints_by_tag`` / ``checkpoints_by_host``
+under the same names as nexus's own but keyed ``((key), id)`` with ``algorithm`` a plain
+column. nexus then uses those (the insert is the same, the delete names only the key and
+``id``), so the Go system and nexus see each other's runs. The parent lookup is always
+nexus's own table.
 """
 
 from __future__ import annotations
@@ -31,13 +40,43 @@ LOOKUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The Go system's secondary indexes (test-resources/scylla-config/checkpoints_indexed.cql).
+GO_INDEXES = {
+    "tag": "submission_tag",
+    "received_by_host": "host",
+    "lifecycle_stage": "lifecycle_stage",
+}
+
+
+class Layout(NamedTuple):
+    """How lookups are kept in this keyspace; the default is nexus's own."""
+
+    indexed: bool = False  # tag and (host, stage) by the Go secondary indexes
+    go_tables: frozenset[str] = frozenset()  # lookup tables in the Go shape ((key), id)
+    keyspaces: bool = False  # AWS Keyspaces: its DDL options, no indexes, no SERIAL reads
+
+    @property
+    def tables(self) -> dict[str, tuple[str, ...]]:
+        """The lookup tables written and read in this layout."""
+        if not self.indexed:
+            return LOOKUPS
+        return {"checkpoints_by_parent": LOOKUPS["checkpoints_by_parent"]}
+
+
+NEXUS_LAYOUT = Layout()
+
+
 class LookupRow(NamedTuple):
     table: str
     key: tuple[str, ...]
 
 
-def lookup_rows(run: Run) -> set[LookupRow]:
+def lookup_rows(run: Run, layout: Layout = NEXUS_LAYOUT) -> set[LookupRow]:
     """The lookup rows that must exist for ``run`` as it is now."""
+    return {row for row in _all_lookup_rows(run) if row.table in layout.tables}
+
+
+def _all_lookup_rows(run: Run) -> set[LookupRow]:
     rows = set()
     if run.received_by_host:
         rows.add(
@@ -61,44 +100,70 @@ def check_keyspace(name: str) -> str:
     return name
 
 
-def keyspace_cql(keyspace: str, replication_factor: int, local_dc: str) -> str:
+def keyspace_cql(
+    keyspace: str, replication_factor: int, local_dc: str, layout: Layout = NEXUS_LAYOUT
+) -> str:
     """NetworkTopologyStrategy in the local data center when one is named, else Simple."""
-    if local_dc:
+    if layout.keyspaces:  # AWS Keyspaces replicates three times in the region by itself
+        replication = "'class': 'SingleRegionStrategy'"
+    elif local_dc:
         replication = f"'class': 'NetworkTopologyStrategy', '{local_dc}': {replication_factor}"
     else:
         replication = f"'class': 'SimpleStrategy', 'replication_factor': {replication_factor}"
     return f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{{replication}}}"
 
 
-def tables_cql(ks: str) -> list[str]:
-    columns = ", ".join(
-        f"{name} {'timestamp' if name in TIME_COLUMNS else 'text'}" for name in COLUMNS
-    )
+def column_type(name: str) -> str:
+    return "timestamp" if name in TIME_COLUMNS else "text"
+
+
+# AWS Keyspaces: USING TIMESTAMP and writetime() need client-side timestamps, USING TTL
+# needs TTL turned on, per table; it has no gc_grace_seconds (it purges by itself).
+KEYSPACES_PROPERTIES = (
+    "CUSTOM_PROPERTIES = {'client_side_timestamps': {'status': 'enabled'}, "
+    "'ttl': {'status': 'enabled'}}"
+)
+_KEYSPACES_OPTIONS = f" WITH {KEYSPACES_PROPERTIES}"
+
+
+def tables_cql(ks: str, layout: Layout = NEXUS_LAYOUT) -> list[str]:
+    columns = ", ".join(f"{name} {column_type(name)}" for name in COLUMNS)
+    options = _KEYSPACES_OPTIONS if layout.keyspaces else ""
+    lookup_options = options or " WITH gc_grace_seconds = 3600"
     lookups = [
         f"CREATE TABLE IF NOT EXISTS {ks}.{table} ("
         f"{', '.join(f'{c} text' for c in key)}, algorithm text, id text, "
-        f"PRIMARY KEY (({', '.join(key)}), algorithm, id)) WITH gc_grace_seconds = 3600"
-        for table, key in LOOKUPS.items()
+        f"PRIMARY KEY (({', '.join(key)}), algorithm, id)){lookup_options}"
+        for table, key in layout.tables.items()
     ]
     return [
-        f"CREATE TABLE IF NOT EXISTS {ks}.checkpoints ({columns}, PRIMARY KEY ((algorithm, id)))",
+        f"CREATE TABLE IF NOT EXISTS {ks}.checkpoints ({columns}, "
+        f"PRIMARY KEY ((algorithm, id))){options}",
         (
             f"CREATE TABLE IF NOT EXISTS {ks}.submission_buffer (algorithm text, id text, "
-            "cluster text, template text, PRIMARY KEY ((algorithm, id)))"
+            f"cluster text, template text, PRIMARY KEY ((algorithm, id))){options}"
         ),
         *lookups,
         (
             f"CREATE TABLE IF NOT EXISTS {ks}.idempotency_keys (algorithm text, key text, "
-            "id text, PRIMARY KEY ((algorithm, key)))"
+            f"id text, PRIMARY KEY ((algorithm, key))){options}"
         ),
-        f"CREATE TABLE IF NOT EXISTS {ks}.leases (host text PRIMARY KEY, expires_at timestamp)",
+        f"CREATE TABLE IF NOT EXISTS {ks}.leases (host text PRIMARY KEY, "
+        f"expires_at timestamp){options}",
+    ]
+
+
+def index_cql(ks: str, columns: list[str]) -> list[str]:
+    """The Go system's secondary indexes on ``columns`` (only those not indexed yet)."""
+    return [
+        f"CREATE INDEX IF NOT EXISTS {GO_INDEXES[c]} ON {ks}.checkpoints ({c})" for c in columns
     ]
 
 
 class Statements:
     """Every fixed statement text, fully qualified with the keyspace."""
 
-    def __init__(self, ks: str) -> None:
+    def __init__(self, ks: str, layout: Layout = NEXUS_LAYOUT) -> None:
         names = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
         self.insert_run = (
@@ -141,16 +206,25 @@ class Statements:
         self.lookup_insert: dict[str, str] = {}
         self.lookup_delete: dict[str, str] = {}
         self.lookup_select: dict[str, str] = {}
-        for table, key in LOOKUPS.items():
+        for table, key in layout.tables.items():
             where = " AND ".join(f"{c} = ?" for c in key)
             self.lookup_insert[table] = (
                 f"INSERT INTO {ks}.{table} ({', '.join(key)}, algorithm, id) "
                 f"VALUES ({', '.join('?' for _ in key)}, ?, ?) USING TTL ?"
             )
-            self.lookup_delete[table] = (
-                f"DELETE FROM {ks}.{table} WHERE {where} AND algorithm = ? AND id = ?"
-            )
+            row = "id = ?" if table in layout.go_tables else "algorithm = ? AND id = ?"
+            self.lookup_delete[table] = f"DELETE FROM {ks}.{table} WHERE {where} AND {row}"
             self.lookup_select[table] = f"SELECT algorithm, id FROM {ks}.{table} WHERE {where}"
+        # The Go indexed layout's reads, as its store issues them.
+        self.index_select: dict[str, str] = {}
+        if layout.indexed:
+            self.index_select = {
+                "checkpoints_by_tag": f"SELECT {names} FROM {ks}.checkpoints WHERE tag = ?",
+                "checkpoints_by_host": (
+                    f"SELECT {names} FROM {ks}.checkpoints WHERE received_by_host = ? "
+                    "AND lifecycle_stage = ? ALLOW FILTERING"
+                ),
+            }
         self._ks = ks
 
     def transition(self, names: tuple[str, ...]) -> str:
@@ -162,9 +236,15 @@ class Statements:
         )
 
 
-def schema_cql(keyspace: str, replication_factor: int, local_dc: str) -> str:
+def schema_cql(
+    keyspace: str, replication_factor: int, local_dc: str, layout: Layout = NEXUS_LAYOUT
+) -> str:
     """The whole schema as a CQL script, for operators who create it themselves."""
-    statements = [keyspace_cql(keyspace, replication_factor, local_dc), *tables_cql(keyspace)]
+    statements = [
+        keyspace_cql(keyspace, replication_factor, local_dc, layout),
+        *tables_cql(keyspace, layout),
+        *(index_cql(keyspace, list(GO_INDEXES)) if layout.indexed else []),
+    ]
     return "".join(f"{statement};\n" for statement in statements)
 
 
@@ -173,5 +253,11 @@ if __name__ == "__main__":  # python -m nexus.backends.store.cassandra_schema [s
 
     from nexus.settings import load_settings
 
-    cql = load_settings(sys.argv[1] if len(sys.argv) > 1 else None).scylla_cql_store
-    sys.stdout.write(schema_cql(check_keyspace(cql.keyspace), cql.replication_factor, cql.local_dc))
+    settings = load_settings(sys.argv[1] if len(sys.argv) > 1 else None)
+    cql = settings.scylla_cql_store
+    layout = Layout(
+        indexed=cql.indexes_supported, keyspaces=settings.cql_store_type == "cassandra-keyspaces"
+    )
+    sys.stdout.write(
+        schema_cql(check_keyspace(cql.keyspace), cql.replication_factor, cql.local_dc, layout)
+    )

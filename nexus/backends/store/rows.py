@@ -2,10 +2,16 @@
 
 Shared by the SQLite and Cassandra stores so both keep exactly the same columns: JSON
 columns (specs, parent) as compact JSON text, ``{}``/empty read back as unset.
+
+The Go system writes its JSON columns as ``b64__`` + base64 of the JSON, and its reader
+base64-decodes the spec columns unconditionally (only ``{}`` and empty pass as they
+are). The Cassandra store therefore writes that form (``b64=True``) so a Go receiver or
+supervisor sharing the keyspace can read nexus's runs; every reader here takes both.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,32 +47,41 @@ JSON_COLUMNS = {
     "parent": ParentRef,
 }
 TIME_COLUMNS = ("received_at", "sent_at", "last_modified")
+GO_PREFIX = "b64__"
+_UNSET_JSON = (b"", b"{}", b"null")
 
 _encoder = msgspec.json.Encoder()
 _decoders = {name: msgspec.json.Decoder(kind) for name, kind in JSON_COLUMNS.items()}
 
 
-def encode_json_column(value: Any) -> str:
-    return "{}" if value is None else _encoder.encode(value).decode()
+def encode_json_column(value: Any, b64: bool = False) -> str:
+    if value is None:
+        return "{}"
+    text = _encoder.encode(value)
+    return GO_PREFIX + base64.b64encode(text).decode() if b64 else text.decode()
 
 
 def decode_json_column(name: str, text: str | None) -> Any:
     if not text or text == "{}":
         return None
+    if text.startswith(GO_PREFIX):
+        raw = base64.b64decode(text[len(GO_PREFIX) :], validate=True)
+        # The Go writer encodes an unset spec as `null` and an unset parent as `{}`.
+        return None if raw in _UNSET_JSON else _decoders[name].decode(raw)
     return _decoders[name].decode(text)
 
 
-def encode_value(name: str, value: Any) -> Any:
+def encode_value(name: str, value: Any, b64: bool = False) -> Any:
     """A column value from a Run attribute value (times stay datetimes)."""
     if name in JSON_COLUMNS:
-        return encode_json_column(value)
+        return encode_json_column(value, b64)
     if name == "lifecycle_stage":
         return LifecycleStage(value).value
     return value
 
 
-def run_to_columns(run: Run) -> dict[str, Any]:
-    return {name: encode_value(name, getattr(run, name)) for name in COLUMNS}
+def run_to_columns(run: Run, b64: bool = False) -> dict[str, Any]:
+    return {name: encode_value(name, getattr(run, name), b64) for name in COLUMNS}
 
 
 def run_from_columns(row: dict[str, Any], parse_time=None) -> Run:
