@@ -12,11 +12,14 @@ from nexus.core.models import LifecycleStage as S
 from nexus.errors import InvalidTransition
 
 # BUFFERED may end directly in any terminal stage: the Job can be running (and report,
-# or fail) before the scheduler has committed RUNNING.
+# or fail) before the scheduler has committed RUNNING. RUNNING goes back to BUFFERED only
+# as a disruption (its process was lost with a crashed nexus, see core.supervision): the
+# one way a run is launched again, and a compare-and-set like every other change, so of
+# two writers that found it lost only one re-queues it.
 ALLOWED: dict[S, frozenset[S]] = {
     S.NEW: frozenset({S.BUFFERED, S.SCHEDULING_FAILED, S.CANCELLED}),
     S.BUFFERED: frozenset({S.RUNNING}) | TERMINAL_STAGES,
-    S.RUNNING: TERMINAL_STAGES,
+    S.RUNNING: frozenset({S.BUFFERED}) | TERMINAL_STAGES,
     **{stage: frozenset() for stage in TERMINAL_STAGES},
 }
 

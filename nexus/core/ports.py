@@ -119,6 +119,10 @@ class Outcome(str, enum.Enum):
     IMAGE_PULL_BACKOFF = "IMAGE_PULL_BACKOFF"
     CRASH_BACKOFF = "CRASH_BACKOFF"
     LOST = "LOST"
+    # The Job's process was lost with a crashed nexus, without an exit code (a kill -9 of
+    # its cgroup or container takes the local processes along): as a Pod lost with its
+    # node, a disruption, not a failure of the algorithm. Only the local executor knows it.
+    DISRUPTED = "DISRUPTED"
 
 
 class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
