@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,11 +69,14 @@ def _live_algorithms(server) -> int:
     """Algorithm processes alive now (each ``behave`` writes its pid when it starts)."""
     live = 0
     for pid_file in (server.data_dir / "behave").glob("*.pid"):
+        run_id = pid_file.name.removesuffix(".pid")
         try:
             pid = int(pid_file.read_text())
+            # that run's own process: pids are reused fast on a busy machine
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        live += pid_alive(pid)
+        live += b"behave.py" in cmdline and run_id.encode() in cmdline and pid_alive(pid)
     return live
 
 
