@@ -261,8 +261,10 @@ class MeteredStore:
     ) -> str:
         return await self._inner.create(run, submission, idempotency_key)
 
-    async def buffer(self, submission: SubmissionEntry) -> Run:
-        return await self._inner.buffer(submission)
+    async def buffer(
+        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+    ) -> Run:
+        return await self._inner.buffer(submission, from_stage)
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
         return await self._inner.find_idempotent(algorithm, key)

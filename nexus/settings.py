@@ -132,6 +132,9 @@ class Supervisor(_Section):
     lease_ttl: Duration = Duration(15.0)
     heartbeat_interval: Duration = Duration(5.0)
     reconcile_interval: Duration = Duration(10.0)
+    # Relaunches of a run whose process was lost with a crashed nexus (a disruption, not
+    # counted against maximumRetries) before it is FAILED; 0: fail it at once.
+    disruption_limit: int = 3
 
 
 class Settings(_Section):
@@ -344,6 +347,7 @@ def _check(settings: Settings) -> None:
         ("s3-buffer.buffer-config.rate-limit-elements-burst", limits.rate_limit_elements_burst, 1),
         ("bind-port", settings.bind_port, 0),
         ("max-payload-size", settings.max_payload_size, 1),
+        ("supervisor.disruption-limit", settings.supervisor.disruption_limit, 0),
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")

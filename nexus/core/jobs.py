@@ -18,6 +18,9 @@ LABEL_PREFIX = "science.sneaksanddata.com"
 TEMPLATE_LABEL = f"{LABEL_PREFIX}/algorithm-template-name"
 COMPONENT_LABEL = f"{LABEL_PREFIX}/nexus-component"
 VERSION_LABEL = f"{LABEL_PREFIX}/nexus-version"
+# How often the run's Job was launched again after a disruption (core.supervision): kept
+# on the stored Job, which the re-queue rewrites in the same write as the stage change.
+DISRUPTIONS_ANNOTATION = f"{LABEL_PREFIX}/disruptions"
 COMPONENT_VALUE = "algorithm-run"
 DATADOG_VOLUME = "dsdsocket"
 DATADOG_HOST_PATH = "/var/run/datadog/"
@@ -219,3 +222,23 @@ def render_job(spec: AlgorithmSpec, workgroup: WorkgroupSpec, ctx: JobContext) -
             }
         ]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def disruptions(manifest: dict[str, Any]) -> int:
+    """How many disruptions the stored Job has been launched again after (0: none)."""
+    value = manifest.get("metadata", {}).get("annotations", {}).get(DISRUPTIONS_ANNOTATION, "0")
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 0
+
+
+def with_disruptions(manifest: dict[str, Any], count: int) -> dict[str, Any]:
+    """A copy of ``manifest`` whose disruption count is ``count`` (an annotation value is
+    a string in Kubernetes)."""
+    metadata = dict(manifest.get("metadata", {}))
+    metadata["annotations"] = {
+        **metadata.get("annotations", {}),
+        DISRUPTIONS_ANNOTATION: str(count),
+    }
+    return {**manifest, "metadata": metadata}

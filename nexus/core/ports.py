@@ -39,12 +39,16 @@ class RunStore(Protocol):
         the id of the run that first used it.
         """
 
-    async def buffer(self, submission: SubmissionEntry) -> Run:
+    async def buffer(
+        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+    ) -> Run:
         """The BUFFERED step's write: store the run's rendered Job and move the run from
-        NEW to BUFFERED, so a BUFFERED run always has its Job. One transaction where the
-        store has them; otherwise the Job row first (a crash in between leaves a NEW run
-        whose Job is rendered and written again). Raise NotFound or InvalidTransition
-        like ``transition``; then the run's stage is unchanged."""
+        ``from_stage`` to BUFFERED, so a BUFFERED run always has its Job. One transaction
+        where the store has them; otherwise the Job row first (a crash in between leaves
+        a run whose Job is rendered and written again). Raise NotFound, or
+        InvalidTransition when the run is not at ``from_stage`` now (NEW for a launch;
+        RUNNING only for a disruption's re-queue, so a launch that read NEW never moves
+        a run another process took to RUNNING back); then the stage is unchanged."""
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None: ...
     async def get(self, algorithm: str, run_id: str) -> Run | None: ...
@@ -119,6 +123,10 @@ class Outcome(str, enum.Enum):
     IMAGE_PULL_BACKOFF = "IMAGE_PULL_BACKOFF"
     CRASH_BACKOFF = "CRASH_BACKOFF"
     LOST = "LOST"
+    # The Job's process was lost with a crashed nexus, without an exit code (a kill -9 of
+    # its cgroup or container takes the local processes along): as a Pod lost with its
+    # node, a disruption, not a failure of the algorithm. Only the local executor knows it.
+    DISRUPTED = "DISRUPTED"
 
 
 class JobObservation(msgspec.Struct, frozen=True, kw_only=True):

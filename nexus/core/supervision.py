@@ -4,6 +4,13 @@ It works from Job and Pod *status* (a watch for speed plus a periodic snapshot, 
 watches and Events are lossy), never from Events alone. Each rule fires once: the stage
 change is a compare-and-set, so a run already finished (say, by its own report) stays as
 it is. The supervisor also re-queues runs left behind by schedulers whose lease expired.
+
+A run whose process was lost with a crashed nexus (Outcome.DISRUPTED) is a disruption,
+not a failure: like a Pod lost with its node, it is launched again, through the queue
+ahead of new runs, and not counted against ``maximumRetries``; only once
+``disruption_limit`` relaunches are spent does it end FAILED. The re-queue is the
+compare-and-set RUNNING -> BUFFERED, written with the count on the stored Job, so of two
+processes that found it lost only one launches it again.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
+from nexus.core.jobs import disruptions, with_disruptions
 from nexus.core.launching import LAUNCH_FAILED_CAUSE, utcnow
 from nexus.core.models import LifecycleStage as S
-from nexus.core.models import Run
+from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import ClusterWatcher, JobObservation, Outcome, PayloadBuffer, RunStore
 from nexus.core.recovery import requeue_pending
@@ -34,6 +44,10 @@ START_CAUSE = LAUNCH_FAILED_CAUSE + (
     "Unable to launch a container for the algorithm - please review configuration and try again."
 )
 IMAGE_CAUSE = LAUNCH_FAILED_CAUSE + "the container image could not be pulled."
+DISRUPTED_CAUSE = (
+    "The algorithm's process was lost with a crashed nexus more often than "
+    "supervisor.disruption-limit allows."
+)
 
 
 class SupervisionConfig:
@@ -45,12 +59,14 @@ class SupervisionConfig:
         host: str,
         reconcile_interval: float,
         lease_ttl: float,
+        disruption_limit: int = 3,
     ) -> None:
         self.success_grace = success_grace
         self.backoff_grace = backoff_grace
         self.host = host
         self.reconcile_interval = reconcile_interval
         self.lease_ttl = lease_ttl
+        self.disruption_limit = disruption_limit  # relaunches after a lost process
 
 
 # outcome -> (target stage, cause, grace setting name or None, delete the Job)
@@ -104,6 +120,8 @@ class Supervision:
                 fields = {"job_uid": obs.job_uid} if obs.job_uid else {}
                 return await self._transition(run, S.RUNNING, sent_at=now or utcnow(), **fields)
             return None
+        if obs.outcome is Outcome.DISRUPTED:
+            return await self._disrupted(run, obs)
         target, cause, grace_name, delete = _RULES[obs.outcome]
         if grace_name is not None:
             grace = getattr(self.config, grace_name)
@@ -114,6 +132,66 @@ class Supervision:
         return await self._transition(
             run, target, algorithm_failure_cause=cause, algorithm_failure_details=obs.message
         )
+
+    async def _disrupted(self, run: Run, obs: JobObservation) -> Run | None:
+        """Launch a run whose process was lost again, or fail it once the limit is spent."""
+        if run.lifecycle_stage is not S.RUNNING or (
+            run.sent_at is not None and run.sent_at >= obs.since
+        ):
+            # BUFFERED: its launch is still to come (the start-up sweep finds it). Sent
+            # since the process was found lost: the observation is older than its Job.
+            return None
+        entry = await self.store.get_submission(run.algorithm, run.id)
+        count = disruptions(entry.template) if entry is not None else 0
+        limit = self.config.disruption_limit
+        if self.pipeline is None or entry is None:
+            cause = LOST_CAUSE  # nothing here can launch it again
+        elif count >= limit:
+            cause = DISRUPTED_CAUSE
+        else:
+            return await self._requeue_disrupted(self.pipeline, run, entry, count + 1)
+        await self.watcher.delete_job(obs.cluster, run.id)
+        return await self._transition(
+            run,
+            S.FAILED,
+            algorithm_failure_cause=cause,
+            algorithm_failure_details=(
+                f"{obs.message}; it had been launched again after {count} disruption(s), "
+                f"limit {limit}"
+            ),
+        )
+
+    async def _requeue_disrupted(
+        self, pipeline: LaunchPipeline, run: Run, entry: SubmissionEntry, count: int
+    ) -> Run | None:
+        """RUNNING -> BUFFERED with the count on its Job, then ahead of new runs in the
+        queue. Claimed first, so no sweep of this process queues it meanwhile; the lost
+        Job stays in the executor until the launch replaces it (its process is gone, so
+        the algorithm never runs twice at once)."""
+        if not pipeline.in_flight.claim(run.algorithm, run.id):
+            return None  # being committed RUNNING by a fresh launch, or re-queued already
+        try:
+            requeued = await self.store.buffer(
+                msgspec.structs.replace(entry, template=with_disruptions(entry.template, count)),
+                from_stage=S.RUNNING,
+            )
+            tenant = await pipeline.tenant_of(requeued)
+        except (InvalidTransition, NotFound):  # finished (reported) or re-queued meanwhile
+            pipeline.in_flight.release(run.algorithm, run.id)
+            return None
+        except BaseException:
+            pipeline.in_flight.release(run.algorithm, run.id, left_behind=True)
+            raise
+        log.info(
+            "run %s/%s lost its process with a crashed nexus: launching it again (%d of %d)",
+            run.algorithm,
+            run.id,
+            count,
+            self.config.disruption_limit,
+        )
+        self._on_change(run.algorithm, run.id)
+        pipeline.recover(RunKey(run.algorithm, run.id, cluster=requeued.cluster, tenant=tenant))
+        return requeued
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:

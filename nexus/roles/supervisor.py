@@ -24,6 +24,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
             host=shared.settings.instance_id,
             reconcile_interval=settings.reconcile_interval,
             lease_ttl=settings.lease_ttl,
+            disruption_limit=settings.disruption_limit,
         ),
         on_change=app.ctx.watch.notify,
     )

@@ -138,6 +138,28 @@ async def test_buffer_stores_the_job_and_moves_the_run_to_buffered(run_store):
     assert ids(await run_store.by_host_stage(run.received_by_host, S.BUFFERED)) == [run.id]
 
 
+async def test_buffer_re_queues_a_running_run_as_a_disruption(run_store):
+    """A run whose process was lost with a crashed nexus goes back to BUFFERED with its
+    Job rewritten (its disruption count) in the same write; only once: the second
+    writer finds it BUFFERED already."""
+    host = f"disrupted-{uuid.uuid4()}"  # its own: the Cassandra keyspace is shared
+    run = await reach(run_store, await created(run_store, received_by_host=host), S.RUNNING)
+    entry = submission_for(run)
+    entry.template["metadata"]["annotations"] = {"science.sneaksanddata.com/disruptions": "1"}
+    # A launch that read the run as NEW (the default) must not move it back.
+    with pytest.raises(InvalidTransition):
+        await run_store.buffer(entry)
+    assert (await run_store.get(run.algorithm, run.id)).lifecycle_stage is S.RUNNING
+    requeued = await run_store.buffer(entry, S.RUNNING)
+    assert requeued.lifecycle_stage is S.BUFFERED
+    assert await run_store.get(run.algorithm, run.id) == requeued
+    assert await run_store.get_submission(run.algorithm, run.id) == entry
+    assert ids(await run_store.by_host_stage(run.received_by_host, S.BUFFERED)) == [run.id]
+    assert ids(await run_store.by_host_stage(run.received_by_host, S.RUNNING)) == []
+    with pytest.raises(InvalidTransition):
+        await run_store.buffer(entry, S.RUNNING)
+
+
 async def test_buffer_of_a_run_no_longer_new_changes_nothing(run_store):
     cancelled = await reach(run_store, await created(run_store), S.CANCELLED)
     with pytest.raises(InvalidTransition):

@@ -89,7 +89,10 @@ class MemoryStore:
         self._maybe_fail()
         return self.submissions.get((algorithm, run_id))
 
-    async def buffer(self, submission: SubmissionEntry) -> Run:
+    async def buffer(self, submission: SubmissionEntry, from_stage: S = S.NEW) -> Run:
+        current = self.runs.get((submission.algorithm, submission.id))
+        if current is not None:
+            lifecycle.check(submission.id, current.lifecycle_stage, S.BUFFERED, from_stage)
         run = await self.transition(submission.algorithm, submission.id, S.BUFFERED)
         self.submissions[(submission.algorithm, submission.id)] = submission
         return run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
@@ -441,7 +442,7 @@ async def test_a_retry_owed_by_a_previous_nexus_waits_until_payloads_are_served(
         await stop_all(ex)
 
 
-async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kept(tmp_path):
+async def test_a_recorded_job_that_never_ran_is_disrupted_and_a_finished_one_kept(tmp_path):
     from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
 
     records = LaunchRecords(tmp_path / "jobs")
@@ -466,9 +467,41 @@ async def test_a_recorded_job_that_never_ran_is_forgotten_and_a_finished_one_kep
     ex = await restarted(tmp_path)
     try:
         observed = {o.run_id: o for o in (await ex.snapshot()).observations}
-        assert "never" not in observed  # its BUFFERED run is launched again by the sweep
-        assert not (tmp_path / "jobs" / "never.json").exists()
+        # no process, no exit code: the supervisor decides (a BUFFERED run is launched
+        # again by the sweep, a RUNNING one re-queued as a disruption)
+        assert observed["never"].outcome is Outcome.DISRUPTED
+        assert (tmp_path / "jobs" / "never.json").exists()  # a second crash finds it again
         assert observed["done"].outcome is Outcome.SUCCEEDED
+    finally:
+        await stop_all(ex)
+
+
+async def test_a_process_killed_with_nexus_is_disrupted_and_its_relaunch_continues_the_job(
+    tmp_path,
+):
+    """A kill -9 of nexus's cgroup takes the processes along: no exit code is written.
+    The restart reports the Job DISRUPTED (announced on the watch too); launching it again
+    starts exactly one new process, and the Job's deadline and failures carry over."""
+    count, started = tmp_path / "lost.count", tmp_path / "lost.started"
+    body = counting(count, f"open({str(started)!r}, 'w').close(); time.sleep(30)")
+    job = manifest("lost", body, backoff_limit=1, deadline=600)
+    crash_after_start(tmp_path, job, started)
+    group = int((tmp_path / "jobs" / "lost.pid").read_text())
+    os.killpg(group, signal.SIGKILL)  # the processes go with their nexus
+    assert_dies(group)
+    ex = await restarted(tmp_path)
+    try:
+        first = await asyncio.wait_for(anext(aiter(ex.observations())), timeout=5)
+        assert (first.run_id, first.outcome) == ("lost", Outcome.DISRUPTED)
+        assert attempts(count) == 1  # nothing started by itself
+        before = ex._jobs["lost"].record.started_at
+        ex.start()
+        quick = manifest("lost", counting(count, "pass"), backoff_limit=1, deadline=600)
+        assert await ex.launch("local", quick) == "lost"
+        assert await ex.launch("local", quick) == "lost"  # and once only
+        assert (await final(ex, "lost")).outcome is Outcome.SUCCEEDED
+        assert attempts(count) == 2
+        assert ex._jobs["lost"].record.started_at == before  # the deadline counts on
     finally:
         await stop_all(ex)
 

@@ -30,6 +30,7 @@ def test_defaults_without_file_or_env():
     assert 1 <= limits.rate_limit_elements_burst <= 500
     assert limits.max_attempts >= 1 and limits.queue_capacity >= 1
     assert settings.kubernetes.job_ttl_seconds_after_finished == 300
+    assert settings.supervisor.disruption_limit == 3
 
 
 def test_yaml_file_is_read_with_go_key_names(tmp_path):
@@ -250,6 +251,7 @@ def test_yaml_errors_name_the_key(tmp_path, text, names):
         ),
         ({"NEXUS__BIND_PORT": "-1"}, "bind-port"),
         ({"NEXUS__MAX_PAYLOAD_SIZE": "0"}, "max-payload-size"),
+        ({"NEXUS__SUPERVISOR__DISRUPTION_LIMIT": "-1"}, "supervisor.disruption-limit"),
         (
             {"NEXUS__S3_BUFFER__BUFFER_CONFIG__FAILURE_RATE_BASE_DELAY": "10s"},
             "s3-buffer.buffer-config.failure-rate-base-delay",

@@ -11,10 +11,15 @@ the Job's env (and not nexus's own ``NEXUS__`` settings); its output goes to
 
 Like a Job, a local Job outlives the nexus that started it and is never started twice:
 each is recorded before its process is spawned (:mod:`.local_records`), and a restarted
-nexus adopts the attempts still alive, takes the outcome of those that ended while it was
-down, and forgets those that never ran (their runs are still BUFFERED, and the
-scheduler's start-up sweep launches them again). Attempts it must start itself after a
-restart wait for :meth:`LocalExecutor.start`, called once nexus serves the payloads.
+nexus adopts the attempts still alive and takes the outcome of those that ended while it
+was down. An attempt that left no process and no exit code never ran (nexus died between
+record and spawn) or was killed along with nexus (a kill -9 of its cgroup or container
+takes the processes too): its Job is reported DISRUPTED, like a Pod lost with its node,
+and the supervisor decides whether the run is launched again (core.supervision). Such a
+launch replaces the lost Job and continues it: its deadline still counts from the first
+start and its earlier failed attempts still count against ``backoffLimit``; the lost
+attempt does not. Attempts it must start itself after a restart wait for
+:meth:`LocalExecutor.start`, called once nexus serves the payloads.
 """
 
 from __future__ import annotations
@@ -148,14 +153,20 @@ class LocalExecutor:
 
     async def launch(self, cluster: str, manifest: dict[str, Any]) -> str:
         run_id = manifest["metadata"]["name"]
-        if run_id in self._jobs:
+        lost = self._jobs.get(run_id)
+        if lost is not None and lost.outcome is not Outcome.DISRUPTED:
             return run_id
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         if not container.get("command"):
             raise LaunchError("the template's command is empty", retryable=False)
-        job = _LocalJob(
-            LaunchRecord(run_id=run_id, cluster=cluster, manifest=manifest, started_at=time.time())
+        record = LaunchRecord(
+            run_id=run_id, cluster=cluster, manifest=manifest, started_at=time.time()
         )
+        if lost is not None:  # launched again after a disruption: the same Job goes on
+            before = lost.record
+            record.started_at, record.failures = before.started_at, before.failures
+            record.retries = before.retries
+        job = _LocalJob(record)
         self._jobs[run_id] = job
         # Like a Job's create call, this returns once the process exists: the caller
         # commits RUNNING next, and a run RUNNING without a process would be lost.
@@ -211,9 +222,14 @@ class LocalExecutor:
             return
         code = self._records.exit_code(run_id)
         if code is None:
-            # It never ran (nexus died between record and spawn) or was killed with no
-            # exit code: no process is left, so forgetting it cannot start a second one.
-            self._records.remove(run_id)
+            # It never ran or was killed with nexus: no process is left (none holds the
+            # lock), so launching the run again cannot start a second one. Kept, files
+            # and all, until then: a crash before that finds it lost again.
+            job.outcome = Outcome.DISRUPTED
+            job.message = "Its process was lost with a crashed nexus (no exit code)"
+            job.finished_at = time.monotonic()
+            self._jobs[run_id] = job
+            self._events.put_nowait(job.observation())
             return
         self._begin(job, first=functools.partial(_ended, code))
 

@@ -376,11 +376,15 @@ class CassandraRunStore:
             self._submission_ttl,
         )
 
-    async def buffer(self, submission: SubmissionEntry) -> Run:
+    async def buffer(
+        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+    ) -> Run:
         # An LWT cannot share a batch with another table: the Job row goes first, so a
         # BUFFERED run always has one (a refused change leaves a harmless Job row).
         await self._execute(self._p("insert_submission"), self._submission_values(submission))
-        return await self.transition(submission.algorithm, submission.id, LifecycleStage.BUFFERED)
+        return await self._transition(
+            submission.algorithm, submission.id, LifecycleStage.BUFFERED, {}, from_stage
+        )
 
     async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
         """None when ``key`` is now ours, else the id of the run that holds it."""
@@ -451,6 +455,17 @@ class CassandraRunStore:
     async def transition(
         self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
     ) -> Run:
+        return await self._transition(algorithm, run_id, target, fields, None)
+
+    async def _transition(
+        self,
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        fields: dict[str, Any],
+        expected: LifecycleStage | None,
+    ) -> Run:
+        """``transition``; ``expected``, if given, is the only stage it is allowed from."""
         check_fields(fields)
         fields.pop("lifecycle_stage", None)
         fields = {name: _ms(value) for name, value in fields.items()}
@@ -461,7 +476,7 @@ class CassandraRunStore:
             current = await self.get(algorithm, run_id)
             if current is None:
                 raise _not_found(run_id)
-            lifecycle.check(run_id, current.lifecycle_stage, target)
+            lifecycle.check(run_id, current.lifecycle_stage, target, expected)
             updated = msgspec.structs.replace(current, lifecycle_stage=target, **fields)
             ttl = self._ttl_left(current)
             added = lookup_rows(updated, self._layout) - lookup_rows(current, self._layout)

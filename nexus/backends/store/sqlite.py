@@ -310,7 +310,9 @@ class SqliteRunStore:
 
         return await self._call(write)
 
-    async def buffer(self, submission: SubmissionEntry) -> Run:
+    async def buffer(
+        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+    ) -> Run:
         manifest = _manifest_encoder.encode(submission.template).decode()
 
         def store_job(conn: sqlite3.Connection) -> None:
@@ -327,6 +329,7 @@ class SqliteRunStore:
                 LifecycleStage.BUFFERED,
                 {"last_modified": datetime.now(UTC)},
                 also=store_job,
+                expected=from_stage,
             )
         )
 
@@ -376,9 +379,11 @@ class SqliteRunStore:
         target: LifecycleStage,
         fields: dict[str, Any],
         also: Callable[[sqlite3.Connection], None] | None = None,
+        expected: LifecycleStage | None = None,
     ) -> Callable[[sqlite3.Connection], Run]:
         """The compare-and-set of a stage change, run on the store thread; ``also`` writes
-        in the same transaction once the change is known to be allowed."""
+        in the same transaction once the change is known to be allowed; ``expected``, if
+        given, is the only stage it is allowed from."""
 
         def write(conn: sqlite3.Connection) -> Run:
             row = conn.execute(
@@ -387,7 +392,7 @@ class SqliteRunStore:
             if row is None:
                 raise NotFound(f"Provided request with identifier '{run_id}' not found")
             current = _row_to_run(row)
-            lifecycle.check(run_id, current.lifecycle_stage, target)
+            lifecycle.check(run_id, current.lifecycle_stage, target, expected)
             if also is not None:
                 also(conn)
             changes = {**fields, "lifecycle_stage": target}
