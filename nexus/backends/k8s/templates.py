@@ -20,11 +20,11 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from nexus.backends.k8s.client import ListWatch, ShardClient, ShardConfig, object_path
-from nexus.backends.k8s.shards import home_cluster
+from nexus.backends.k8s.client import ListWatch, ShardClient, object_path
+from nexus.backends.k8s.shards import home_client
 from nexus.backends.k8s.status import ObjectMeta
 from nexus.core.models import AlgorithmSpec, Template, Workgroup, WorkgroupSpec
-from nexus.errors import BackendUnavailable, BadRequest, ConfigError
+from nexus.errors import BackendUnavailable, BadRequest
 from nexus.settings import Settings
 
 log = logging.getLogger("nexus.templates")
@@ -111,19 +111,13 @@ class KubernetesTemplateSource:
         self._streams: list[ListWatch] = []
 
     async def open(self) -> None:
-        home = await asyncio.to_thread(home_cluster, self._settings)
-        if home is None:
-            raise ConfigError(
-                "template-source: kubernetes reads templates from the cluster nexus "
-                "runs in: run in a Pod, or set kube-config-path"
-            )
-        configuration, source = home
         namespace = self._settings.runtime_namespace
-        limits = self._settings.kubernetes
-        self._client = ShardClient(
-            ShardConfig("templates", configuration, namespace, source),
-            qps=limits.client_qps,
-            burst=limits.client_burst,
+        self._client = await asyncio.to_thread(
+            home_client,
+            self._settings,
+            "templates",
+            namespace,
+            "template-source: kubernetes reads templates from",
         )
         self._streams = [
             ListWatch(

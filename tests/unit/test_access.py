@@ -1,0 +1,293 @@
+"""The access use case (nexus.core.access) in virtual time: header parsing, the caches
+of identities and decisions and their expiry, and the 401/403/503 it raises."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from nexus.core.access import (
+    Access,
+    OpenAccess,
+    Principal,
+    Rule,
+    RuleAuthorizer,
+    TtlCache,
+    Verb,
+    bearer_token,
+    unverified_expiry,
+)
+from nexus.core.models import LifecycleStage, Run
+from nexus.errors import BackendUnavailable, Forbidden, Unauthenticated
+
+WALL_START = 1_800_000_000.0
+
+
+class Clocks:
+    """A monotonic and a wall clock that move together, by hand."""
+
+    def __init__(self) -> None:
+        self.mono = 100.0
+        self.wall = WALL_START
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class Checks:
+    """Authenticator and Authorizer that count their calls."""
+
+    def __init__(self) -> None:
+        self.tokens = {"good": Principal(user="alice", groups=("team-a",))}
+        self.grants = {("alice", Verb.CREATE, "a"), ("alice", Verb.GET, "a")}
+        self.authentications = 0
+        self.authorizations = 0
+        self.down = False
+
+    async def authenticate(self, token: str) -> Principal:
+        self.authentications += 1
+        if self.down:
+            raise BackendUnavailable("API server down")
+        if token not in self.tokens:
+            raise Unauthenticated("Invalid bearer token: unknown")
+        return self.tokens[token]
+
+    async def allowed(self, principal: Principal, verb: Verb, algorithm: str) -> bool:
+        self.authorizations += 1
+        if self.down:
+            raise BackendUnavailable("API server down")
+        return (principal.user, verb, algorithm) in self.grants
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+@pytest.fixture
+def checks() -> Checks:
+    return Checks()
+
+
+@pytest.fixture
+def access(checks: Checks, clocks: Clocks) -> Access:
+    return Access(checks, checks, 10.0, clock=lambda: clocks.mono, wall=lambda: clocks.wall)
+
+
+def jwt_like(exp: float) -> str:
+    body = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).rstrip(b"=").decode()
+    return f"eyJhbGciOiJub25lIn0.{body}.sig"
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "   ", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc"]
+)
+def test_headers_without_a_bearer_token_are_401_with_a_challenge(header: str | None) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        bearer_token(header)
+    assert caught.value.status == 401
+    assert caught.value.headers == {"WWW-Authenticate": 'Bearer realm="nexus"'}
+    assert "Bearer" in caught.value.message
+    assert "dXNlcjpwYXNz" not in caught.value.message
+
+
+@pytest.mark.parametrize("header", ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"])
+def test_the_bearer_scheme_is_case_insensitive(header: str) -> None:
+    assert bearer_token(header) == "abc"
+
+
+async def test_a_known_token_with_the_right_verb_passes(access: Access) -> None:
+    principal = await access.check("Bearer good", Verb.CREATE, "a")
+    assert principal.user == "alice"
+
+
+async def test_a_refused_verb_is_403_naming_caller_verb_and_algorithm(access: Access) -> None:
+    with pytest.raises(Forbidden) as caught:
+        await access.check("Bearer good", Verb.DELETE, "a")
+    assert caught.value.status == 403
+    assert caught.value.message == "Forbidden: alice may not delete runs of algorithm 'a'"
+    with pytest.raises(Forbidden, match="algorithm 'b'"):
+        await access.check("Bearer good", Verb.CREATE, "b")
+
+
+async def test_an_unknown_token_is_401_marked_invalid_token(access: Access) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        await access.check("Bearer s3cr3t-garbage", Verb.GET, "a")
+    assert caught.value.headers["WWW-Authenticate"] == (
+        'Bearer realm="nexus", error="invalid_token"'
+    )
+    assert "s3cr3t-garbage" not in caught.value.message
+
+
+async def test_an_outage_is_503_never_a_pass(access: Access, checks: Checks) -> None:
+    checks.down = True
+    with pytest.raises(BackendUnavailable):
+        await access.check("Bearer good", Verb.GET, "a")
+    checks.down = False
+    await access.check("Bearer good", Verb.GET, "a")
+    checks.down = True  # cached now: an outage within the TTL goes unnoticed
+    await access.check("Bearer good", Verb.GET, "a")
+    with pytest.raises(BackendUnavailable):  # but a decision not made yet cannot be made
+        await access.check("Bearer good", Verb.CREATE, "a")
+
+
+async def test_answers_are_reused_within_the_ttl_and_asked_again_after(
+    access: Access, checks: Checks, clocks: Clocks
+) -> None:
+    for _ in range(5):
+        await access.check("Bearer good", Verb.GET, "a")
+    assert (checks.authentications, checks.authorizations) == (1, 1)
+    clocks.advance(9.9)
+    await access.check("Bearer good", Verb.GET, "a")
+    assert (checks.authentications, checks.authorizations) == (1, 1)
+    clocks.advance(0.2)
+    await access.check("Bearer good", Verb.GET, "a")
+    assert (checks.authentications, checks.authorizations) == (2, 2)
+
+
+async def test_a_revoked_token_is_refused_once_the_ttl_has_passed(
+    access: Access, checks: Checks, clocks: Clocks
+) -> None:
+    await access.check("Bearer good", Verb.GET, "a")
+    del checks.tokens["good"]
+    await access.check("Bearer good", Verb.GET, "a")  # still cached
+    clocks.advance(10.0)
+    with pytest.raises(Unauthenticated):
+        await access.check("Bearer good", Verb.GET, "a")
+
+
+async def test_refusals_of_tokens_are_not_cached(access: Access, checks: Checks) -> None:
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await access.check("Bearer nope", Verb.GET, "a")
+    assert checks.authentications == 3
+
+
+async def test_a_denial_is_cached_like_a_grant(
+    access: Access, checks: Checks, clocks: Clocks
+) -> None:
+    for _ in range(3):
+        with pytest.raises(Forbidden):
+            await access.check("Bearer good", Verb.CREATE, "b")
+    assert checks.authorizations == 1
+    checks.grants.add(("alice", Verb.CREATE, "b"))
+    clocks.advance(10.0)
+    await access.check("Bearer good", Verb.CREATE, "b")
+
+
+async def test_an_identity_is_never_reused_beyond_its_expiry(
+    access: Access, checks: Checks, clocks: Clocks
+) -> None:
+    checks.tokens["short"] = Principal(user="bob", expires=WALL_START + 3)
+    checks.grants.add(("bob", Verb.GET, "a"))
+    await access.check("Bearer short", Verb.GET, "a")
+    clocks.advance(2.9)
+    await access.check("Bearer short", Verb.GET, "a")
+    assert checks.authentications == 1
+    clocks.advance(0.2)
+    await access.check("Bearer short", Verb.GET, "a")
+    assert checks.authentications == 2
+
+
+async def test_a_jwt_exp_caps_the_cache_even_when_the_checker_says_nothing(
+    access: Access, checks: Checks, clocks: Clocks
+) -> None:
+    token = jwt_like(WALL_START + 2)
+    checks.tokens[token] = Principal(user="alice")
+    await access.check(f"Bearer {token}", Verb.GET, "a")
+    clocks.advance(2.0)
+    await access.check(f"Bearer {token}", Verb.GET, "a")
+    assert checks.authentications == 2
+
+
+def test_unverified_expiry_reads_exp_or_nothing() -> None:
+    assert unverified_expiry(jwt_like(12.5)) == 12.5
+    for token in ("opaque", "a.b", "a.!!!.c", "a.bnVsbA.c", "a.eyJleHAiOnRydWV9.c"):
+        assert unverified_expiry(token) is None, token
+
+
+async def test_listing_keeps_only_readable_runs_and_asks_once_per_algorithm(
+    access: Access, checks: Checks
+) -> None:
+    runs = [
+        Run(algorithm=name, id=str(n), lifecycle_stage=LifecycleStage.NEW)
+        for n, name in enumerate(["a", "b", "a", "b", "a"])
+    ]
+
+    async def load() -> list[Run]:
+        return runs
+
+    readable = await access.readable("Bearer good", load)
+    assert [run.id for run in readable] == ["0", "2", "4"]
+    assert checks.authorizations == 2
+
+
+async def test_listing_checks_the_caller_before_looking_anything_up(access: Access) -> None:
+    looked = []
+
+    async def load() -> list[Run]:
+        looked.append(True)
+        return []
+
+    with pytest.raises(Unauthenticated):
+        await access.readable(None, load)
+    assert looked == []
+
+
+async def test_open_access_lets_everything_through_unread() -> None:
+    open_access = OpenAccess()
+    assert not open_access.enforced
+    assert (await open_access.check(None, Verb.DELETE, "x")).user == "system:anonymous"
+    runs = [Run(algorithm="x", id="1", lifecycle_stage=LifecycleStage.NEW)]
+
+    async def load() -> list[Run]:
+        return runs
+
+    assert await open_access.readable("garbage", load) == runs
+
+
+async def test_a_ttl_of_zero_caches_nothing(checks: Checks) -> None:
+    access = Access(checks, checks, 0.0)
+    for _ in range(3):
+        await access.check("Bearer good", Verb.GET, "a")
+    assert (checks.authentications, checks.authorizations) == (3, 3)
+
+
+def test_the_cache_is_bounded_and_drops_the_soonest_to_expire() -> None:
+    now = [0.0]
+    cache: TtlCache[str, int] = TtlCache(lambda: now[0], max_entries=3)
+    cache.put("long", 1, 100)
+    cache.put("short", 2, 5)
+    cache.put("mid", 3, 50)
+    cache.put("new", 4, 10)
+    assert len(cache) == 3
+    assert cache.get("short") is None and cache.get("long") == 1 and cache.get("new") == 4
+    now[0] = 60.0
+    cache.put("later", 5, 10)  # the expired ones go first
+    assert cache.get("long") == 1 and cache.get("later") == 5 and cache.get("mid") is None
+
+
+async def test_rules_grant_groups_verbs_on_matching_algorithms() -> None:
+    rules = RuleAuthorizer(
+        [
+            Rule(frozenset({"team-a"}), ("algo-a", "team-a-*"), frozenset(Verb)),
+            Rule(frozenset({"auditors"}), ("*",), frozenset({Verb.GET})),
+        ]
+    )
+    alice = Principal(user="alice", groups=("team-a",))
+    audrey = Principal(user="audrey", groups=("auditors", "other"))
+    nobody = Principal(user="nobody")
+    assert await rules.allowed(alice, Verb.CREATE, "algo-a")
+    assert await rules.allowed(alice, Verb.DELETE, "team-a-etl")
+    assert not await rules.allowed(alice, Verb.GET, "algo-b")
+    assert not await rules.allowed(alice, Verb.GET, "ALGO-A")  # names are case-sensitive
+    assert await rules.allowed(audrey, Verb.GET, "algo-b")
+    assert not await rules.allowed(audrey, Verb.CREATE, "algo-b")
+    assert not await rules.allowed(nobody, Verb.GET, "algo-a")
+
+
+async def test_no_rules_means_authentication_only() -> None:
+    assert await RuleAuthorizer([]).allowed(Principal(user="x"), Verb.DELETE, "anything")
