@@ -57,8 +57,10 @@ class NexusProcess:
         role: str = "all",
         env: dict[str, str] | None = None,
         port: int | None = None,
+        config: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.config = config  # a settings file (--config), for what env vars cannot say
         self.role = role
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -81,7 +83,16 @@ class NexusProcess:
         env.update(self.env)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "nexus.cli",
+                    "--role",
+                    self.role,
+                    "--port",
+                    str(self.port),
+                    *(["--config", str(self.config)] if self.config else []),
+                ],
                 cwd=REPO,
                 env=env,
                 stdout=log,
