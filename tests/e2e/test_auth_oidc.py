@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import NexusProcess
+from conftest import NexusProcess, walk_routes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from support import API, assert_error, create, walk_routes
+from support import API, assert_error, create
 
 from nexus_run_client import Forbidden as ClientForbidden
 from nexus_run_client import NexusClient, Unauthorized
