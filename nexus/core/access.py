@@ -15,6 +15,7 @@ a request is never let through because nobody could be asked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -100,9 +101,9 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    """Values kept until their deadline on ``clock``, at most ``max_entries`` of them
-    (the soonest to expire go first when it is full: a flood of distinct tokens costs
-    memory up to the bound, never more)."""
+    """Values kept until their deadline on ``clock``, at most ``max_entries`` of them:
+    when it is full the oldest entry goes (one step, whatever the size), so a flood of
+    distinct tokens costs memory up to the bound and no more time per request."""
 
     def __init__(self, clock: Clock, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self._clock = clock
@@ -124,13 +125,10 @@ class TtlCache(Generic[K, V]):
     def put(self, key: K, value: V, seconds: float) -> None:
         if seconds <= 0:
             return
-        now = self._clock()
-        if len(self._items) >= self._max and key not in self._items:
-            self._items = {k: item for k, item in self._items.items() if item[0] > now}
-            while len(self._items) >= self._max:
-                soonest = min(self._items, key=lambda k: self._items[k][0])
-                del self._items[soonest]
-        self._items[key] = (now + seconds, value)
+        self._items.pop(key, None)  # re-inserted: it is the newest now
+        while len(self._items) >= self._max:
+            del self._items[next(iter(self._items))]
+        self._items[key] = (self._clock() + seconds, value)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -220,10 +218,11 @@ class Access:
     async def readable(self, authorization: str | None, load: RunLoader) -> list[Run]:
         key, principal = await self._principal(bearer_token(authorization))
         runs = await load()
-        allowed = {
-            algorithm: await self._allowed(key, principal, Verb.GET, algorithm)
-            for algorithm in dict.fromkeys(run.algorithm for run in runs)
-        }
+        algorithms = list(dict.fromkeys(run.algorithm for run in runs))
+        decisions = await asyncio.gather(
+            *(self._allowed(key, principal, Verb.GET, algorithm) for algorithm in algorithms)
+        )
+        allowed = dict(zip(algorithms, decisions, strict=True))
         return [run for run in runs if allowed[run.algorithm]]
 
 

@@ -256,18 +256,19 @@ async def test_a_ttl_of_zero_caches_nothing(checks: Checks) -> None:
     assert (checks.authentications, checks.authorizations) == (3, 3)
 
 
-def test_the_cache_is_bounded_and_drops_the_soonest_to_expire() -> None:
+def test_the_cache_is_bounded_and_drops_the_oldest_entry() -> None:
     now = [0.0]
     cache: TtlCache[str, int] = TtlCache(lambda: now[0], max_entries=3)
-    cache.put("long", 1, 100)
-    cache.put("short", 2, 5)
-    cache.put("mid", 3, 50)
-    cache.put("new", 4, 10)
+    cache.put("first", 1, 100)
+    cache.put("second", 2, 5)
+    cache.put("third", 3, 50)
+    cache.put("first", 10, 100)  # renewed: now the newest
+    cache.put("fourth", 4, 10)
     assert len(cache) == 3
-    assert cache.get("short") is None and cache.get("long") == 1 and cache.get("new") == 4
-    now[0] = 60.0
-    cache.put("later", 5, 10)  # the expired ones go first
-    assert cache.get("long") == 1 and cache.get("later") == 5 and cache.get("mid") is None
+    assert cache.get("second") is None
+    assert (cache.get("first"), cache.get("third"), cache.get("fourth")) == (10, 3, 4)
+    now[0] = 50.0
+    assert cache.get("third") is None and cache.get("first") == 10
 
 
 async def test_rules_grant_groups_verbs_on_matching_algorithms() -> None:
