@@ -188,17 +188,34 @@ class Access:
         self._wall = wall
         self._identities: TtlCache[bytes, Principal] = TtlCache(clock, max_entries)
         self._decisions: TtlCache[tuple[bytes, Verb, str], bool] = TtlCache(clock, max_entries)
+        # Checks under way, by token: a burst of requests with one new token (a client
+        # starting many runs at once) costs one TokenReview, not one each.
+        self._checking: dict[bytes, asyncio.Future[Principal]] = {}
 
     async def _principal(self, token: str) -> tuple[bytes, Principal]:
         key = hashlib.sha256(token.encode()).digest()  # the cache holds no token
         principal = self._identities.get(key)
         if principal is not None:
             return key, principal
+        checking = self._checking.get(key)
+        if checking is None:
+            checking = asyncio.ensure_future(self._authenticate(key, token))
+            self._checking[key] = checking
+            checking.add_done_callback(lambda done: self._checked(key, done))
+        # Shielded: a caller that goes away does not cancel the others' check.
+        return key, await asyncio.shield(checking)
+
+    def _checked(self, key: bytes, done: asyncio.Future[Principal]) -> None:
+        self._checking.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: when every caller went away, nobody else does
+
+    async def _authenticate(self, key: bytes, token: str) -> Principal:
         principal = await self._authenticator.authenticate(token)
         expires = principal.expires or unverified_expiry(token)
         keep = self._ttl if expires is None else min(self._ttl, expires - self._wall())
         self._identities.put(key, principal, keep)
-        return key, principal
+        return principal
 
     async def _allowed(self, key: bytes, principal: Principal, verb: Verb, algorithm: str) -> bool:
         decision = self._decisions.get((key, verb, algorithm))

@@ -3,6 +3,7 @@ of identities and decisions and their expiry, and the 401/403/503 it raises."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -157,6 +158,33 @@ async def test_a_revoked_token_is_refused_once_the_ttl_has_passed(
     clocks.advance(10.0)
     with pytest.raises(Unauthenticated):
         await access.check("Bearer good", Verb.GET, "a")
+
+
+async def test_concurrent_requests_with_one_new_token_check_it_once(
+    access: Access, checks: Checks
+) -> None:
+    release = asyncio.Event()
+    authenticate = checks.authenticate
+
+    async def slow(token: str) -> Principal:
+        await release.wait()
+        return await authenticate(token)
+
+    checks.authenticate = slow  # type: ignore[method-assign]
+    waiting = [asyncio.ensure_future(access.check("Bearer good", Verb.GET, "a")) for _ in range(5)]
+    bad = [asyncio.ensure_future(access.check("Bearer bad", Verb.GET, "a")) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # one caller going away does not fail the others
+    release.set()
+    done = await asyncio.gather(*waiting[1:])
+    assert {principal.user for principal in done} == {"alice"}
+    for task in bad:
+        with pytest.raises(Unauthenticated):
+            await task
+    assert checks.authentications == 2
+    with pytest.raises(Unauthenticated):  # a refusal is not kept: the next try asks again
+        await access.check("Bearer bad", Verb.GET, "a")
+    assert checks.authentications == 3
 
 
 async def test_refusals_of_tokens_are_not_cached(access: Access, checks: Checks) -> None:
