@@ -313,6 +313,8 @@ def test_an_unreachable_jwks_is_503_for_an_unknown_key_never_a_pass(
             time.sleep(0.2)
         assert_error(response, 503, "OIDC issuer's keys", "could not be fetched")
         assert response.headers["retry-after"] == "1"
+        again = api.get(f"{API}/results/tags/jwks-down", headers=bearer(unknown))
+        assert_error(again, 503, "could not be fetched")  # never a 401 during the outage
         # A key fetched before the outage still verifies tokens meanwhile.
         fresh = provider.token(provider.published[0], sub="bob")
         assert api.get(f"{API}/results/tags/jwks-down", headers=bearer(fresh)).is_success

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import time
-import urllib.error
 import urllib.request
 from typing import Any
 
@@ -53,6 +52,7 @@ class JwksKeys:
         self._url = settings.jwks_url
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched: float | None = None
+        self._failure = ""  # why the last fetch failed, if it did
         self._lock = asyncio.Lock()
 
     def _fetch(self) -> dict[str, jwt.PyJWK]:
@@ -64,19 +64,24 @@ class JwksKeys:
             if not isinstance(url, str) or not url:
                 raise ValueError(f"{discovery} names no jwks_uri")
             self._url = url
+        document = _get_json(self._url, timeout)
+        if not isinstance(document, dict):
+            raise ValueError(f"{self._url} is not a JSON Web Key Set")
         keys: dict[str, jwt.PyJWK] = {}
-        for number, data in enumerate(jwt.PyJWKSet.from_dict(_get_json(self._url, timeout)).keys):
+        for number, data in enumerate(jwt.PyJWKSet.from_dict(document).keys):
             keys[data.key_id or f"#{number}"] = data
         return keys
 
     async def _refresh(self) -> None:
         try:
             self._keys = await asyncio.to_thread(self._fetch)
-        except (OSError, ValueError, urllib.error.URLError, jwt.PyJWKError) as exc:
-            raise BackendUnavailable(
+            self._failure = ""
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            self._failure = (
                 f"Cannot check tokens: the OIDC issuer's keys "
                 f"({self._url or self._settings.issuer}) could not be fetched: {exc}"
-            ) from exc
+            )
+            raise BackendUnavailable(self._failure) from exc
         finally:
             self._fetched = self._clock()
 
@@ -87,6 +92,8 @@ class JwksKeys:
             found = self._pick(kid)
             if age is None or (found is None and age >= REFETCH_AT_MOST_EVERY):
                 await self._refresh()
+            elif found is None and self._failure:  # the last fetch failed a moment ago
+                raise BackendUnavailable(self._failure)
             elif age >= MAX_KEY_AGE:
                 try:
                     await self._refresh()
