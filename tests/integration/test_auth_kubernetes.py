@@ -296,3 +296,25 @@ def test_an_unreachable_api_server_is_503_never_a_pass(
     assert response.headers["retry-after"] == "1"
     assert "eyJ" not in response.text  # no token in the answer
     assert httpx.get(f"{nexus.url}/health/live", timeout=30).status_code == 200
+
+
+def test_nexus_not_allowed_to_ask_is_503_naming_the_review(
+    module_nexus_factory, team_a: str, namespace: str, tmp_path: Path
+) -> None:
+    """nexus's own identity without create on tokenreviews (here: team-a's token, whose
+    Role grants only runs) refuses every caller, saying why."""
+    config = yaml.safe_load(Path(require_kubeconfig()).read_text())
+    for user in config["users"]:
+        user["user"] = {"token": team_a}
+    weak = tmp_path / "weak.kubeconfig"
+    weak.write_text(yaml.safe_dump(config))
+    nexus = module_nexus_factory(
+        env={
+            "NEXUS__AUTH__MODE": "kubernetes",
+            "NEXUS__AUTH__NAMESPACE": namespace,
+            "NEXUS__KUBE_CONFIG_PATH": str(weak),
+        }
+    )
+    response = httpx.get(f"{nexus.url}{V1}/results/tags/t", headers=bearer(team_a), timeout=60)
+    refused(response, 503, "refused a TokenReview (403")
+    assert team_a not in response.text

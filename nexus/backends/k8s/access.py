@@ -13,10 +13,11 @@ server down, nexus not allowed to ask — is BackendUnavailable: nobody gets in 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 import msgspec
 
-from nexus.backends.k8s.client import Response, ShardClient
+from nexus.backends.k8s.client import ShardClient
 from nexus.backends.k8s.shards import home_client
 from nexus.core.access import Principal, Verb
 from nexus.errors import BackendUnavailable, Unauthenticated
@@ -54,6 +55,7 @@ class _AccessReview(msgspec.Struct, kw_only=True):
     status: _AccessReviewStatus = msgspec.field(default_factory=_AccessReviewStatus)
 
 
+R = TypeVar("R")
 _TOKEN_REVIEW = msgspec.json.Decoder(_TokenReview)
 _ACCESS_REVIEW = msgspec.json.Decoder(_AccessReview)
 
@@ -79,7 +81,12 @@ class KubernetesAccess:
         if self._client is not None:
             self._client.close()
 
-    async def _review(self, review: tuple[str, str, str], spec: dict[str, object]) -> Response:
+    async def _review(
+        self,
+        review: tuple[str, str, str],
+        spec: dict[str, object],
+        decoder: msgspec.json.Decoder[R],
+    ) -> R:
         if self._client is None:
             raise BackendUnavailable("the Kubernetes access checks are not open")
         kind, api_version, plural = review
@@ -94,11 +101,15 @@ class KubernetesAccess:
                 f"Cannot check access: the Kubernetes API server ({self._client.source}) "
                 f"refused a {kind} ({response.status}: {response.error().message})"
             )
-        return response
+        try:
+            return decoder.decode(response.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BackendUnavailable(
+                f"Cannot check access: the Kubernetes API server's {kind} does not decode: {exc}"
+            ) from exc
 
     async def authenticate(self, token: str) -> Principal:
-        response = await self._review(TOKEN_REVIEW, {"token": token})
-        status = _TOKEN_REVIEW.decode(response.data).status
+        status = (await self._review(TOKEN_REVIEW, {"token": token}, _TOKEN_REVIEW)).status
         if not status.authenticated:
             # The API server's own words say why (expired, unknown key, ...) without the
             # token; its generic text for a token of another issuer is kept as is.
@@ -127,5 +138,4 @@ class KubernetesAccess:
                 "name": algorithm,
             },
         }
-        response = await self._review(ACCESS_REVIEW, spec)
-        return _ACCESS_REVIEW.decode(response.data).status.allowed
+        return (await self._review(ACCESS_REVIEW, spec, _ACCESS_REVIEW)).status.allowed
