@@ -147,8 +147,9 @@ class Oidc(_Section):
 
 
 class AccessRule(_Section):
-    """``auth.mode: oidc``: callers in any of ``groups`` may use ``verbs`` on the
-    algorithms named (or matched as shell-style globs) by ``algorithms``."""
+    """``auth.mode: oidc``: callers in any of ``groups`` (``*``: every caller with a valid
+    token) may use ``verbs`` on the algorithms named (or matched as shell-style globs) by
+    ``algorithms``. Templates grant more by annotation (docs/auth.md)."""
 
     groups: list[str]
     algorithms: list[str]

@@ -97,8 +97,11 @@ class _Checks(Protocol):
     async def close(self) -> None: ...
 
 
-def make_access(settings: Settings) -> tuple[AccessPolicy, _Checks | None]:
-    """The run API's access policy of ``auth.mode``, and the backend it needs opened."""
+def make_access(
+    settings: Settings, templates: TemplateSource
+) -> tuple[AccessPolicy, _Checks | None]:
+    """The run API's access policy of ``auth.mode``, and the backend it needs opened
+    (``templates``: where oidc mode reads the templates' group annotations)."""
     auth = settings.auth
     if auth.mode == "kubernetes":
         from nexus.backends.k8s.access import KubernetesAccess
@@ -110,8 +113,13 @@ def make_access(settings: Settings) -> tuple[AccessPolicy, _Checks | None]:
 
         tokens = OidcAuthenticator(auth.oidc)
         rules = RuleAuthorizer(
-            Rule(frozenset(rule.groups), tuple(rule.algorithms), frozenset(map(Verb, rule.verbs)))
-            for rule in auth.rules
+            (
+                Rule(
+                    frozenset(rule.groups), tuple(rule.algorithms), frozenset(map(Verb, rule.verbs))
+                )
+                for rule in auth.rules
+            ),
+            templates,
         )
         return Access(tokens, rules, auth.cache_ttl), tokens
     return OpenAccess(), None

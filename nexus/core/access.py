@@ -29,7 +29,8 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from nexus.core.models import Run
-from nexus.errors import Forbidden, Unauthenticated
+from nexus.core.ports import TemplateSource
+from nexus.errors import BadRequest, Forbidden, Unauthenticated
 
 Clock = Callable[[], float]
 RunLoader = Callable[[], Awaitable[Sequence[Run]]]
@@ -243,30 +244,52 @@ class Access:
         return [run for run in runs if allowed[run.algorithm]]
 
 
+RUN_GROUPS = "science.sneaksanddata.com/run-groups"
+READ_GROUPS = "science.sneaksanddata.com/read-groups"
+ANY_GROUP = "*"
+
+
 class Rule(msgspec.Struct, frozen=True):
-    """Callers in any of ``groups`` may use ``verbs`` on algorithms matching a pattern
-    (a name, or a shell-style glob such as ``team-a-*``)."""
+    """Callers in any of ``groups`` (``*``: every caller with a valid token) may use
+    ``verbs`` on algorithms matching a pattern (a name, or a glob such as ``team-a-*``)."""
 
     groups: frozenset[str]
     algorithms: tuple[str, ...]
     verbs: frozenset[Verb]
 
 
-class RuleAuthorizer:
-    """``auth.mode: oidc``: the first rule that names one of the caller's groups, the
-    verb and the algorithm allows it; no rule, no access. Without any rule at all every
-    authenticated caller may do everything (authentication only)."""
+def _groups(annotation: str) -> set[str]:
+    return {group.strip() for group in annotation.split(",") if group.strip()}
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+
+class RuleAuthorizer:
+    """``auth.mode: oidc``: a caller may use a verb on an algorithm when a rule of the
+    settings allows it, or the algorithm's template names one of the caller's groups in
+    its annotation ``run-groups`` (every verb) or ``read-groups`` (``get``), as a
+    comma-separated list. Nothing else grants anything."""
+
+    def __init__(self, rules: Iterable[Rule], templates: TemplateSource | None = None) -> None:
         self._rules = tuple(rules)
+        self._templates = templates
 
     async def allowed(self, principal: Principal, verb: Verb, algorithm: str) -> bool:
-        if not self._rules:
-            return True
-        groups = set(principal.groups)
-        return any(
+        groups = {*principal.groups, ANY_GROUP}
+        if any(
             verb in rule.verbs
             and not groups.isdisjoint(rule.groups)
             and any(fnmatch.fnmatchcase(algorithm, pattern) for pattern in rule.algorithms)
             for rule in self._rules
-        )
+        ):
+            return True
+        if self._templates is None:
+            return False
+        try:
+            template = await self._templates.template(algorithm)
+        except BadRequest:  # a template that does not decode grants nothing
+            return False
+        if template is None:
+            return False
+        granted = _groups(template.annotations.get(RUN_GROUPS, ""))
+        if verb is Verb.GET:
+            granted |= _groups(template.annotations.get(READ_GROUPS, ""))
+        return not granted.isdisjoint(groups)

@@ -91,13 +91,13 @@ class Shared:
     async def access(self) -> AccessPolicy:
         """Who may call the run API (``auth.mode``)."""
         if self._access is None:
-            policy, checks = factory.make_access(self.settings)
+            policy, checks = factory.make_access(self.settings, await self.templates())
             if checks is not None:
                 await self._open(checks)
             if self.settings.auth.mode == "oidc" and not self.settings.auth.rules:
                 self.ctx.log.warning(
-                    "auth.mode oidc without auth.rules: every caller with a valid token "
-                    "may use every algorithm"
+                    "auth.mode oidc without auth.rules: only the templates' run-groups "
+                    "and read-groups annotations grant access"
                 )
             self._access = policy
         return self._access

@@ -3,7 +3,8 @@
 The test is the identity provider: it makes RSA and EC keys (cryptography), publishes
 them over loopback HTTP as a discovery document and a JWKS, and signs tokens with PyJWT.
 nexus finds the keys through ``<issuer>/.well-known/openid-configuration``. Group rules
-give team-a the ``behave`` algorithm only and admins every algorithm.
+give team-a the ``behave`` algorithm only, admins every algorithm and readers ``get`` on
+every one; the ``noop`` template's annotation gives it to team-noop.
 """
 
 from __future__ import annotations
@@ -200,6 +201,15 @@ def test_a_group_without_a_rule_for_the_algorithm_is_403(
     assert api.get(f"{API}/results/{B}/requests/{run_id}", headers=reader).is_success
     response = api.post(f"{API}/cancel/{B}/requests/{run_id}", json={}, headers=reader)
     assert_error(response, 403, "may not delete runs of algorithm 'noop'")
+
+
+def test_a_template_annotation_grants_its_groups(api: httpx.Client, provider: Provider) -> None:
+    """noop's template names team-noop in science.sneaksanddata.com/run-groups."""
+    headers = bearer(provider.token(groups=("team-noop",), sub="nora"))
+    run_id = create(api, algorithm=B, headers=headers)
+    assert api.get(f"{API}/results/{B}/requests/{run_id}", headers=headers).is_success
+    response = api.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=headers)
+    assert_error(response, 403, "nora may not create runs of algorithm 'behave'")
 
 
 def test_the_tag_lookup_lists_only_what_the_caller_may_read(

@@ -7,9 +7,12 @@ import asyncio
 import base64
 import json
 
+import msgspec
 import pytest
 
 from nexus.core.access import (
+    READ_GROUPS,
+    RUN_GROUPS,
     Access,
     OpenAccess,
     Principal,
@@ -20,10 +23,14 @@ from nexus.core.access import (
     bearer_token,
     unverified_expiry,
 )
-from nexus.core.models import LifecycleStage, Run
-from nexus.errors import BackendUnavailable, Forbidden, Unauthenticated
+from nexus.core.models import AlgorithmSpec, LifecycleStage, Run, Template
+from nexus.errors import BackendUnavailable, BadRequest, Forbidden, Unauthenticated
 
 WALL_START = 1_800_000_000.0
+SPEC = msgspec.convert(
+    {"container": {"image": "i", "registry": "r", "versionTag": "1"}, "command": "c"},
+    AlgorithmSpec,
+)
 
 
 class Clocks:
@@ -318,5 +325,49 @@ async def test_rules_grant_groups_verbs_on_matching_algorithms() -> None:
     assert not await rules.allowed(nobody, Verb.GET, "algo-a")
 
 
-async def test_no_rules_means_authentication_only() -> None:
-    assert await RuleAuthorizer([]).allowed(Principal(user="x"), Verb.DELETE, "anything")
+async def test_the_group_star_is_every_caller_with_a_valid_token() -> None:
+    rules = RuleAuthorizer([Rule(frozenset({"*"}), ("public-*",), frozenset({Verb.GET}))])
+    assert await rules.allowed(Principal(user="x"), Verb.GET, "public-data")
+    assert not await rules.allowed(Principal(user="x"), Verb.CREATE, "public-data")
+    assert not await RuleAuthorizer([]).allowed(Principal(user="x"), Verb.GET, "anything")
+
+
+class Templates:
+    """A template source with annotated templates (and one that does not decode)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def template(self, name: str) -> Template | None:
+        if self.down:
+            raise BackendUnavailable("templates not loaded")
+        if name == "broken":
+            raise BadRequest("NexusAlgorithmTemplate 'broken' cannot be used")
+        annotations = {
+            "team-b-job": {RUN_GROUPS: "team-b, ops", READ_GROUPS: "auditors"},
+            "open-job": {RUN_GROUPS: "*"},
+        }.get(name)
+        if annotations is None:
+            return None
+        return Template(name, SPEC, annotations=annotations)
+
+
+async def test_template_annotations_grant_their_groups() -> None:
+    templates = Templates()
+    rules = RuleAuthorizer([Rule(frozenset({"team-a"}), ("a",), frozenset(Verb))], templates)
+    bob = Principal(user="bob", groups=("team-b",))
+    audrey = Principal(user="audrey", groups=("auditors",))
+    alice = Principal(user="alice", groups=("team-a",))
+    assert await rules.allowed(bob, Verb.DELETE, "team-b-job")
+    assert not await rules.allowed(bob, Verb.GET, "a")
+    assert await rules.allowed(audrey, Verb.GET, "team-b-job")
+    assert not await rules.allowed(audrey, Verb.CREATE, "team-b-job")
+    assert not await rules.allowed(alice, Verb.GET, "team-b-job")
+    assert await rules.allowed(alice, Verb.CREATE, "a")  # the settings' rule
+    assert await rules.allowed(Principal(user="anyone"), Verb.CREATE, "open-job")
+    assert not await rules.allowed(bob, Verb.GET, "unknown")
+    assert not await rules.allowed(bob, Verb.GET, "broken")
+    templates.down = True
+    assert await rules.allowed(alice, Verb.CREATE, "a")  # decided without the templates
+    with pytest.raises(BackendUnavailable):  # not decidable now: never a pass
+        await rules.allowed(bob, Verb.GET, "team-b-job")
