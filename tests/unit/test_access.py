@@ -119,6 +119,9 @@ async def test_a_refused_verb_is_403_naming_caller_verb_and_algorithm(access: Ac
     assert caught.value.message == "Forbidden: alice may not delete runs of algorithm 'a'"
     with pytest.raises(Forbidden, match="algorithm 'b'"):
         await access.check("Bearer good", Verb.CREATE, "b")
+    with pytest.raises(Forbidden) as long:  # a hostile name is not echoed whole
+        await access.check("Bearer good", Verb.CREATE, "x" * 5000 + "\n")
+    assert len(long.value.message) < 200 and "\n" not in long.value.message
 
 
 async def test_an_unknown_token_is_401_marked_invalid_token(access: Access) -> None:
