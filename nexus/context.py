@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from sanic import Request, Sanic
 from sanic.config import Config
 
+from nexus.core.access import AccessPolicy
 from nexus.core.completion import Completion
 from nexus.core.ports import PayloadBuffer
 from nexus.core.scheduling import Scheduler
@@ -31,6 +32,7 @@ log = logging.getLogger("nexus")
 class NexusContext:
     # Set by the scheduler role: the run API and the signed payload/result routes.
     scheduler: Scheduler
+    access: AccessPolicy  # who may call the run API (auth.mode)
     buffer: PayloadBuffer
     signer: UrlSigner
     # Set by the receiver role: the completion API.

@@ -31,8 +31,21 @@ class NotFound(NexusError):
     status = 404
 
 
+class Unauthenticated(NexusError):
+    """No usable credentials (auth.mode kubernetes or oidc): a missing, malformed, expired
+    or unverifiable bearer token. The answer carries ``WWW-Authenticate`` (RFC 6750);
+    the message says why without ever repeating the token."""
+
+    status = 401
+
+    def __init__(self, message: str, *, token_given: bool = True) -> None:
+        challenge = 'Bearer realm="nexus"' + (', error="invalid_token"' if token_given else "")
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
 class Forbidden(NexusError):
-    """A signed URL that is tampered with or expired."""
+    """The caller may not do this: a signed URL that is tampered with or expired, or an
+    authenticated caller without the right to act on an algorithm."""
 
     status = 403
 

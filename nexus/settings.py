@@ -137,6 +137,43 @@ class Supervisor(_Section):
     disruption_limit: int = 3
 
 
+VerbName = Literal["create", "get", "update", "delete"]
+VERBS: tuple[VerbName, ...] = ("create", "get", "update", "delete")
+
+
+class Oidc(_Section):
+    """``auth.mode: oidc``: JWTs from one issuer, checked against its published keys."""
+
+    issuer: str = ""
+    audience: str = ""
+    jwks_url: str = ""  # default: jwks_uri of <issuer>/.well-known/openid-configuration
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256", "ES256"])
+    user_claim: str = "sub"
+    groups_claim: str = "groups"
+    leeway: Duration = Duration(30.0)  # clock skew allowed on exp, nbf and iat
+    fetch_timeout: Duration = Duration(5.0)  # one fetch of the discovery document or JWKS
+
+
+class AccessRule(_Section):
+    """``auth.mode: oidc``: callers in any of ``groups`` (``*``: every caller with a valid
+    token) may use ``verbs`` on the algorithms named (or matched as shell-style globs) by
+    ``algorithms``. Templates grant more by annotation (docs/auth.md)."""
+
+    groups: list[str]
+    algorithms: list[str]
+    verbs: list[VerbName] = msgspec.field(default_factory=lambda: list(VERBS))
+
+
+class Auth(_Section):
+    """Who may call the scheduler's run API (docs/auth.md)."""
+
+    mode: Literal["none", "kubernetes", "oidc"] = "none"
+    cache_ttl: Duration = Duration(10.0)  # how long a token's or a decision's check is reused
+    namespace: str = ""  # where SubjectAccessReviews name templates; "": runtime-namespace
+    oidc: Oidc = msgspec.field(default_factory=Oidc)
+    rules: list[AccessRule] = msgspec.field(default_factory=list)
+
+
 class Settings(_Section):
     instance_id: str = msgspec.field(default_factory=socket.gethostname)
     data_dir: str = "nexus-data"
@@ -169,6 +206,7 @@ class Settings(_Section):
     deploy_namespace: str = "default"
     kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
     supervisor: Supervisor = msgspec.field(default_factory=Supervisor)
+    auth: Auth = msgspec.field(default_factory=Auth)
 
     @property
     def data_path(self) -> Path:
@@ -367,6 +405,7 @@ def _check(settings: Settings) -> None:
             "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "
             "failure-rate-max-delay"
         )
+    _check_auth(settings.auth)
     cql = settings.scylla_cql_store
     if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
         raise ConfigError(
@@ -374,3 +413,37 @@ def _check(settings: Settings) -> None:
             "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2), "
             "or scylla-cql-store.secure-connect-bundle for AstraDB"
         )
+
+
+# Only public-key algorithms: "none" signs nothing, and HS* would need a shared secret
+# that lets anyone who holds it mint tokens.
+_ASYMMETRIC = {
+    *(f"{family}{bits}" for family in ("RS", "PS", "ES") for bits in (256, 384, 512)),
+    "ES256K",
+    "EdDSA",
+}
+
+
+def _check_auth(auth: Auth) -> None:
+    if auth.cache_ttl < 0:
+        raise ConfigError("Invalid settings: auth.cache-ttl must not be negative")
+    if auth.mode != "oidc":
+        return
+    oidc = auth.oidc
+    for key, value in (("issuer", oidc.issuer), ("audience", oidc.audience)):
+        if not value:
+            raise ConfigError(
+                f"Invalid settings: auth.mode oidc needs auth.oidc.{key} "
+                f"(e.g. NEXUS__AUTH__OIDC__{key.upper()}=...)"
+            )
+    if not oidc.algorithms:
+        raise ConfigError("Invalid settings: auth.oidc.algorithms must name at least one")
+    for algorithm in oidc.algorithms:
+        if algorithm not in _ASYMMETRIC:
+            raise ConfigError(
+                f"Invalid settings: auth.oidc.algorithms may not hold {algorithm!r}; "
+                f"use asymmetric ones: {', '.join(sorted(_ASYMMETRIC))}"
+            )
+    for number, rule in enumerate(auth.rules):
+        if not rule.groups or not rule.algorithms:
+            raise ConfigError(f"Invalid settings: auth.rules[{number}] needs groups and algorithms")

@@ -58,8 +58,10 @@ class NexusProcess:
         env: dict[str, str] | None = None,
         port: int | None = None,
         args: tuple[str, ...] = (),
+        config: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.config = config  # a settings file (--config), for what env vars cannot say
         self.role = role
         self.args = args  # more command-line arguments, such as ("--config", path)
         self.port = port or free_port()
@@ -83,8 +85,17 @@ class NexusProcess:
         env.update(self.env)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nexus.cli", "--role", self.role, "--port", str(self.port)]
-                + list(self.args),
+                [
+                    sys.executable,
+                    "-m",
+                    "nexus.cli",
+                    "--role",
+                    self.role,
+                    "--port",
+                    str(self.port),
+                    *(["--config", str(self.config)] if self.config else []),
+                    *self.args,
+                ],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -232,3 +243,53 @@ def server(module_nexus_factory):
 def api(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
+
+
+def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
+    """Call every operation of the live ``/openapi.json`` without credentials.
+
+    Those that declare bearer security must answer 401 with a ``WWW-Authenticate``
+    Bearer challenge when ``enforced`` (auth.mode kubernetes or oidc); no other answer
+    may be a 401, in any mode. Returns the status of each ``METHOD path``."""
+    document = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
+    seen: dict[str, int] = {}
+    for path, item in document["paths"].items():
+        url = base_url + (
+            path.replace("{algorithm}", "behave")
+            .replace("{request_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{tag}", "t")
+        )
+        for method, operation in item.items():
+            declared = operation.get("security") == [{"bearer": []}]
+            response = httpx.request(
+                method.upper(),
+                url,
+                json={} if method in ("post", "put") else None,
+                timeout=30,
+            )
+            seen[f"{method.upper()} {path}"] = response.status_code
+            where = f"{method.upper()} {path} -> {response.status_code}: {response.text[:200]}"
+            if declared and enforced:
+                assert response.status_code == 401, where
+                assert response.headers["www-authenticate"] == 'Bearer realm="nexus"', where
+                assert response.text.startswith("Authentication required"), where
+                assert "401" in operation["responses"], where
+            else:
+                assert response.status_code != 401, where
+                assert "www-authenticate" not in response.headers, where
+    secured = {
+        f"{method.upper()} {path}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security")
+    }
+    run_api = {
+        f"{method.upper()} {path}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation["operationId"].startswith("runs_")
+    }
+    # The run API, and only it, asks for a token: health, docs, signed URLs and (for now)
+    # the receiver's completion routes are open.
+    assert run_api and secured == run_api, sorted(secured ^ run_api)
+    return seen

@@ -200,7 +200,9 @@ OPERATIONS: dict[str, Operation] = {
 
 _ERROR_TEXT = {
     400: "Bad request; the body says what was wrong and how to fix it",
-    403: "Invalid or expired signed URL",
+    401: "No valid bearer token (auth.mode kubernetes or oidc); see WWW-Authenticate",
+    403: "Refused: an invalid or expired signed URL, or a caller without the right to "
+    "this algorithm's runs",
     404: "Unknown run",
     409: "The run already finished",
     413: "Body larger than max-payload-size",
@@ -237,13 +239,26 @@ _REQUEST_ID = {
         "schema": {"type": "string"},
     }
 }
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "The Bearer challenge (RFC 6750)",
+        "schema": {"type": "string"},
+    }
+}
+# Every route of the run API (nexus.api.runs) checks its caller when auth.mode is
+# kubernetes or oidc; the others are open (health, docs) or carry their own signature.
+_BEARER_BLUEPRINTS = ("runs",)
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 
 
 def _error_response(status: int) -> dict[str, Any]:
-    headers = {**_REQUEST_ID, **(_RETRY_AFTER if status in (429, 503) else {})}
+    headers = {
+        **_REQUEST_ID,
+        **(_RETRY_AFTER if status in (429, 503) else {}),
+        **(_WWW_AUTHENTICATE if status == 401 else {}),
+    }
     return {
         "description": _ERROR_TEXT.get(status, "Error"),
         "headers": headers,
@@ -285,9 +300,11 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
         ok["content"] = {media: {"schema": _schema(kind, components)}}
     elif status == 302:
         ok["headers"]["Location"] = {"schema": {"type": "string", "format": "uri"}}
+    bearer = key.split(".", 1)[0] in _BEARER_BLUEPRINTS
+    errors = sorted({*op.errors, 401, 403}) if bearer else op.errors
     responses = {
         str(status): ok,
-        **{str(code): _error_response(code) for code in op.errors},
+        **{str(code): _error_response(code) for code in errors},
         "431": _error_response(431),
     }  # any route, before it is even matched
     result: dict[str, Any] = {
@@ -297,6 +314,8 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
         "parameters": params,
         "responses": responses,
     }
+    if bearer:
+        result["security"] = [{"bearer": []}]
     if op.body is not None:
         result["requestBody"] = {
             "required": True,
@@ -327,7 +346,8 @@ def build_document(app: NexusApp) -> dict[str, Any]:
             "title": f"nexus {app.ctx.role}",
             "version": nexus_version(),
             "description": "Error bodies are plain text (text/plain) saying what was "
-            "wrong. Clients send Authorization: Bearer <token>.",
+            "wrong. Clients send Authorization: Bearer <token>; the routes that declare "
+            "bearer security check it when auth.mode is kubernetes or oidc (docs/auth.md).",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Protocol
 
+from nexus.core.access import Access, AccessPolicy, OpenAccess, Rule, RuleAuthorizer, Verb
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.signing import UrlSigner
 from nexus.errors import ConfigError
@@ -90,3 +92,36 @@ def make_executor(settings: Settings, metrics: Metrics | None = None) -> Executo
     from nexus.backends.k8s.local_executor import LocalExecutor
 
     return LocalExecutor(Path.cwd(), settings.data_path / "logs", settings.data_path / "jobs")
+
+
+class _Checks(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def make_access(
+    settings: Settings, templates: TemplateSource
+) -> tuple[AccessPolicy, _Checks | None]:
+    """The run API's access policy of ``auth.mode``, and the backend it needs opened
+    (``templates``: where oidc mode reads the templates' group annotations)."""
+    auth = settings.auth
+    if auth.mode == "kubernetes":
+        from nexus.backends.k8s.access import KubernetesAccess
+
+        reviews = KubernetesAccess(settings)
+        return Access(reviews, reviews, auth.cache_ttl), reviews
+    if auth.mode == "oidc":
+        from nexus.backends.auth.oidc import OidcAuthenticator
+
+        tokens = OidcAuthenticator(auth.oidc)
+        rules = RuleAuthorizer(
+            (
+                Rule(
+                    frozenset(rule.groups), tuple(rule.algorithms), frozenset(map(Verb, rule.verbs))
+                )
+                for rule in auth.rules
+            ),
+            templates,
+        )
+        return Access(tokens, rules, auth.cache_ttl), tokens
+    return OpenAccess(), None

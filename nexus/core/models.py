@@ -201,12 +201,14 @@ class Template(msgspec.Struct, frozen=True):
     name: str
     spec: AlgorithmSpec
     labels: dict[str, str] = {}  # the resource's metadata.labels
+    annotations: dict[str, str] = {}  # and its metadata.annotations
 
 
 class Workgroup(msgspec.Struct, frozen=True):
     name: str
     spec: WorkgroupSpec
     labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
 
 
 # --- per-request overrides (customConfiguration) -------------------------------------

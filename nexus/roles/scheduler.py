@@ -19,6 +19,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
     store = await shared.store()
     buffer = await shared.buffer()
     pipeline = await shared.pipeline()
+    app.ctx.access = await shared.access()
     app.ctx.signer = shared.signer()
     app.ctx.buffer = buffer
     app.ctx.scheduler = Scheduler(

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from nexus.backends import factory
 from nexus.context import NexusContext
+from nexus.core.access import AccessPolicy
 from nexus.core.buffering import JobRenderer, RenderConfig
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
@@ -49,6 +50,7 @@ class Shared:
         self._metered_executor: MeteredExecutor | None = None
         self._renderer: JobRenderer | None = None
         self._pipeline: LaunchPipeline | None = None
+        self._access: AccessPolicy | None = None
 
     async def _open(self, component: C) -> C:
         await component.open()
@@ -85,6 +87,20 @@ class Shared:
             self._executor = await self._open(raw)
             self._metered_executor = MeteredExecutor(raw, self.ctx.metrics)
         return self._metered_executor
+
+    async def access(self) -> AccessPolicy:
+        """Who may call the run API (``auth.mode``)."""
+        if self._access is None:
+            policy, checks = factory.make_access(self.settings, await self.templates())
+            if checks is not None:
+                await self._open(checks)
+            if self.settings.auth.mode == "oidc" and not self.settings.auth.rules:
+                self.ctx.log.warning(
+                    "auth.mode oidc without auth.rules: only the templates' run-groups "
+                    "and read-groups annotations grant access"
+                )
+            self._access = policy
+        return self._access
 
     async def renderer(self) -> JobRenderer:
         """Renders Jobs for the pipeline's BUFFERED step (and the buffer endpoint)."""

@@ -346,6 +346,40 @@ def test_roles_can_be_turned_off(helm) -> None:
     assert _by_kind(without, "ClusterRole") == {}
 
 
+def test_auth_mode_kubernetes_lets_the_scheduler_ask_for_reviews(helm, tmp_path: Path) -> None:
+    """Only with auth.mode kubernetes: a ClusterRole creating TokenReviews and
+    SubjectAccessReviews, bound to the scheduler alone; the settings still load."""
+    assert not any(
+        name.endswith("-auth")
+        for name in _by_kind(
+            _documents(helm("template", "nexus", str(CHART)).stdout), "ClusterRole"
+        )
+    )
+    docs = _documents(
+        helm("template", "nexus", str(CHART), "--set", "config.auth.mode=kubernetes").stdout
+    )
+    role = _by_kind(docs, "ClusterRole")["nexus-scheduler-auth"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        },
+    ]
+    binding = _by_kind(docs, "ClusterRoleBinding")["nexus-scheduler-auth"]
+    assert binding["roleRef"]["name"] == "nexus-scheduler-auth"
+    assert [s["name"] for s in binding["subjects"]] == ["nexus-scheduler"]
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(next(iter(config_map["data"].values())))
+    assert load_settings(settings, environ={}).auth.mode == "kubernetes"
+
+
 # --- install into the test control plane ---------------------------------------------
 
 

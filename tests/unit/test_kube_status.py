@@ -580,6 +580,20 @@ class TestTemplateCache:
         cache.apply([("ADDED", resource("b", self.SPEC)), ("DELETED", resource("a", {}))])
         assert set(cache.items) == {"b"}
 
+    def test_labels_and_annotations_reach_the_template(self):
+        cache = _Cache("NexusAlgorithmTemplate", AlgorithmSpec, Template)
+        meta = {
+            "name": "a",
+            "resourceVersion": "7",
+            "labels": {"science.sneaksanddata.com/tenant": "t"},
+            "annotations": {"science.sneaksanddata.com/run-groups": "team-a"},
+        }
+        document = json.dumps({"metadata": meta, "spec": self.SPEC})
+        cache.reset([msgspec.json.decode(document, type=CustomResource)])
+        template = cache.items["a"]
+        assert template.labels == {"science.sneaksanddata.com/tenant": "t"}
+        assert template.annotations == {"science.sneaksanddata.com/run-groups": "team-a"}
+
     def test_a_refused_resource_answers_why(self):
         """A template with a key nexus does not know is not served, and a run of it is a
         400 naming the key, not an 'unknown template'."""

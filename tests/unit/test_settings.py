@@ -308,3 +308,51 @@ def test_a_wildcard_bind_address_is_reached_by_host_name(bind_host):
 def test_an_ipv6_bind_address_is_bracketed():
     settings = load_settings(environ={"NEXUS__BIND_HOST": "::1", "NEXUS__BIND_PORT": "9000"})
     assert settings.public_url == "http://[::1]:9000"
+
+
+def test_auth_defaults_to_none_and_reads_oidc_rules_from_yaml(tmp_path):
+    assert load_settings(environ={}).auth.mode == "none"
+    path = tmp_path / "settings.yaml"
+    path.write_text(
+        "auth:\n"
+        "  mode: oidc\n"
+        "  cache-ttl: 30s\n"
+        "  oidc: {issuer: 'https://idp.example', audience: nexus, groups-claim: roles}\n"
+        "  rules:\n"
+        "    - {groups: [team-a], algorithms: ['team-a-*']}\n"
+        "    - {groups: [auditors], algorithms: ['*'], verbs: [get]}\n"
+    )
+    auth = load_settings(path, environ={}).auth
+    assert auth.cache_ttl == 30.0 and auth.oidc.algorithms == ["RS256", "ES256"]
+    assert auth.oidc.groups_claim == "roles" and auth.oidc.user_claim == "sub"
+    assert auth.rules[0].verbs == ["create", "get", "update", "delete"]
+    assert auth.rules[1].verbs == ["get"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"NEXUS__AUTH__MODE": "oidc"}, "auth.oidc.issuer"),
+        (
+            {"NEXUS__AUTH__MODE": "oidc", "NEXUS__AUTH__OIDC__ISSUER": "https://i"},
+            "auth.oidc.audience",
+        ),
+        ({"NEXUS__AUTH__MODE": "open"}, "auth.mode"),
+        ({"NEXUS__AUTH__CACHE_TTL": "-1s"}, "auth.cache-ttl"),
+    ],
+)
+def test_bad_auth_settings_name_the_key(environ, names):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_settings(environ=environ)
+
+
+@pytest.mark.parametrize("algorithm", ["none", "HS256", "hs512", "RS1"])
+def test_oidc_refuses_algorithms_that_verify_nothing(algorithm):
+    environ = {
+        "NEXUS__AUTH__MODE": "oidc",
+        "NEXUS__AUTH__OIDC__ISSUER": "https://idp.example",
+        "NEXUS__AUTH__OIDC__AUDIENCE": "nexus",
+        "NEXUS__AUTH__OIDC__ALGORITHMS": f"RS256,{algorithm}",
+    }
+    with pytest.raises(ConfigError, match=r"auth\.oidc\.algorithms may not hold"):
+        load_settings(environ=environ)

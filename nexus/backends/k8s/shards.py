@@ -63,6 +63,24 @@ def home_cluster(settings: Settings) -> tuple[Configuration, str] | None:
     return None
 
 
+def home_client(settings: Settings, name: str, namespace: str, needed_for: str) -> ShardClient:
+    """A client of the cluster nexus runs in (see :func:`home_cluster`), limited by
+    ``kubernetes.client-qps``/``client-burst``; ConfigError, saying what ``needed_for``
+    it, when there is none. Blocking: reading credentials may run an exec plugin."""
+    home = home_cluster(settings)
+    if home is None:
+        raise ConfigError(
+            f"{needed_for} the cluster nexus runs in: run in a Pod, or set kube-config-path"
+        )
+    configuration, source = home
+    limits = settings.kubernetes
+    return ShardClient(
+        ShardConfig(name, configuration, namespace, source),
+        qps=limits.client_qps,
+        burst=limits.client_burst,
+    )
+
+
 def discover_shards(settings: Settings) -> list[ShardConfig]:
     """Every ``<name>.kubeconfig`` in ``shard-kube-config-path`` (the name is the file name
     up to its first '.'), plus the home cluster as ``kubernetes.in-cluster-shard`` when that

@@ -20,11 +20,10 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from nexus.backends.k8s.client import ListWatch, ShardClient, ShardConfig, object_path
-from nexus.backends.k8s.shards import home_cluster
-from nexus.backends.k8s.status import ObjectMeta
+from nexus.backends.k8s.client import ListWatch, ShardClient, object_path
+from nexus.backends.k8s.shards import home_client
 from nexus.core.models import AlgorithmSpec, Template, Workgroup, WorkgroupSpec
-from nexus.errors import BackendUnavailable, BadRequest, ConfigError
+from nexus.errors import BackendUnavailable, BadRequest
 from nexus.settings import Settings
 
 log = logging.getLogger("nexus.templates")
@@ -38,8 +37,15 @@ S = TypeVar("S")
 R = TypeVar("R")
 
 
+class ResourceMeta(msgspec.Struct, rename="camel", kw_only=True):
+    name: str = ""
+    resource_version: str = ""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
 class CustomResource(msgspec.Struct, kw_only=True):
-    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    metadata: ResourceMeta = msgspec.field(default_factory=ResourceMeta)
     spec: msgspec.Raw = msgspec.Raw(b"null")
 
 
@@ -47,7 +53,10 @@ class _Cache(Generic[S, R]):
     """One kind's resources by name, converted to their spec Struct."""
 
     def __init__(
-        self, kind: str, spec_type: type[S], build: Callable[[str, S, dict[str, str]], R]
+        self,
+        kind: str,
+        spec_type: type[S],
+        build: Callable[[str, S, dict[str, str], dict[str, str]], R],
     ) -> None:
         self.kind = kind
         self._decoder = msgspec.json.Decoder(spec_type)
@@ -59,7 +68,8 @@ class _Cache(Generic[S, R]):
         name = resource.metadata.name
         try:
             spec = self._decoder.decode(resource.spec)
-            item = self._build(name, spec, dict(resource.metadata.labels))
+            meta = resource.metadata
+            item = self._build(name, spec, dict(meta.labels), dict(meta.annotations))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.invalid[name] = str(exc)
             log.error(
@@ -111,19 +121,13 @@ class KubernetesTemplateSource:
         self._streams: list[ListWatch] = []
 
     async def open(self) -> None:
-        home = await asyncio.to_thread(home_cluster, self._settings)
-        if home is None:
-            raise ConfigError(
-                "template-source: kubernetes reads templates from the cluster nexus "
-                "runs in: run in a Pod, or set kube-config-path"
-            )
-        configuration, source = home
         namespace = self._settings.runtime_namespace
-        limits = self._settings.kubernetes
-        self._client = ShardClient(
-            ShardConfig("templates", configuration, namespace, source),
-            qps=limits.client_qps,
-            burst=limits.client_burst,
+        self._client = await asyncio.to_thread(
+            home_client,
+            self._settings,
+            "templates",
+            namespace,
+            "template-source: kubernetes reads templates from",
         )
         self._streams = [
             ListWatch(

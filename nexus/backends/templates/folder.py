@@ -42,12 +42,13 @@ def parse_manifests(path: Path) -> tuple[dict[str, Template], dict[str, Workgrou
             raise ConfigError(f"Manifest in {path} of kind {doc['kind']} has no metadata.name")
         try:
             labels = msgspec.convert(metadata.get("labels") or {}, dict[str, str])
+            notes = msgspec.convert(metadata.get("annotations") or {}, dict[str, str])
             if doc["kind"] == TEMPLATE_KIND:
                 spec = msgspec.convert(doc.get("spec"), AlgorithmSpec)
-                templates[name] = Template(name, spec, labels)
+                templates[name] = Template(name, spec, labels, notes)
             else:
                 group = msgspec.convert(doc.get("spec"), WorkgroupSpec)
-                workgroups[name] = Workgroup(name, group, labels)
+                workgroups[name] = Workgroup(name, group, labels, notes)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"{doc['kind']} '{name}' in {path} is invalid: {exc}") from exc
     return templates, workgroups

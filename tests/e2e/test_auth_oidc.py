@@ -1,0 +1,359 @@
+"""``auth.mode: oidc`` on a running nexus, against a real JWKS served by the test.
+
+The test is the identity provider: it makes RSA and EC keys (cryptography), publishes
+them over loopback HTTP as a discovery document and a JWKS, and signs tokens with PyJWT.
+nexus finds the keys through ``<issuer>/.well-known/openid-configuration``. Group rules
+give team-a the ``behave`` algorithm only, admins every algorithm and readers ``get`` on
+every one; the ``noop`` template's annotation gives it to team-noop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from conftest import NexusProcess, walk_routes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support import API, assert_error, create
+
+from nexus_run_client import Forbidden as ClientForbidden
+from nexus_run_client import NexusClient, Unauthorized
+
+AUDIENCE = "nexus-test"
+A, B = "behave", "noop"
+
+
+class Provider:
+    """A small OIDC issuer: a discovery document, a JWKS that can change or fail."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Any] = {}  # kid -> private key
+        self.published: list[str] = []
+        self.failing = False
+        self.fetches = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                provider.fetches += self.path == "/jwks.json"
+                if provider.failing:
+                    self.send_error(500, "identity provider down")
+                    return
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": provider.issuer, "jwks_uri": f"{provider.issuer}/jwks.json"}
+                elif self.path == "/jwks.json":
+                    body = {"keys": [provider.jwk(kid) for kid in provider.published]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add_key(self, kid: str, kind: str = "rsa", publish: bool = True) -> str:
+        if kind == "rsa":
+            self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            self.keys[kid] = ec.generate_private_key(ec.SECP256R1())
+        if publish:
+            self.published.append(kid)
+        return kid
+
+    def jwk(self, kid: str) -> dict[str, Any]:
+        key = self.keys[kid]
+        algorithm = jwt.algorithms.RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else None
+        if algorithm is None:
+            data = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        else:
+            data = json.loads(algorithm.to_jwk(key.public_key()))
+        return {**data, "kid": kid, "use": "sig"}
+
+    def token(
+        self, kid: str = "k1", *, groups: tuple[str, ...] = ("team-a",), **changes: Any
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": "alice",
+            "groups": list(groups),
+            "iat": now,
+            "exp": now + 600,
+            **changes,
+        }
+        key = self.keys[kid]
+        algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def part(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def unsigned(claims: dict[str, Any], kid: str = "k1") -> str:
+    """An ``alg: none`` token: a header and claims, no signature."""
+    return f"{part({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{part(claims)}."
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    idp = Provider()
+    idp.add_key("k1")
+    idp.add_key("e1", kind="ec")
+    yield idp
+    idp.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, provider: Provider) -> Iterator[NexusProcess]:
+    folder = tmp_path_factory.mktemp("oidc")
+    settings = folder / "settings.yaml"
+    settings.write_text(
+        json.dumps(
+            {
+                "auth": {
+                    "mode": "oidc",
+                    "cache-ttl": "10s",
+                    "oidc": {"issuer": provider.issuer, "audience": AUDIENCE, "leeway": "5s"},
+                    "rules": [
+                        {"groups": ["team-a"], "algorithms": [A]},
+                        {"groups": ["admins"], "algorithms": ["*"]},
+                        {"groups": ["readers"], "algorithms": ["*"], "verbs": ["get"]},
+                    ],
+                }
+            }
+        )
+    )
+    proc = NexusProcess(folder / "data", config=settings).start()
+    yield proc
+    proc.stop()
+    proc.kill_algorithms()
+
+
+@pytest.fixture
+def api(server: NexusProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+def test_a_valid_token_creates_and_reads_runs_of_its_algorithm(
+    api: httpx.Client, provider: Provider
+) -> None:
+    headers = bearer(provider.token())
+    run_id = create(api, {"n": 1}, algorithm=A, headers=headers)
+    for route in ("results", "metadata", "buffer"):
+        response = api.get(f"{API}/{route}/{A}/requests/{run_id}", headers=headers)
+        assert response.status_code == 200, (route, response.text)
+    response = api.get(f"{API}/payload/{A}/requests/{run_id}", headers=headers)
+    assert response.status_code == 302, response.text
+    update = api.post(
+        f"{API}/metadata/tags/{A}/requests/{run_id}", json={"newTag": "x"}, headers=headers
+    )
+    assert update.status_code == 200, update.text
+    # An EC key (ES256) of the same issuer works as well.
+    assert api.get(
+        f"{API}/results/{A}/requests/{run_id}", headers=bearer(provider.token("e1"))
+    ).is_success
+
+
+def test_a_group_without_a_rule_for_the_algorithm_is_403(
+    api: httpx.Client, provider: Provider
+) -> None:
+    headers = bearer(provider.token())
+    response = api.post(f"{API}/run/{B}", json={"algorithmParameters": {}}, headers=headers)
+    assert_error(response, 403, "alice may not create runs of algorithm 'noop'")
+    run_id = create(api, algorithm=B, headers=bearer(provider.token(groups=("admins",))))
+    response = api.get(f"{API}/results/{B}/requests/{run_id}", headers=headers)
+    assert_error(response, 403, "alice may not get runs of algorithm 'noop'")
+    reader = bearer(provider.token(groups=("readers",)))
+    assert api.get(f"{API}/results/{B}/requests/{run_id}", headers=reader).is_success
+    response = api.post(f"{API}/cancel/{B}/requests/{run_id}", json={}, headers=reader)
+    assert_error(response, 403, "may not delete runs of algorithm 'noop'")
+
+
+def test_a_template_annotation_grants_its_groups(api: httpx.Client, provider: Provider) -> None:
+    """noop's template names team-noop in science.sneaksanddata.com/run-groups."""
+    headers = bearer(provider.token(groups=("team-noop",), sub="nora"))
+    run_id = create(api, algorithm=B, headers=headers)
+    assert api.get(f"{API}/results/{B}/requests/{run_id}", headers=headers).is_success
+    response = api.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=headers)
+    assert_error(response, 403, "nora may not create runs of algorithm 'behave'")
+
+
+def test_the_tag_lookup_lists_only_what_the_caller_may_read(
+    api: httpx.Client, provider: Provider
+) -> None:
+    tag = f"t-{uuid.uuid4().hex[:10]}"
+    admin = bearer(provider.token(groups=("admins",)))
+    a_id = create(api, algorithm=A, headers=admin, tag=tag)
+    b_id = create(api, algorithm=B, headers=admin, tag=tag)
+
+    def listed(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/results/tags/{tag}", headers=headers)
+        assert response.status_code == 200, response.text
+        return {run["requestId"] for run in response.json()}
+
+    assert listed(admin) == {a_id, b_id}
+    assert listed(bearer(provider.token())) == {a_id}
+    assert listed(bearer(provider.token(groups=("nobody",)))) == set()
+    assert_error(api.get(f"{API}/results/tags/{tag}"), 401, "Authentication required")
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.token(aud="someone-else"), f"its audience is not '{AUDIENCE}'"),
+        (lambda p: p.token(iss="https://other.example"), "it was not issued by"),
+        (lambda p: p.token(exp=int(time.time()) - 3600), "it has expired"),
+        (lambda p: p.token(nbf=int(time.time()) + 3600), "not yet valid"),
+        (
+            lambda p: unsigned({"iss": p.issuer, "aud": AUDIENCE, "sub": "x", "exp": 2**40}),
+            "algorithm 'none' is not accepted",
+        ),
+        (lambda p: p.token(sub=""), "'sub' claim"),
+        (lambda p: p.token()[:-8] + "AAAAAAAA", "Signature verification failed"),
+        (lambda p: "not-a-jwt", "it is not a JWT"),
+    ],
+    ids=[
+        "wrong-audience",
+        "wrong-issuer",
+        "expired",
+        "not-yet-valid",
+        "alg-none",
+        "no-subject",
+        "bad-signature",
+        "garbage",
+    ],
+)
+def test_tokens_that_do_not_check_out_are_401(
+    api: httpx.Client, provider: Provider, make: Any, fragment: str
+) -> None:
+    token = make(provider)
+    response = api.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=bearer(token))
+    message = assert_error(response, 401, "Invalid bearer token", fragment)
+    assert token not in message
+    assert response.headers["www-authenticate"] == 'Bearer realm="nexus", error="invalid_token"'
+
+
+def test_a_hs256_token_signed_with_the_public_key_is_refused(
+    api: httpx.Client, provider: Provider
+) -> None:
+    """The classic key confusion: the published key used as an HMAC secret."""
+    public = (
+        provider.keys["k1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    claims = {"iss": provider.issuer, "aud": AUDIENCE, "sub": "mallory", "exp": 2**40}
+    header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
+    signing_input = f"{part(header)}.{part(claims)}"
+    signature = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    response = api.get(f"{API}/results/{A}/requests/x", headers=bearer(token))
+    assert_error(response, 401, "algorithm 'HS256' is not accepted")
+
+
+def test_a_rotated_key_is_fetched_when_a_token_names_it(
+    api: httpx.Client, provider: Provider
+) -> None:
+    provider.add_key("k2", publish=False)
+    token = provider.token("k2")
+    response = api.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=bearer(token))
+    assert_error(response, 401, "signed with a key the issuer does not publish")
+    provider.published = ["k2", "e1"]  # k1 retired, k2 in
+
+    def accepted() -> int:
+        return api.get(f"{API}/results/tags/rotation", headers=bearer(token)).status_code
+
+    deadline = time.monotonic() + 30
+    while accepted() != 200:  # unknown key ids refetch the JWKS at most once a second
+        assert time.monotonic() < deadline, "the rotated key was never fetched"
+        time.sleep(0.2)
+    create(api, algorithm=A, headers=bearer(token))
+
+
+def test_an_unreachable_jwks_is_503_for_an_unknown_key_never_a_pass(
+    api: httpx.Client, provider: Provider
+) -> None:
+    known = provider.token(provider.published[0])
+    assert api.get(f"{API}/results/tags/jwks-down", headers=bearer(known)).status_code == 200
+    provider.add_key("k3", publish=False)
+    unknown = provider.token("k3")
+    provider.failing = True
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            response = api.get(f"{API}/results/tags/jwks-down", headers=bearer(unknown))
+            if response.status_code == 503:
+                break
+            assert response.status_code == 401, response.text  # within a second of a fetch
+            assert time.monotonic() < deadline, "an unreachable JWKS never turned into a 503"
+            time.sleep(0.2)
+        assert_error(response, 503, "OIDC issuer's keys", "could not be fetched")
+        assert response.headers["retry-after"] == "1"
+        again = api.get(f"{API}/results/tags/jwks-down", headers=bearer(unknown))
+        assert_error(again, 503, "could not be fetched")  # never a 401 during the outage
+        # A key fetched before the outage still verifies tokens meanwhile.
+        fresh = provider.token(provider.published[0], sub="bob")
+        assert api.get(f"{API}/results/tags/jwks-down", headers=bearer(fresh)).is_success
+    finally:
+        provider.failing = False
+
+
+def test_the_official_client_sends_its_token_as_a_bearer(
+    server: NexusProcess, provider: Provider
+) -> None:
+    kid = provider.published[0]
+    with NexusClient(server.url, token=lambda: provider.token(kid)) as nexus:
+        run_id = nexus.create_run(A, {"sleep": 0.1})
+        assert nexus.await_run(A, run_id, timeout=60).succeeded
+        with pytest.raises(ClientForbidden):
+            nexus.create_run(B, {})
+    with NexusClient(server.url, token="garbage") as nexus, pytest.raises(Unauthorized):
+        nexus.get_run(A, run_id)
+
+
+def test_every_route_without_credentials(server: NexusProcess) -> None:
+    walk_routes(server.url, enforced=True)
+
+
+def test_every_route_without_credentials_when_auth_is_off(nexus: NexusProcess) -> None:
+    walk_routes(nexus.url, enforced=False)
+
+
+def test_a_settings_file_refusing_oidc_without_issuer_stops_the_start(tmp_path: Path) -> None:
+    proc = NexusProcess(tmp_path / "data", env={"NEXUS__AUTH__MODE": "oidc"})
+    with pytest.raises(RuntimeError, match=r"auth\.oidc\.issuer"):
+        proc.start(timeout=30)
