@@ -131,7 +131,11 @@ def configure_logging(settings: Any, stream: Any = None) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(make_handler(settings.log_format, stream))
+    handler = make_handler(settings.log_format, stream)
+    # On the handler too: a logger with a level of its own (Sanic sets some) sends its
+    # records to the root's handlers whatever the root's level is.
+    handler.setLevel(level)
+    root.addHandler(handler)
     root.setLevel(level)
     # Sanic's own loggers get handlers of their own when an app is built with
     # configure_logging=True; ours is built without, so they only need to propagate.
