@@ -38,7 +38,18 @@ KUBE_HELM_VERSION=v3.22.0
 KUBE_HELM_K8S_MINOR=37
 
 kube__bindir() { printf '%s\n' "$NEXUS_TESTENV_CACHE/kube/bin"; }
-kube__rundir() { printf '%s\n' "$NEXUS_TESTENV_RUN/kube"; }
+# The instance: "kube" (the first control plane) or "kube2" (the second, see kube2.sh,
+# which calls these functions with KUBE_NAME=kube2). Binaries are shared; run folder,
+# pid files, ports and the exported variables are per instance.
+kube__name() { printf '%s\n' "${KUBE_NAME:-kube}"; }
+# The suffix of the exported variables: NEXUS_TEST_KUBECONFIG, NEXUS_TEST_KUBECONFIG_2.
+kube__var_suffix() { [[ $(kube__name) == kube ]] || printf '_%s\n' "${KUBE_NAME#kube}"; }
+kube__rundir() { printf '%s\n' "$NEXUS_TESTENV_RUN/$(kube__name)"; }
+# kube__base PORT: where this instance starts looking for a free port (kube2: +100),
+# so the two control planes never race for the same numbers.
+kube__base() { local name; name=$(kube__name); local n=${name#kube}; printf '%s\n' $(($1 + 100 * (${n:-1} - 1))); }
+# The variable that pins the API server's port: NEXUS_TEST_KUBE_PORT, NEXUS_TEST_KUBE2_PORT.
+kube__port_var() { printf 'NEXUS_TEST_%s_PORT\n' "$(kube__name | tr '[:lower:]' '[:upper:]')"; }
 kube__kubeconfig() { printf '%s\n' "$(kube__rundir)/admin.kubeconfig"; }
 
 # ---------------------------------------------------------------- install
@@ -192,7 +203,7 @@ kube__write_kubeconfig() {
 apiVersion: v1
 kind: Config
 clusters:
-- name: nexus-test
+- name: nexus-test$(kube__var_suffix)
   cluster:
     server: https://127.0.0.1:$port
     certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
@@ -202,11 +213,11 @@ users:
     client-certificate-data: $(base64 -w0 <"$pki/admin.crt")
     client-key-data: $(base64 -w0 <"$pki/admin.key")
 contexts:
-- name: nexus-test
+- name: nexus-test$(kube__var_suffix)
   context:
-    cluster: nexus-test
+    cluster: nexus-test$(kube__var_suffix)
     user: admin
-current-context: nexus-test
+current-context: nexus-test$(kube__var_suffix)
 EOF
     chmod 600 "$kc.tmp"
     mv "$kc.tmp" "$kc"
@@ -240,7 +251,9 @@ kube__port() {
     if [[ -s $f ]]; then
         sed -n 's/^apiserver=//p' "$f"
     else
-        printf '%s\n' "${NEXUS_TEST_KUBE_PORT:-6443}"
+        local var
+        var=$(kube__port_var)
+        printf '%s\n' "${!var:-$(kube__base 6443)}"
     fi
 }
 
@@ -263,15 +276,15 @@ KUBE_PROCS=(etcd apiserver controller-manager scheduler kwok)
 kube__check_alive() {
     local p
     for p in "${KUBE_PROCS[@]}"; do
-        [[ -f $(tenv_pidfile "kube/$p") ]] || continue
-        tenv_pid "kube/$p" >/dev/null || kube__fail "$p exited" "$(kube__rundir)/$p/$p.log"
+        [[ -f $(tenv_pidfile "$(kube__name)/$p") ]] || continue
+        tenv_pid "$(kube__name)/$p" >/dev/null || kube__fail "$p exited" "$(kube__rundir)/$p/$p.log"
     done
 }
 
 kube__fail() {
     local msg=$1; shift
     local f
-    tenv_log "kube: $msg"
+    tenv_log "$(kube__name): $msg"
     for f in "$@"; do
         [[ -s $f ]] || continue
         printf '[testenv] ---- last lines of %s ----\n' "$f" >&2
@@ -287,7 +300,7 @@ kube__spawn() {
     local dir
     dir=$(kube__rundir)/$name
     tenv_mkdir "$dir"
-    tenv_spawn "kube/$name" "$dir/$name.log" "$@"
+    tenv_spawn "$(kube__name)/$name" "$dir/$name.log" "$@"
 }
 
 kube__healthy() { [[ $(kube__api GET "$1") == ok ]]; }
@@ -343,19 +356,21 @@ kube_start() {
 
     # Ports.
     local api_port etcd_port peer_port kcm_port sched_port kubelet_port
-    if [[ -n ${NEXUS_TEST_KUBE_PORT:-} ]]; then
-        api_port=$NEXUS_TEST_KUBE_PORT
-        tenv_require_free_port kube "$api_port"
+    local port_var
+    port_var=$(kube__port_var)
+    if [[ -n ${!port_var:-} ]]; then
+        api_port=${!port_var}
+        tenv_require_free_port "$(kube__name)" "$api_port"
     else
-        api_port=$(kube__free_port 6443)
+        api_port=$(kube__free_port "$(kube__base 6443)")
     fi
-    etcd_port=$(kube__free_port 23790)
+    etcd_port=$(kube__free_port "$(kube__base 23790)")
     peer_port=$(kube__free_port $((etcd_port + 1)))
-    kcm_port=$(kube__free_port 10257)
-    sched_port=$(kube__free_port $((kcm_port == 10259 ? 10260 : 10259)))
-    kubelet_port=$(kube__free_port 10250)
+    kcm_port=$(kube__free_port "$(kube__base 10257)")
+    sched_port=$(kube__free_port $((kcm_port + 2)))
+    kubelet_port=$(kube__free_port "$(kube__base 10250)")
     [[ $kubelet_port == "$api_port" || $kubelet_port == "$kcm_port" || $kubelet_port == "$sched_port" ]] &&
-        kubelet_port=$(kube__free_port 20250)
+        kubelet_port=$(kube__free_port "$(kube__base 20250)")
     printf 'apiserver=%s\netcd=%s\netcd_peer=%s\ncontroller_manager=%s\nscheduler=%s\nkwok=%s\n' \
         "$api_port" "$etcd_port" "$peer_port" "$kcm_port" "$sched_port" "$kubelet_port" >"$dir/ports"
 
@@ -445,16 +460,16 @@ kube_start() {
     kube__wait "service account default/default" "$timeout" "$dir/controller-manager/controller-manager.log" -- \
         kube__sa_ready
 
-    tenv_write_env kube "NEXUS_TEST_KUBECONFIG=$kc" "NEXUS_TEST_HELM=$bin/helm"
-    tenv_log "kube: ready, Kubernetes $KUBE_K8S_VERSION on https://127.0.0.1:$api_port, $nodes kwok nodes, in $(tenv_elapsed "$t0")s (kubeconfig $kc)"
+    tenv_write_env "$(kube__name)" "NEXUS_TEST_KUBECONFIG$(kube__var_suffix)=$kc" "NEXUS_TEST_HELM=$bin/helm"
+    tenv_log "$(kube__name): ready, Kubernetes $KUBE_K8S_VERSION on https://127.0.0.1:$api_port, $nodes kwok nodes, in $(tenv_elapsed "$t0")s (kubeconfig $kc)"
 }
 
 kube_stop() {
     local rc=0 i p
     for ((i = ${#KUBE_PROCS[@]} - 1; i >= 0; i--)); do
         p=${KUBE_PROCS[i]}
-        [[ -f $(tenv_pidfile "kube/$p") ]] || continue
-        tenv_stop_pid "kube/$p" 30 || rc=1
+        [[ -f $(tenv_pidfile "$(kube__name)/$p") ]] || continue
+        tenv_stop_pid "$(kube__name)/$p" 30 || rc=1
     done
     return $rc
 }
@@ -462,7 +477,7 @@ kube_stop() {
 kube_status() {
     local p pid rc=0 msg=""
     for p in "${KUBE_PROCS[@]}"; do
-        if pid=$(tenv_pid "kube/$p"); then
+        if pid=$(tenv_pid "$(kube__name)/$p"); then
             msg+=" $p=$pid"
         else
             msg+=" $p=stopped"
@@ -474,21 +489,21 @@ kube_status() {
         rc=1
     fi
     if [[ $rc -eq 0 ]]; then
-        echo "kube: running on https://127.0.0.1:$(kube__port),$msg"
+        echo "$(kube__name): running on https://127.0.0.1:$(kube__port),$msg"
     else
-        echo "kube: not running:$msg"
+        echo "$(kube__name): not running:$msg"
     fi
     return $rc
 }
 
 kube_env() {
-    printf 'export NEXUS_TEST_KUBECONFIG=%q\n' "$(kube__kubeconfig)"
+    printf 'export NEXUS_TEST_KUBECONFIG%s=%q\n' "$(kube__var_suffix)" "$(kube__kubeconfig)"
     printf 'export NEXUS_TEST_HELM=%q\n' "$(kube__bindir)/helm"
 }
 
 kube_clean() {
-    rm -rf "${NEXUS_TESTENV_RUN:?}/kube" "$(tenv_envfile kube)"
-    tenv_log "kube: run folder removed (binaries kept in $(kube__bindir))"
+    rm -rf "${NEXUS_TESTENV_RUN:?}/$(kube__name)" "$(tenv_envfile "$(kube__name)")"
+    tenv_log "$(kube__name): run folder removed (binaries kept in $(kube__bindir))"
 }
 
 kube_logs() {

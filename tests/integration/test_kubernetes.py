@@ -56,19 +56,22 @@ GROUP = "science.sneaksanddata.com"
 RUN_SELECTOR = f"{GROUP}/nexus-component=algorithm-run"
 
 
-def require_kubeconfig() -> str:
-    path = os.environ.get("NEXUS_TEST_KUBECONFIG", "")
+def require_kubeconfig(variable: str = "NEXUS_TEST_KUBECONFIG") -> str:
+    """The kubeconfig of a test control plane: ``NEXUS_TEST_KUBECONFIG`` (testenv "kube")
+    or ``NEXUS_TEST_KUBECONFIG_2`` (the second one, testenv "kube2")."""
+    component = "kube2" if variable.endswith("_2") else "kube"
+    path = os.environ.get(variable, "")
     if not path:
         message = (
-            "needs the kube test control plane but NEXUS_TEST_KUBECONFIG is not set: run "
-            '`scripts/testenv up kube && eval "$(scripts/testenv env kube)"`'
+            f"needs the {component} test control plane but {variable} is not set: run "
+            f'`scripts/testenv up {component} && eval "$(scripts/testenv env {component})"`'
         )
         if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
             pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)", pytrace=False)
         pytest.skip(message)
     if not Path(path).is_file():
         pytest.fail(
-            f"NEXUS_TEST_KUBECONFIG={path} does not exist: is the kube test server up?",
+            f"{variable}={path} does not exist: is the {component} test server up?",
             pytrace=False,
         )
     return path
