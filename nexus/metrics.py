@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.models import CallbackState, LifecycleStage, ParentRef, Run, SubmissionEntry
 from nexus.core.ports import ClusterSnapshot, Executor, JobObservation, RunStore
 from nexus.errors import LaunchError
 
@@ -286,6 +286,20 @@ class MeteredStore:
 
     async def children(self, parent: ParentRef) -> list[Run]:
         return await self._inner.children(parent)
+
+    async def pending_callbacks(self, limit: int) -> list[Run]:
+        return await self._inner.pending_callbacks(limit)
+
+    async def update_callback(
+        self,
+        algorithm: str,
+        run_id: str,
+        expected: CallbackState | None,
+        state: CallbackState,
+        *,
+        done: bool = False,
+    ) -> Run | None:
+        return await self._inner.update_callback(algorithm, run_id, expected, state, done=done)
 
     async def heartbeat(self, host: str, ttl: float) -> None:
         await self._inner.heartbeat(host, ttl)

@@ -174,6 +174,22 @@ class Auth(_Section):
     rules: list[AccessRule] = msgspec.field(default_factory=list)
 
 
+class Webhooks(_Section):
+    """Completion webhooks: a run's ``callbackUrl`` gets its result (docs/webhooks.md)."""
+
+    # The HMAC key of X-Nexus-Signature; "": a random one kept in data-dir/.webhook-secret
+    # (set it when several schedulers run, so receivers verify one key).
+    secret: str = ""
+    # CIDRs a callback may point into besides public addresses (loopback, private and
+    # reserved ranges are refused otherwise), e.g. ["10.20.0.0/16"].
+    allowed_networks: list[str] = msgspec.field(default_factory=list)
+    timeout: Duration = Duration(10.0)  # one POST
+    max_attempts: int = 12
+    retry_base: Duration = Duration(2.0)  # wait after the first failure, doubled each time
+    retry_max: Duration = Duration(600.0)
+    sweep_interval: Duration = Duration(1.0)  # how often a scheduler looks for due ones
+
+
 class Settings(_Section):
     instance_id: str = msgspec.field(default_factory=socket.gethostname)
     data_dir: str = "nexus-data"
@@ -207,6 +223,7 @@ class Settings(_Section):
     kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
     supervisor: Supervisor = msgspec.field(default_factory=Supervisor)
     auth: Auth = msgspec.field(default_factory=Auth)
+    webhooks: Webhooks = msgspec.field(default_factory=Webhooks)
 
     @property
     def data_path(self) -> Path:

@@ -100,6 +100,7 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
         payload_valid_for=body.payload_valid_for,
         dry_run=request.args.get("dryRun") == "true",
         idempotency_key=request.headers.get("idempotency-key") or None,
+        callback_url=body.callback_url or "",
     )
     request.app.ctx.metrics.accepted.inc(algorithm)
     return json_response(schemas.RunCreated(request_id=run_id), status=202)

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from nexus.core.models import ParentRef, Run, SpecOverride
+from nexus.core.models import CallbackState, ParentRef, Run, SpecOverride
 
 
 class _Wire(msgspec.Struct, rename="camel", kw_only=True):
@@ -22,6 +22,7 @@ class RunRequest(_Wire):
     tag: str | None = None
     parent_request: ParentRef | None = None
     payload_valid_for: str | None = None
+    callback_url: str | None = None  # POSTed the result when the run ends (docs/webhooks.md)
 
 
 class RunCreated(_Wire):
@@ -123,4 +124,8 @@ def checkpoint(run: Run) -> dict[str, Any]:
         body["configuration_overrides"] = run.configuration_overrides
     if run.parent is not None:
         body["parent"] = run.parent
+    if run.callback_url:
+        body["callback_url"] = run.callback_url
+        body["callback_state"] = run.callback_state or CallbackState()
+        body["callback_done_at"] = _time(run.callback_done_at) if run.callback_done_at else None
     return body

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nexus.core.access import Access, AccessPolicy, OpenAccess, Rule, RuleAuthorizer, Verb
+from nexus.core.callbacks import CallbackPolicy, Network, Notifier, WebhookSender, parse_networks
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.signing import UrlSigner
 from nexus.errors import ConfigError
@@ -36,9 +37,18 @@ def signing_secret(settings: Settings) -> bytes:
     """The configured secret, or one generated once and kept in the data folder so every
     process on this machine (and every restart) signs alike."""
     configured = settings.s3_buffer.request_payload_proxy_configuration.sign_secret
+    return _secret(settings, configured, ".sign-secret")
+
+
+def webhook_secret(settings: Settings) -> bytes:
+    return _secret(settings, settings.webhooks.secret, ".webhook-secret")
+
+
+def _secret(settings: Settings, configured: str, name: str) -> bytes:
+    """``configured``, or a random secret made once and kept in ``data-dir/<name>``."""
     if configured:
         return configured.encode()
-    path = settings.data_path / ".sign-secret"
+    path = settings.data_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -125,3 +135,25 @@ def make_access(
         )
         return Access(tokens, rules, auth.cache_ttl), tokens
     return OpenAccess(), None
+
+
+def make_notifier(settings: Settings, store: RunStore) -> tuple[Notifier, WebhookSender]:
+    from nexus.backends.webhooks.http import HttpWebhookSender
+
+    config = settings.webhooks
+    sender = HttpWebhookSender()
+    policy = CallbackPolicy(
+        timeout=config.timeout,
+        max_attempts=config.max_attempts,
+        retry_base=config.retry_base,
+        retry_max=config.retry_max,
+    )
+    notifier = Notifier(store, sender, webhook_secret(settings), policy, webhook_networks(settings))
+    return notifier, sender
+
+
+def webhook_networks(settings: Settings) -> list[Network]:
+    try:
+        return parse_networks(settings.webhooks.allowed_networks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

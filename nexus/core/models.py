@@ -339,6 +339,21 @@ class ParentRef(msgspec.Struct, rename="camel", frozen=True):
 # --- the run record ------------------------------------------------------------------
 
 
+class CallbackState(msgspec.Struct, kw_only=True):
+    """Where a run's completion webhook stands (``callback_url``; core.callbacks).
+
+    ``next_at`` is when the next attempt is due, and while an attempt is under way, until
+    when it belongs to the process that claimed it (a claim is a compare-and-set on this
+    whole state, so two schedulers never deliver the same attempt twice)."""
+
+    attempts: int = 0
+    next_at: datetime | None = None
+    last_status: int = 0  # the receiver's HTTP status of the last attempt, 0: no answer
+    last_error: str = ""
+    delivered_at: datetime | None = None
+    gave_up: bool = False
+
+
 class Run(msgspec.Struct, kw_only=True):
     """One row of ``checkpoints``: everything nexus knows about a run.
 
@@ -365,6 +380,11 @@ class Run(msgspec.Struct, kw_only=True):
     parent: ParentRef | None = None
     cluster: str = ""
     payload_valid_for: str = ""
+    # A completion webhook: POSTed to once the run is finished (core.callbacks). Done
+    # (delivered or given up) once callback_done_at is set.
+    callback_url: str = ""
+    callback_state: CallbackState | None = None
+    callback_done_at: datetime | None = None
 
 
 class SubmissionEntry(msgspec.Struct, kw_only=True):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from nexus.core.models import (
+    CallbackState,
     LifecycleStage,
     ParentRef,
     Run,
@@ -64,6 +65,24 @@ class RunStore(Protocol):
     async def by_tag(self, tag: str) -> list[Run]: ...
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]: ...
     async def children(self, parent: ParentRef) -> list[Run]: ...
+
+    async def pending_callbacks(self, limit: int) -> list[Run]:
+        """Up to ``limit`` finished runs whose webhook is neither delivered nor given up
+        (core.callbacks.callback_pending), the longest finished first."""
+
+    async def update_callback(
+        self,
+        algorithm: str,
+        run_id: str,
+        expected: CallbackState | None,
+        state: CallbackState,
+        *,
+        done: bool = False,
+    ) -> Run | None:
+        """Compare-and-set the run's webhook state from ``expected`` (as read) to
+        ``state``; ``done`` marks it delivered or given up (it leaves the pending index).
+        None, and nothing written, when the state is no longer ``expected`` or the webhook
+        is done. Raise NotFound."""
 
     async def heartbeat(self, host: str, ttl: float) -> None:
         """Renew ``host``'s lease for ``ttl`` seconds."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from nexus.core.buffering import JobRenderer
+from nexus.core.callbacks import Notifier
 from nexus.core.launching import DRY_RUN_UID, utcnow
 from nexus.core.models import (
     LifecycleStage as S,
@@ -151,8 +152,10 @@ class Scheduler:
         renderer: JobRenderer,
         config: SchedulerConfig,
         *,
+        notifier: Notifier | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.notifier = notifier  # checks callback URLs; None: runs may not name one
         self.now = now  # the clock runs are stamped with (virtual in tests)
         self.store = store
         self.buffer = buffer
@@ -190,9 +193,14 @@ class Scheduler:
         payload_valid_for: str | None = None,
         dry_run: bool = False,
         idempotency_key: str | None = None,
+        callback_url: str = "",
     ) -> str:
         check_algorithm_name(algorithm)
         check_tag(tag)
+        if callback_url:
+            if self.notifier is None:
+                raise BadRequest("callbackUrl is not supported by this scheduler")
+            await self.notifier.check(callback_url)
         template = await self.templates.template(algorithm)
         if template is None:
             raise BadRequest(
@@ -254,6 +262,7 @@ class Scheduler:
             parent=parent,
             cluster=cluster,
             payload_valid_for=format_duration(valid_for),
+            callback_url=callback_url,
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.

@@ -19,6 +19,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
     store = await shared.store()
     buffer = await shared.buffer()
     pipeline = await shared.pipeline()
+    notifier = await shared.notifier()
     app.ctx.access = await shared.access()
     app.ctx.signer = shared.signer()
     app.ctx.buffer = buffer
@@ -35,6 +36,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
             payload_valid_for=settings.s3_buffer.payload_valid_for,
             max_wait=settings.max_wait,
         ),
+        notifier=notifier,
     )
     supervisor = settings.supervisor
     host = settings.instance_id
@@ -51,3 +53,4 @@ async def start(app: NexusApp, shared: Shared) -> None:
         PendingSweep(store, buffer, pipeline, host, supervisor.reconcile_interval),
         "pending-run sweep",
     )
+    shared.every(settings.webhooks.sweep_interval, notifier.sweep, "webhook sweep")

@@ -14,6 +14,7 @@ from nexus.backends import factory
 from nexus.context import NexusContext
 from nexus.core.access import AccessPolicy
 from nexus.core.buffering import JobRenderer, RenderConfig
+from nexus.core.callbacks import Notifier
 from nexus.core.pipeline import LaunchPipeline, LimitConfig
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.signing import UrlSigner
@@ -51,6 +52,7 @@ class Shared:
         self._renderer: JobRenderer | None = None
         self._pipeline: LaunchPipeline | None = None
         self._access: AccessPolicy | None = None
+        self._notifier: Notifier | None = None
 
     async def _open(self, component: C) -> C:
         await component.open()
@@ -101,6 +103,14 @@ class Shared:
                 )
             self._access = policy
         return self._access
+
+    async def notifier(self) -> Notifier:
+        """Completion webhooks: checks callback URLs at accept, delivers when runs end."""
+        if self._notifier is None:
+            notifier, sender = factory.make_notifier(self.settings, await self.store())
+            await self._open(sender)
+            self._notifier = notifier
+        return self._notifier
 
     async def renderer(self) -> JobRenderer:
         """Renders Jobs for the pipeline's BUFFERED step (and the buffer endpoint)."""

@@ -16,6 +16,7 @@ from nexus.core import lifecycle
 from nexus.core.models import (
     TERMINAL_STAGES,
     AlgorithmSpec,
+    CallbackState,
     ContainerOverride,
     ContainerSpec,
     ParentRef,
@@ -484,3 +485,58 @@ async def test_unreachable_store_is_backend_unavailable(kind, tmp_path):
         )
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(store.open(), 30)
+
+
+# --- completion webhooks ---------------------------------------------------------------
+
+
+async def pending_ids(store) -> set[str]:
+    # The Cassandra keyspace is shared by every test: look for ours among all.
+    return set(ids(await store.pending_callbacks(100_000)))
+
+
+async def test_a_webhook_is_pending_from_the_end_of_its_run_until_it_is_done(run_store):
+    run = await created(run_store, callback_url="https://hooks.example/done")
+    plain = await reach(run_store, await created(run_store), S.COMPLETED)
+    running = await reach(run_store, run, S.RUNNING)
+    assert run.id not in await pending_ids(run_store)  # not finished yet
+    finished = await run_store.transition(run.algorithm, run.id, S.COMPLETED, result_uri="r")
+    pending = await pending_ids(run_store)
+    assert run.id in pending and plain.id not in pending
+    assert running.callback_state is None and finished.callback_url == run.callback_url
+
+    claim = CallbackState(attempts=1, next_at=now_ms() + timedelta(seconds=40))
+    claimed = await run_store.update_callback(run.algorithm, run.id, None, claim)
+    assert claimed is not None and claimed.callback_state == claim
+    read = await run_store.get(run.algorithm, run.id)
+    assert read.callback_state == claim and read.callback_done_at is None
+    # A rival that read the state before the claim loses, and writes nothing.
+    assert await run_store.update_callback(run.algorithm, run.id, None, CallbackState()) is None
+    assert (await run_store.get(run.algorithm, run.id)).callback_state == claim
+    assert run.id in await pending_ids(run_store)
+
+    # The state as read back is what the next compare-and-set compares with.
+    delivered = CallbackState(attempts=1, last_status=204, delivered_at=now_ms())
+    done = await run_store.update_callback(
+        run.algorithm, run.id, read.callback_state, delivered, done=True
+    )
+    assert done is not None and done.callback_done_at is not None
+    assert run.id not in await pending_ids(run_store)
+    after = await run_store.get(run.algorithm, run.id)
+    assert after.callback_state == delivered and after.callback_done_at is not None
+    assert after.lifecycle_stage is S.COMPLETED and after.result_uri == "r"
+    # Done is final: no state moves it back.
+    assert await run_store.update_callback(run.algorithm, run.id, delivered, claim) is None
+    with pytest.raises(NotFound):
+        await run_store.update_callback(ALGORITHM, str(uuid.uuid4()), None, claim)
+
+
+async def test_every_final_stage_makes_a_webhook_pending(run_store):
+    runs = {
+        stage: await reach(
+            run_store, await created(run_store, callback_url="http://hooks.example/x"), stage
+        )
+        for stage in TERMINAL_STAGES
+    }
+    pending = await pending_ids(run_store)
+    assert {run.id for run in runs.values()} <= pending

@@ -12,8 +12,9 @@ from typing import Any
 import msgspec
 
 from nexus.core import lifecycle
+from nexus.core.callbacks import callback_pending
+from nexus.core.models import CallbackState, Run, RunKey, SubmissionEntry
 from nexus.core.models import LifecycleStage as S
-from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.pipeline import LimitConfig
 from nexus.errors import BackendUnavailable, NotFound
 
@@ -96,6 +97,30 @@ class MemoryStore:
         run = await self.transition(submission.algorithm, submission.id, S.BUFFERED)
         self.submissions[(submission.algorithm, submission.id)] = submission
         return run
+
+    async def pending_callbacks(self, limit: int) -> list[Run]:
+        self._maybe_fail()
+        pending = [run for run in self.runs.values() if callback_pending(run)]
+        return pending[:limit]
+
+    async def update_callback(
+        self,
+        algorithm: str,
+        run_id: str,
+        expected: CallbackState | None,
+        state: CallbackState,
+        *,
+        done: bool = False,
+    ) -> Run | None:
+        self._maybe_fail()
+        current = self.runs[(algorithm, run_id)]
+        if current.callback_state != expected or current.callback_done_at is not None:
+            return None
+        updated = msgspec.structs.replace(
+            current, callback_state=state, callback_done_at=datetime.now(UTC) if done else None
+        )
+        self.runs[(algorithm, run_id)] = updated
+        return updated
 
     async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
         self._maybe_fail()

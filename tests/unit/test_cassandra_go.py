@@ -123,7 +123,7 @@ def test_statements_follow_the_layout():
     assert go.lookup_delete["checkpoints_by_host"].endswith("AND algorithm = ? AND id = ?")
     assert go.index_select == {}
     indexed = Statements("ks", Layout(indexed=True))
-    assert set(indexed.lookup_select) == {"checkpoints_by_parent"}
+    assert set(indexed.lookup_select) == {"checkpoints_by_parent", "checkpoints_by_callback"}
     assert indexed.index_select["checkpoints_by_host"].endswith(
         "WHERE received_by_host = ? AND lifecycle_stage = ? ALLOW FILTERING"
     )

@@ -74,6 +74,7 @@ from nexus.backends.store.cassandra_go import (
     wait_active,
 )
 from nexus.backends.store.cassandra_schema import (
+    CALLBACK_BUCKETS,
     Layout,
     LookupRow,
     Statements,
@@ -86,13 +87,15 @@ from nexus.backends.store.rows import (
     COLUMNS,
     TIME_COLUMNS,
     check_fields,
+    encode_json_column,
     encode_value,
     run_from_columns,
     run_to_columns,
     utc,
 )
 from nexus.core import lifecycle
-from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.callbacks import callback_pending
+from nexus.core.models import CallbackState, LifecycleStage, ParentRef, Run, SubmissionEntry
 from nexus.errors import BackendUnavailable, ConfigError, NotFound
 from nexus.settings import ScyllaCqlStore
 
@@ -555,6 +558,53 @@ class CassandraRunStore:
         self._add_lookups(batch, after - before, updated, insert=True, ttl=ttl)
         self._add_lookups(batch, before - after, updated, insert=False)
         await self._execute(batch)
+        return updated
+
+    # --- RunStore: completion webhooks -------------------------------------------------
+
+    async def pending_callbacks(self, limit: int) -> list[Run]:
+        found = await asyncio.gather(
+            *(
+                self._lookup("checkpoints_by_callback", (str(bucket),))
+                for bucket in range(CALLBACK_BUCKETS)
+            )
+        )
+        runs = [run for runs in found for run in runs if callback_pending(run)]
+        return sorted(runs, key=lambda run: run.last_modified or _EPOCH)[:limit]
+
+    async def update_callback(
+        self,
+        algorithm: str,
+        run_id: str,
+        expected: CallbackState | None,
+        state: CallbackState,
+        *,
+        done: bool = False,
+    ) -> Run | None:
+        current = await self.get(algorithm, run_id)
+        if current is None:
+            raise _not_found(run_id)
+        if current.callback_state != expected or current.callback_done_at is not None:
+            return None
+        done_at = _ms(_now()) if done else None
+        updated = msgspec.structs.replace(current, callback_state=state, callback_done_at=done_at)
+        params = (
+            self._ttl_left(current),
+            encode_json_column(state, b64=True),
+            done_at,
+            algorithm,
+            run_id,
+            encode_json_column(expected, b64=True),
+        )
+        # An ambiguous timeout is an outage to the caller, which tries again later: at
+        # worst the webhook is delivered twice (it is at-least-once, docs/webhooks.md).
+        rows = await self._execute(self._p("update_callback"), params)
+        if not rows[0]["[applied]"]:
+            return None
+        if done:
+            await self._drop_lookups(
+                lookup_rows(current, self._layout) - lookup_rows(updated, self._layout), updated
+            )
         return updated
 
     # --- RunStore: lookups -------------------------------------------------------------

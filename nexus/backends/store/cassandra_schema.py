@@ -24,9 +24,11 @@ nexus's own table.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import NamedTuple
 
 from nexus.backends.store.rows import COLUMNS, TIME_COLUMNS
+from nexus.core.callbacks import callback_pending
 from nexus.core.models import Run
 from nexus.errors import ConfigError
 
@@ -37,7 +39,11 @@ LOOKUPS: dict[str, tuple[str, ...]] = {
     "checkpoints_by_tag": ("tag",),
     "checkpoints_by_host": ("host", "lifecycle_stage"),
     "checkpoints_by_parent": ("parent_algorithm", "parent_id"),
+    # Finished runs whose completion webhook is still to be delivered, spread over
+    # CALLBACK_BUCKETS partitions by run id (each scheduler's sweep reads them all).
+    "checkpoints_by_callback": ("bucket",),
 }
+CALLBACK_BUCKETS = 16
 
 
 # The Go system's secondary indexes (test-resources/scylla-config/checkpoints_indexed.cql).
@@ -60,7 +66,8 @@ class Layout(NamedTuple):
         """The lookup tables written and read in this layout."""
         if not self.indexed:
             return LOOKUPS
-        return {"checkpoints_by_parent": LOOKUPS["checkpoints_by_parent"]}
+        own = ("checkpoints_by_parent", "checkpoints_by_callback")  # no Go index for these
+        return {name: LOOKUPS[name] for name in own}
 
 
 NEXUS_LAYOUT = Layout()
@@ -88,7 +95,14 @@ def _all_lookup_rows(run: Run) -> set[LookupRow]:
         rows.add(
             LookupRow("checkpoints_by_parent", (run.parent.algorithm_name, run.parent.request_id))
         )
+    if callback_pending(run):
+        rows.add(LookupRow("checkpoints_by_callback", (callback_bucket(run.id),)))
     return rows
+
+
+def callback_bucket(run_id: str) -> str:
+    """The partition of ``checkpoints_by_callback`` a run's pending webhook is kept in."""
+    return str(zlib.crc32(run_id.encode()) % CALLBACK_BUCKETS)
 
 
 def check_keyspace(name: str) -> str:
@@ -173,6 +187,11 @@ class Statements:
         # Lookups read their runs a page of ids at a time (IN on the last partition-key
         # column), not one query per run.
         self.select_runs = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id IN ?"
+        # A webhook's progress: a compare-and-set on the state the claimer read.
+        self.update_callback = (
+            f"UPDATE {ks}.checkpoints USING TTL ? SET callback_state = ?, callback_done_at = ? "
+            "WHERE algorithm = ? AND id = ? IF callback_state = ?"
+        )
         self.update_tag = (
             f"UPDATE {ks}.checkpoints USING TTL ? SET tag = ?, last_modified = ? "
             "WHERE algorithm = ? AND id = ?"

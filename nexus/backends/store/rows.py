@@ -17,7 +17,14 @@ from typing import Any
 
 import msgspec
 
-from nexus.core.models import AlgorithmSpec, LifecycleStage, ParentRef, Run, SpecOverride
+from nexus.core.models import (
+    AlgorithmSpec,
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    SpecOverride,
+)
 
 COLUMNS = (
     "algorithm",
@@ -40,13 +47,17 @@ COLUMNS = (
     "parent",
     "cluster",
     "payload_valid_for",
+    "callback_url",
+    "callback_state",
+    "callback_done_at",
 )
 JSON_COLUMNS = {
     "applied_configuration": AlgorithmSpec,
     "configuration_overrides": SpecOverride,
     "parent": ParentRef,
+    "callback_state": CallbackState,
 }
-TIME_COLUMNS = ("received_at", "sent_at", "last_modified")
+TIME_COLUMNS = ("received_at", "sent_at", "last_modified", "callback_done_at")
 GO_PREFIX = "b64__"
 _UNSET_JSON = (b"", b"{}", b"null")
 

@@ -40,7 +40,14 @@ from nexus.backends.store.rows import (
     run_from_columns,
 )
 from nexus.core import lifecycle
-from nexus.core.models import LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.models import (
+    TERMINAL_STAGES,
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    SubmissionEntry,
+)
 from nexus.errors import BackendUnavailable, NotFound
 
 SCHEMA = """
@@ -50,7 +57,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     algorithm_failure_details TEXT, received_by_host TEXT, received_at TEXT, sent_at TEXT,
     applied_configuration TEXT, configuration_overrides TEXT, content_hash TEXT,
     last_modified TEXT, tag TEXT, api_version TEXT, job_uid TEXT, parent TEXT, cluster TEXT,
-    payload_valid_for TEXT, parent_key TEXT,
+    payload_valid_for TEXT, parent_key TEXT, callback_url TEXT, callback_state TEXT,
+    callback_done_at TEXT,
     PRIMARY KEY (algorithm, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkpoints_by_tag ON checkpoints (tag) WHERE tag != '';
@@ -65,6 +73,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (algorithm, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (host TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+"""
+_FINISHED = ", ".join(f"'{stage.value}'" for stage in sorted(TERMINAL_STAGES))
+# Finished runs whose webhook is still to be delivered (a partial index: only those rows).
+_CALLBACK_PENDING = (
+    f"callback_url != '' AND callback_done_at IS NULL AND lifecycle_stage IN ({_FINISHED})"
+)
+# After the columns a file made by an older nexus lacks are added (_add_columns).
+INDEXES = f"""
+CREATE INDEX IF NOT EXISTS checkpoints_by_callback ON checkpoints (last_modified)
+    WHERE {_CALLBACK_PENDING};
 """
 
 _INSERT_RUN = (
@@ -105,6 +123,15 @@ def _run_values(run: Run) -> list[Any]:
 
 def _parent_key(parent: ParentRef | None) -> str:
     return f"{parent.algorithm_name}/{parent.request_id}" if parent else ""
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """A file written by an older nexus lacks the columns added since: add them (NULL in
+    the old rows, read back as unset)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+    for name in COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE checkpoints ADD COLUMN {name} TEXT")
 
 
 def _row_to_run(row: sqlite3.Row) -> Run:
@@ -186,6 +213,8 @@ class SqliteRunStore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the _Checkpointer's job
             conn.executescript(SCHEMA)
+            _add_columns(conn)
+            conn.executescript(INDEXES)
         except sqlite3.Error as exc:
             ready.set_exception(
                 BackendUnavailable(f"Cannot open the run store {self._path}: {exc}")
@@ -423,6 +452,43 @@ class SqliteRunStore:
                 f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)
             ).fetchone()
             return _row_to_run(row)
+
+        return await self._call(write)
+
+    async def pending_callbacks(self, limit: int) -> list[Run]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"{_SELECT_RUN} WHERE {_CALLBACK_PENDING} ORDER BY last_modified LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [_row_to_run(row) for row in rows]
+
+    async def update_callback(
+        self,
+        algorithm: str,
+        run_id: str,
+        expected: CallbackState | None,
+        state: CallbackState,
+        *,
+        done: bool = False,
+    ) -> Run | None:
+        def write(conn: sqlite3.Connection) -> Run | None:
+            row = conn.execute(
+                f"{_SELECT_RUN} WHERE algorithm = ? AND id = ?", (algorithm, run_id)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Provided request with identifier '{run_id}' not found")
+            current = _row_to_run(row)
+            if current.callback_state != expected or current.callback_done_at is not None:
+                return None
+            done_at = datetime.now(UTC) if done else None
+            conn.execute(
+                "UPDATE checkpoints SET callback_state = ?, callback_done_at = ? "
+                "WHERE algorithm = ? AND id = ?",
+                (encode_json_column(state), _time_text(done_at), algorithm, run_id),
+            )
+            return msgspec.structs.replace(current, callback_state=state, callback_done_at=done_at)
 
         return await self._call(write)
 
