@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 from nexus.errors import ConfigError
 
 SETTING = "supervisor.shards"
+_LISTED = 5  # unknown names quoted in the error; the rest are counted
 
 
 def _quote(name: str, limit: int = 64) -> str:
@@ -43,8 +44,11 @@ class ShardScope:
         typo would otherwise leave that shard's runs without any supervisor."""
         unknown = sorted(name for name in self.shards if name not in known)
         if unknown:
+            listed = ", ".join(map(_quote, unknown[:_LISTED]))
+            if len(unknown) > _LISTED:
+                listed += f" and {len(unknown) - _LISTED} more"
             raise ConfigError(
-                f"Invalid settings: {SETTING} names {', '.join(map(_quote, unknown))}, "
+                f"Invalid settings: {SETTING} names {listed}, "
                 f"which {'is not a' if len(unknown) == 1 else 'are not'} configured "
                 f"shard{'' if len(unknown) == 1 else 's'} (known: "
                 f"{', '.join(sorted(known)) or 'none'}); leave it empty to supervise every shard"
