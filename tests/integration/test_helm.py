@@ -373,16 +373,28 @@ def test_a_supervisor_per_shard_renders_one_deployment_each(
         path.write_text(config_map["data"]["settings.yaml"])
         environ = {e["name"]: e.get("value", "placeholder") for e in container["env"]}
         assert load_settings(path, environ=environ).supervisor.shards == shards
+        # Only its own shards' kubeconfigs ("home" is the in-cluster shard: it has none).
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "shards"]
+        if shards == ["home"]:
+            assert volume == {"name": "shards", "emptyDir": {}}
+        else:
+            assert volume["secret"]["secretName"] == "nexus-shards"
+            assert [item["key"] for item in volume["secret"]["items"]] == [
+                f"{shard}.kubeconfig" for shard in shards
+            ]
     for name, deployment in supervisors.items():
         selector = deployment["spec"]["selector"]["matchLabels"]
         for other_name, other in deployments.items():
             labels = other["spec"]["template"]["metadata"]["labels"]
             matches = selector.items() <= labels.items()
             assert matches == (other_name == name), (name, other_name)
-    docs = _documents(helm("template", "prod", str(CHART)).stdout)
+    values_file.write_text(yaml.safe_dump(PRODUCTION_VALUES))
+    docs = _documents(helm("template", "prod", str(CHART), "-f", str(values_file)).stdout)
     only = _by_kind(docs, "Deployment")["prod-nexus-supervisor"]
     (container,) = only["spec"]["template"]["spec"]["containers"]
     assert "NEXUS__SUPERVISOR__SHARDS" not in {e["name"] for e in container["env"]}
+    (volume,) = [v for v in only["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards"]
+    assert volume == {"name": "shards", "secret": {"secretName": "nexus-shards"}}
     assert only["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/name": "nexus",
         "app.kubernetes.io/instance": "prod",
