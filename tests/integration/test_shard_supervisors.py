@@ -98,7 +98,7 @@ def test_supervisors_finish_a_killed_schedulers_runs_each_on_its_own_shard(
             namespace,
             every_shard,
             NEXUS__INSTANCE_ID="scheduler-1",
-            NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND="1",
+            NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_PER_SECOND="0.5",
             NEXUS__S3_BUFFER__BUFFER_CONFIG__RATE_LIMIT_ELEMENTS_BURST="1",
             **LEASE,
         ),
