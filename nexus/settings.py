@@ -135,6 +135,8 @@ class Supervisor(_Section):
     # Relaunches of a run whose process was lost with a crashed nexus (a disruption, not
     # counted against maximumRetries) before it is FAILED; 0: fail it at once.
     disruption_limit: int = 3
+    # The shards whose runs this supervisor looks after (nexus.core.scope); empty: all.
+    shards: list[str] = msgspec.field(default_factory=list)
 
 
 VerbName = Literal["create", "get", "update", "delete"]
@@ -406,6 +408,8 @@ def _check(settings: Settings) -> None:
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
+    if any(not name.strip() for name in settings.supervisor.shards):
+        raise ConfigError("Invalid settings: supervisor.shards may not hold an empty name")
     tenants = limits.tenants
     for key, values, minimum, maximum in (
         ("queued-run-limit", {"": tenants.queued_run_limit}, 0, None),

@@ -17,6 +17,9 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Under a name of its own too: a folder's conftest.py becomes the module "conftest" of
+# that folder's tests (pytest_collectstart below) and re-exports helpers from here.
+sys.modules.setdefault("nexus_tests_conftest", sys.modules[__name__])
 TEST_TEMPLATES = REPO / "tests" / "e2e" / "templates"
 
 

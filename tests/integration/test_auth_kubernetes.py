@@ -22,9 +22,9 @@ import jwt
 import pytest
 import yaml
 from conftest import free_port, walk_routes
+from control_plane import Kube, require_kubeconfig, wait_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_kubernetes import Kube, require_kubeconfig, wait_for
 
 pytestmark = pytest.mark.kube
 

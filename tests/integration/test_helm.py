@@ -254,6 +254,9 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
         "serviceMonitor.interval=often",
         "probes.startup.failureThreshold=0",
         "ingress.hostz[0]=nexus.example",
+        "supervisor.shards[0]=Shard_A",
+        "supervisor.shards={shard-a,shard-a}",
+        "supervisor.shards[0]=",
     ],
 )
 def test_values_schema_refuses_bad_values(helm, bad: str) -> None:
@@ -344,6 +347,59 @@ def test_roles_can_be_turned_off(helm) -> None:
         helm("template", "nexus", str(CHART), "--set", "rbac.aggregateToDefaultRoles=false").stdout
     )
     assert _by_kind(without, "ClusterRole") == {}
+
+
+def test_a_supervisor_per_shard_renders_one_deployment_each(
+    helm, values_file: Path, tmp_path: Path
+) -> None:
+    """supervisor.shards: one Deployment per item, each given its shards as the setting
+    nexus reads (checked by nexus's own loader), with selectors that cannot take each
+    other's pods; without it, the one supervisor Deployment is as it always was."""
+    groups = {"home": ["home"], "far": ["far"], "eu-1-eu-2": ["eu-1", "eu-2"]}
+    values = {**PRODUCTION_VALUES, "supervisor": {"shards": ["home", "far", ["eu-1", "eu-2"]]}}
+    values_file.write_text(yaml.safe_dump(values))
+    docs = _documents(helm("template", "prod", str(CHART), "-f", str(values_file)).stdout)
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    deployments = _by_kind(docs, "Deployment")
+    supervisors = {n: d for n, d in deployments.items() if "-supervisor" in n}
+    assert set(supervisors) == {f"prod-nexus-supervisor-{suffix}" for suffix in groups}
+    for suffix, shards in groups.items():
+        deployment = supervisors[f"prod-nexus-supervisor-{suffix}"]
+        pod = deployment["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["args"][:2] == ["--role", "supervisor"]
+        assert pod["spec"]["serviceAccountName"] == "prod-nexus-supervisor"
+        path = tmp_path / f"settings-{suffix}.yaml"
+        path.write_text(config_map["data"]["settings.yaml"])
+        environ = {e["name"]: e.get("value", "placeholder") for e in container["env"]}
+        assert load_settings(path, environ=environ).supervisor.shards == shards
+        # Only its own shards' kubeconfigs ("home" is the in-cluster shard: it has none).
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "shards"]
+        if shards == ["home"]:
+            assert volume == {"name": "shards", "emptyDir": {}}
+        else:
+            assert volume["secret"]["secretName"] == "nexus-shards"
+            assert [item["key"] for item in volume["secret"]["items"]] == [
+                f"{shard}.kubeconfig" for shard in shards
+            ]
+    for name, deployment in supervisors.items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        for other_name, other in deployments.items():
+            labels = other["spec"]["template"]["metadata"]["labels"]
+            matches = selector.items() <= labels.items()
+            assert matches == (other_name == name), (name, other_name)
+    values_file.write_text(yaml.safe_dump(PRODUCTION_VALUES))
+    docs = _documents(helm("template", "prod", str(CHART), "-f", str(values_file)).stdout)
+    only = _by_kind(docs, "Deployment")["prod-nexus-supervisor"]
+    (container,) = only["spec"]["template"]["spec"]["containers"]
+    assert "NEXUS__SUPERVISOR__SHARDS" not in {e["name"] for e in container["env"]}
+    (volume,) = [v for v in only["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards"]
+    assert volume == {"name": "shards", "secret": {"secretName": "nexus-shards"}}
+    assert only["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "nexus",
+        "app.kubernetes.io/instance": "prod",
+        "app.kubernetes.io/component": "supervisor",
+    }
 
 
 def test_auth_mode_kubernetes_lets_the_scheduler_ask_for_reviews(helm, tmp_path: Path) -> None:

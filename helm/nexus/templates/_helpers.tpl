@@ -19,6 +19,29 @@
 {{- printf "%s-%s" (include "nexus.fullname" .root | trunc 52 | trimSuffix "-") .role -}}
 {{- end -}}
 
+{{/*
+A role's Deployment, for a dict {root, role, shards}: "<fullname>-<role>", and for a
+supervisor of some shards (supervisor.shards) "<fullname>-supervisor-<shard>[-<shard>...]".
+*/}}
+{{- define "nexus.deploymentName" -}}
+{{- if .shards -}}
+{{- printf "%s-%s" (include "nexus.roleName" .) (join "-" .shards) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "nexus.roleName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The label that tells apart the supervisors of different shards (their Deployments' pods
+would otherwise match each other's selectors); nothing for a role's only Deployment, so
+the selector of a supervisor of every shard is the one it always had.
+*/}}
+{{- define "nexus.scopeLabel" -}}
+{{- with .shards -}}
+science.sneaksanddata.com/supervised-shards: {{ join "." . | trunc 63 | trimSuffix "." | trimSuffix "-" | quote }}
+{{- end -}}
+{{- end -}}
+
 {{- define "nexus.runtimeNamespace" -}}
 {{- default .Release.Namespace .Values.runtimeNamespace -}}
 {{- end -}}
