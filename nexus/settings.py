@@ -172,6 +172,12 @@ class Auth(_Section):
     namespace: str = ""  # where SubjectAccessReviews name templates; "": runtime-namespace
     oidc: Oidc = msgspec.field(default_factory=Oidc)
     rules: list[AccessRule] = msgspec.field(default_factory=list)
+    # The receiver accepts a report on a run only with that run's token (in its Job's env)
+    receiver_tokens: bool = False
+    # The HMAC key of run tokens; "": a random one kept in data-dir/.receiver-token-secret
+    # (set it when the scheduler and the receiver are separate processes)
+    receiver_token_secret: str = ""
+    receiver_token_lifetime: Duration = Duration(86400.0)  # for a run without a deadline
 
 
 class Webhooks(_Section):
@@ -444,6 +450,10 @@ _ASYMMETRIC = {
 def _check_auth(auth: Auth) -> None:
     if auth.cache_ttl < 0:
         raise ConfigError("Invalid settings: auth.cache-ttl must not be negative")
+    if auth.receiver_token_lifetime <= 0:
+        raise ConfigError("Invalid settings: auth.receiver-token-lifetime must be positive")
+    if auth.receiver_token_secret and len(auth.receiver_token_secret) < 16:
+        raise ConfigError("Invalid settings: auth.receiver-token-secret needs 16 characters")
     if auth.mode != "oidc":
         return
     oidc = auth.oidc

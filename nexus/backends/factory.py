@@ -14,7 +14,7 @@ from typing import Protocol
 from nexus.core.access import Access, AccessPolicy, OpenAccess, Rule, RuleAuthorizer, Verb
 from nexus.core.callbacks import CallbackPolicy, Network, Notifier, WebhookSender, parse_networks
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
-from nexus.core.signing import UrlSigner
+from nexus.core.signing import RunTokens, UrlSigner
 from nexus.errors import ConfigError
 from nexus.metrics import Metrics
 from nexus.settings import Settings
@@ -42,6 +42,11 @@ def signing_secret(settings: Settings) -> bytes:
 
 def webhook_secret(settings: Settings) -> bytes:
     return _secret(settings, settings.webhooks.secret, ".webhook-secret")
+
+
+def make_run_tokens(settings: Settings) -> RunTokens:
+    secret = settings.auth.receiver_token_secret
+    return RunTokens(_secret(settings, secret, ".receiver-token-secret"))
 
 
 def _secret(settings: Settings, configured: str, name: str) -> bytes:

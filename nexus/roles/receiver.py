@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nexus.api import completions
+from nexus.backends import factory
 from nexus.context import NexusApp
 from nexus.core.completion import Completion
 from nexus.roles.shared import Shared
@@ -13,4 +14,6 @@ def routes(app: NexusApp) -> None:
 
 
 async def start(app: NexusApp, shared: Shared) -> None:
-    app.ctx.completion = Completion(await shared.store(), app.ctx.watch)
+    settings = shared.settings
+    tokens = factory.make_run_tokens(settings) if settings.auth.receiver_tokens else None
+    app.ctx.completion = Completion(await shared.store(), app.ctx.watch, tokens)

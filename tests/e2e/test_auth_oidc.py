@@ -4,7 +4,8 @@ The test is the identity provider: it makes RSA and EC keys (cryptography), publ
 them over loopback HTTP as a discovery document and a JWKS, and signs tokens with PyJWT.
 nexus finds the keys through ``<issuer>/.well-known/openid-configuration``. Group rules
 give team-a the ``behave`` algorithm only, admins every algorithm and readers ``get`` on
-every one; the ``noop`` template's annotation gives it to team-noop.
+every one; the ``noop`` template's annotation gives it to team-noop. Receiver tokens are
+on: runs report with their own token (tests/e2e/test_receiver_tokens.py), not a JWT.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def server(tmp_path_factory, provider: Provider) -> Iterator[NexusProcess]:
                 "auth": {
                     "mode": "oidc",
                     "cache-ttl": "10s",
+                    "receiver-tokens": True,
                     "oidc": {"issuer": provider.issuer, "audience": AUDIENCE, "leeway": "5s"},
                     "rules": [
                         {"groups": ["team-a"], "algorithms": [A]},
@@ -346,7 +348,7 @@ def test_the_official_client_sends_its_token_as_a_bearer(
 
 
 def test_every_route_without_credentials(server: NexusProcess) -> None:
-    walk_routes(server.url, enforced=True)
+    walk_routes(server.url, enforced=True, receiver_tokens=True)
 
 
 def test_every_route_without_credentials_when_auth_is_off(nexus: NexusProcess) -> None:
