@@ -178,6 +178,10 @@ class Auth(_Section):
     # (set it when the scheduler and the receiver are separate processes)
     receiver_token_secret: str = ""
     receiver_token_lifetime: Duration = Duration(86400.0)  # for a run without a deadline
+    # Requests per second of the run API per authenticated caller (0: no limit), and the
+    # burst it may send at once; beyond it 429 with Retry-After
+    caller_rate: float = 0.0
+    caller_burst: int = 20
 
 
 class Webhooks(_Section):
@@ -450,6 +454,11 @@ _ASYMMETRIC = {
 def _check_auth(auth: Auth) -> None:
     if auth.cache_ttl < 0:
         raise ConfigError("Invalid settings: auth.cache-ttl must not be negative")
+    if not 0 <= auth.caller_rate <= 1e6 or not 1 <= auth.caller_burst <= 1_000_000:
+        raise ConfigError(
+            "Invalid settings: auth.caller-rate must be between 0 (no limit) and 1e6, "
+            "auth.caller-burst between 1 and 1000000"
+        )
     if auth.receiver_token_lifetime <= 0:
         raise ConfigError("Invalid settings: auth.receiver-token-lifetime must be positive")
     if auth.receiver_token_secret and len(auth.receiver_token_secret) < 16:

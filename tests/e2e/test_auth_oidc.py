@@ -359,3 +359,44 @@ def test_a_settings_file_refusing_oidc_without_issuer_stops_the_start(tmp_path: 
     proc = NexusProcess(tmp_path / "data", env={"NEXUS__AUTH__MODE": "oidc"})
     with pytest.raises(RuntimeError, match=r"auth\.oidc\.issuer"):
         proc.start(timeout=30)
+
+
+def test_a_caller_over_its_rate_is_429_while_another_is_not(
+    tmp_path: Path, provider: Provider
+) -> None:
+    """auth.caller-rate: a bucket per caller (the crate's KeyedTokenBucket)."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(
+        json.dumps(
+            {
+                "auth": {
+                    "mode": "oidc",
+                    "oidc": {"issuer": provider.issuer, "audience": AUDIENCE},
+                    "rules": [{"groups": ["team-a"], "algorithms": [A]}],
+                    "caller-rate": 0.01,  # one request per 100 s: no refill during the test
+                    "caller-burst": 3,
+                }
+            }
+        )
+    )
+    proc = NexusProcess(tmp_path / "data", config=settings).start()
+    try:
+        kid = provider.published[0]
+        alice, bob = (bearer(provider.token(kid, sub=name)) for name in ("alice", "bob"))
+        with httpx.Client(base_url=proc.url, timeout=30) as http:
+            for _ in range(3):
+                assert http.get(f"{API}/results/tags/limits", headers=alice).status_code == 200
+            before = proc.row_counts()
+            response = http.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=alice)
+            assert_error(response, 429, "Too many requests: alice is over its limit")
+            assert 1 <= int(response.headers["retry-after"]) <= 100
+            assert proc.row_counts() == before, "a limited create writes nothing"
+            # Another caller has its own bucket; a fresh token of alice does not refill hers.
+            create(http, algorithm=A, headers=bob)
+            again = bearer(provider.token(kid, sub="alice", iat=int(time.time()) + 1))
+            assert_error(http.get(f"{API}/results/tags/limits", headers=again), 429, "alice")
+            # Unauthenticated requests are 401, never counted against anyone.
+            assert_error(http.get(f"{API}/results/tags/limits"), 401, "Authentication required")
+    finally:
+        proc.stop()
+        proc.kill_algorithms()
