@@ -53,6 +53,9 @@ class Tenants(_Section):
     queued_run_limit: int = 0
     limits: dict[str, int] = msgspec.field(default_factory=dict)
     weights: dict[str, int] = msgspec.field(default_factory=dict)
+    # Whose share a run is in: its template's tenant, or (auth.mode kubernetes or oidc)
+    # the caller that created it
+    tenant_by: Literal["template", "caller"] = "template"
 
 
 class BufferConfig(_Section):
@@ -433,6 +436,11 @@ def _check(settings: Settings) -> None:
             "failure-rate-max-delay"
         )
     _check_auth(settings.auth)
+    if limits.tenants.tenant_by == "caller" and settings.auth.mode == "none":
+        raise ConfigError(
+            "Invalid settings: s3-buffer.buffer-config.tenants.tenant-by caller needs "
+            "auth.mode kubernetes or oidc (mode none knows no caller)"
+        )
     cql = settings.scylla_cql_store
     if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
         raise ConfigError(

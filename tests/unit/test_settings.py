@@ -348,6 +348,11 @@ def test_auth_defaults_to_none_and_reads_oidc_rules_from_yaml(tmp_path):
         ({"NEXUS__AUTH__CALLER_RATE": "1e300"}, "auth.caller-rate"),
         ({"NEXUS__AUTH__CALLER_RATE": "fast"}, "auth.caller-rate"),
         ({"NEXUS__AUTH__CALLER_BURST": "0"}, "auth.caller-burst"),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__TENANT_BY": "caller"},
+            "tenants.tenant-by caller needs auth.mode",
+        ),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__TENANT_BY": "user"}, "tenant-by"),
         ({"NEXUS__AUTH__CALLER_BURST": "99999999999999999999"}, "auth.caller-burst"),
     ],
 )
