@@ -64,7 +64,8 @@ class UrlSigner:
 RUN_TOKEN_ENV = "NEXUS__CLIENT__RECEIVER_ACCESS_TOKEN"
 RUN_TOKEN_HEADER = "X-Nexus-Run-Token"
 _TOKEN_PREFIX = "nxr1"
-_MAX_TOKEN = 128  # a real one is about 55 characters
+_MAX_TOKEN = 128  # a real one is about 60 characters
+_SIGNATURE_LENGTH = 43  # 32 bytes of HMAC-SHA256 in unpadded base64
 _HOW = f"send it as Authorization: Bearer <token> or {RUN_TOKEN_HEADER}, from ${RUN_TOKEN_ENV}"
 
 
@@ -114,7 +115,8 @@ class RunTokens:
             len(token) > _MAX_TOKEN
             or prefix != _TOKEN_PREFIX
             or not (exp.isascii() and exp.isdigit())
-            or not sig
+            or len(sig) != _SIGNATURE_LENGTH
+            or not sig.isascii()
         ):
             raise Unauthenticated(f"Invalid run token: it is not a nexus run token; {_HOW}")
         expected = self._signature(algorithm, run_id, int(exp))

@@ -170,6 +170,8 @@ def test_no_token_is_401_without_an_invalid_token_error(tokens):
         "nxr1.\u00b2\u00b2.sig",  # digits to str.isdigit, not to int()
         "nxr2.1700000060.sig",
         "nxr1.1700000060.",
+        "nxr1.1700000060.short",
+        "nxr1.1700000060." + "\u00e9" * 43,  # not base64
         "nxr1.1700000060." + "A" * 200,  # oversized
         "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",  # a JWT is not a run token
     ],
