@@ -201,9 +201,10 @@ OPERATIONS: dict[str, Operation] = {
 
 _ERROR_TEXT = {
     400: "Bad request; the body says what was wrong and how to fix it",
-    401: "No valid bearer token (auth.mode kubernetes or oidc); see WWW-Authenticate",
-    403: "Refused: an invalid or expired signed URL, or a caller without the right to "
-    "this algorithm's runs",
+    401: "No valid bearer token (auth.mode kubernetes or oidc), or no valid run token "
+    "(auth.receiver-tokens); see WWW-Authenticate",
+    403: "Refused: an invalid or expired signed URL, a caller without the right to "
+    "this algorithm's runs, or another run's token",
     404: "Unknown run",
     409: "The run already finished",
     413: "Body larger than max-payload-size",
