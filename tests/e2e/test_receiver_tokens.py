@@ -132,3 +132,24 @@ def test_a_short_secret_stops_the_start(tmp_path) -> None:
     proc = NexusProcess(tmp_path / "data", env={"NEXUS__AUTH__RECEIVER_TOKEN_SECRET": "short"})
     with pytest.raises(RuntimeError, match=r"auth\.receiver-token-secret"):
         proc.start(timeout=30)
+
+
+def test_a_receiver_alone_without_a_shared_secret_warns(tmp_path) -> None:
+    """Its random key would be its own: a scheduler elsewhere signs with another one."""
+    env = {"NEXUS__AUTH__RECEIVER_TOKENS": "true", "NEXUS__LOG_FORMAT": "text"}
+    proc = NexusProcess(tmp_path / "data", role="receiver", env=env).start()
+    try:
+        assert "without auth.receiver-token-secret" in proc.log()
+        with httpx.Client(base_url=proc.url, timeout=30) as http:
+            assert_error(complete(http, str(uuid.uuid4()), {}), 401, "Authentication required")
+    finally:
+        proc.stop()
+    shared = NexusProcess(
+        tmp_path / "shared",
+        role="receiver",
+        env={**env, "NEXUS__AUTH__RECEIVER_TOKEN_SECRET": SECRET},
+    ).start()
+    try:
+        assert "without auth.receiver-token-secret" not in shared.log()
+    finally:
+        shared.stop()
