@@ -230,7 +230,9 @@ struct PyKeyedTokenBucket {
 #[pymethods]
 impl PyKeyedTokenBucket {
     #[new]
-    #[pyo3(signature = (rate, burst, max_keys = crate::keyed::DEFAULT_MAX_KEYS as i64))]
+    // A literal default (keyed::DEFAULT_MAX_KEYS), so the text signature, and through it
+    // the stub check, shows the value.
+    #[pyo3(signature = (rate, burst, max_keys = 10000))]
     fn new(rate: f64, burst: i64, max_keys: i64) -> PyResult<Self> {
         let burst = burst_arg(burst)?;
         let max_keys = usize::try_from(max_keys)
