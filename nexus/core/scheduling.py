@@ -134,10 +134,18 @@ def content_hash(payload: bytes | memoryview) -> str:
 
 
 class SchedulerConfig:
-    def __init__(self, *, instance_id: str, payload_valid_for: float, max_wait: float) -> None:
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        payload_valid_for: float,
+        max_wait: float,
+        tenant_by_caller: bool = False,
+    ) -> None:
         self.instance_id = instance_id
         self.payload_valid_for = payload_valid_for
         self.max_wait = max_wait
+        self.tenant_by_caller = tenant_by_caller  # tenants.tenant-by: caller (core.tenancy)
 
 
 class Scheduler:
@@ -194,7 +202,9 @@ class Scheduler:
         dry_run: bool = False,
         idempotency_key: str | None = None,
         callback_url: str = "",
+        caller: str | None = None,
     ) -> str:
+        """Store and queue a run; ``caller``: who asked, when authenticated."""
         check_algorithm_name(algorithm)
         check_tag(tag)
         if callback_url:
@@ -238,7 +248,7 @@ class Scheduler:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
                 return existing
-        tenant = tenant_of(template, workgroup)
+        tenant = tenant_of(template, workgroup, caller if self.config.tenant_by_caller else None)
         # Before anything is written: a 429 leaves no trace (SPEC §2).
         self.pipeline.check_room(cluster, tenant)
 

@@ -33,6 +33,7 @@ from control_plane import GROUP, REPO, Kube, wait_for
 
 from nexus.core.jobs import JobContext, render_job
 from nexus.core.models import AlgorithmSpec, WorkgroupSpec
+from nexus.core.signing import RUN_TOKEN_ENV
 from nexus.core.supervision import (
     DEADLINE_CAUSE,
     FATAL_CAUSE,
@@ -227,6 +228,7 @@ def act_as_algorithm(kube: Kube, namespace: str, algorithm: str, run_id: str) ->
     report = httpx.post(
         f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/{algorithm}/requests/{run_id}",
         json={"resultUri": env["NEXUS__RESULT_URL"]},
+        headers={"Authorization": f"Bearer {env[RUN_TOKEN_ENV]}"},  # the run's own token
         timeout=10,
     )
     assert report.status_code == 202, report.text
@@ -243,7 +245,9 @@ def job_gone(kube: Kube, namespace: str, run_id: str, timeout: float = 30) -> No
 def test_run_goes_through_a_real_job_on_a_kwok_node(
     kube, kubeconfig, namespace, tmp_path, nexus_factory
 ):
-    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    nexus = start(
+        nexus_factory, kubeconfig, namespace, tmp_path, NEXUS__AUTH__RECEIVER_TOKENS="true"
+    )
     # Applied after nexus started: the template source's watch must pick them up.
     workgroup(kube, namespace, "wg-a", "shard-a")
     template(kube, namespace, "hello", {"nexus.test/hold": "true"})
@@ -257,6 +261,11 @@ def test_run_goes_through_a_real_job_on_a_kwok_node(
             for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         assert env["NEXUS__SHARD_NAME"] == "shard-a" and env["TEAM"] == "integration"
+        # The Job as the API server keeps it carries the run's token, and nothing else
+        # completes the run (auth.receiver-tokens is on).
+        assert env[RUN_TOKEN_ENV].startswith("nxr1.")
+        refused = http.post(f"{V1}/complete/hello/requests/{run_id}", json={"resultUri": "x"})
+        assert refused.status_code == 401, refused.text
         labels = job["metadata"]["labels"]
         assert labels[f"{GROUP}/algorithm-template-name"] == "hello"
         assert labels[f"{GROUP}/nexus-component"] == "algorithm-run"

@@ -121,4 +121,9 @@ must own (where it listens, where the shard kubeconfigs are mounted).
   valueFrom:
     secretKeyRef: {name: {{ $s.payloadSigning.name | quote }}, key: {{ $s.payloadSigning.key | quote }}}
 {{- end }}
+{{- if $s.receiverTokens.name }}
+- name: NEXUS__AUTH__RECEIVER_TOKEN_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ $s.receiverTokens.name | quote }}, key: {{ $s.receiverTokens.key | quote }}}
+{{- end }}
 {{- end -}}
