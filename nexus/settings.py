@@ -137,6 +137,21 @@ class Supervisor(_Section):
     disruption_limit: int = 3
 
 
+class Controller(_Section):
+    """The configuration controller (``--role controller``, docs/controller.md): copies
+    templates, workgroups and the Secrets/ConfigMaps they use to every shard."""
+
+    alias: str = "nexus"  # the controller-app label value on every object it writes
+    namespace: str = ""  # where templates live, here and in every shard; "": runtime-namespace
+    workers: int = 2
+    failure_rate_base_delay: Duration = Duration(0.5)  # first retry of a failed sync
+    failure_rate_max_delay: Duration = Duration(60.0)  # longest wait between retries
+    rate_limit_elements_per_second: float = 20.0  # syncs started, over all objects
+    rate_limit_elements_burst: int = 50
+    resync_interval: Duration = Duration(30.0)  # every object is checked again this often
+    request_timeout: Duration = Duration(10.0)  # one API call to a shard or this cluster
+
+
 VerbName = Literal["create", "get", "update", "delete"]
 VERBS: tuple[VerbName, ...] = ("create", "get", "update", "delete")
 
@@ -222,6 +237,7 @@ class Settings(_Section):
     deploy_namespace: str = "default"
     kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
     supervisor: Supervisor = msgspec.field(default_factory=Supervisor)
+    controller: Controller = msgspec.field(default_factory=Controller)
     auth: Auth = msgspec.field(default_factory=Auth)
     webhooks: Webhooks = msgspec.field(default_factory=Webhooks)
 
@@ -403,6 +419,8 @@ def _check(settings: Settings) -> None:
         ("bind-port", settings.bind_port, 0),
         ("max-payload-size", settings.max_payload_size, 1),
         ("supervisor.disruption-limit", settings.supervisor.disruption_limit, 0),
+        ("controller.workers", settings.controller.workers, 1),
+        ("controller.rate-limit-elements-burst", settings.controller.rate_limit_elements_burst, 1),
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
@@ -422,6 +440,7 @@ def _check(settings: Settings) -> None:
             "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "
             "failure-rate-max-delay"
         )
+    _check_controller(settings.controller)
     _check_auth(settings.auth)
     cql = settings.scylla_cql_store
     if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
@@ -429,6 +448,24 @@ def _check(settings: Settings) -> None:
             f"Invalid settings: cql-store-type '{settings.cql_store_type}' needs "
             "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2), "
             "or scylla-cql-store.secure-connect-bundle for AstraDB"
+        )
+
+
+def _check_controller(controller: Controller) -> None:
+    for key, value in (
+        ("rate-limit-elements-per-second", controller.rate_limit_elements_per_second),
+        ("failure-rate-base-delay", controller.failure_rate_base_delay),
+        ("resync-interval", controller.resync_interval),
+        ("request-timeout", controller.request_timeout),
+    ):
+        if not value > 0:
+            raise ConfigError(
+                f"Invalid settings: controller.{key} must be more than 0, got {value}"
+            )
+    if controller.failure_rate_base_delay > controller.failure_rate_max_delay:
+        raise ConfigError(
+            "Invalid settings: controller.failure-rate-base-delay must not exceed "
+            "failure-rate-max-delay"
         )
 
 
