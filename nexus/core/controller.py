@@ -161,6 +161,8 @@ class ConfigController:
             log.warning("sync of %s '%s' to shard '%s' failed: %s", kind, name, shard.name, exc)
             self._on_shard_error(shard.name)
             return ShardOutcome(shard=shard.name, refused=refused, error=exc.message, wrote=wrote)
+        if refused:
+            self._on_shard_error(shard.name)
         return ShardOutcome(shard=shard.name, refused=refused, wrote=wrote)
 
     async def _apply(
