@@ -16,6 +16,7 @@ runs algorithms as local processes.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -150,6 +151,9 @@ class Controller(_Section):
     rate_limit_elements_burst: int = 50
     resync_interval: Duration = Duration(30.0)  # every object is checked again this often
     request_timeout: Duration = Duration(10.0)  # one API call to a shard or this cluster
+    # Of several replicas, the holder of the Lease <alias>-configuration-controller syncs;
+    # a standby takes over once the holder has not renewed it for this long.
+    lease_duration: Duration = Duration(15.0)
 
 
 VerbName = Literal["create", "get", "update", "delete"]
@@ -451,17 +455,27 @@ def _check(settings: Settings) -> None:
         )
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+
+
 def _check_controller(controller: Controller) -> None:
     for key, value in (
         ("rate-limit-elements-per-second", controller.rate_limit_elements_per_second),
         ("failure-rate-base-delay", controller.failure_rate_base_delay),
         ("resync-interval", controller.resync_interval),
         ("request-timeout", controller.request_timeout),
+        ("lease-duration", controller.lease_duration),
     ):
         if not value > 0:
             raise ConfigError(
                 f"Invalid settings: controller.{key} must be more than 0, got {value}"
             )
+    if not _DNS_LABEL.fullmatch(controller.alias):
+        raise ConfigError(
+            f"Invalid settings: controller.alias {controller.alias[:80]!r} must be lower-case "
+            "letters, digits and '-' (at most 40), starting and ending with a letter or digit: "
+            "it is a label value and part of the leader Lease's name"
+        )
     if controller.failure_rate_base_delay > controller.failure_rate_max_delay:
         raise ConfigError(
             "Invalid settings: controller.failure-rate-base-delay must not exceed "

@@ -224,3 +224,11 @@ class ShardObjects(Protocol):
     async def replace(self, body: dict[str, Any]) -> dict[str, Any]: ...
     async def delete(self, kind: str, name: str, uid: str) -> None:
         """Delete the object if it still has ``uid``; a missing one is not an error."""
+
+
+class LeaderLease(Protocol):
+    """A lease only one holder has at a time (a coordination.k8s.io Lease)."""
+
+    async def acquire_or_renew(self) -> bool:
+        """Take the lease if it is free or expired, renew it if ours: whether we hold it.
+        BackendUnavailable when its server does not answer."""

@@ -14,10 +14,12 @@ from typing import Any
 
 from nexus.backends.k8s.client import ApiMetrics, ShardClient
 from nexus.backends.k8s.config_sync import KubeConfigSource, KubeShardObjects
+from nexus.backends.k8s.lease import KubeLease
 from nexus.backends.k8s.shards import discover_shards, home_client
 from nexus.context import NexusApp
 from nexus.core import config_sync as cs
 from nexus.core.controller import ConfigController, ControllerConfig
+from nexus.core.leadership import Leadership
 from nexus.core.workqueue import Key, QueueLimits, WorkQueue
 from nexus.roles.shared import Shared
 
@@ -138,18 +140,31 @@ async def start(app: NexusApp, shared: Shared) -> None:
     await shared.adopt(source)
     for shard in shards:
         await shared.adopt(shard)
-    queue.start()
-    shared.spawn(_stopping(queue), "controller queue")
+
+    async def lead() -> None:
+        queue.start()
+        triggers.resync()
+
+    leadership = Leadership(
+        KubeLease(
+            home,
+            namespace,
+            f"{config.alias}-configuration-controller",
+            settings.instance_id,
+            config.lease_duration,
+        ),
+        config.lease_duration,
+        on_lead=lead,
+        on_follow=queue.stop,
+    )
+    metrics.gauge(
+        "nexus_controller_leader",
+        "1 while this replica holds the leader Lease and syncs, 0 on standby",
+        lambda: float(leadership.leading),
+    )
+    shared.spawn(leadership.run_forever(), "controller leader election")
 
     async def resync() -> None:
         triggers.resync()
 
     shared.every(config.resync_interval, resync, "controller resync")
-
-
-async def _stopping(queue: WorkQueue) -> None:
-    """Holds the queue's workers for the life of the process; stops them at its end."""
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await queue.stop()

@@ -8,6 +8,7 @@ import pytest
 
 from nexus.core import config_sync as cs
 from nexus.core.config_sync import Action
+from nexus.core.leadership import Leadership
 from nexus.core.workqueue import Key, QueueLimits, WorkQueue
 from nexus.errors import ConfigError, SyncFailed
 from nexus.settings import load_settings
@@ -224,3 +225,48 @@ def test_bad_controller_settings_are_refused_with_their_name(name, value):
     with pytest.raises(ConfigError) as refused:
         load_settings(None, {f"NEXUS__CONTROLLER__{name}": value})
     assert name.lower().replace("_", "-") in refused.value.message.lower()
+
+
+@pytest.mark.parametrize("alias", ["", "Upper", "-dash", "dash-", "a" * 41, "dot.ted", "x y"])
+def test_an_alias_that_cannot_name_a_lease_is_refused(alias):
+    with pytest.raises(ConfigError, match="controller.alias"):
+        load_settings(None, {"NEXUS__CONTROLLER__ALIAS": alias or " "})
+
+
+# --- leadership -------------------------------------------------------------------------
+
+
+class _Lease:
+    """Answers from a script: True/False, or an exception to raise."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers = answers
+
+    async def acquire_or_renew(self) -> bool:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return bool(answer)
+
+
+async def test_work_starts_with_the_lease_and_stops_without_it():
+    log: list[str] = []
+
+    async def lead() -> None:
+        log.append("lead")
+
+    async def follow() -> None:
+        log.append("follow")
+
+    lease = _Lease([False, True, True, False, True, SyncFailed("down"), SyncFailed("down")])
+    leadership = Leadership(lease, 30.0, on_lead=lead, on_follow=follow)
+    for _ in range(5):
+        await leadership.step()
+    assert log == ["lead", "follow", "lead"]
+    # One failed renewal right after a renewal keeps the lead (well within the deadline)...
+    await leadership.step()
+    assert leadership.leading and log == ["lead", "follow", "lead"]
+    # ...but not once the renew deadline has passed.
+    leadership._renewed -= 30.0
+    await leadership.step()
+    assert not leadership.leading and log[-1] == "follow"
