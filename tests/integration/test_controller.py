@@ -76,7 +76,7 @@ def namespace(kube: Kube, kube2: Kube) -> Iterator[str]:
 def controller(nexus_factory, kubeconfig, kubeconfig_2, namespace, tmp_path):
     """Start ``nexus --role controller`` (stopped by the factory at the test's end)."""
 
-    def start():
+    def start(instance: str = "ctl-a", **extra: str):
         shards = tmp_path / f"shards-{uuid.uuid4().hex[:6]}"
         shards.mkdir()
         shutil.copyfile(kubeconfig, shards / "near.kubeconfig")
@@ -92,6 +92,8 @@ def controller(nexus_factory, kubeconfig, kubeconfig_2, namespace, tmp_path):
                 "NEXUS__CONTROLLER__FAILURE_RATE_BASE_DELAY": "200ms",
                 "NEXUS__CONTROLLER__FAILURE_RATE_MAX_DELAY": "2s",
                 "NEXUS__CONTROLLER__REQUEST_TIMEOUT": "5s",
+                "NEXUS__INSTANCE_ID": instance,
+                **extra,
             },
         )
 
@@ -401,3 +403,49 @@ def test_a_controller_cluster_that_does_not_answer_keeps_it_unready(kubeconfig, 
         assert "controller cluster" in answer.text, answer.text
     finally:
         proc.stop()
+
+
+def leader_gauge(proc) -> float | None:
+    try:
+        text = httpx.get(f"{proc.url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("nexus_controller_leader "):
+            return float(line.split()[1])
+    return None
+
+
+def test_two_replicas_one_leader_and_the_standby_takes_over(kube, kube2, namespace, controller):
+    workgroup(kube, namespace, "wg-far", "far")
+    algorithm(kube, namespace, "first", [], [])
+    lease = {"NEXUS__CONTROLLER__LEASE_DURATION": "3s"}
+    replicas = {"ctl-a": controller("ctl-a", **lease), "ctl-b": controller("ctl-b", **lease)}
+    wait_for(lambda: get(kube2, namespace, "NexusAlgorithmTemplate", "first"), SYNC_WAIT, "sync")
+
+    def holder() -> str:
+        record = kube.call(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/"
+            f"{ALIAS}-configuration-controller",
+        )
+        return ((record or {}).get("spec") or {}).get("holderIdentity") or ""
+
+    leader = wait_for(holder, SYNC_WAIT, "a Lease holder")
+    standby = next(name for name in replicas if name != leader)
+
+    def one_leading() -> bool:
+        gauges = {name: leader_gauge(proc) for name, proc in replicas.items()}
+        return gauges == {leader: 1.0, standby: 0.0}
+
+    wait_for(one_leading, SYNC_WAIT, "exactly one replica leading")
+
+    replicas[leader].kill()  # SIGKILL: the Lease is left to expire
+    algorithm(kube, namespace, "second", [], [])
+    wait_for(lambda: holder() == standby, SYNC_WAIT, f"{standby} to take the Lease")
+    wait_for(
+        lambda: get(kube2, namespace, "NexusAlgorithmTemplate", "second"),
+        SYNC_WAIT,
+        "the standby syncing",
+    )
+    assert leader_gauge(replicas[standby]) == 1.0
