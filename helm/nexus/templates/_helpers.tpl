@@ -77,6 +77,9 @@ must own (where it listens, where the shard kubeconfigs are mounted).
 {{/* Environment from the referenced Secrets, for a dict {root, role}. */}}
 {{- define "nexus.secretEnv" -}}
 {{- $s := .root.Values.secrets -}}
+{{- /* The controller talks to Kubernetes only: no store, no buffer credentials. */ -}}
+{{- if eq .role "controller" }}
+{{- else }}
 {{- if $s.cassandra.name }}
 - name: NEXUS__SCYLLA_CQL_STORE__USER
   valueFrom:
@@ -97,5 +100,6 @@ must own (where it listens, where the shard kubeconfigs are mounted).
 - name: NEXUS__S3_BUFFER__REQUEST_PAYLOAD_PROXY_CONFIGURATION__SIGN_SECRET
   valueFrom:
     secretKeyRef: {name: {{ $s.payloadSigning.name | quote }}, key: {{ $s.payloadSigning.key | quote }}}
+{{- end }}
 {{- end }}
 {{- end -}}
