@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -449,3 +452,145 @@ def test_two_replicas_one_leader_and_the_standby_takes_over(kube, kube2, namespa
         "the standby syncing",
     )
     assert leader_gauge(replicas[standby]) == 1.0
+
+
+class BlackHole:
+    """A TCP relay in front of an API server, which can stop answering: in ``hold``
+    mode it forwards nothing, keeping every connection open and silent (a shard whose
+    API server hangs, the case that catches a client without request timeouts); on
+    ``release`` the held connections are closed and new ones forwarded again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.holding = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _keep(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self._keep(client)
+            if self.holding.is_set():
+                continue  # accepted, never answered
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self._keep(server)
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.holding.is_set():
+                    return  # swallow: the peer waits for an answer that never comes
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not self.holding.is_set():
+                for sock in (source, target):
+                    sock.close()
+
+    def hold(self) -> None:
+        self.holding.set()
+
+    def release(self) -> None:
+        self.holding.clear()
+        with self.lock:
+            held, self.sockets = self.sockets, []
+        for sock in held:
+            sock.close()
+
+    def close(self) -> None:
+        self.release()
+        self.listener.close()
+
+
+def test_a_shard_that_stops_answering_is_retried_and_converges_when_back(
+    kube, kube2, kubeconfig, kubeconfig_2, namespace, nexus_factory, tmp_path
+):
+    """Shard "far" is reached through a relay that can go silent. While it is, syncs
+    still finish (timeouts), the other shard is reported in step, and the status names
+    the silent shard; once it answers again the controller converges without a restart."""
+    doc = yaml.safe_load(Path(kubeconfig_2).read_text())
+    (cluster,) = doc["clusters"]
+    address = urlsplit(cluster["cluster"]["server"])
+    relay = BlackHole((address.hostname or "127.0.0.1", address.port or 443))
+    cluster["cluster"]["server"] = f"https://{address.hostname}:{relay.port}"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shutil.copyfile(kubeconfig, shards / "near.kubeconfig")
+    (shards / "far.kubeconfig").write_text(yaml.safe_dump(doc))
+    try:
+        workgroup(kube, namespace, "wg-far", "far")
+        secret(kube, namespace, "db", password="v1")
+        algorithm(kube, namespace, "before", ["db"], [])
+        nexus_factory(
+            role="controller",
+            env={
+                "NEXUS__KUBE_CONFIG_PATH": kubeconfig,
+                "NEXUS__SHARD_KUBE_CONFIG_PATH": str(shards),
+                "NEXUS__CONTROLLER__NAMESPACE": namespace,
+                "NEXUS__CONTROLLER__ALIAS": ALIAS,
+                "NEXUS__CONTROLLER__RESYNC_INTERVAL": "2s",
+                "NEXUS__CONTROLLER__FAILURE_RATE_BASE_DELAY": "200ms",
+                "NEXUS__CONTROLLER__FAILURE_RATE_MAX_DELAY": "2s",
+                "NEXUS__CONTROLLER__REQUEST_TIMEOUT": "2s",
+            },
+        )
+        wait_for(lambda: get(kube2, namespace, "Secret", "db"), SYNC_WAIT, "the first sync")
+
+        relay.hold()
+        algorithm(kube, namespace, "during", ["db"], [])
+        condition = wait_for(
+            lambda: (
+                ready(get(kube, namespace, "NexusAlgorithmTemplate", "during"))
+                if ready(get(kube, namespace, "NexusAlgorithmTemplate", "during")).get("reason")
+                == "SyncError"
+                else None
+            ),
+            SYNC_WAIT,
+            "the silent shard reported",
+        )
+        assert "shard 'far'" in condition["message"], condition
+        status = get(kube, namespace, "NexusAlgorithmTemplate", "during")["status"]
+        assert status["syncedToClusters"] == ["near"]
+        assert get(kube2, namespace, "NexusAlgorithmTemplate", "during") is None
+
+        relay.release()
+        secret(kube, namespace, "db", password="v2")  # changed while far was away
+        wait_for(
+            lambda: get(kube2, namespace, "NexusAlgorithmTemplate", "during"),
+            SYNC_WAIT,
+            "the template in far once it answers",
+        )
+        wait_for(
+            lambda: (
+                (get(kube2, namespace, "Secret", "db") or {}).get("data") == {"password": b64("v2")}
+            ),
+            SYNC_WAIT,
+            "the changed Secret in far",
+        )
+        wait_for(
+            lambda: (
+                ready(get(kube, namespace, "NexusAlgorithmTemplate", "during")).get("status")
+                == "True"
+            ),
+            SYNC_WAIT,
+            "the template Ready again",
+        )
+    finally:
+        relay.close()
