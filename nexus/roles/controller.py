@@ -111,7 +111,14 @@ async def start(app: NexusApp, shared: Shared) -> None:
 
     def clients() -> tuple[ShardClient, list[ShardClient]]:
         # Blocking: reading kubeconfigs may run exec credential plugins.
-        home = home_client(settings, "controller", namespace, "--role controller watches")
+        home = home_client(
+            settings,
+            "controller",
+            namespace,
+            "--role controller watches",
+            metrics=api_metrics,
+            request_timeout=config.request_timeout,
+        )
         shards = [
             ShardClient(
                 shard,
