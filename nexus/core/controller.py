@@ -86,24 +86,29 @@ class ConfigController:
         outcomes = await asyncio.gather(
             *(self._sync_shard(s, kind, obj, sources) for s in self._shards)
         )
-        in_step = sorted(o.shard for o in outcomes if not o.error and not o.refused)
-        refused = [f"{r} in shard '{o.shard}'" for o in outcomes for r in o.refused]
-        errors = [f"shard '{o.shard}': {o.error}" for o in outcomes if o.error]
-        if refused:
-            ready, reason = False, "ResourceExists"
-            message = (
-                f"{'; '.join(refused)} already exists and is not managed by controller "
-                f"'{self._config.alias}' (label {cs.APP_LABEL}): not overwritten"
-            )
-        elif errors:
-            ready, reason, message = False, "SyncError", "; ".join(errors)
-        else:
-            ready, reason = True, "Synced"
-            message = f"{kind} '{name}' synced to {len(in_step)} shard(s): {', '.join(in_step)}"
+        ready, reason, message, in_step = self._verdict(kind, name, outcomes)
         wrote = sum(o.wrote for o in outcomes)
         await self._report(obj, ready, reason, message, secrets, config_maps, in_step, wrote)
         if not ready:
             raise SyncFailed(message)
+
+    def _verdict(
+        self, kind: str, name: str, outcomes: Sequence[ShardOutcome]
+    ) -> tuple[bool, str, str, list[str]]:
+        """Ready, its reason and message, and the shards in step."""
+        in_step = sorted(o.shard for o in outcomes if not o.error and not o.refused)
+        refused = [f"{r} in shard '{o.shard}'" for o in outcomes for r in o.refused]
+        errors = [f"shard '{o.shard}': {o.error}" for o in outcomes if o.error]
+        if refused:
+            message = (
+                f"{'; '.join(refused)} already exists and is not managed by controller "
+                f"'{self._config.alias}' (label {cs.APP_LABEL}): not overwritten"
+            )
+            return False, "ResourceExists", message, in_step
+        if errors:
+            return False, "SyncError", "; ".join(errors), in_step
+        message = f"{kind} '{name}' synced to {len(in_step)} shard(s): {', '.join(in_step)}"
+        return True, "Synced", message, in_step
 
     # --- the controller cluster --------------------------------------------------------
 
