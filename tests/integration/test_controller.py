@@ -33,6 +33,7 @@ ALIAS = "test-controller"
 APP_LABEL = f"{GROUP}/controller-app"
 OWNER_LABEL = f"{GROUP}/configuration-owner"
 SYNC_WAIT = 60.0  # generous: CI runs this on a busy machine
+TEMPLATE_ALGO = ("NexusAlgorithmTemplate", "algo")
 
 
 def b64(text: str) -> str:
@@ -247,6 +248,7 @@ def test_templates_workgroups_and_sources_reach_every_shard_and_stay_there(
     )
 
     # Drift in the shard is undone: an edited Secret, a deleted ConfigMap, an edited spec.
+    far_secret, copy = get(kube2, namespace, "Secret", "db"), get(kube2, namespace, *TEMPLATE_ALGO)
     edited = {**far_secret, "data": {"password": b64("tampered")}}
     kube2.call("PUT", f"{_base(namespace, 'Secret')}/db", edited)
     kube2.call("DELETE", f"{_base(namespace, 'ConfigMap')}/settings")
