@@ -19,7 +19,7 @@ from nexus.errors import ConfigError, NexusError
 from nexus.metrics import Metrics
 from nexus.roles import controller, receiver, scheduler, supervisor
 from nexus.roles.shared import Shared
-from nexus.settings import Settings
+from nexus.settings import Settings, check_controller
 from nexus.version import nexus_version
 
 ROLES = ("scheduler", "receiver", "supervisor", "controller", "all")
@@ -99,6 +99,8 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> Nex
             f"executor 'local' runs algorithms as child processes and needs --role all; "
             f"set executor: kubernetes (NEXUS__EXECUTOR=kubernetes) to run --role {role}"
         )
+    if role == "controller":
+        check_controller(settings.controller)  # at start-up, before anything is opened
     # Logging is nexus.logs' job (one JSON line per event): Sanic must not install its own.
     app: NexusApp = Sanic(
         name or f"nexus-{role}",

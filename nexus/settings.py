@@ -423,8 +423,6 @@ def _check(settings: Settings) -> None:
         ("bind-port", settings.bind_port, 0),
         ("max-payload-size", settings.max_payload_size, 1),
         ("supervisor.disruption-limit", settings.supervisor.disruption_limit, 0),
-        ("controller.workers", settings.controller.workers, 1),
-        ("controller.rate-limit-elements-burst", settings.controller.rate_limit_elements_burst, 1),
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
@@ -444,7 +442,6 @@ def _check(settings: Settings) -> None:
             "Invalid settings: s3-buffer.buffer-config.failure-rate-base-delay must not exceed "
             "failure-rate-max-delay"
         )
-    _check_controller(settings.controller)
     _check_auth(settings.auth)
     cql = settings.scylla_cql_store
     if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
@@ -458,7 +455,16 @@ def _check(settings: Settings) -> None:
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
 
 
-def _check_controller(controller: Controller) -> None:
+def check_controller(controller: Controller) -> None:
+    """Checked when ``--role controller`` starts, not at load: the Go receiver and
+    supervisor have keys of the same names (read as ``controller.*``), and whatever they
+    hold must not stop those roles from starting."""
+    for key, count in (
+        ("workers", controller.workers),
+        ("rate-limit-elements-burst", controller.rate_limit_elements_burst),
+    ):
+        if count < 1:
+            raise ConfigError(f"Invalid settings: controller.{key} must be at least 1, got {count}")
     for key, value in (
         ("rate-limit-elements-per-second", controller.rate_limit_elements_per_second),
         ("failure-rate-base-delay", controller.failure_rate_base_delay),

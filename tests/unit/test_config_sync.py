@@ -6,12 +6,13 @@ import asyncio
 
 import pytest
 
+from nexus.app import create_app
 from nexus.core import config_sync as cs
 from nexus.core.config_sync import Action
 from nexus.core.leadership import Leadership
 from nexus.core.workqueue import Key, QueueLimits, WorkQueue
 from nexus.errors import ConfigError, SyncFailed
-from nexus.settings import load_settings
+from nexus.settings import check_controller, load_settings
 
 ALIAS = "ctl"
 
@@ -222,15 +223,19 @@ async def test_a_burst_of_adds_is_one_sync_and_a_key_never_runs_twice_at_once():
     ],
 )
 def test_bad_controller_settings_are_refused_with_their_name(name, value):
+    if value == "many":  # not a number: refused at load, whichever role reads the file
+        with pytest.raises(ConfigError, match="controller.workers"):
+            load_settings(None, {f"NEXUS__CONTROLLER__{name}": value})
+        return
     with pytest.raises(ConfigError) as refused:
-        load_settings(None, {f"NEXUS__CONTROLLER__{name}": value})
+        check_controller(load_settings(None, {f"NEXUS__CONTROLLER__{name}": value}).controller)
     assert name.lower().replace("_", "-") in refused.value.message.lower()
 
 
 @pytest.mark.parametrize("alias", ["", "Upper", "-dash", "dash-", "a" * 41, "dot.ted", "x y"])
 def test_an_alias_that_cannot_name_a_lease_is_refused(alias):
     with pytest.raises(ConfigError, match="controller.alias"):
-        load_settings(None, {"NEXUS__CONTROLLER__ALIAS": alias or " "})
+        check_controller(load_settings(None, {"NEXUS__CONTROLLER__ALIAS": alias or " "}).controller)
 
 
 # --- leadership -------------------------------------------------------------------------
@@ -270,3 +275,19 @@ async def test_work_starts_with_the_lease_and_stops_without_it():
     leadership._renewed -= 30.0
     await leadership.step()
     assert not leadership.leading and log[-1] == "follow"
+
+
+def test_a_go_receiver_file_with_odd_queue_keys_still_loads():
+    """The receiver's Go keys are read as controller.*; values the controller refuses
+    do not stop the receiver (only --role controller checks them)."""
+    environ = {"NEXUS__WORKERS": "0", "NEXUS__FAILURE_RATE_BASE_DELAY": "10m"}
+    settings = load_settings(None, environ)
+    with pytest.raises(ConfigError, match="controller.workers"):
+        check_controller(settings.controller)
+
+
+def test_only_the_controller_role_refuses_them_and_before_it_opens_anything():
+    settings = load_settings(None, {"NEXUS__CONTROLLER__WORKERS": "0"})
+    with pytest.raises(ConfigError, match="controller.workers"):
+        create_app(settings, "controller", name="controller-bad-settings")
+    assert create_app(settings, "receiver", name="receiver-odd-go-keys").ctx.role == "receiver"
