@@ -12,8 +12,10 @@ Needs NEXUS_TEST_KUBECONFIG and NEXUS_TEST_KUBECONFIG_2
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -76,6 +78,21 @@ def namespace(kube: Kube, kube2: Kube) -> Iterator[str]:
     kube2.delete_namespace(name)
 
 
+def controller_env(kubeconfig: str, shards: Path, namespace: str, **extra: str) -> dict:
+    """The environment of a controller test: quick resyncs and retries."""
+    return {
+        "NEXUS__KUBE_CONFIG_PATH": kubeconfig,
+        "NEXUS__SHARD_KUBE_CONFIG_PATH": str(shards),
+        "NEXUS__CONTROLLER__NAMESPACE": namespace,
+        "NEXUS__CONTROLLER__ALIAS": ALIAS,
+        "NEXUS__CONTROLLER__RESYNC_INTERVAL": "2s",
+        "NEXUS__CONTROLLER__FAILURE_RATE_BASE_DELAY": "200ms",
+        "NEXUS__CONTROLLER__FAILURE_RATE_MAX_DELAY": "2s",
+        "NEXUS__CONTROLLER__REQUEST_TIMEOUT": "5s",
+        **extra,
+    }
+
+
 @pytest.fixture
 def controller(nexus_factory, kubeconfig, kubeconfig_2, namespace, tmp_path):
     """Start ``nexus --role controller`` (stopped by the factory at the test's end)."""
@@ -87,18 +104,7 @@ def controller(nexus_factory, kubeconfig, kubeconfig_2, namespace, tmp_path):
         shutil.copyfile(kubeconfig_2, shards / "far.kubeconfig")
         return nexus_factory(
             role="controller",
-            env={
-                "NEXUS__KUBE_CONFIG_PATH": kubeconfig,
-                "NEXUS__SHARD_KUBE_CONFIG_PATH": str(shards),
-                "NEXUS__CONTROLLER__NAMESPACE": namespace,
-                "NEXUS__CONTROLLER__ALIAS": ALIAS,
-                "NEXUS__CONTROLLER__RESYNC_INTERVAL": "2s",
-                "NEXUS__CONTROLLER__FAILURE_RATE_BASE_DELAY": "200ms",
-                "NEXUS__CONTROLLER__FAILURE_RATE_MAX_DELAY": "2s",
-                "NEXUS__CONTROLLER__REQUEST_TIMEOUT": "5s",
-                "NEXUS__INSTANCE_ID": instance,
-                **extra,
-            },
+            env=controller_env(kubeconfig, shards, namespace, NEXUS__INSTANCE_ID=instance, **extra),
         )
 
     return start
@@ -542,16 +548,9 @@ def test_a_shard_that_stops_answering_is_retried_and_converges_when_back(
         algorithm(kube, namespace, "before", ["db"], [])
         nexus_factory(
             role="controller",
-            env={
-                "NEXUS__KUBE_CONFIG_PATH": kubeconfig,
-                "NEXUS__SHARD_KUBE_CONFIG_PATH": str(shards),
-                "NEXUS__CONTROLLER__NAMESPACE": namespace,
-                "NEXUS__CONTROLLER__ALIAS": ALIAS,
-                "NEXUS__CONTROLLER__RESYNC_INTERVAL": "2s",
-                "NEXUS__CONTROLLER__FAILURE_RATE_BASE_DELAY": "200ms",
-                "NEXUS__CONTROLLER__FAILURE_RATE_MAX_DELAY": "2s",
-                "NEXUS__CONTROLLER__REQUEST_TIMEOUT": "2s",
-            },
+            env=controller_env(
+                kubeconfig, shards, namespace, NEXUS__CONTROLLER__REQUEST_TIMEOUT="2s"
+            ),
         )
         wait_for(lambda: get(kube2, namespace, "Secret", "db"), SYNC_WAIT, "the first sync")
 
@@ -596,3 +595,100 @@ def test_a_shard_that_stops_answering_is_retried_and_converges_when_back(
         )
     finally:
         relay.close()
+
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "nexus"
+
+
+def _apply_chart_rbac(kube: Kube, namespace: str, *values: str) -> None:
+    """Apply the ServiceAccounts, Roles and RoleBindings the chart renders with
+    ``values`` into ``namespace`` (nothing else: no Deployments are needed here)."""
+    helm = os.environ.get("NEXUS_TEST_HELM", "")
+    if not helm:
+        pytest.fail("NEXUS_TEST_HELM is not set: eval the kube testenv env", pytrace=False)
+    args = [helm, "template", "nexus", str(CHART), "--namespace", namespace]
+    for value in (f"runtimeNamespace={namespace}", *values):
+        args += ["--set", value]
+    rendered = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120)
+    for doc in yaml.safe_load_all(rendered.stdout):
+        if not doc or doc["kind"] not in ("ServiceAccount", "Role", "RoleBinding"):
+            continue
+        if doc["kind"] == "ServiceAccount":
+            base = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+        else:
+            plural = doc["kind"].lower() + "s"
+            base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{plural}"
+        kube.apply(base, doc)
+
+
+def _as_service_account(kube: Kube, admin: str, namespace: str, account: str, target: Path) -> str:
+    """A kubeconfig for ``admin``'s cluster that signs in as the ServiceAccount."""
+    token = kube.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )["status"]["token"]
+    doc = yaml.safe_load(Path(admin).read_text())
+    for user in doc["users"]:
+        user["user"] = {"token": token}
+    target.write_text(yaml.safe_dump(doc))
+    return str(target)
+
+
+def test_the_charts_rbac_is_all_the_controller_needs(
+    kube, kube2, kubeconfig, kubeconfig_2, namespace, nexus_factory, tmp_path
+):
+    """The controller signed in as the chart's ServiceAccounts (its own Role in the
+    controller cluster, shardAccess's in the shard) syncs, adopts, writes status and
+    Events and holds its Lease: no permission the chart does not grant is needed."""
+    _apply_chart_rbac(
+        kube,
+        namespace,
+        "controller.enabled=true",
+        "scheduler.enabled=false",
+        "receiver.enabled=false",
+        "supervisor.enabled=false",
+    )
+    _apply_chart_rbac(
+        kube2,
+        namespace,
+        "shardAccess.create=true",
+        "scheduler.enabled=false",
+        "receiver.enabled=false",
+        "supervisor.enabled=false",
+    )
+    home = _as_service_account(kube, kubeconfig, namespace, "nexus-controller", tmp_path / "c")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _as_service_account(
+        kube2, kubeconfig_2, namespace, "nexus-shard-access", shards / "far.kubeconfig"
+    )
+    workgroup(kube, namespace, "wg-far", "far")
+    secret(kube, namespace, "db", password="least")
+    config_map(kube, namespace, "settings", LEVEL="info")
+    algorithm(kube, namespace, "algo", ["db"], ["settings"])
+    nexus_factory(role="controller", env=controller_env(home, shards, namespace))
+    wait_for(
+        lambda: (
+            ready(get(kube, namespace, "NexusAlgorithmTemplate", "algo")).get("status") == "True"
+        ),
+        SYNC_WAIT,
+        "the template Ready",
+    )
+    assert get(kube2, namespace, "Secret", "db")["data"] == {"password": b64("least")}
+    assert get(kube2, namespace, "ConfigMap", "settings")["data"] == {"LEVEL": "info"}
+    assert get(kube2, namespace, "NexusAlgorithmWorkgroup", "wg-far")
+    assert any(e["reason"] == "Synced" for e in events(kube, namespace, "algo"))
+    lease = kube.call(
+        "GET",
+        f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/"
+        f"{ALIAS}-configuration-controller",
+    )
+    assert lease["spec"]["holderIdentity"] == "test-host"
+    # Deletion in the shard is allowed too.
+    kube.call("DELETE", f"{_base(namespace, 'NexusAlgorithmTemplate')}/algo")
+    wait_for(
+        lambda: get(kube2, namespace, "NexusAlgorithmTemplate", "algo") is None,
+        SYNC_WAIT,
+        "the copy deleted",
+    )
