@@ -12,6 +12,7 @@ Needs NEXUS_TEST_KUBECONFIG and NEXUS_TEST_KUBECONFIG_2
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import socket
@@ -27,7 +28,18 @@ import httpx
 import pytest
 import yaml
 from conftest import NexusProcess
-from test_kubernetes import GROUP, Kube, install_crds, require_kubeconfig, wait_for, workgroup
+from test_kubernetes import (
+    GROUP,
+    V1,
+    Kube,
+    finished,
+    install_crds,
+    kube_env,
+    require_kubeconfig,
+    shard_kubeconfig,
+    wait_for,
+    workgroup,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -692,3 +704,123 @@ def test_the_charts_rbac_is_all_the_controller_needs(
         SYNC_WAIT,
         "the copy deleted",
     )
+
+
+# --- a run on the second shard -----------------------------------------------------------
+# A template whose Pod reads a Secret, defined only in the controller cluster, runs on
+# "far" because the controller copied the template, its workgroup and the Secret there.
+# A scheduler (--role all on the Kubernetes executor, templates read from the controller
+# cluster) launches the Job on "far"; kwok plays the node; the test plays the container:
+# it resolves the Job's secretKeyRef in "far" as the kubelet would (a Secret not synced is
+# the CreateContainerConfigError a real node reports), uploads a result holding what it
+# read and reports to the receiver. The run must end COMPLETED with it.
+
+PASSWORD = "s3cret-for-far"
+
+
+def _template(kube, namespace: str) -> None:
+    spec = {
+        "container": {"registry": "test.local", "image": "behave", "versionTag": "1"},
+        "command": "python main.py",
+        "args": ["--sas-uri=%s", "--request-id=%s"],
+        "workgroupRef": {"name": "wg-far"},
+        "runtimeEnvironment": {
+            # kwok keeps the Pod running until the test, playing the container, is done
+            "annotations": {"nexus.test/hold": "true"},
+            "deadlineSeconds": 300,
+            "environmentVariables": [
+                {
+                    "name": "DB_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
+                }
+            ],
+        },
+    }
+    kube.apply(
+        f"/apis/{GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates",
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "NexusAlgorithmTemplate",
+            "metadata": {"name": "algo"},
+            "spec": spec,
+        },
+    )
+
+
+def _resolve_env(kube2, namespace: str, container: dict) -> dict[str, str]:
+    """The container's environment as the kubelet of "far" builds it (secretKeyRef read
+    from far's API server; a missing Secret or key is the CreateContainerConfigError a
+    real node would report)."""
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None:
+            env[item["name"]] = item.get("value", "")
+            continue
+        found = get(kube2, namespace, "Secret", ref["name"])
+        assert found is not None, f"CreateContainerConfigError: secret {ref['name']!r} not found"
+        env[item["name"]] = base64.b64decode(found["data"][ref["key"]]).decode()
+    return env
+
+
+def test_a_run_on_the_second_shard_reads_the_synced_secret_and_completes(
+    kube, kube2, kubeconfig, kubeconfig_2, namespace, controller, nexus_factory, tmp_path
+):
+    workgroup(kube, namespace, "wg-far", "far")
+    secret(kube, namespace, "db", password=PASSWORD)
+    _template(kube, namespace)
+    controller()
+    wait_for(
+        lambda: (
+            ready(get(kube, namespace, "NexusAlgorithmTemplate", "algo")).get("status") == "True"
+        ),
+        SYNC_WAIT,
+        "the template synced to both shards",
+    )
+    assert get(kube2, namespace, "Secret", "db") is not None
+
+    shards = tmp_path / f"shards-{uuid.uuid4().hex[:6]}"
+    shards.mkdir()
+    shard_kubeconfig(kubeconfig, shards / "near.kubeconfig", namespace)
+    shard_kubeconfig(kubeconfig_2, shards / "far.kubeconfig", namespace)
+    scheduler = nexus_factory(env=kube_env(kubeconfig, namespace, shards))
+    with httpx.Client(base_url=scheduler.url, timeout=60) as http:
+        created = wait_for(
+            lambda: (
+                answer
+                if (
+                    answer := http.post(f"{V1}/run/algo", json={"algorithmParameters": {"n": 7}})
+                ).status_code
+                == 202
+                else None
+            ),
+            30,
+            "the scheduler to know template algo",
+            every=0.3,
+        )
+        run_id = created.json()["requestId"]
+        job = wait_for(lambda: kube2.job(namespace, run_id), 60, "the Job on far")
+        assert kube.job(namespace, run_id) is None  # not on the controller cluster
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = _resolve_env(kube2, namespace, container)
+        assert env["DB_PASSWORD"] == PASSWORD and env["NEXUS__SHARD_NAME"] == "far"
+
+        payload_url = next(arg.split("=", 1)[1] for arg in container["args"] if "sas-uri" in arg)
+        payload = httpx.get(payload_url, timeout=10).json()
+        body = json.dumps({"n": payload["n"], "password_read": env["DB_PASSWORD"]}).encode()
+        assert httpx.put(env["NEXUS__RESULT_UPLOAD_URL"], content=body, timeout=10).status_code in (
+            200,
+            201,
+        )
+        reported = httpx.post(
+            f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/algo/requests/{run_id}",
+            json={"resultUri": env["NEXUS__RESULT_URL"]},
+            timeout=10,
+        )
+        assert reported.status_code == 202, reported.text
+        done = finished(http, "algo", run_id)
+        assert done["status"] == "COMPLETED", done
+        assert httpx.get(done["resultUri"], timeout=10).json() == {
+            "n": 7,
+            "password_read": PASSWORD,
+        }
