@@ -27,14 +27,8 @@ from contract.servers import (
     require,
     unique,
 )
-from integration.test_kubernetes import (
-    Kube,
-    install_crds,
-    require_kubeconfig,
-    template,
-    wait_for,
-    workgroup,
-)
+from integration.control_plane import Kube, install_crds, require_kubeconfig, wait_for
+from integration.test_kubernetes import template, workgroup
 
 REPO = Path(__file__).resolve().parents[2]
 GO_APPS = REPO / "tests" / "go_apps"

@@ -28,18 +28,8 @@ import httpx
 import pytest
 import yaml
 from conftest import NexusProcess
-from test_kubernetes import (
-    GROUP,
-    V1,
-    Kube,
-    finished,
-    install_crds,
-    kube_env,
-    require_kubeconfig,
-    shard_kubeconfig,
-    wait_for,
-    workgroup,
-)
+from control_plane import GROUP, Kube, install_crds, require_kubeconfig, wait_for
+from test_kubernetes import V1, finished, kube_env, shard_kubeconfig, workgroup
 
 pytestmark = pytest.mark.kube
 
