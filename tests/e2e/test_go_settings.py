@@ -172,7 +172,7 @@ def test_each_role_starts_on_its_go_apps_settings(
             assert response.status_code == 404, response.text
         if app == "scheduler":
             dry_run_on_s3(http, env)
-    warnings = warnings_in(nexus.log())
+    warnings = warnings_in(nexus.log_path.read_text())  # the whole log: the notes come first
     for key in IGNORED[app]:
         # once, though the file and the environment both set it
         assert sum(f"Setting {key} " in line for line in warnings) == 1, (key, warnings)
