@@ -287,9 +287,9 @@ def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
         f"{method.upper()} {path}"
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if operation["operationId"].startswith("runs_")
+        if operation["operationId"].startswith(("runs_", "overview_"))
     }
-    # The run API, and only it, asks for a token: health, docs, signed URLs and (for now)
-    # the receiver's completion routes are open.
+    # The run API and the UI's overview, and only they, ask for a token: health, docs,
+    # the UI's files, signed URLs and (for now) the receiver's completion routes are open.
     assert run_api and secured == run_api, sorted(secured ^ run_api)
     return seen

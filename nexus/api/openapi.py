@@ -19,6 +19,7 @@ from sanic.response import HTTPResponse, raw
 
 from nexus.api import schemas
 from nexus.context import NexusApp, NexusRequest
+from nexus.core.pipeline import LaneStatus
 from nexus.version import nexus_version
 
 bp = Blueprint("openapi")
@@ -127,6 +128,17 @@ OPERATIONS: dict[str, Operation] = {
         ok=(200, "Updated", _ANY_OBJECT, JSON),
         errors=_RUN_ERRORS,
     ),
+    "overview.catalog": Operation(
+        "The templates (those whose runs the caller may read) and workgroups nexus knows",
+        "scheduler",
+        ok=(200, "Templates and workgroups, by name", schemas.Catalog, JSON),
+        errors=(503,),
+    ),
+    "overview.shards": Operation(
+        "Each shard's launch lane: queued runs, bounds, Jobs launched",
+        "scheduler",
+        ok=(200, "One entry per shard, by name", list[LaneStatus], JSON),
+    ),
     "completions.complete_run": Operation(
         "Report a run's outcome (called by the algorithm)",
         "receiver",
@@ -191,6 +203,17 @@ OPERATIONS: dict[str, Operation] = {
         "health",
         ok=(200, "An HTML page", {"type": "string"}, "text/html"),
     ),
+    "ui.page": Operation(
+        "The web UI (served by nexus; docs/ui.md)",
+        "health",
+        ok=(200, "An HTML page", {"type": "string"}, "text/html"),
+    ),
+    "ui.asset": Operation(
+        "The web UI's script and style sheet",
+        "health",
+        ok=(200, "JavaScript or CSS", {"type": "string"}, "text/plain"),
+        errors=(404,),
+    ),
     "docs.redoc": Operation(
         "The page's script (Redoc 2, MIT)",
         "health",
@@ -247,7 +270,7 @@ _WWW_AUTHENTICATE = {
 }
 # Every route of the run API (nexus.api.runs) checks its caller when auth.mode is
 # kubernetes or oidc; the others are open (health, docs) or carry their own signature.
-_BEARER_BLUEPRINTS = ("runs",)
+_BEARER_BLUEPRINTS = ("runs", "overview")
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from nexus.core.models import CallbackState, ParentRef, Run, SpecOverride
+from nexus.core.models import CallbackState, ParentRef, Run, SpecOverride, Template, Workgroup
 
 
 class _Wire(msgspec.Struct, rename="camel", kw_only=True):
@@ -129,3 +129,10 @@ def checkpoint(run: Run) -> dict[str, Any]:
         body["callback_state"] = run.callback_state or CallbackState()
         body["callback_done_at"] = _time(run.callback_done_at) if run.callback_done_at else None
     return body
+
+
+class Catalog(_Wire):
+    """``GET /algorithm/v1/templates``: the manifests as nexus reads them."""
+
+    templates: list[Template]
+    workgroups: list[Workgroup]

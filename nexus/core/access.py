@@ -84,6 +84,9 @@ class AccessPolicy(Protocol):
         """The runs ``load`` finds that the caller may read; the caller is checked first
         (401 before anything is looked up)."""
 
+    async def caller(self, authorization: str | None) -> Principal:
+        """Who calls (401 unless known), for the routes about no one algorithm."""
+
 
 class OpenAccess:
     """``auth.mode: none``: anyone may do anything; the Authorization header is ignored."""
@@ -95,6 +98,9 @@ class OpenAccess:
 
     async def readable(self, authorization: str | None, load: RunLoader) -> list[Run]:
         return list(await load())
+
+    async def caller(self, authorization: str | None) -> Principal:
+        return ANONYMOUS
 
 
 K = TypeVar("K")
@@ -244,6 +250,9 @@ class Access:
         )
         allowed = dict(zip(algorithms, decisions, strict=True))
         return [run for run in runs if allowed[run.algorithm]]
+
+    async def caller(self, authorization: str | None) -> Principal:
+        return (await self._principal(bearer_token(authorization)))[1]
 
 
 RUN_GROUPS = "science.sneaksanddata.com/run-groups"

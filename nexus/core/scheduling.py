@@ -30,9 +30,11 @@ from nexus.core.models import (
     Run,
     RunKey,
     SpecOverride,
+    Template,
+    Workgroup,
 )
 from nexus.core.overrides import apply_overrides
-from nexus.core.pipeline import LaunchPipeline
+from nexus.core.pipeline import LaneStatus, LaunchPipeline
 from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.tenancy import tenant_of
 from nexus.core.units import format_duration, parse_duration
@@ -430,3 +432,11 @@ class Scheduler:
                 )
             except (Conflict, NotFound):
                 continue
+
+    # --- overview (the UI) -------------------------------------------------------------
+
+    async def catalog(self) -> tuple[list[Template], list[Workgroup]]:
+        return await self.templates.catalog()
+
+    def lanes(self) -> list[LaneStatus]:
+        return self.pipeline.lanes(self.launcher.shards())

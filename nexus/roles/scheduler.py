@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nexus.api import data, runs
+from nexus.api import data, overview, runs, ui
 from nexus.context import NexusApp
 from nexus.core.recovery import PendingSweep, requeue_pending
 from nexus.core.scheduling import Scheduler, SchedulerConfig
@@ -11,7 +11,9 @@ from nexus.roles.shared import Shared
 
 def routes(app: NexusApp) -> None:
     app.blueprint(runs.bp)
+    app.blueprint(overview.bp)
     app.blueprint(data.bp)
+    app.blueprint(ui.bp)
 
 
 async def start(app: NexusApp, shared: Shared) -> None:

@@ -231,6 +231,23 @@ def test_the_tag_lookup_lists_only_what_the_caller_may_read(
     assert_error(api.get(f"{API}/results/tags/{tag}"), 401, "Authentication required")
 
 
+def test_the_ui_overview_lists_only_readable_templates(
+    api: httpx.Client, provider: Provider
+) -> None:
+    def templates(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/templates", headers=headers)
+        assert response.status_code == 200, response.text
+        return {template["name"] for template in response.json()["templates"]}
+
+    everything = templates(bearer(provider.token(groups=("admins",))))
+    assert {A, B} <= everything
+    assert templates(bearer(provider.token())) == {A}  # team-a's rule names only A
+    assert templates(bearer(provider.token(groups=("nobody",)))) == set()
+    assert_error(api.get(f"{API}/templates"), 401, "Authentication required")
+    assert_error(api.get(f"{API}/shards"), 401, "Authentication required")
+    assert api.get(f"{API}/shards", headers=bearer(provider.token())).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
