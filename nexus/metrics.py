@@ -221,6 +221,9 @@ class MeteredExecutor:
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         return await self._inner.cancel(cluster, run_id, policy)
 
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        return await self._inner.logs(cluster, run_id, tail_lines)
+
     def observations(self) -> AsyncIterator[JobObservation]:
         return self._inner.observations()
 

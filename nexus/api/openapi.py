@@ -139,6 +139,19 @@ OPERATIONS: dict[str, Operation] = {
         "scheduler",
         ok=(200, "One entry per shard, by name", list[LaneStatus], JSON),
     ),
+    "overview.logs": Operation(
+        "The last lines of a run's Pod (or local process) log",
+        "scheduler",
+        ok=(200, "The log tail", {"type": "string"}, TEXT),
+        errors=(400, 404, 503),
+        query=(
+            (
+                "tail",
+                "how many lines from the end (default 200)",
+                {"type": "integer", "minimum": 1, "maximum": 10000},
+            ),
+        ),
+    ),
     "completions.complete_run": Operation(
         "Report a run's outcome (called by the algorithm)",
         "receiver",

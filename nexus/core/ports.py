@@ -130,6 +130,11 @@ class JobLauncher(Protocol):
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         """Delete the run's Job with the propagation policy; False when there is none."""
 
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines the run's newest Pod (or process) wrote. Raise
+        NotFound when it has none (not started, or deleted with its Job), and
+        BackendUnavailable when the cluster cannot give them."""
+
 
 class Outcome(str, enum.Enum):
     """What a cluster says about a run's Job, whatever the executor."""

@@ -433,6 +433,13 @@ class Scheduler:
             except (Conflict, NotFound):
                 continue
 
+    async def logs(self, algorithm: str, run_id: str, tail_lines: int) -> str:
+        """The run's Pod (or local process) log tail, from its shard."""
+        run = await self.get(algorithm, run_id)
+        if run.lifecycle_stage in (S.NEW, S.BUFFERED) and not run.job_uid:
+            raise NotFound(f"No log for request '{run_id}': it has not been launched yet")
+        return await self.launcher.logs(run.cluster, run_id, tail_lines)
+
     # --- overview (the UI) -------------------------------------------------------------
 
     async def catalog(self) -> tuple[list[Template], list[Workgroup]]:

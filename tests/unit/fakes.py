@@ -158,6 +158,9 @@ class FakeLauncher:
         self.cancelled.append((cluster, run_id, policy))
         return True
 
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        raise NotFound(f"no log for {run_id} in a fake launcher")
+
     def attempts(self, run_id: str) -> list[float]:
         return [at for at, _, launched in self.calls if launched == run_id]
 

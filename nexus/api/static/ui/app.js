@@ -65,7 +65,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, options) {
+async function api(path, options, asText) {
   const headers = Object.assign({ Accept: "application/json" }, (options || {}).headers);
   const token = sessionStorage.getItem("nexus-token");
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -75,6 +75,7 @@ async function api(path, options) {
     const hint = response.status === 401 ? " (set a token above)" : "";
     throw new ApiError(response.status, `${response.status}: ${body || response.statusText}${hint}`);
   }
+  if (asText) return body;
   if (!body) return null;
   try {
     return JSON.parse(body);
@@ -152,14 +153,21 @@ function listQuery(params, cursor) {
   return query;
 }
 
-function countsTable(counts) {
-  const rows = counts.algorithms || [];
-  if (!rows.length) return el("p", { class: "muted" }, "No runs in this window.");
+function countsTable(summary) {
+  const byAlgorithm = new Map();
+  for (const { algorithm, stage, count } of summary.counts || []) {
+    if (!byAlgorithm.has(algorithm)) byAlgorithm.set(algorithm, {});
+    byAlgorithm.get(algorithm)[stage] = count;
+  }
+  if (!byAlgorithm.size) return el("p", { class: "muted" }, "No runs in this window.");
+  const window = `${when(summary.since)} – ${when(summary.until)}`;
   return el("table", { class: "counts" },
+    el("caption", {}, window),
     el("thead", {}, el("tr", {}, el("th", {}, "Algorithm"), STAGES.map((s) => el("th", {}, s)))),
-    el("tbody", {}, rows.map((row) => el("tr", {},
-      el("td", {}, el("a", { href: `#/runs?algorithm=${enc(row.algorithm)}` }, row.algorithm)),
-      STAGES.map((stage) => el("td", { class: "num" }, (row.stages || {})[stage] || 0))))));
+    el("tbody", {}, [...byAlgorithm].sort(([a], [b]) => a.localeCompare(b)).map(
+      ([algorithm, stages]) => el("tr", { dataset: { algorithm } },
+        el("td", {}, el("a", { href: `#/runs?algorithm=${enc(algorithm)}` }, algorithm)),
+        STAGES.map((stage) => el("td", { class: "num", dataset: { stage } }, stages[stage] || 0))))));
 }
 
 function runsTable(runs) {
@@ -169,7 +177,7 @@ function runsTable(runs) {
       .map((h) => el("th", {}, h)))),
     el("tbody", {}, runs.map((run) => el("tr", { dataset: { id: run.requestId } },
       el("td", {}, el("a", { href: runHref(run.algorithm, run.requestId) }, run.requestId)),
-      el("td", {}, run.algorithm), el("td", {}, stageBadge(run.lifecycleStage)),
+      el("td", {}, run.algorithm), el("td", {}, stageBadge(run.stage)),
       el("td", {}, run.tag || ""), el("td", {}, when(run.receivedAt)),
       el("td", {}, when(run.lastModified))))));
 }
@@ -216,17 +224,19 @@ function field(label, value) {
 function timeline(events) {
   if (!events || !events.length) return el("p", { class: "muted" }, "No history recorded.");
   return el("ol", { class: "timeline", id: "timeline" }, events.map((event) =>
-    el("li", {}, el("time", {}, when(event.at)), " ", stageBadge(event.stage || event.kind || ""),
+    el("li", { dataset: { kind: event.kind } }, el("time", {}, when(event.at)), " ",
+      event.kind === "stage" ? stageBadge(event.stage) : el("span", { class: "stage" }, event.kind),
       event.cause ? el("span", { class: "cause" }, ` ${event.cause}`) : "")));
 }
 
 async function runPage(algorithm, id) {
   const base = `${enc(algorithm)}/requests/${enc(id)}`;
   const meta = await api(`/metadata/${base}`);
-  const [events, children, manifest] = await Promise.all([
+  const [events, children, manifest, log] = await Promise.all([
     api(`/runs/${base}/events`).catch(() => null),
-    api(`/runs?parent=${enc(id)}&limit=100`).catch(() => null),
+    api(`/runs?parent=${enc(`${algorithm}/${id}`)}&limit=100`).catch(() => null),
     api(`/buffer/${base}`).catch((error) => `(no Job: ${error.message})`),
+    api(`/logs/${base}?tail=200`, {}, true).catch((error) => `(no log: ${error.message})`),
   ]);
   const stage = meta.lifecycle_stage;
   const actions = el("div", { class: "actions" },
@@ -255,10 +265,12 @@ async function runPage(algorithm, id) {
       field("Resubmitted from", meta.resubmitted_from
         ? el("a", { href: runHref(algorithm, meta.resubmitted_from) }, meta.resubmitted_from) : null),
       field("Webhook", meta.callback_url)),
-    el("h2", {}, "History"), timeline(events && (events.events || events)),
+    el("h2", {}, "History"), timeline(events && events.events),
     el("h2", {}, "Children"),
     children && (children.runs || []).length ? runsTable(children.runs)
       : el("p", { class: "muted" }, "None."),
+    el("h2", {}, "Log (last 200 lines)"),
+    el("pre", { class: "log", id: "log" }, log || "(empty)"),
     el("h2", {}, "Job"),
     el("pre", { class: "manifest", id: "manifest" },
       typeof manifest === "string" ? manifest : JSON.stringify(manifest, null, 2)),
