@@ -26,7 +26,7 @@ from nexus.core.listing import (
 from nexus.core.models import LifecycleStage, ParentRef, Run
 from nexus.errors import BadRequest
 
-bp = Blueprint("listing", url_prefix="/algorithm/v1")
+bp = Blueprint("runs_listing", url_prefix="/algorithm/v1")
 
 LIST_PARAMETERS = frozenset(
     {"algorithm", "stage", "tag", "since", "until", "parent", "limit", "cursor"}
@@ -37,6 +37,8 @@ _VALUE_MAX_LENGTH = 1024
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _STAGES = ", ".join(stage.value for stage in LifecycleStage)
 
 
@@ -84,7 +86,13 @@ def _time(args: dict[str, list[str]], name: str) -> datetime | None:
         raise BadRequest(
             f"Invalid {name} {text[:40]!r}: expected an RFC 3339 time such as 2026-01-31T09:30:00Z"
         ) from None
-    return value.astimezone(UTC)
+    value = value.astimezone(UTC)
+    if not _EARLIEST <= value < _LATEST:  # so windows and time buckets stay computable
+        raise BadRequest(
+            f"Invalid {name} {text[:40]!r}: expected a time from {_EARLIEST.year} "
+            f"to {_LATEST.year - 1}"
+        )
+    return value
 
 
 def _stages(args: dict[str, list[str]]) -> frozenset[LifecycleStage]:
