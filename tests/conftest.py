@@ -141,7 +141,7 @@ class NexusProcess:
         with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
             return {
                 table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("checkpoints", "submission_buffer", "idempotency_keys")
+                for table in ("checkpoints", "submission_buffer", "idempotency_keys", "run_events")
             }
 
     def payload_files(self) -> list[str]:

@@ -11,7 +11,7 @@ from nexus.api.runs import json_response
 from nexus.api.schemas import Catalog
 from nexus.context import NexusRequest
 from nexus.core.access import Verb
-from nexus.errors import BadRequest, Forbidden
+from nexus.errors import BadRequest
 
 bp = Blueprint("overview", url_prefix="/algorithm/v1")
 
@@ -25,16 +25,10 @@ async def catalog(request: NexusRequest) -> HTTPResponse:
     authorization = request.headers.get("authorization")
     await access.caller(authorization)  # 401 before anything is looked up
     templates, workgroups = await request.app.ctx.scheduler.catalog()
-    if access.enforced:
-        readable = []
-        for template in templates:
-            try:
-                await access.check(authorization, Verb.GET, template.name)
-            except Forbidden:
-                continue
-            readable.append(template)
-        templates = readable
-    return json_response(Catalog(templates=templates, workgroups=workgroups))
+    readable = await access.readable_algorithms(authorization, (t.name for t in templates))
+    return json_response(
+        Catalog(templates=[t for t in templates if t.name in readable], workgroups=workgroups)
+    )
 
 
 @bp.get("/shards")

@@ -106,6 +106,21 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
     return json_response(schemas.RunCreated(request_id=run_id), status=202)
 
 
+@bp.post("/resubmit/<algorithm:str>/requests/<request_id:str>")
+async def resubmit_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
+    await _allow(request, Verb.CREATE, algorithm)
+    body = (
+        _decode(schemas.resubmit_decoder, request.body, "Resubmit request")
+        if request.body
+        else schemas.ResubmitRequest()
+    )
+    run_id = await request.app.ctx.scheduler.resubmit(
+        algorithm, request_id, custom=body.custom_configuration, tag=body.tag
+    )
+    request.app.ctx.metrics.accepted.inc(algorithm)
+    return json_response(schemas.RunCreated(request_id=run_id), status=202)
+
+
 def _wait_seconds(request: NexusRequest) -> float:
     """``?wait=``: a finite number of seconds >= 0; longer than max-wait waits max-wait."""
     text = request.args.get("wait")

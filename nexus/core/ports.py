@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 import msgspec
 
+from nexus.core.listing import RunPage, RunQuery, StageCount
 from nexus.core.models import (
     CallbackState,
     LifecycleStage,
     ParentRef,
     Run,
+    RunEvent,
     SubmissionEntry,
     Template,
     Workgroup,
@@ -65,6 +67,20 @@ class RunStore(Protocol):
     async def by_tag(self, tag: str) -> list[Run]: ...
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]: ...
     async def children(self, parent: ParentRef) -> list[Run]: ...
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        """A page of the runs ``query`` matches, newest first (core.listing): at most
+        ``query.limit``, maybe fewer with a next position; no next position only on
+        the last page."""
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        """How many runs received in [since, until) are at each stage now, per algorithm
+        (only ``algorithm``'s when given); stages without runs are left out."""
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        """The run's events (core.history), oldest first; None when there is no run."""
 
     async def pending_callbacks(self, limit: int) -> list[Run]:
         """Up to ``limit`` finished runs whose webhook is neither delivered nor given up

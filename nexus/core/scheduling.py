@@ -196,6 +196,7 @@ class Scheduler:
         dry_run: bool = False,
         idempotency_key: str | None = None,
         callback_url: str = "",
+        resubmitted_from: str = "",
     ) -> str:
         check_algorithm_name(algorithm)
         check_tag(tag)
@@ -265,6 +266,7 @@ class Scheduler:
             cluster=cluster,
             payload_valid_for=format_duration(valid_for),
             callback_url=callback_url,
+            resubmitted_from=resubmitted_from,
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
@@ -324,6 +326,43 @@ class Scheduler:
         raise BackendUnavailable(
             f"Request buffering failed for: {run.algorithm}/{run.id}"
         ) from failure
+
+    async def resubmit(
+        self,
+        algorithm: str,
+        run_id: str,
+        *,
+        custom: SpecOverride | None = None,
+        tag: str | None = None,
+    ) -> str:
+        """A new run of a finished one: its stored payload, its overrides (or ``custom``),
+        its tag (or ``tag``), parent, payload lifetime and webhook; the template as it is
+        now. 404 for an unknown run, 409 while it is not finished or once its payload is
+        gone (docs/runs-api.md)."""
+        original = await self.get(algorithm, run_id)
+        if not original.lifecycle_stage.is_terminal:
+            raise Conflict(
+                f"Run {run_id} is {original.lifecycle_stage.value}; only a finished run can "
+                "be resubmitted (cancel it first, or wait for it to end)"
+            )
+        try:
+            payload = await self.buffer.get(algorithm, run_id)
+        except NotFound:
+            raise Conflict(
+                f"Run {run_id} cannot be resubmitted: its payload is no longer stored"
+            ) from None
+        return await self.accept(
+            algorithm,
+            payload,
+            custom=original.configuration_overrides if custom is None else custom,
+            api_version=original.api_version,
+            tag=original.tag if tag is None else tag,
+            parent=original.parent,
+            payload_valid_for=original.payload_valid_for or None,
+            dry_run=original.job_uid == DRY_RUN_UID,
+            callback_url=original.callback_url,
+            resubmitted_from=original.id,
+        )
 
     # --- reads -------------------------------------------------------------------------
 

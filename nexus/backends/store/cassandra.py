@@ -52,6 +52,8 @@ import logging
 import math
 import random
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,11 +76,13 @@ from nexus.backends.store.cassandra_go import (
     wait_active,
 )
 from nexus.backends.store.cassandra_schema import (
+    ALL_SCOPE,
     CALLBACK_BUCKETS,
     Layout,
     LookupRow,
     Statements,
     check_keyspace,
+    hour_of,
     keyspace_cql,
     lookup_rows,
     tables_cql,
@@ -95,7 +99,30 @@ from nexus.backends.store.rows import (
 )
 from nexus.core import lifecycle
 from nexus.core.callbacks import callback_pending
-from nexus.core.models import CallbackState, LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.history import (
+    created_event,
+    decode_event,
+    encode_event,
+    transition_event,
+    webhook_event,
+)
+from nexus.core.listing import (
+    Position,
+    RunPage,
+    RunQuery,
+    StageCount,
+    page_of,
+    position_of,
+    sort_key,
+)
+from nexus.core.models import (
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    RunEvent,
+    SubmissionEntry,
+)
 from nexus.errors import BackendUnavailable, ConfigError, NotFound
 from nexus.settings import ScyllaCqlStore
 
@@ -110,6 +137,12 @@ _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their par
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+_MIN_HOUR = -(2**31)
+_HOURS_PER_QUERY = 48
+# A listing page reads at most this many times its size of time rows: a filter that
+# matches few runs (a rare stage) answers a short page with a cursor, never a long scan.
+_SCAN_PAGES = 4
 
 
 def _now() -> datetime:
@@ -357,11 +390,16 @@ class CassandraRunStore:
         batch.add(
             self._p("insert_run"),
             [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
-            + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US],
+            + [
+                [encode_event(created_event(run))],
+                self._ttl,
+                int(time.time() * 1e6) - _CREATE_BACKDATE_US,
+            ],
         )
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run, self._layout), run, insert=True, ttl=self._ttl)
+        self._add_time_rows(batch, run)
         try:
             await self._execute(batch)
         except BackendUnavailable:
@@ -369,6 +407,49 @@ class CassandraRunStore:
                 await self._release_key(run.algorithm, idempotency_key, run.id)
             raise
         return run.id
+
+    def _add_time_rows(self, batch: BatchStatement, run: Run) -> None:
+        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE)."""
+        if run.received_at is None:
+            return
+        hour = hour_of(run.received_at)
+        for scope in (run.algorithm, ALL_SCOPE):
+            batch.add(
+                self._p("insert_time"),
+                (
+                    scope,
+                    hour,
+                    run.received_at,
+                    run.algorithm,
+                    run.id,
+                    run.lifecycle_stage.value,
+                    self._ttl,
+                ),
+            )
+            batch.add(self._p("insert_hour"), (scope, hour, self._ttl))
+
+    async def _set_time_stage(self, run: Run, ttl: int) -> None:
+        """After a stage change: the stage the counts read (the listing re-checks runs)."""
+        if run.received_at is None:
+            return
+        batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
+        for scope in (run.algorithm, ALL_SCOPE):
+            batch.add(
+                self._p("update_time_stage"),
+                (
+                    ttl,
+                    run.lifecycle_stage.value,
+                    scope,
+                    hour_of(run.received_at),
+                    run.received_at,
+                    run.algorithm,
+                    run.id,
+                ),
+            )
+        try:
+            await self._execute(batch)
+        except BackendUnavailable as exc:  # the change is done; only a count lags
+            log.warning("stage of run %s not updated in runs_by_time: %s", run.id, exc)
 
     def _submission_values(self, submission: SubmissionEntry) -> tuple[Any, ...]:
         return (
@@ -491,6 +572,7 @@ class CassandraRunStore:
                 ttl,
                 target.value,
                 *(encode_value(n, fields[n], b64=True) for n in names),
+                [encode_event(transition_event(current, target, fields))],
                 algorithm,
                 run_id,
                 current.lifecycle_stage.value,
@@ -499,6 +581,7 @@ class CassandraRunStore:
                 await self._drop_lookups(
                     lookup_rows(current, self._layout) - lookup_rows(updated, self._layout), updated
                 )
+                await self._set_time_stage(updated, ttl)
                 return updated
         raise BackendUnavailable(
             f"Run {run_id} is being changed by many writers at once; "
@@ -586,19 +669,24 @@ class CassandraRunStore:
             raise _not_found(run_id)
         if current.callback_state != expected or current.callback_done_at is not None:
             return None
-        done_at = _ms(_now()) if done else None
+        now = _now()
+        done_at = now if done else None
         updated = msgspec.structs.replace(current, callback_state=state, callback_done_at=done_at)
+        event = webhook_event(expected, state, now)
+        history = () if event is None else ([encode_event(event)],)
         params = (
             self._ttl_left(current),
             encode_json_column(state, b64=True),
             done_at,
+            *history,
             algorithm,
             run_id,
             encode_json_column(expected, b64=True),
         )
         # An ambiguous timeout is an outage to the caller, which tries again later: at
         # worst the webhook is delivered twice (it is at-least-once, docs/webhooks.md).
-        rows = await self._execute(self._p("update_callback"), params)
+        statement = "update_callback" if event is None else "update_callback_event"
+        rows = await self._execute(self._p(statement), params)
         if not rows[0]["[applied]"]:
             return None
         if done:
@@ -615,9 +703,14 @@ class CassandraRunStore:
             runs = [run_from_columns(row, parse_time=_read_time) for row in indexed]
             return sorted(runs, key=lambda run: run.received_at or _EPOCH)
         rows = await self._execute(self._p(f"lookup_select:{table}"), key)
+        runs = await self._load([(row["algorithm"], row["id"]) for row in rows])
+        return sorted(runs, key=lambda run: run.received_at or _EPOCH)
+
+    async def _load(self, keys: list[tuple[str, str]]) -> list[Run]:
+        """The runs of (algorithm, id) ``keys`` that exist, a page of ids per query."""
         ids_of: dict[str, list[str]] = {}
-        for row in rows:
-            ids_of.setdefault(row["algorithm"], []).append(row["id"])
+        for algorithm, run_id in keys:
+            ids_of.setdefault(algorithm, []).append(run_id)
         pages = [
             (algorithm, ids[start : start + _FETCH_PAGE])
             for algorithm, ids in ids_of.items()
@@ -630,8 +723,7 @@ class CassandraRunStore:
                 return await self._execute(self._p("select_runs"), (algorithm, ids))
 
         found = await asyncio.gather(*(load(algorithm, ids) for algorithm, ids in pages))
-        runs = [run_from_columns(row, parse_time=_read_time) for page in found for row in page]
-        return sorted(runs, key=lambda run: run.received_at or _EPOCH)
+        return [run_from_columns(row, parse_time=_read_time) for page in found for row in page]
 
     async def by_tag(self, tag: str) -> list[Run]:
         if not tag:
@@ -649,6 +741,93 @@ class CassandraRunStore:
             "checkpoints_by_parent", (parent.algorithm_name, parent.request_id)
         )
         return [run for run in runs if run.parent == parent]
+
+    # --- RunStore: listing and history -------------------------------------------------
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        # A tag's or a parent's runs are one lookup partition: read it whole.
+        if query.tag or query.parent is not None:
+            runs = await (
+                self.children(query.parent) if query.parent is not None else self.by_tag(query.tag)
+            )
+            return page_of([run for run in runs if query.matches(run)], query.limit)
+        return await self._scan_time(query)
+
+    async def _scan_time(self, query: RunQuery) -> RunPage:
+        """Walk ``runs_by_time`` newest first from the query's upper bound, a slice of
+        rows per query, loading and re-checking each run, until the page is full or
+        _SCAN_PAGES times its size was read (then the next page goes on from there)."""
+        scope = query.algorithm or ALL_SCOPE
+        upper = query.after or Position(query.until or _FAR_FUTURE, "", "")
+        if query.until is not None and query.until < upper.received_at:
+            upper = Position(query.until, "", "")
+        lowest = hour_of(query.since) if query.since is not None else _MIN_HOUR
+        budget = _SCAN_PAGES * (query.limit + 1)
+        found: list[Run] = []
+        async for hour in self._hours(scope, lowest, hour_of(upper.received_at)):
+            while budget > 0:
+                want = min(budget, query.limit + 1 - len(found))
+                rows = await self._execute(
+                    self._p("select_time"),
+                    (scope, hour, upper.received_at, upper.algorithm, upper.id, want),
+                )
+                budget -= len(rows)
+                if rows:
+                    last = rows[-1]
+                    upper = Position(utc(last["received_at"]), last["algorithm"], last["id"])
+                runs = await self._load([(row["algorithm"], row["id"]) for row in rows])
+                found += sorted(
+                    (run for run in runs if query.matches(run)), key=sort_key, reverse=True
+                )
+                if len(found) > query.limit:
+                    page = found[: query.limit]
+                    return RunPage(runs=page, next=position_of(page[-1]))
+                if query.since is not None and rows and upper.received_at < query.since:
+                    return RunPage(runs=found)
+                if len(rows) < want:
+                    break  # this hour is done
+            if budget <= 0:
+                return RunPage(runs=found, next=upper)
+        return RunPage(runs=found)
+
+    async def _hours(self, scope: str, lowest: int, highest: int) -> AsyncIterator[int]:
+        """The hours of ``scope`` that have runs, newest first, a few at a time."""
+        while highest >= lowest:
+            rows = await self._execute(
+                self._p("select_hours"), (scope, lowest, highest, _HOURS_PER_QUERY)
+            )
+            for row in rows:
+                yield row["hour"]
+            if len(rows) < _HOURS_PER_QUERY:
+                return
+            highest = rows[-1]["hour"] - 1
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        scope = algorithm or ALL_SCOPE
+        hours = [hour async for hour in self._hours(scope, hour_of(since), hour_of(until))]
+        limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+        async def read(hour: int) -> list[dict[str, Any]]:
+            async with limit:
+                return await self._execute(
+                    self._p("select_time_stages"), (scope, hour, _ms(since), _ms(until))
+                )
+
+        counts: Counter[tuple[str, str]] = Counter()
+        for rows in await asyncio.gather(*(read(hour) for hour in hours)):
+            counts.update((row["algorithm"], row["stage"]) for row in rows)
+        return [
+            StageCount(algorithm=name, stage=LifecycleStage(stage), count=count)
+            for (name, stage), count in sorted(counts.items())
+        ]
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        rows = await self._execute(self._p("select_events"), (algorithm, run_id))
+        if not rows:
+            return None
+        return [decode_event(text) for text in rows[0]["events"] or ()]
 
     # --- RunStore: scheduler leases ----------------------------------------------------
     # Expiry times come from the writer's clock and are compared with the reader's: keep
