@@ -475,8 +475,8 @@ class Scheduler:
     async def logs(self, algorithm: str, run_id: str, tail_lines: int) -> str:
         """The run's Pod (or local process) log tail, from its shard."""
         run = await self.get(algorithm, run_id)
-        if run.lifecycle_stage in (S.NEW, S.BUFFERED) and not run.job_uid:
-            raise NotFound(f"No log for request '{run_id}': it has not been launched yet")
+        if run.job_uid in ("", DRY_RUN_UID):  # set with RUNNING: nothing was started yet
+            raise NotFound(f"No log for request '{run_id}': it has not been launched")
         return await self.launcher.logs(run.cluster, run_id, tail_lines)
 
     # --- overview (the UI) -------------------------------------------------------------

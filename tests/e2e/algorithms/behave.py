@@ -5,7 +5,8 @@ Payload keys (all optional): "sleep" seconds before acting; "exit" code to exit 
 named by the request id under $BEHAVE_STATE); "transient_attempts" — exit 75 (a
 transient code of the test templates) on the first N attempts; "report": false to exit 0
 silently; "error": a cause to report as failure; otherwise report success with the payload
-echoed. Each attempt also appends "<pid> <unix time>" to "<request id>.starts" and writes
+echoed. "say": lines to print first (stdout, then "err: ..." on stderr), for the log
+tail. Each attempt also appends "<pid> <unix time>" to "<request id>.starts" and writes
 its pid to "<request id>.pid" there, so tests can count and time launches and check a
 process was stopped.
 
@@ -79,6 +80,9 @@ def main():
         handle.write(str(attempt))
     with open(counter + ".pid", "w") as handle:
         handle.write(str(os.getpid()))
+    for line in payload.get("say", []):
+        print(line, flush=True)
+        print(f"err: {line}", file=sys.stderr, flush=True)
     time.sleep(float(payload.get("sleep", 0)))
     if "exit" in payload:
         return int(payload["exit"])
