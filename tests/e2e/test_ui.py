@@ -28,6 +28,43 @@ def _chromium() -> str:
     return require("browser", ("NEXUS_TEST_CHROMIUM",))["NEXUS_TEST_CHROMIUM"]
 
 
+@pytest.fixture(
+    scope="module",
+    params=[
+        "embedded",
+        pytest.param("cassandra-s3", marks=(pytest.mark.cassandra, pytest.mark.s3)),
+    ],
+)
+def server(request, module_nexus_factory) -> Iterator[object]:
+    """One nexus per backend set: embedded defaults (SQLite, local folder), and the
+    production store and buffer (the test Cassandra and S3), the algorithm a local
+    process in both."""
+    if request.param == "embedded":
+        yield module_nexus_factory()
+        return
+    from contract.servers import (
+        cassandra_settings_env,
+        delete_prefix,
+        drop_keyspace,
+        s3_settings_env,
+        unique,
+    )
+
+    keyspace, prefix = unique("nexus_ui_"), unique("nexus-ui-")
+    try:
+        env = {**cassandra_settings_env(keyspace), **s3_settings_env(prefix)}
+        yield module_nexus_factory(env=env)
+    finally:
+        drop_keyspace(keyspace)
+        delete_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+def api(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     executable = _chromium()
@@ -51,11 +88,18 @@ def page(browser, server) -> Iterator[object]:
     assert not errors, f"the page raised: {errors}"
 
 
-def _screenshot(page, name: str) -> None:
+@pytest.fixture
+def screenshot(request):
+    """Saves a page to $NEXUS_UI_SCREENSHOTS/<name>.png (the embedded server's only)."""
     folder = os.environ.get("NEXUS_UI_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+    embedded = "embedded" in request.node.callspec.id
+
+    def save(page, name: str) -> None:
+        if folder and embedded:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+    return save
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(api: httpx.Client) -> None:
@@ -75,7 +119,9 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(api: httpx.Clien
     assert api.get("/ui/secret.py").status_code == 404
 
 
-def test_the_runs_list_filters_by_algorithm_stage_and_tag(page, api: httpx.Client) -> None:
+def test_the_runs_list_filters_by_algorithm_stage_and_tag(
+    page, api: httpx.Client, screenshot
+) -> None:
     done = create(api, {}, tag="ui-filter")
     failed = create(api, {"error": "the model diverged"}, tag="ui-filter")
     wait_terminal(api, done)
@@ -90,14 +136,16 @@ def test_the_runs_list_filters_by_algorithm_stage_and_tag(page, api: httpx.Clien
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-id", failed)
     expect(page.locator("#counts")).to_contain_text("behave")
-    _screenshot(page, "runs")
+    screenshot(page, "runs")
 
     page.locator("input[name=algorithm]").fill("no-such-algorithm")
     page.locator("#filters button[type=submit]").click()
     expect(page.locator("#no-runs")).to_be_visible()
 
 
-def test_a_failed_run_shows_its_cause_and_can_be_resubmitted(page, api: httpx.Client) -> None:
+def test_a_failed_run_shows_its_cause_and_can_be_resubmitted(
+    page, api: httpx.Client, screenshot
+) -> None:
     failed = create(api, {"error": "the model diverged"}, tag=HOSTILE_TAG)
     wait_terminal(api, failed)
 
@@ -107,7 +155,7 @@ def test_a_failed_run_shows_its_cause_and_can_be_resubmitted(page, api: httpx.Cl
     assert page.evaluate("window.pwned") is None
     expect(page.locator("#timeline li").first).to_be_visible()
     expect(page.locator("#manifest")).to_contain_text('"kind": "Job"')
-    _screenshot(page, "failed-run")
+    screenshot(page, "failed-run")
 
     page.locator("#resubmit").click()
     expect(page).not_to_have_url(re.compile(failed))
@@ -129,14 +177,14 @@ def test_cancel_from_the_run_page(page, api: httpx.Client) -> None:
     expect(page.locator("#resubmit")).to_be_visible()
 
 
-def test_shards_and_templates_pages(page, api: httpx.Client) -> None:
+def test_shards_and_templates_pages(page, api: httpx.Client, screenshot) -> None:
     page.goto("/ui#/shards")
     expect(page.locator("#shards tbody tr").first).to_be_visible()
-    _screenshot(page, "shards")
+    screenshot(page, "shards")
     page.goto("/ui#/templates")
     expect(page.locator("#templates")).to_contain_text("behave")
     expect(page.locator("#workgroups tbody tr").first).to_be_visible()
-    _screenshot(page, "templates")
+    screenshot(page, "templates")
 
 
 def test_the_overview_routes_answer_json(api: httpx.Client) -> None:
