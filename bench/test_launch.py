@@ -131,14 +131,15 @@ def test_4_launch_rate(bench, tmp_path):
         pytest.skip(reason)
 
     sys.path.insert(0, str(servers.REPO / "tests" / "integration"))
-    import test_kubernetes as kt  # the integration suite's resource helpers
+    import control_plane as cp  # the integration suite's API client
+    import test_kubernetes as kt  # and its resource helpers
 
     kubeconfig = os.environ["NEXUS_TEST_KUBECONFIG"]
-    kube = kt.Kube(kubeconfig)
+    kube = cp.Kube(kubeconfig)
     namespace = kube.create_namespace(f"nexus-bench-{uuid.uuid4().hex[:8]}")
     runs = 100 if bench.quick else RUNS
     try:
-        kt.install_crds(kube)  # and wait until they are served: a fresh control plane
+        cp.install_crds(kube)  # and wait until they are served: a fresh control plane
         kt.workgroup(kube, namespace, "wg-a", "shard-a")
         kt.template(kube, namespace, "bench", {"nexus.test/hold": "true"}, deadline=3600)
         shard_dir = tmp_path / "shards"

@@ -11,6 +11,7 @@ from typing import Self, final
 __all__ = [
     "Backoff",
     "Dequeued",
+    "KeyedTokenBucket",
     "LaneFull",
     "ManualClock",
     "Queue",
@@ -62,6 +63,28 @@ class Queue:
 
     def remaining(self) -> int:
         """Free slots: ``capacity - len(self)``."""
+
+@final
+class KeyedTokenBucket:
+    """A token bucket per key (``burst`` tokens, refilled at ``rate`` per second), in
+    bounded memory: a key whose bucket is full again is forgotten when ``max_keys`` are
+    tracked, and if too few are, the keys closest to full."""
+
+    def __new__(cls, rate: float, burst: int, max_keys: int = 10_000) -> Self:
+        """Raises ValueError as TokenBucket does, or if ``max_keys < 1``."""
+
+    @property
+    def rate(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def max_keys(self) -> int: ...
+    def __len__(self) -> int:
+        """Keys tracked (those whose bucket is not known to be full)."""
+
+    def try_acquire(self, key: str, n: int = 1) -> float:
+        """Take ``n`` tokens from ``key``'s bucket: 0.0 when granted, else the seconds to
+        wait (nothing taken). Raises ValueError if ``n < 0`` or ``n > burst``."""
 
 @final
 class TokenBucket:

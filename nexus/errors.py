@@ -72,6 +72,13 @@ class QueueFull(NexusError):
     status = 429
 
 
+class RateLimited(NexusError):
+    """A caller over its own rate (``auth.caller-rate``); ``Retry-After`` says when its
+    next request fits. Nothing was done."""
+
+    status = 429
+
+
 class BackendUnavailable(NexusError):
     """A store, buffer or cluster did not answer; the request was not accepted.
 

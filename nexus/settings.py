@@ -53,6 +53,9 @@ class Tenants(_Section):
     queued_run_limit: int = 0
     limits: dict[str, int] = msgspec.field(default_factory=dict)
     weights: dict[str, int] = msgspec.field(default_factory=dict)
+    # Whose share a run is in: its template's tenant, or (auth.mode kubernetes or oidc)
+    # the caller that created it
+    tenant_by: Literal["template", "caller"] = "template"
 
 
 class BufferConfig(_Section):
@@ -135,6 +138,8 @@ class Supervisor(_Section):
     # Relaunches of a run whose process was lost with a crashed nexus (a disruption, not
     # counted against maximumRetries) before it is FAILED; 0: fail it at once.
     disruption_limit: int = 3
+    # The shards whose runs this supervisor looks after (nexus.core.scope); empty: all.
+    shards: list[str] = msgspec.field(default_factory=list)
 
 
 VerbName = Literal["create", "get", "update", "delete"]
@@ -172,6 +177,16 @@ class Auth(_Section):
     namespace: str = ""  # where SubjectAccessReviews name templates; "": runtime-namespace
     oidc: Oidc = msgspec.field(default_factory=Oidc)
     rules: list[AccessRule] = msgspec.field(default_factory=list)
+    # The receiver accepts a report on a run only with that run's token (in its Job's env)
+    receiver_tokens: bool = False
+    # The HMAC key of run tokens; "": a random one kept in data-dir/.receiver-token-secret
+    # (set it when the scheduler and the receiver are separate processes)
+    receiver_token_secret: str = ""
+    receiver_token_lifetime: Duration = Duration(86400.0)  # for a run without a deadline
+    # Requests per second of the run API per authenticated caller (0: no limit), and the
+    # burst it may send at once; beyond it 429 with Retry-After
+    caller_rate: float = 0.0
+    caller_burst: int = 20
 
 
 class Webhooks(_Section):
@@ -406,6 +421,8 @@ def _check(settings: Settings) -> None:
     ):
         if value < minimum:
             raise ConfigError(f"Invalid settings: {key} must be at least {minimum}, got {value}")
+    if any(not name.strip() for name in settings.supervisor.shards):
+        raise ConfigError("Invalid settings: supervisor.shards may not hold an empty name")
     tenants = limits.tenants
     for key, values, minimum, maximum in (
         ("queued-run-limit", {"": tenants.queued_run_limit}, 0, None),
@@ -423,6 +440,11 @@ def _check(settings: Settings) -> None:
             "failure-rate-max-delay"
         )
     _check_auth(settings.auth)
+    if limits.tenants.tenant_by == "caller" and settings.auth.mode == "none":
+        raise ConfigError(
+            "Invalid settings: s3-buffer.buffer-config.tenants.tenant-by caller needs "
+            "auth.mode kubernetes or oidc (mode none knows no caller)"
+        )
     cql = settings.scylla_cql_store
     if settings.cql_store_type != "sqlite" and not (cql.hosts or cql.secure_connect_bundle):
         raise ConfigError(
@@ -444,6 +466,15 @@ _ASYMMETRIC = {
 def _check_auth(auth: Auth) -> None:
     if auth.cache_ttl < 0:
         raise ConfigError("Invalid settings: auth.cache-ttl must not be negative")
+    if not 0 <= auth.caller_rate <= 1e6 or not 1 <= auth.caller_burst <= 1_000_000:
+        raise ConfigError(
+            "Invalid settings: auth.caller-rate must be between 0 (no limit) and 1e6, "
+            "auth.caller-burst between 1 and 1000000"
+        )
+    if auth.receiver_token_lifetime <= 0:
+        raise ConfigError("Invalid settings: auth.receiver-token-lifetime must be positive")
+    if auth.receiver_token_secret and len(auth.receiver_token_secret) < 16:
+        raise ConfigError("Invalid settings: auth.receiver-token-secret needs 16 characters")
     if auth.mode != "oidc":
         return
     oidc = auth.oidc

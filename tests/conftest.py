@@ -17,6 +17,9 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Under a name of its own too: a folder's conftest.py becomes the module "conftest" of
+# that folder's tests (pytest_collectstart below) and re-exports helpers from here.
+sys.modules.setdefault("nexus_tests_conftest", sys.modules[__name__])
 TEST_TEMPLATES = REPO / "tests" / "e2e" / "templates"
 
 
@@ -245,12 +248,14 @@ def api(server) -> Iterator[httpx.Client]:
         yield http
 
 
-def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
+def walk_routes(base_url: str, enforced: bool, receiver_tokens: bool = False) -> dict[str, int]:
     """Call every operation of the live ``/openapi.json`` without credentials.
 
-    Those that declare bearer security must answer 401 with a ``WWW-Authenticate``
-    Bearer challenge when ``enforced`` (auth.mode kubernetes or oidc); no other answer
-    may be a 401, in any mode. Returns the status of each ``METHOD path``."""
+    Those that declare bearer security (the run API) must answer 401 with a
+    ``WWW-Authenticate`` Bearer challenge when ``enforced`` (auth.mode kubernetes or
+    oidc), and those that declare the run token (the receiver's) when
+    ``receiver_tokens`` (auth.receiver-tokens); no other answer may be a 401, in any
+    mode. Returns the status of each ``METHOD path``."""
     document = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
     seen: dict[str, int] = {}
     for path, item in document["paths"].items():
@@ -260,7 +265,10 @@ def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
             .replace("{tag}", "t")
         )
         for method, operation in item.items():
-            declared = operation.get("security") == [{"bearer": []}]
+            security = operation.get("security") or []
+            checked = (security == [{"bearer": []}] and enforced) or (
+                {"runToken": []} in security and receiver_tokens
+            )
             response = httpx.request(
                 method.upper(),
                 url,
@@ -269,7 +277,7 @@ def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
             )
             seen[f"{method.upper()} {path}"] = response.status_code
             where = f"{method.upper()} {path} -> {response.status_code}: {response.text[:200]}"
-            if declared and enforced:
+            if checked:
                 assert response.status_code == 401, where
                 assert response.headers["www-authenticate"] == 'Bearer realm="nexus"', where
                 assert response.text.startswith("Authentication required"), where
@@ -277,19 +285,24 @@ def walk_routes(base_url: str, enforced: bool) -> dict[str, int]:
             else:
                 assert response.status_code != 401, where
                 assert "www-authenticate" not in response.headers, where
-    secured = {
-        f"{method.upper()} {path}"
-        for path, item in document["paths"].items()
-        for method, operation in item.items()
-        if operation.get("security")
-    }
-    run_api = {
-        f"{method.upper()} {path}"
-        for path, item in document["paths"].items()
-        for method, operation in item.items()
-        if operation["operationId"].startswith(("runs_", "overview_"))
-    }
-    # The run API and the UI's overview, and only they, ask for a token: health, docs,
-    # the UI's files, signed URLs and (for now) the receiver's completion routes are open.
-    assert run_api and secured == run_api, sorted(secured ^ run_api)
+
+    def operations(prefixes: tuple[str, ...] = ("",), secured: bool = False) -> set[str]:
+        return {
+            f"{method.upper()} {path}"
+            for path, item in document["paths"].items()
+            for method, operation in item.items()
+            if operation["operationId"].startswith(prefixes)
+            and (not secured or operation.get("security"))
+        }
+
+    # The run API (listing included) and the UI's overview ask for a token, and the
+    # receiver when receiver tokens are on; health, docs, the UI's files and the signed
+    # URLs are open.
+    run_api = ("runs_", "overview_")
+    asking = (*run_api, "completions_") if receiver_tokens else run_api
+    assert operations(("runs_",)) and operations(secured=True) == operations(asking), sorted(
+        operations(secured=True) ^ operations(asking)
+    )
+    if receiver_tokens:
+        assert operations(("completions_",)), "the receiver's routes are in the document"
     return seen

@@ -21,6 +21,7 @@ from nexus.api import schemas
 from nexus.context import NexusApp, NexusRequest
 from nexus.core.models import LifecycleStage
 from nexus.core.pipeline import LaneStatus
+from nexus.core.signing import RUN_TOKEN_ENV, RUN_TOKEN_HEADER
 from nexus.version import nexus_version
 
 bp = Blueprint("openapi")
@@ -292,9 +293,10 @@ OPERATIONS: dict[str, Operation] = {
 
 _ERROR_TEXT = {
     400: "Bad request; the body says what was wrong and how to fix it",
-    401: "No valid bearer token (auth.mode kubernetes or oidc); see WWW-Authenticate",
-    403: "Refused: an invalid or expired signed URL, or a caller without the right to "
-    "this algorithm's runs",
+    401: "No valid bearer token (auth.mode kubernetes or oidc), or no valid run token "
+    "(auth.receiver-tokens); see WWW-Authenticate",
+    403: "Refused: an invalid or expired signed URL, a caller without the right to "
+    "this algorithm's runs, or another run's token",
     404: "Unknown run",
     409: "The run already finished",
     413: "Body larger than max-payload-size",
@@ -337,9 +339,32 @@ _WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
     }
 }
-# Every route of the run API (nexus.api.runs, nexus.api.listing) checks its caller when auth.mode is
-# kubernetes or oidc; the others are open (health, docs) or carry their own signature.
-_BEARER_BLUEPRINTS = ("runs", "runs_listing", "overview")
+# Every route of the run API (nexus.api.runs, listing, overview) checks its caller when auth.mode is
+# kubernetes or oidc; the receiver's (nexus.api.completions) ask for the run's token when
+# auth.receiver-tokens is on; the others are open (health, docs) or carry their own
+# signature.
+Security = list[dict[str, list[str]]]
+_BEARER: Security = [{"bearer": []}]
+_RUN_TOKEN: Security = [{"runToken": []}, {"runTokenHeader": []}]
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "runToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": f"The run's token, from ${RUN_TOKEN_ENV} in its Job's env",
+    },
+    "runTokenHeader": {"type": "apiKey", "in": "header", "name": RUN_TOKEN_HEADER},
+}
+
+
+def _security(blueprint: str, receiver_tokens: bool) -> Security:
+    if blueprint in ("runs", "runs_listing", "overview"):
+        return _BEARER
+    if blueprint == "completions" and receiver_tokens:
+        return _RUN_TOKEN
+    return []
+
+
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
@@ -358,7 +383,13 @@ def _error_response(status: int) -> dict[str, Any]:
     }
 
 
-def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> dict[str, Any]:
+def _operation(
+    key: str,
+    method: str,
+    path: str,
+    components: dict[str, Any],
+    receiver_tokens: bool,
+) -> dict[str, Any]:
     op = OPERATIONS.get(key)
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -392,8 +423,8 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
         ok["content"] = {media: {"schema": _schema(kind, components)}}
     elif status == 302:
         ok["headers"]["Location"] = {"schema": {"type": "string", "format": "uri"}}
-    bearer = key.split(".", 1)[0] in _BEARER_BLUEPRINTS
-    errors = sorted({*op.errors, 401, 403}) if bearer else op.errors
+    security = _security(key.split(".", 1)[0], receiver_tokens)
+    errors = sorted({*op.errors, 401, 403}) if security else op.errors
     responses = {
         str(status): ok,
         **{str(code): _error_response(code) for code in errors},
@@ -406,8 +437,8 @@ def _operation(key: str, method: str, path: str, components: dict[str, Any]) -> 
         "parameters": params,
         "responses": responses,
     }
-    if bearer:
-        result["security"] = [{"bearer": []}]
+    if security:
+        result["security"] = security
     if op.body is not None:
         result["requestBody"] = {
             "required": True,
@@ -424,7 +455,11 @@ def build_document(app: NexusApp) -> dict[str, Any]:
         path = openapi_path(route.path)
         for method in sorted(route.methods):
             paths.setdefault(path, {})[method.lower()] = _operation(
-                operation_key(route.name), method, path, components
+                operation_key(route.name),
+                method,
+                path,
+                components,
+                app.ctx.settings.auth.receiver_tokens,
             )
     request = components.get("RunRequest")
     if request is not None:  # msgspec.Raw has no schema of its own: it is any JSON object
@@ -439,12 +474,14 @@ def build_document(app: NexusApp) -> dict[str, Any]:
             "version": nexus_version(),
             "description": "Error bodies are plain text (text/plain) saying what was "
             "wrong. Clients send Authorization: Bearer <token>; the routes that declare "
-            "bearer security check it when auth.mode is kubernetes or oidc (docs/auth.md).",
+            "bearer security check it when auth.mode is kubernetes or oidc; with "
+            "auth.receiver-tokens the receiver's routes need the run's own token "
+            "(docs/auth.md).",
         },
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(components.items())),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": _SECURITY_SCHEMES,
         },
     }
 

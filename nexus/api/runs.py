@@ -78,17 +78,20 @@ def _parameters(request_body: schemas.RunRequest) -> memoryview:
     return params
 
 
-async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> None:
+async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> str | None:
     """401/403 unless the caller may ``verb`` runs of ``algorithm`` (``auth.mode``);
-    checked before the body is read, so a refused caller learns nothing else."""
+    checked before the body is read, so a refused caller learns nothing else. The
+    caller's name, None when nobody is checked (mode none)."""
     access = request.app.ctx.access
-    if access.enforced:
-        await access.check(request.headers.get("authorization"), verb, algorithm)
+    if not access.enforced:
+        return None
+    principal = await access.check(request.headers.get("authorization"), verb, algorithm)
+    return principal.user
 
 
 @bp.post("/run/<algorithm:str>")
 async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
-    await _allow(request, Verb.CREATE, algorithm)
+    caller = await _allow(request, Verb.CREATE, algorithm)
     body = _decode(schemas.run_request_decoder, request.body, "Algorithm payload")
     run_id = await request.app.ctx.scheduler.accept(
         algorithm,
@@ -101,6 +104,7 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
         dry_run=request.args.get("dryRun") == "true",
         idempotency_key=request.headers.get("idempotency-key") or None,
         callback_url=body.callback_url or "",
+        caller=caller,
     )
     request.app.ctx.metrics.accepted.inc(algorithm)
     return json_response(schemas.RunCreated(request_id=run_id), status=202)

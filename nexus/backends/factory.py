@@ -11,10 +11,11 @@ import secrets
 from pathlib import Path
 from typing import Protocol
 
+from nexus._rust_queue import KeyedTokenBucket
 from nexus.core.access import Access, AccessPolicy, OpenAccess, Rule, RuleAuthorizer, Verb
 from nexus.core.callbacks import CallbackPolicy, Network, Notifier, WebhookSender, parse_networks
 from nexus.core.ports import Executor, PayloadBuffer, RunStore, TemplateSource
-from nexus.core.signing import UrlSigner
+from nexus.core.signing import RunTokens, UrlSigner
 from nexus.errors import ConfigError
 from nexus.metrics import Metrics
 from nexus.settings import Settings
@@ -42,6 +43,11 @@ def signing_secret(settings: Settings) -> bytes:
 
 def webhook_secret(settings: Settings) -> bytes:
     return _secret(settings, settings.webhooks.secret, ".webhook-secret")
+
+
+def make_run_tokens(settings: Settings) -> RunTokens:
+    secret = settings.auth.receiver_token_secret
+    return RunTokens(_secret(settings, secret, ".receiver-token-secret"))
 
 
 def _secret(settings: Settings, configured: str, name: str) -> bytes:
@@ -115,11 +121,12 @@ def make_access(
     """The run API's access policy of ``auth.mode``, and the backend it needs opened
     (``templates``: where oidc mode reads the templates' group annotations)."""
     auth = settings.auth
+    limiter = KeyedTokenBucket(auth.caller_rate, auth.caller_burst) if auth.caller_rate else None
     if auth.mode == "kubernetes":
         from nexus.backends.k8s.access import KubernetesAccess
 
         reviews = KubernetesAccess(settings)
-        return Access(reviews, reviews, auth.cache_ttl), reviews
+        return Access(reviews, reviews, auth.cache_ttl, limiter=limiter), reviews
     if auth.mode == "oidc":
         from nexus.backends.auth.oidc import OidcAuthenticator
 
@@ -133,7 +140,7 @@ def make_access(
             ),
             templates,
         )
-        return Access(tokens, rules, auth.cache_ttl), tokens
+        return Access(tokens, rules, auth.cache_ttl, limiter=limiter), tokens
     return OpenAccess(), None
 
 

@@ -22,15 +22,17 @@ import enum
 import fnmatch
 import hashlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
+from nexus._rust_queue import KeyedTokenBucket
 from nexus.core.models import Run
 from nexus.core.ports import TemplateSource
-from nexus.errors import BadRequest, Forbidden, Unauthenticated
+from nexus.errors import BadRequest, Forbidden, RateLimited, Unauthenticated
 
 Clock = Callable[[], float]
 RunLoader = Callable[[], Awaitable[Sequence[Run]]]
@@ -184,7 +186,12 @@ def unverified_expiry(token: str) -> float | None:
 
 
 class Access:
-    """The checks of ``auth.mode`` kubernetes and oidc, with their answers cached."""
+    """The checks of ``auth.mode`` kubernetes and oidc, with their answers cached.
+
+    With a ``limiter`` (``auth.caller-rate``), each request of a known caller takes a
+    token from that caller's bucket, before the authorisation is decided: a caller over
+    its rate gets 429 with ``Retry-After`` whatever it asks, and other callers are not
+    slowed. Unknown tokens are refused (401) before they could fill the limiter."""
 
     enforced = True
 
@@ -197,8 +204,10 @@ class Access:
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        limiter: KeyedTokenBucket | None = None,
     ) -> None:
         self._authenticator = authenticator
+        self._limiter = limiter
         self._authorizer = authorizer
         self._ttl = ttl
         self._clock = clock
@@ -210,6 +219,19 @@ class Access:
         self._checking: dict[bytes, asyncio.Future[Principal]] = {}
 
     async def _principal(self, token: str) -> tuple[bytes, Principal]:
+        key, principal = await self._identify(token)
+        if self._limiter is not None:
+            wait = self._limiter.try_acquire(principal.user)
+            if wait > 0:
+                raise RateLimited(
+                    f"Too many requests: {principal.user} is over its limit of "
+                    f"{self._limiter.rate:g} requests per second (burst "
+                    f"{self._limiter.burst}); retry in {wait:.1f}s",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        return key, principal
+
+    async def _identify(self, token: str) -> tuple[bytes, Principal]:
         key = hashlib.sha256(token.encode()).digest()  # the cache holds no token
         principal = self._identities.get(key)
         if principal is not None:

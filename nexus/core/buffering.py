@@ -18,8 +18,13 @@ from nexus.core.launching import DRY_RUN_UID
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, SubmissionEntry
 from nexus.core.ports import PayloadBuffer, RunStore, TemplateSource
+from nexus.core.signing import RUN_TOKEN_ENV, RunTokens
 from nexus.core.units import parse_duration
 from nexus.errors import LaunchError
+
+# How long after its deadline a run may still report: the report of an algorithm that
+# finishes in its last second, and its retries, arrive after the deadline.
+TOKEN_GRACE = 300.0
 
 
 class RenderConfig:
@@ -31,12 +36,16 @@ class RenderConfig:
         receiver_url: str,
         job_ttl: int,
         payload_valid_for: float,
+        tokens: RunTokens,
+        token_lifetime: float,
     ) -> None:
         self.namespace = namespace
         self.nexus_version = nexus_version
         self.receiver_url = receiver_url
         self.job_ttl = job_ttl
         self.payload_valid_for = payload_valid_for  # when the run does not say
+        self.tokens = tokens
+        self.token_lifetime = token_lifetime  # when the run has no deadline
 
 
 class JobRenderer:
@@ -69,6 +78,10 @@ class JobRenderer:
             else self._config.payload_valid_for
         )
         upload_url, result_url = self._buffer.result_urls(run.algorithm, run.id, valid_for)
+        deadline = spec.runtime_environment.deadline_seconds if spec.runtime_environment else None
+        token_valid_for = (
+            deadline + TOKEN_GRACE if deadline is not None else self._config.token_lifetime
+        )
         manifest = render_job(
             spec,
             workgroup.spec,
@@ -86,6 +99,9 @@ class JobRenderer:
                     "NEXUS__CLIENT__RECEIVER": self._config.receiver_url,
                     "NEXUS__RESULT_UPLOAD_URL": upload_url,
                     "NEXUS__RESULT_URL": result_url,
+                    RUN_TOKEN_ENV: self._config.tokens.issue(
+                        run.algorithm, run.id, token_valid_for
+                    ),
                 },
             ),
         )

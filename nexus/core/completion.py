@@ -1,4 +1,9 @@
-"""Receiver use cases: an algorithm reports its result, or asks whether its run is done."""
+"""Receiver use cases: an algorithm reports its result, or asks whether its run is done.
+
+With ``auth.receiver-tokens`` both need the run's own token (core.signing.RunTokens),
+checked after the names' syntax and before the store is read: a refused caller learns
+nothing about the run, not even whether it exists, and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,22 @@ from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run
 from nexus.core.ports import RunStore
 from nexus.core.scheduling import check_algorithm_name, check_request_id
+from nexus.core.signing import RunTokens
 from nexus.core.watch import RunWatch
 from nexus.errors import InvalidTransition, NotFound
 
 
 class Completion:
-    def __init__(self, store: RunStore, watch: RunWatch) -> None:
+    def __init__(self, store: RunStore, watch: RunWatch, tokens: RunTokens | None = None) -> None:
         self.store = store
         self.watch = watch
+        self.tokens = tokens  # None: receiver tokens off, anyone may report
 
-    async def _run(self, algorithm: str, run_id: str) -> Run:
+    async def _run(self, algorithm: str, run_id: str, token: str | None) -> Run:
         check_algorithm_name(algorithm)
         check_request_id(run_id)
+        if self.tokens is not None:
+            self.tokens.verify(token, algorithm, run_id)
         run = await self.store.get(algorithm, run_id)
         if run is None:
             raise NotFound(f"checkpoint not found: {algorithm}/{run_id}")
@@ -31,9 +40,10 @@ class Completion:
         result_uri: str,
         error_cause: str = "",
         error_details: str = "",
+        token: str | None = None,
     ) -> Run:
         """Record the outcome; a run that is already finished keeps its first result."""
-        run = await self._run(algorithm, run_id)
+        run = await self._run(algorithm, run_id, token)
         if run.lifecycle_stage.is_terminal:
             return run
         if error_cause:
@@ -50,9 +60,9 @@ class Completion:
         try:
             updated = await self.store.transition(algorithm, run_id, target, **fields)
         except InvalidTransition:
-            return await self._run(algorithm, run_id)
+            return await self._run(algorithm, run_id, token)
         self.watch.notify(algorithm, run_id)
         return updated
 
-    async def is_processed(self, algorithm: str, run_id: str) -> bool:
-        return (await self._run(algorithm, run_id)).lifecycle_stage.is_terminal
+    async def is_processed(self, algorithm: str, run_id: str, token: str | None = None) -> bool:
+        return (await self._run(algorithm, run_id, token)).lifecycle_stage.is_terminal

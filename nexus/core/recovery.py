@@ -18,6 +18,7 @@ from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, RunKey
 from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import PayloadBuffer, RunStore
+from nexus.core.scope import ShardScope
 from nexus.errors import InvalidTransition, NotFound
 
 log = logging.getLogger("nexus.recovery")
@@ -33,12 +34,16 @@ async def requeue_pending(
     host: str,
     min_age: float = 0.0,
     now: Callable[[], datetime] = utcnow,
+    scope: ShardScope | None = None,
 ) -> int:
     """Queue every NEW/BUFFERED run of ``host`` not already queued here; return how many.
 
     ``min_age`` (seconds) skips runs received more recently, whose accept may still be
     writing: a live scheduler sweeping its own runs must not race its own requests.
+    ``scope``: only runs of these shards (a per-shard supervisor taking over a dead
+    scheduler's runs); the others, not even claimed, are left to their own supervisor.
     """
+    scope = scope or ShardScope()
     count = 0
     cutoff = now() - timedelta(seconds=min_age)
     in_flight = pipeline.in_flight
@@ -47,6 +52,8 @@ async def requeue_pending(
             if run.lifecycle_stage is not stage:
                 continue
             if min_age and run.received_at is not None and run.received_at > cutoff:
+                continue
+            if not scope.covers(run.cluster):
                 continue
             # Claimed before the awaits below: nothing else can queue it meanwhile, and
             # a run claimed already (being accepted, queued, launched) is not ours to judge.

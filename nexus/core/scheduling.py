@@ -136,10 +136,18 @@ def content_hash(payload: bytes | memoryview) -> str:
 
 
 class SchedulerConfig:
-    def __init__(self, *, instance_id: str, payload_valid_for: float, max_wait: float) -> None:
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        payload_valid_for: float,
+        max_wait: float,
+        tenant_by_caller: bool = False,
+    ) -> None:
         self.instance_id = instance_id
         self.payload_valid_for = payload_valid_for
         self.max_wait = max_wait
+        self.tenant_by_caller = tenant_by_caller  # tenants.tenant-by: caller (core.tenancy)
 
 
 class Scheduler:
@@ -197,7 +205,9 @@ class Scheduler:
         idempotency_key: str | None = None,
         callback_url: str = "",
         resubmitted_from: str = "",
+        caller: str | None = None,
     ) -> str:
+        """Store and queue a run; ``caller``: who asked, when authenticated."""
         check_algorithm_name(algorithm)
         check_tag(tag)
         if callback_url:
@@ -241,7 +251,7 @@ class Scheduler:
             existing = await self.store.find_idempotent(algorithm, idempotency_key)
             if existing is not None:
                 return existing
-        tenant = tenant_of(template, workgroup)
+        tenant = tenant_of(template, workgroup, caller if self.config.tenant_by_caller else None)
         # Before anything is written: a 429 leaves no trace (SPEC §2).
         self.pipeline.check_room(cluster, tenant)
 

@@ -11,6 +11,10 @@ ahead of new runs, and not counted against ``maximumRetries``; only once
 ``disruption_limit`` relaunches are spent does it end FAILED. The re-queue is the
 compare-and-set RUNNING -> BUFFERED, written with the count on the stored Job, so of two
 processes that found it lost only one launches it again.
+
+A supervisor looks after the shards of its :class:`~nexus.core.scope.ShardScope` only:
+observations, lost Jobs and a dead scheduler's pending runs of other shards are left to
+their own supervisor.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from nexus.core.models import Run, RunKey, SubmissionEntry
 from nexus.core.pipeline import LaunchPipeline
 from nexus.core.ports import ClusterWatcher, JobObservation, Outcome, PayloadBuffer, RunStore
 from nexus.core.recovery import requeue_pending
+from nexus.core.scope import ShardScope
 from nexus.errors import InvalidTransition, NexusError, NotFound
 
 log = logging.getLogger("nexus.supervisor")
@@ -60,6 +65,7 @@ class SupervisionConfig:
         reconcile_interval: float,
         lease_ttl: float,
         disruption_limit: int = 3,
+        scope: ShardScope | None = None,
     ) -> None:
         self.success_grace = success_grace
         self.backoff_grace = backoff_grace
@@ -67,6 +73,7 @@ class SupervisionConfig:
         self.reconcile_interval = reconcile_interval
         self.lease_ttl = lease_ttl
         self.disruption_limit = disruption_limit  # relaunches after a lost process
+        self.scope = scope or ShardScope()
 
 
 # outcome -> (target stage, cause, grace setting name or None, delete the Job)
@@ -106,6 +113,8 @@ class Supervision:
 
     async def apply(self, obs: JobObservation, now: datetime | None = None) -> Run | None:
         """Act on one observation; return the run if its stage changed."""
+        if not self.config.scope.covers(obs.cluster):
+            return None
         run = await self.store.get(obs.algorithm, obs.run_id)
         if run is None:
             return None
@@ -220,7 +229,9 @@ class Supervision:
         for host in dict.fromkeys(hosts):
             await self._fail_lost(host, seen, snapshot.unreachable.keys())
             if host != self.config.host and self.pipeline is not None:
-                await requeue_pending(self.store, self.buffer, self.pipeline, host)
+                await requeue_pending(
+                    self.store, self.buffer, self.pipeline, host, scope=self.config.scope
+                )
                 if not any(
                     [
                         await self.store.by_host_stage(host, stage)
@@ -232,7 +243,8 @@ class Supervision:
     async def _fail_lost(
         self, host: str, seen: set[tuple[str, str]], unseen_shards: Collection[str]
     ) -> None:
-        """RUNNING runs whose Job was not in the snapshot, on shards that answered."""
+        """RUNNING runs whose Job was not in the snapshot, on shards that answered (those
+        of other shards are let go by :meth:`apply`: the observation names their shard)."""
         now = utcnow()
         for run in await self.store.by_host_stage(host, S.RUNNING):
             if (

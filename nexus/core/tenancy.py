@@ -5,6 +5,12 @@ the label ``science.sneaksanddata.com/tenant``: teams that share a workgroup (or
 several templates) label it once and are one tenant. The template's label wins, being
 the more specific. Tenants share each shard's lane by weighted fair queueing and may
 have a limit on queued runs (settings ``s3-buffer.buffer-config.tenants``).
+
+With ``tenants.tenant-by: caller`` the tenant of a run created by an authenticated
+caller (auth.mode kubernetes or oidc) is that caller, so each user or ServiceAccount
+gets its own share whatever templates it runs. The caller is not stored with the run:
+a run recovered after a restart is served as its template's tenant (recovered runs go
+ahead of new ones anyway).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from nexus.core.ports import TemplateSource
 TENANT_LABEL = "science.sneaksanddata.com/tenant"
 
 
-def tenant_of(template: Template, workgroup: Workgroup | None) -> str:
+def tenant_of(template: Template, workgroup: Workgroup | None, caller: str | None = None) -> str:
+    if caller:
+        return caller
     label = template.labels.get(TENANT_LABEL) or (workgroup and workgroup.labels.get(TENANT_LABEL))
     return label or template.name
 

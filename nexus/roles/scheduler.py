@@ -40,6 +40,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
             instance_id=settings.instance_id,
             payload_valid_for=settings.s3_buffer.payload_valid_for,
             max_wait=settings.max_wait,
+            tenant_by_caller=settings.s3_buffer.buffer_config.tenants.tenant_by == "caller",
         ),
         notifier=notifier,
     )

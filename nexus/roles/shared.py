@@ -126,6 +126,8 @@ class Shared:
                     receiver_url=settings.receiver_base_url,
                     job_ttl=settings.kubernetes.job_ttl_seconds_after_finished,
                     payload_valid_for=settings.s3_buffer.payload_valid_for,
+                    tokens=factory.make_run_tokens(settings),
+                    token_lifetime=settings.auth.receiver_token_lifetime,
                 ),
             )
         return self._renderer

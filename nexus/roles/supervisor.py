@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nexus.context import NexusApp
+from nexus.core.scope import ShardScope
 from nexus.core.supervision import Supervision, SupervisionConfig
 from nexus.roles.shared import Shared
 
@@ -13,10 +14,14 @@ def routes(app: NexusApp) -> None:
 
 async def start(app: NexusApp, shared: Shared) -> None:
     settings = shared.settings.supervisor
+    executor = await shared.executor()
+    scope = ShardScope(settings.shards)
+    scope.check(executor.shards())  # before anything is watched or judged
+    app.ctx.log.info("supervising the runs of %s", scope.describe())
     supervision = Supervision(
         await shared.store(),
         await shared.buffer(),
-        await shared.executor(),
+        executor,
         await shared.pipeline(),
         SupervisionConfig(
             success_grace=settings.job_success_grace,
@@ -25,6 +30,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
             reconcile_interval=settings.reconcile_interval,
             lease_ttl=settings.lease_ttl,
             disruption_limit=settings.disruption_limit,
+            scope=scope,
         ),
         on_change=app.ctx.watch.notify,
     )

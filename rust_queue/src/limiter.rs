@@ -30,30 +30,21 @@ pub enum Denied {
     ExceedsBurst,
 }
 
-/// A token bucket of `burst` tokens refilled at `rate` tokens per second.
-pub struct TokenBucket<C: Clock = MonotonicClock> {
+/// The rate and burst of a GCRA bucket, and its one step: what taking tokens does to
+/// a TAT. Shared by the [`TokenBucket`] (one atomic TAT) and the
+/// [`KeyedTokenBucket`](crate::keyed::KeyedTokenBucket) (a TAT per key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gcra {
     /// Nanoseconds each token is worth; `None` when unlimited.
     interval: Option<u64>,
     /// Nanoseconds of credit a full bucket holds: `burst * interval`.
     tolerance: u64,
     burst: u64,
     rate: f64,
-    /// Theoretical arrival time, in the clock's nanoseconds. It is the only shared
-    /// state and guards no other memory, so relaxed atomics suffice.
-    tat: AtomicU64,
-    clock: C,
 }
 
-impl TokenBucket<MonotonicClock> {
-    /// A bucket on the real clock. `rate <= 0` or infinite means unlimited.
-    pub fn new(rate: f64, burst: u64) -> Result<Self, Error> {
-        Self::with_clock(rate, burst, MonotonicClock::new())
-    }
-}
-
-impl<C: Clock> TokenBucket<C> {
-    /// A bucket reading time from `clock`; it starts full.
-    pub fn with_clock(rate: f64, burst: u64, clock: C) -> Result<Self, Error> {
+impl Gcra {
+    pub(crate) fn new(rate: f64, burst: u64) -> Result<Self, Error> {
         if burst == 0 {
             return Err(Error::invalid("burst must be at least 1"));
         }
@@ -82,12 +73,73 @@ impl<C: Clock> TokenBucket<C> {
         } else {
             f64::INFINITY
         };
-        // A TAT of 0 lies at or before any reading of the clock: the bucket starts full.
         Ok(Self {
             interval,
             tolerance,
             burst,
             rate,
+        })
+    }
+
+    pub(crate) fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    pub(crate) fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    pub(crate) fn is_unlimited(&self) -> bool {
+        self.interval.is_none()
+    }
+
+    /// The TAT after taking `n` tokens at `now` from a bucket whose TAT is `tat`, or why
+    /// not. `Ok(None)`: unlimited, nothing to record.
+    pub(crate) fn take(&self, tat: u64, now: u64, n: u64) -> Result<Option<u64>, Denied> {
+        if n > self.burst {
+            return Err(Denied::ExceedsBurst);
+        }
+        let Some(interval) = self.interval else {
+            return Ok(None);
+        };
+        let cost = interval * n; // n <= burst, so this is <= tolerance: no overflow.
+        let next = tat.max(now).saturating_add(cost);
+        let ready = self.ready_at(next);
+        if ready <= now {
+            Ok(Some(next))
+        } else {
+            Err(Denied::RetryAfter(Duration::from_nanos(ready - now)))
+        }
+    }
+
+    /// The earliest instant at which the TAT may have advanced to `next`.
+    fn ready_at(&self, next: u64) -> u64 {
+        next.saturating_sub(self.tolerance)
+    }
+}
+
+/// A token bucket of `burst` tokens refilled at `rate` tokens per second.
+pub struct TokenBucket<C: Clock = MonotonicClock> {
+    gcra: Gcra,
+    /// Theoretical arrival time, in the clock's nanoseconds. It is the only shared
+    /// state and guards no other memory, so relaxed atomics suffice.
+    tat: AtomicU64,
+    clock: C,
+}
+
+impl TokenBucket<MonotonicClock> {
+    /// A bucket on the real clock. `rate <= 0` or infinite means unlimited.
+    pub fn new(rate: f64, burst: u64) -> Result<Self, Error> {
+        Self::with_clock(rate, burst, MonotonicClock::new())
+    }
+}
+
+impl<C: Clock> TokenBucket<C> {
+    /// A bucket reading time from `clock`; it starts full.
+    pub fn with_clock(rate: f64, burst: u64, clock: C) -> Result<Self, Error> {
+        // A TAT of 0 lies at or before any reading of the clock: the bucket starts full.
+        Ok(Self {
+            gcra: Gcra::new(rate, burst)?,
             tat: AtomicU64::new(0),
             clock,
         })
@@ -95,15 +147,15 @@ impl<C: Clock> TokenBucket<C> {
 
     /// Tokens per second; infinite when unlimited.
     pub fn rate(&self) -> f64 {
-        self.rate
+        self.gcra.rate()
     }
 
     pub fn burst(&self) -> u64 {
-        self.burst
+        self.gcra.burst()
     }
 
     pub fn is_unlimited(&self) -> bool {
-        self.interval.is_none()
+        self.gcra.is_unlimited()
     }
 
     pub fn clock(&self) -> &C {
@@ -115,28 +167,24 @@ impl<C: Clock> TokenBucket<C> {
     /// `n > burst` is refused with [`Denied::ExceedsBurst`] even when unlimited, so a
     /// caller's request size is validated the same way whatever the configured rate.
     pub fn try_acquire(&self, n: u64) -> Result<(), Denied> {
-        if n > self.burst {
-            return Err(Denied::ExceedsBurst);
-        }
-        let Some(interval) = self.interval else {
-            return Ok(());
-        };
-        let cost = interval * n; // n <= burst, so this is <= tolerance: no overflow.
         let now = self.clock.now_nanos();
+        let mut denied = None;
+        // fetch_update retries the closure on contention: the last refusal is the answer.
         let update = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let next = tat.max(now).saturating_add(cost);
-                (self.ready_at(next) <= now).then_some(next)
+                match self.gcra.take(tat, now, n) {
+                    Ok(next) => next,
+                    Err(why) => {
+                        denied = Some(why);
+                        None
+                    }
+                }
             });
-        match update {
-            Ok(_) => Ok(()),
-            Err(tat) => {
-                let next = tat.max(now).saturating_add(cost);
-                Err(Denied::RetryAfter(Duration::from_nanos(
-                    self.ready_at(next) - now,
-                )))
-            }
+        match (update, denied) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(why)) => Err(why),
+            (Err(_), None) => Ok(()), // unlimited: nothing to record
         }
     }
 
@@ -144,7 +192,7 @@ impl<C: Clock> TokenBucket<C> {
     /// before acting on them (zero when they were available). Waiting callers queue
     /// up behind each other, for async callers that sleep instead of retrying.
     pub fn reserve(&self, n: u64) -> Duration {
-        let Some(interval) = self.interval else {
+        let Some(interval) = self.gcra.interval else {
             return Duration::ZERO;
         };
         let cost = interval.saturating_mul(n);
@@ -156,14 +204,9 @@ impl<C: Clock> TokenBucket<C> {
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Duration::from_nanos(self.ready_at(next).saturating_sub(now)),
+                Ok(_) => return Duration::from_nanos(self.gcra.ready_at(next).saturating_sub(now)),
                 Err(current) => tat = current,
             }
         }
-    }
-
-    /// The earliest instant at which the TAT may have advanced to `next`.
-    fn ready_at(&self, next: u64) -> u64 {
-        next.saturating_sub(self.tolerance)
     }
 }

@@ -15,8 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString};
 
 use crate::{
-    Backoff, Clock, Denied, Error, ManualClock, MonotonicClock, Popped, Priority, Queue, RunQueue,
-    TokenBucket, MAX_WEIGHT,
+    Backoff, Clock, Denied, Error, KeyedTokenBucket, ManualClock, MonotonicClock, Popped, Priority,
+    Queue, RunQueue, TokenBucket, MAX_WEIGHT,
 };
 
 /// Longest stretch `pop_wait` sleeps without the GIL before it checks for signals, so
@@ -168,6 +168,21 @@ impl PyQueue {
     }
 }
 
+fn burst_arg(burst: i64) -> PyResult<u64> {
+    u64::try_from(burst).map_err(|_| invalid(format!("burst must be at least 1, got {burst}")))
+}
+
+/// A `try_acquire` answer as Python sees it: 0.0 when granted, else the seconds to wait.
+fn wait_seconds(granted: Result<(), Denied>, n: i64, burst: u64) -> PyResult<f64> {
+    match granted {
+        Ok(()) => Ok(0.0),
+        Err(Denied::RetryAfter(wait)) => Ok(wait.as_secs_f64()),
+        Err(Denied::ExceedsBurst) => Err(invalid(format!(
+            "n={n} exceeds burst={burst}: it can never be granted"
+        ))),
+    }
+}
+
 /// Lock-free token bucket: `burst` tokens, refilled at `rate` per second.
 #[pyclass(frozen, module = "nexus._rust_queue", name = "TokenBucket")]
 struct PyTokenBucket {
@@ -178,8 +193,7 @@ struct PyTokenBucket {
 impl PyTokenBucket {
     #[new]
     fn new(rate: f64, burst: i64) -> PyResult<Self> {
-        let burst = u64::try_from(burst)
-            .map_err(|_| invalid(format!("burst must be at least 1, got {burst}")))?;
+        let burst = burst_arg(burst)?;
         Ok(Self {
             inner: TokenBucket::new(rate, burst)?,
         })
@@ -197,19 +211,60 @@ impl PyTokenBucket {
 
     #[pyo3(signature = (n = 1))]
     fn try_acquire(&self, n: i64) -> PyResult<f64> {
-        match self.inner.try_acquire(non_negative("n", n)?) {
-            Ok(()) => Ok(0.0),
-            Err(Denied::RetryAfter(wait)) => Ok(wait.as_secs_f64()),
-            Err(Denied::ExceedsBurst) => Err(invalid(format!(
-                "n={n} exceeds burst={}: it can never be granted",
-                self.inner.burst()
-            ))),
-        }
+        let granted = self.inner.try_acquire(non_negative("n", n)?);
+        wait_seconds(granted, n, self.inner.burst())
     }
 
     #[pyo3(signature = (n = 1))]
     fn reserve(&self, n: i64) -> PyResult<f64> {
         Ok(self.inner.reserve(non_negative("n", n)?).as_secs_f64())
+    }
+}
+
+/// A token bucket per key (per caller), in bounded memory: idle keys are forgotten.
+#[pyclass(frozen, module = "nexus._rust_queue", name = "KeyedTokenBucket")]
+struct PyKeyedTokenBucket {
+    inner: KeyedTokenBucket,
+}
+
+#[pymethods]
+impl PyKeyedTokenBucket {
+    #[new]
+    // A literal default (keyed::DEFAULT_MAX_KEYS), so the text signature, and through it
+    // the stub check, shows the value.
+    #[pyo3(signature = (rate, burst, max_keys = 10000))]
+    fn new(rate: f64, burst: i64, max_keys: i64) -> PyResult<Self> {
+        let burst = burst_arg(burst)?;
+        let max_keys = usize::try_from(max_keys)
+            .map_err(|_| invalid(format!("max_keys must be at least 1, got {max_keys}")))?;
+        Ok(Self {
+            inner: KeyedTokenBucket::new(rate, burst, max_keys)?,
+        })
+    }
+
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.rate()
+    }
+
+    #[getter]
+    fn burst(&self) -> u64 {
+        self.inner.burst()
+    }
+
+    #[getter]
+    fn max_keys(&self) -> usize {
+        self.inner.max_keys()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[pyo3(signature = (key, n = 1))]
+    fn try_acquire(&self, key: &str, n: i64) -> PyResult<f64> {
+        let granted = self.inner.try_acquire(key, non_negative("n", n)?);
+        wait_seconds(granted, n, self.inner.burst())
     }
 }
 
@@ -490,6 +545,7 @@ fn _rust_queue(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     module.add_class::<PyQueue>()?;
     module.add_class::<PyTokenBucket>()?;
+    module.add_class::<PyKeyedTokenBucket>()?;
     module.add_class::<PyBackoff>()?;
     module.add_class::<PyManualClock>()?;
     module.add_class::<PyRunQueue>()?;

@@ -4,7 +4,8 @@ The test is the identity provider: it makes RSA and EC keys (cryptography), publ
 them over loopback HTTP as a discovery document and a JWKS, and signs tokens with PyJWT.
 nexus finds the keys through ``<issuer>/.well-known/openid-configuration``. Group rules
 give team-a the ``behave`` algorithm only, admins every algorithm and readers ``get`` on
-every one; the ``noop`` template's annotation gives it to team-noop.
+every one; the ``noop`` template's annotation gives it to team-noop. Receiver tokens are
+on: runs report with their own token (tests/e2e/test_receiver_tokens.py), not a JWT.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,7 @@ def server(tmp_path_factory, provider: Provider) -> Iterator[NexusProcess]:
                 "auth": {
                     "mode": "oidc",
                     "cache-ttl": "10s",
+                    "receiver-tokens": True,
                     "oidc": {"issuer": provider.issuer, "audience": AUDIENCE, "leeway": "5s"},
                     "rules": [
                         {"groups": ["team-a"], "algorithms": [A]},
@@ -363,7 +366,7 @@ def test_the_official_client_sends_its_token_as_a_bearer(
 
 
 def test_every_route_without_credentials(server: NexusProcess) -> None:
-    walk_routes(server.url, enforced=True)
+    walk_routes(server.url, enforced=True, receiver_tokens=True)
 
 
 def test_every_route_without_credentials_when_auth_is_off(nexus: NexusProcess) -> None:
@@ -374,3 +377,68 @@ def test_a_settings_file_refusing_oidc_without_issuer_stops_the_start(tmp_path: 
     proc = NexusProcess(tmp_path / "data", env={"NEXUS__AUTH__MODE": "oidc"})
     with pytest.raises(RuntimeError, match=r"auth\.oidc\.issuer"):
         proc.start(timeout=30)
+
+
+@contextmanager
+def oidc_nexus(
+    folder: Path, provider: Provider, auth: dict[str, Any], **sections: Any
+) -> Iterator[tuple[NexusProcess, httpx.Client]]:
+    """A nexus of its own in oidc mode, with more ``auth`` keys and settings sections."""
+    settings = folder / "settings.yaml"
+    oidc = {"issuer": provider.issuer, "audience": AUDIENCE}
+    settings.write_text(json.dumps({"auth": {"mode": "oidc", "oidc": oidc, **auth}, **sections}))
+    proc = NexusProcess(folder / "data", config=settings).start()
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30) as http:
+            yield proc, http
+    finally:
+        proc.stop()
+        proc.kill_algorithms()
+
+
+def test_a_caller_over_its_rate_is_429_while_another_is_not(
+    tmp_path: Path, provider: Provider
+) -> None:
+    """auth.caller-rate: a bucket per caller (the crate's KeyedTokenBucket)."""
+    auth = {
+        "rules": [{"groups": ["team-a"], "algorithms": [A]}],
+        "caller-rate": 0.01,  # one request per 100 s: no refill during the test
+        "caller-burst": 3,
+    }
+    kid = provider.published[0]
+    alice, bob = (bearer(provider.token(kid, sub=name)) for name in ("alice", "bob"))
+    with oidc_nexus(tmp_path, provider, auth) as (proc, http):
+        for _ in range(3):
+            assert http.get(f"{API}/results/tags/limits", headers=alice).status_code == 200
+        before = proc.row_counts()
+        response = http.post(f"{API}/run/{A}", json={"algorithmParameters": {}}, headers=alice)
+        assert_error(response, 429, "Too many requests: alice is over its limit")
+        assert 1 <= int(response.headers["retry-after"]) <= 100
+        assert proc.row_counts() == before, "a limited create writes nothing"
+        # Another caller has its own bucket; a fresh token of alice does not refill hers.
+        create(http, algorithm=A, headers=bob)
+        again = bearer(provider.token(kid, sub="alice", iat=int(time.time()) + 1))
+        assert_error(http.get(f"{API}/results/tags/limits", headers=again), 429, "alice")
+        # Unauthenticated requests are 401, never counted against anyone.
+        assert_error(http.get(f"{API}/results/tags/limits"), 401, "Authentication required")
+
+
+def test_the_caller_is_the_tenant_when_configured(tmp_path: Path, provider: Provider) -> None:
+    """tenants.tenant-by: caller: each caller's runs are served in its own share of the
+    lane, whatever the template (the queue's wait metric is labelled by tenant)."""
+    auth = {"rules": [{"groups": ["team-a"], "algorithms": [B]}]}
+    tenants = {"buffer-config": {"tenants": {"tenant-by": "caller"}}}
+    kid = provider.published[0]
+    counts = {"alice": 2, "bob": 1}
+    with oidc_nexus(tmp_path, provider, auth, **{"s3-buffer": tenants}) as (_, http):
+        for name, runs in counts.items():
+            for _ in range(runs):
+                create(http, algorithm=B, headers=bearer(provider.token(kid, sub=name)))
+        wanted = [
+            f'nexus_queue_wait_seconds_count{{tenant="{n}"}} {c}.0' for n, c in counts.items()
+        ]
+        deadline = time.monotonic() + 30
+        while not all(line in http.get("/metrics").text for line in wanted):
+            assert time.monotonic() < deadline, http.get("/metrics").text[-3000:]
+            time.sleep(0.1)
+        assert f'tenant="{B}"' not in http.get("/metrics").text  # not the template's

@@ -22,9 +22,9 @@ import jwt
 import pytest
 import yaml
 from conftest import free_port, walk_routes
+from control_plane import Kube, require_kubeconfig, wait_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_kubernetes import Kube, require_kubeconfig, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -125,6 +125,7 @@ def nexus(module_nexus_factory, namespace: str, kube: Kube):
             "NEXUS__AUTH__MODE": "kubernetes",
             "NEXUS__AUTH__NAMESPACE": namespace,
             "NEXUS__AUTH__CACHE_TTL": f"{CACHE_TTL}s",
+            "NEXUS__AUTH__RECEIVER_TOKENS": "true",
             "NEXUS__KUBE_CONFIG_PATH": require_kubeconfig(),
         }
     )
@@ -268,7 +269,7 @@ def test_an_identity_is_checked_again_once_the_cache_expires(
 
 
 def test_every_route_without_credentials(nexus) -> None:
-    walk_routes(nexus.url, enforced=True)
+    walk_routes(nexus.url, enforced=True, receiver_tokens=True)
 
 
 def nexus_with_kubeconfig(factory, namespace: str, path: Path, change) -> Any:

@@ -254,6 +254,13 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
         "serviceMonitor.interval=often",
         "probes.startup.failureThreshold=0",
         "ingress.hostz[0]=nexus.example",
+        "supervisor.shards[0]=Shard_A",
+        "supervisor.shards={shard-a,shard-a}",
+        "supervisor.shards[0]=",
+        "secrets.receiverTokens.key=",
+        "rbac.teams[0].name=Team_A",
+        "rbac.teams[0].name=a,rbac.teams[0].verbs[0]=escalate",
+        "rbac.teams[0].name=a",  # no subjects: a Role bound to nobody
     ],
 )
 def test_values_schema_refuses_bad_values(helm, bad: str) -> None:
@@ -346,6 +353,59 @@ def test_roles_can_be_turned_off(helm) -> None:
     assert _by_kind(without, "ClusterRole") == {}
 
 
+def test_a_supervisor_per_shard_renders_one_deployment_each(
+    helm, values_file: Path, tmp_path: Path
+) -> None:
+    """supervisor.shards: one Deployment per item, each given its shards as the setting
+    nexus reads (checked by nexus's own loader), with selectors that cannot take each
+    other's pods; without it, the one supervisor Deployment is as it always was."""
+    groups = {"home": ["home"], "far": ["far"], "eu-1-eu-2": ["eu-1", "eu-2"]}
+    values = {**PRODUCTION_VALUES, "supervisor": {"shards": ["home", "far", ["eu-1", "eu-2"]]}}
+    values_file.write_text(yaml.safe_dump(values))
+    docs = _documents(helm("template", "prod", str(CHART), "-f", str(values_file)).stdout)
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    deployments = _by_kind(docs, "Deployment")
+    supervisors = {n: d for n, d in deployments.items() if "-supervisor" in n}
+    assert set(supervisors) == {f"prod-nexus-supervisor-{suffix}" for suffix in groups}
+    for suffix, shards in groups.items():
+        deployment = supervisors[f"prod-nexus-supervisor-{suffix}"]
+        pod = deployment["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["args"][:2] == ["--role", "supervisor"]
+        assert pod["spec"]["serviceAccountName"] == "prod-nexus-supervisor"
+        path = tmp_path / f"settings-{suffix}.yaml"
+        path.write_text(config_map["data"]["settings.yaml"])
+        environ = {e["name"]: e.get("value", "placeholder") for e in container["env"]}
+        assert load_settings(path, environ=environ).supervisor.shards == shards
+        # Only its own shards' kubeconfigs ("home" is the in-cluster shard: it has none).
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "shards"]
+        if shards == ["home"]:
+            assert volume == {"name": "shards", "emptyDir": {}}
+        else:
+            assert volume["secret"]["secretName"] == "nexus-shards"
+            assert [item["key"] for item in volume["secret"]["items"]] == [
+                f"{shard}.kubeconfig" for shard in shards
+            ]
+    for name, deployment in supervisors.items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        for other_name, other in deployments.items():
+            labels = other["spec"]["template"]["metadata"]["labels"]
+            matches = selector.items() <= labels.items()
+            assert matches == (other_name == name), (name, other_name)
+    values_file.write_text(yaml.safe_dump(PRODUCTION_VALUES))
+    docs = _documents(helm("template", "prod", str(CHART), "-f", str(values_file)).stdout)
+    only = _by_kind(docs, "Deployment")["prod-nexus-supervisor"]
+    (container,) = only["spec"]["template"]["spec"]["containers"]
+    assert "NEXUS__SUPERVISOR__SHARDS" not in {e["name"] for e in container["env"]}
+    (volume,) = [v for v in only["spec"]["template"]["spec"]["volumes"] if v["name"] == "shards"]
+    assert volume == {"name": "shards", "secret": {"secretName": "nexus-shards"}}
+    assert only["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "nexus",
+        "app.kubernetes.io/instance": "prod",
+        "app.kubernetes.io/component": "supervisor",
+    }
+
+
 def test_auth_mode_kubernetes_lets_the_scheduler_ask_for_reviews(helm, tmp_path: Path) -> None:
     """Only with auth.mode kubernetes: a ClusterRole creating TokenReviews and
     SubjectAccessReviews, bound to the scheduler alone; the settings still load."""
@@ -378,6 +438,102 @@ def test_auth_mode_kubernetes_lets_the_scheduler_ask_for_reviews(helm, tmp_path:
     settings = tmp_path / "settings.yaml"
     settings.write_text(next(iter(config_map["data"].values())))
     assert load_settings(settings, environ={}).auth.mode == "kubernetes"
+
+
+TEAM = {
+    "name": "forecasting",
+    "templates": ["demand-forecast", "price-forecast"],
+    "subjects": [
+        {"kind": "ServiceAccount", "name": "forecast-pipeline", "namespace": "forecasting"},
+        {"kind": "Group", "name": "forecasting-team", "apiGroup": "rbac.authorization.k8s.io"},
+    ],
+}
+
+
+def test_teams_get_the_runs_of_their_templates_with_ordinary_rbac(helm, tmp_path: Path) -> None:
+    """rbac.teams: a Role on nexusalgorithmtemplates/runs in the runtime namespace, what
+    nexus's SubjectAccessReviews ask about, and a RoleBinding to the team."""
+    values = tmp_path / "teams.yaml"
+    readers = {"name": "auditors", "verbs": ["get"], "subjects": [{"kind": "User", "name": "x"}]}
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "runtimeNamespace": "runs",
+                "config": {"auth": {"mode": "kubernetes"}},
+                "rbac": {"teams": [TEAM, readers]},
+            }
+        )
+    )
+    docs = _documents(helm("template", "nexus", str(CHART), "-f", str(values)).stdout)
+    roles, bindings = _by_kind(docs, "Role"), _by_kind(docs, "RoleBinding")
+    team = roles["nexus-runs-forecasting"]
+    assert team["metadata"]["namespace"] == "runs"
+    assert team["rules"] == [
+        {
+            "apiGroups": ["science.sneaksanddata.com"],
+            "resources": ["nexusalgorithmtemplates/runs"],
+            "resourceNames": ["demand-forecast", "price-forecast"],
+            "verbs": ["create", "get", "update", "delete"],
+        }
+    ]
+    assert roles["nexus-runs-auditors"]["rules"] == [
+        {
+            "apiGroups": ["science.sneaksanddata.com"],
+            "resources": ["nexusalgorithmtemplates/runs"],  # every template
+            "verbs": ["get"],
+        }
+    ]
+    binding = bindings["nexus-runs-forecasting"]
+    assert binding["metadata"]["namespace"] == "runs"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "nexus-runs-forecasting",
+    }
+    assert binding["subjects"] == TEAM["subjects"]
+    assert "nexus-runs-forecasting" not in _by_kind(
+        _documents(helm("template", "nexus", str(CHART), "--set", "rbac.create=false").stdout),
+        "Role",
+    )
+
+
+def test_receiver_tokens_share_one_secret_and_oidc_settings_load(helm, tmp_path: Path) -> None:
+    """Every role gets the token key from the Secret; without one the chart refuses to
+    render (separate Pods cannot share a random key); oidc settings pass nexus's checks."""
+    refused = helm(
+        "template", "nexus", str(CHART), "--set", "config.auth.receiver-tokens=true", check=False
+    )
+    assert refused.returncode != 0
+    assert "needs secrets.receiverTokens.name" in refused.stderr
+    values = tmp_path / "oidc.yaml"
+    oidc = {"issuer": "https://login.example.com/t/v2.0", "audience": "nexus"}
+    auth = {
+        "mode": "oidc",
+        "receiver-tokens": True,
+        "caller-rate": 5,
+        "oidc": oidc,
+        "rules": [{"groups": ["forecasting"], "algorithms": ["demand-*"]}],
+    }
+    values.write_text(
+        yaml.safe_dump(
+            {"config": {"auth": auth}, "secrets": {"receiverTokens": {"name": "nexus-tokens"}}}
+        )
+    )
+    docs = _documents(helm("template", "nexus", str(CHART), "-f", str(values)).stdout)
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    for deployment in _by_kind(docs, "Deployment").values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert env["NEXUS__AUTH__RECEIVER_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {
+            "name": "nexus-tokens",
+            "key": "receiver-token-secret",
+        }
+        path = tmp_path / "settings.yaml"
+        path.write_text(config_map["data"]["settings.yaml"])
+        environ = {"NEXUS__AUTH__RECEIVER_TOKEN_SECRET": "a-shared-key-of-32-characters!!!"}
+        settings = load_settings(path, environ=environ)
+        assert settings.auth.mode == "oidc" and settings.auth.receiver_tokens
+        assert settings.auth.oidc.issuer == oidc["issuer"] and settings.auth.caller_rate == 5
 
 
 # --- install into the test control plane ---------------------------------------------

@@ -18,26 +18,22 @@ are skipped, or fail when NEXUS_TEST_REQUIRE_SERVERS=1.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import msgspec
 import pytest
-import urllib3
 import yaml
 from conftest import free_port
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, Configuration
+from control_plane import GROUP, REPO, Kube, wait_for
 
 from nexus.core.jobs import JobContext, render_job
 from nexus.core.models import AlgorithmSpec, WorkgroupSpec
+from nexus.core.signing import RUN_TOKEN_ENV
 from nexus.core.supervision import (
     DEADLINE_CAUSE,
     FATAL_CAUSE,
@@ -49,200 +45,6 @@ from nexus.core.supervision import (
 )
 
 pytestmark = pytest.mark.kube
-
-REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO / "helm" / "nexus" / "crds"
-GROUP = "science.sneaksanddata.com"
-RUN_SELECTOR = f"{GROUP}/nexus-component=algorithm-run"
-
-
-def require_kubeconfig(variable: str = "NEXUS_TEST_KUBECONFIG") -> str:
-    """The kubeconfig of a test control plane: ``NEXUS_TEST_KUBECONFIG`` (testenv "kube")
-    or ``NEXUS_TEST_KUBECONFIG_2`` (the second one, testenv "kube2")."""
-    component = "kube2" if variable.endswith("_2") else "kube"
-    path = os.environ.get(variable, "")
-    if not path:
-        message = (
-            f"needs the {component} test control plane but {variable} is not set: run "
-            f'`scripts/testenv up {component} && eval "$(scripts/testenv env {component})"`'
-        )
-        if os.environ.get("NEXUS_TEST_REQUIRE_SERVERS") == "1":
-            pytest.fail(message + " (NEXUS_TEST_REQUIRE_SERVERS=1 forbids skipping)", pytrace=False)
-        pytest.skip(message)
-    if not Path(path).is_file():
-        pytest.fail(
-            f"{variable}={path} does not exist: is the {component} test server up?",
-            pytrace=False,
-        )
-    return path
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})", pytrace=False)
-
-
-class Kube:
-    """The test's own small API client (independent of the code under test)."""
-
-    def __init__(self, kubeconfig: str) -> None:
-        configuration = Configuration()
-        kube_config.load_kube_config(
-            config_file=kubeconfig, client_configuration=configuration, persist_config=False
-        )
-        self._configuration = configuration
-        self._api = ApiClient(configuration)
-        self._http = self._api.rest_client.pool_manager
-        self.host = configuration.host
-
-    def close(self) -> None:
-        self._api.close()
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        ok: tuple[int, ...] = (200, 201, 202),
-        **query: Any,
-    ) -> dict | None:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        bearer = self._configuration.auth_settings().get("BearerToken")
-        if bearer:
-            headers[bearer["key"]] = bearer["value"]
-        url = self.host + path + ("?" + urlencode(query) if query else "")
-        response = self._http.request(
-            method,
-            url,
-            headers=headers,
-            body=None if body is None else json.dumps(body).encode(),
-            timeout=urllib3.Timeout(connect=5, read=60),
-        )
-        data = json.loads(response.data) if response.data else {}
-        if response.status == 404 and 404 not in ok:
-            return None
-        assert response.status in ok, (
-            f"{method} {path} -> {response.status}: {data.get('message', data)}"
-        )
-        return data
-
-    def apply(self, base: str, obj: dict) -> dict:
-        """Create ``obj`` under the collection path ``base``, or replace it."""
-        created = self.call("POST", base, obj, ok=(200, 201, 409))
-        if created.get("code") != 409:
-            return created
-        current = self.call("GET", f"{base}/{obj['metadata']['name']}")
-        obj = {
-            **obj,
-            "metadata": {
-                **obj["metadata"],
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-        }
-        return self.call("PUT", f"{base}/{obj['metadata']['name']}", obj)
-
-    def jobs(self, namespace: str) -> list[dict]:
-        return self.call(
-            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector=RUN_SELECTOR
-        )["items"]
-
-    def job(self, namespace: str, name: str) -> dict | None:
-        return self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
-
-    def pods(self, namespace: str, job_name: str) -> list[dict]:
-        return self.call(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/pods",
-            labelSelector=f"batch.kubernetes.io/job-name={job_name}",
-        )["items"]
-
-    def create_namespace(self, name: str) -> str:
-        self.call(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        )
-        # Pods need the namespace's default ServiceAccount, made by the controller-manager.
-        wait_for(
-            lambda: self.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-            30,
-            f"the default ServiceAccount of namespace {name}",
-        )
-        return name
-
-    def delete_namespace(self, name: str, wait: float = 300.0) -> None:
-        """Delete and wait until it is gone, so the next test starts on a quiet cluster
-        (a namespace holding thousands of Jobs keeps the controllers busy for a while)."""
-        # Left to the namespace controller, thousands of Jobs go through the garbage
-        # collector one by one and each Pod through a graceful delete: minutes. Orphan
-        # the Pods, then force-delete them (grace 0: removed at once), in two calls.
-        self.call(
-            "DELETE",
-            f"/apis/batch/v1/namespaces/{name}/jobs",
-            ok=(200, 202, 404),
-            propagationPolicy="Orphan",
-        )
-        self.call(
-            "DELETE", f"/api/v1/namespaces/{name}/pods", ok=(200, 202, 404), gracePeriodSeconds=0
-        )
-        self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
-        deadline = time.monotonic() + wait
-        while self.call("GET", f"/api/v1/namespaces/{name}") is not None:
-            if time.monotonic() > deadline:
-                print(f"namespace {name} still terminating after {wait:.0f}s")
-                return
-            time.sleep(0.5)
-
-
-@pytest.fixture(scope="session")
-def kubeconfig() -> str:
-    return require_kubeconfig()
-
-
-def install_crds(client: Kube) -> None:
-    """Apply the chart's CRDs and wait until the API server serves them."""
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        client.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        name = crd["metadata"]["name"]
-        wait_for(
-            lambda name=name: any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in (
-                    client.call(
-                        "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-                    )
-                    .get("status", {})
-                    .get("conditions")
-                    or []
-                )
-            ),
-            30,
-            f"CRD {name} to be established",
-        )
-
-
-@pytest.fixture(scope="session")
-def kube(kubeconfig: str) -> Iterator[Kube]:
-    client = Kube(kubeconfig)
-    install_crds(client)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    name = kube.create_namespace(f"nexus-it-{uuid.uuid4().hex[:8]}")
-    yield name
-    kube.delete_namespace(name)
-
 
 # --- resources ---------------------------------------------------------------------------
 
@@ -426,6 +228,7 @@ def act_as_algorithm(kube: Kube, namespace: str, algorithm: str, run_id: str) ->
     report = httpx.post(
         f"{env['NEXUS__CLIENT__RECEIVER']}{V1}/complete/{algorithm}/requests/{run_id}",
         json={"resultUri": env["NEXUS__RESULT_URL"]},
+        headers={"Authorization": f"Bearer {env[RUN_TOKEN_ENV]}"},  # the run's own token
         timeout=10,
     )
     assert report.status_code == 202, report.text
@@ -442,7 +245,9 @@ def job_gone(kube: Kube, namespace: str, run_id: str, timeout: float = 30) -> No
 def test_run_goes_through_a_real_job_on_a_kwok_node(
     kube, kubeconfig, namespace, tmp_path, nexus_factory
 ):
-    nexus = start(nexus_factory, kubeconfig, namespace, tmp_path)
+    nexus = start(
+        nexus_factory, kubeconfig, namespace, tmp_path, NEXUS__AUTH__RECEIVER_TOKENS="true"
+    )
     # Applied after nexus started: the template source's watch must pick them up.
     workgroup(kube, namespace, "wg-a", "shard-a")
     template(kube, namespace, "hello", {"nexus.test/hold": "true"})
@@ -456,6 +261,11 @@ def test_run_goes_through_a_real_job_on_a_kwok_node(
             for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         assert env["NEXUS__SHARD_NAME"] == "shard-a" and env["TEAM"] == "integration"
+        # The Job as the API server keeps it carries the run's token, and nothing else
+        # completes the run (auth.receiver-tokens is on).
+        assert env[RUN_TOKEN_ENV].startswith("nxr1.")
+        refused = http.post(f"{V1}/complete/hello/requests/{run_id}", json={"resultUri": "x"})
+        assert refused.status_code == 401, refused.text
         labels = job["metadata"]["labels"]
         assert labels[f"{GROUP}/algorithm-template-name"] == "hello"
         assert labels[f"{GROUP}/nexus-component"] == "algorithm-run"

@@ -26,7 +26,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from test_kubernetes import kube, kubeconfig, namespace, start, template, workgroup  # noqa: F401
+from test_kubernetes import start, template, workgroup
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -87,9 +87,9 @@ LIMITS = {
 
 @pytest.mark.parametrize("limit", list(LIMITS))
 def test_launch_rate_is_held_at_the_configured_limit(
-    kube,  # noqa: F811 (fixtures imported from test_kubernetes)
-    kubeconfig,  # noqa: F811
-    namespace,  # noqa: F811
+    kube,
+    kubeconfig,
+    namespace,
     tmp_path,
     nexus_factory,
     limit,

@@ -7,10 +7,7 @@ from __future__ import annotations
 import os
 
 import httpx
-from test_kubernetes import (  # noqa: F401  (fixtures)
-    kube,
-    kubeconfig,
-    namespace,
+from test_kubernetes import (
     start,
     submit_when_known,
     template,

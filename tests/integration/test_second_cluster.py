@@ -9,58 +9,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
+from control_plane import wait_for
 from test_kubernetes import (
-    Kube,
     act_as_algorithm,
     finished,
-    install_crds,
     kube_env,
-    require_kubeconfig,
     submit,
     template,
-    wait_for,
     wait_stage,
     workgroup,
 )
 
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture(scope="module")
-def kubeconfig() -> str:
-    return require_kubeconfig()
-
-
-@pytest.fixture(scope="module")
-def kube(kubeconfig: str) -> Iterator[Kube]:
-    client = Kube(kubeconfig)
-    install_crds(client)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    name = kube.create_namespace(f"nexus-2c-{uuid.uuid4().hex[:8]}")
-    yield name
-    kube.delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def kubeconfig_2() -> str:
-    return require_kubeconfig("NEXUS_TEST_KUBECONFIG_2")
-
-
-@pytest.fixture(scope="module")
-def kube2(kubeconfig_2: str) -> Iterator[Kube]:
-    client = Kube(kubeconfig_2)
-    yield client
-    client.close()
 
 
 def test_the_second_control_plane_is_a_cluster_of_its_own(kube, kube2, namespace):
@@ -76,33 +39,29 @@ def test_the_second_control_plane_is_a_cluster_of_its_own(kube, kube2, namespace
 
 
 def test_a_run_goes_through_on_a_shard_in_another_cluster(
-    kube, kube2, kubeconfig, kubeconfig_2, namespace, tmp_path, nexus_factory
+    kube, kube2, kubeconfig, kubeconfig_2, namespace, namespace_2, tmp_path, nexus_factory
 ):
     """The template and its workgroup live in the first cluster; the workgroup names
     shard "far", whose kubeconfig is the second cluster's. The Job is created there (and
     not in the first cluster), its Pod runs on kube2's KWOK node, and the run completes."""
-    kube2.create_namespace(namespace)
-    try:
-        workgroup(kube, namespace, "wg-far", "far")
-        template(kube, namespace, "on-far", {"nexus.test/hold": "true"}, workgroup_name="wg-far")
-        shard_dir = tmp_path / "shards"
-        shard_dir.mkdir()
-        shutil.copyfile(kubeconfig_2, shard_dir / "far.kubeconfig")
-        nexus = nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir))
-        with httpx.Client(base_url=nexus.url, timeout=60) as http:
-            run_id = submit(http, "on-far")
-            wait_stage(http, "on-far", run_id, {"RUNNING"})
-            assert kube.job(namespace, run_id) is None
-            pods = wait_for(
-                lambda: [p for p in kube2.pods(namespace, run_id) if p["spec"].get("nodeName")],
-                30,
-                f"the Pod of {run_id} to be scheduled",
-            )
-            assert pods[0]["spec"].get("nodeName", "").startswith("kwok-node-"), pods[0]
-            act_as_algorithm(kube2, namespace, "on-far", run_id)
-            done = finished(http, "on-far", run_id)
-            assert done["status"] == "COMPLETED", (done, nexus.log())
-            result = json.loads(httpx.get(done["resultUri"], timeout=10).content)
-            assert result["shard"] == "far"
-    finally:
-        kube2.delete_namespace(namespace)
+    workgroup(kube, namespace, "wg-far", "far")
+    template(kube, namespace, "on-far", {"nexus.test/hold": "true"}, workgroup_name="wg-far")
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    shutil.copyfile(kubeconfig_2, shard_dir / "far.kubeconfig")
+    nexus = nexus_factory(env=kube_env(kubeconfig, namespace, shard_dir))
+    with httpx.Client(base_url=nexus.url, timeout=60) as http:
+        run_id = submit(http, "on-far")
+        wait_stage(http, "on-far", run_id, {"RUNNING"})
+        assert kube.job(namespace, run_id) is None
+        pods = wait_for(
+            lambda: [p for p in kube2.pods(namespace, run_id) if p["spec"].get("nodeName")],
+            30,
+            f"the Pod of {run_id} to be scheduled",
+        )
+        assert pods[0]["spec"].get("nodeName", "").startswith("kwok-node-"), pods[0]
+        act_as_algorithm(kube2, namespace, "on-far", run_id)
+        done = finished(http, "on-far", run_id)
+        assert done["status"] == "COMPLETED", (done, nexus.log())
+        result = json.loads(httpx.get(done["resultUri"], timeout=10).content)
+        assert result["shard"] == "far"

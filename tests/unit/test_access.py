@@ -10,6 +10,7 @@ import json
 import msgspec
 import pytest
 
+from nexus._rust_queue import KeyedTokenBucket
 from nexus.core.access import (
     READ_GROUPS,
     RUN_GROUPS,
@@ -24,7 +25,7 @@ from nexus.core.access import (
     unverified_expiry,
 )
 from nexus.core.models import AlgorithmSpec, LifecycleStage, Run, Template
-from nexus.errors import BackendUnavailable, BadRequest, Forbidden, Unauthenticated
+from nexus.errors import BackendUnavailable, BadRequest, Forbidden, RateLimited, Unauthenticated
 
 WALL_START = 1_800_000_000.0
 SPEC = msgspec.convert(
@@ -374,3 +375,26 @@ async def test_template_annotations_grant_their_groups() -> None:
     assert await rules.allowed(alice, Verb.CREATE, "a")  # decided without the templates
     with pytest.raises(BackendUnavailable):  # not decidable now: never a pass
         await rules.allowed(bob, Verb.GET, "team-b-job")
+
+
+async def test_a_caller_over_its_rate_is_429_and_others_are_not(checks: Checks) -> None:
+    """A real KeyedTokenBucket: 2 at once, then one per 1000 s (no refill during a test)."""
+    checks.tokens["other"] = Principal(user="bob")
+    checks.grants.add(("bob", Verb.GET, "a"))
+    limited = Access(checks, checks, 10.0, limiter=KeyedTokenBucket(0.001, 2))
+    for _ in range(2):
+        await limited.check("Bearer good", Verb.GET, "a")
+    with pytest.raises(RateLimited) as caught:
+        await limited.check("Bearer good", Verb.GET, "a")
+    assert caught.value.status == 429
+    assert "alice is over its limit" in caught.value.message
+    assert 990 <= int(caught.value.headers["Retry-After"]) <= 1000
+    with pytest.raises(RateLimited):  # every route counts, the tag lookup too
+        await limited.readable("Bearer good", lambda: asyncio.sleep(0, result=[]))
+    authorizations = checks.authorizations
+    with pytest.raises(RateLimited):  # refused before anything is decided
+        await limited.check("Bearer good", Verb.DELETE, "a")
+    assert checks.authorizations == authorizations
+    assert (await limited.check("Bearer other", Verb.GET, "a")).user == "bob"
+    with pytest.raises(Unauthenticated):  # an unknown token takes no caller's tokens
+        await limited.check("Bearer unknown", Verb.GET, "a")

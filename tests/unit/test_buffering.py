@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
-from nexus.core.buffering import JobRenderer, RenderConfig
+from nexus.core.buffering import TOKEN_GRACE, JobRenderer, RenderConfig
 from nexus.core.models import (
     AlgorithmSpec,
     ContainerSpec,
     ParentRef,
     Run,
+    RuntimeEnvironment,
     Workgroup,
     WorkgroupRef,
     WorkgroupSpec,
@@ -19,7 +21,10 @@ from nexus.core.models import (
 from nexus.core.models import (
     LifecycleStage as S,
 )
-from nexus.errors import LaunchError
+from nexus.core.signing import RUN_TOKEN_ENV, RunTokens
+from nexus.errors import Forbidden, LaunchError, Unauthenticated
+
+TOKENS = RunTokens(b"unit-test-receiver-token-secret")
 
 SPEC = AlgorithmSpec(
     container=ContainerSpec(image="algo", registry="reg.local", version_tag="7"),
@@ -89,6 +94,8 @@ def renderer(
             receiver_url="http://receiver",
             job_ttl=300,
             payload_valid_for=86400.0,
+            tokens=TOKENS,
+            token_lifetime=3600.0,
         ),
     )
 
@@ -107,6 +114,34 @@ async def test_renders_the_job_from_the_record():
     assert env["NEXUS__RESULT_UPLOAD_URL"] == "https://up/r1"
     assert env["NEXUS__CLIENT__RECEIVER"] == "http://receiver"
     assert buffer.signed == [("algo", "r1", 7200.0)]  # the run's own payloadValidFor
+
+
+def _token(job: dict) -> str:
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    return next(item["value"] for item in env if item["name"] == RUN_TOKEN_ENV)
+
+
+async def test_the_job_carries_its_runs_token_expiring_with_the_deadline():
+    with_deadline = msgspec.structs.replace(
+        SPEC, runtime_environment=RuntimeEnvironment(deadline_seconds=60)
+    )
+    rendered = await renderer(Store()).render(run(applied_configuration=with_deadline))
+    token = _token(rendered.template)
+    TOKENS.verify(token, "algo", "r1")
+    with pytest.raises(Forbidden):
+        TOKENS.verify(token, "algo", "r2")  # bound to the run
+    expiry = int(token.split(".")[1])
+    TOKENS.verify(token, "algo", "r1", now=expiry - 1)
+    with pytest.raises(Unauthenticated, match="expired"):
+        TOKENS.verify(token, "algo", "r1", now=expiry + 1)
+    lasts = expiry - datetime.now(UTC).timestamp()
+    assert 60 + TOKEN_GRACE - 30 < lasts <= 60 + TOKEN_GRACE  # the deadline plus the grace
+
+
+async def test_a_run_without_a_deadline_gets_a_token_of_the_configured_lifetime():
+    token = _token((await renderer(Store()).render(run())).template)
+    lasts = int(token.split(".")[1]) - datetime.now(UTC).timestamp()
+    assert 3600 - 30 < lasts <= 3600
 
 
 async def test_a_deleted_workgroup_cannot_be_rendered():

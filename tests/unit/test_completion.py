@@ -10,8 +10,9 @@ from fakes import MemoryStore
 
 from nexus.core.completion import Completion
 from nexus.core.models import LifecycleStage as S
+from nexus.core.signing import RunTokens
 from nexus.core.watch import RunWatch
-from nexus.errors import BadRequest, NotFound
+from nexus.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 
 RUN_ID = "0b9c6d1e-3f4a-4b5c-8d7e-9f0a1b2c3d4e"
 
@@ -75,3 +76,28 @@ async def test_unknown_and_malformed_runs_are_refused(store):
     with pytest.raises(BadRequest):
         await completion.is_processed("Not An Algorithm!", RUN_ID)
     assert store.transitions == []
+
+
+async def test_with_receiver_tokens_only_the_runs_own_token_reports(store):
+    """Refused before the store is read: the run is not even looked up."""
+    store.add(RUN_ID, S.RUNNING)
+    tokens = RunTokens(b"unit-test-receiver-token-secret")
+    completion = Completion(store, RunWatch(), tokens)
+    other = tokens.issue("algo", "00000000-0000-4000-8000-000000000000", 60)
+    for token, refusal in ((None, Unauthenticated), ("nxr1.x.y", Unauthenticated)):
+        with pytest.raises(refusal):
+            await completion.complete("algo", RUN_ID, result_uri="s3://x", token=token)
+    with pytest.raises(Forbidden):
+        await completion.complete("algo", RUN_ID, result_uri="s3://x", token=other)
+    with pytest.raises(Forbidden):
+        await completion.is_processed("algo", RUN_ID, other)
+    # An unknown run is refused alike: a wrong token does not learn that it is missing.
+    with pytest.raises(Forbidden):
+        await completion.is_processed("algo", "11111111-1111-4111-8111-111111111111", other)
+    assert (
+        store.transitions == [] and (await store.get("algo", RUN_ID)).lifecycle_stage is S.RUNNING
+    )
+    own = tokens.issue("algo", RUN_ID, 60)
+    run = await completion.complete("algo", RUN_ID, result_uri="s3://ok", token=own)
+    assert run.lifecycle_stage is S.COMPLETED
+    assert await completion.is_processed("algo", RUN_ID, own)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from nexus._rust_queue import Backoff, Queue, TokenBucket
+from nexus._rust_queue import Backoff, KeyedTokenBucket, Queue, TokenBucket
 
 # One token an hour: a real-clock bucket whose balance cannot visibly move during a test.
 HOURLY = 1 / 3600
@@ -252,3 +252,24 @@ class TestBackoff:
             backoff.delay(-1)
         with pytest.raises(ValueError, match="attempt"):
             backoff.exhausted(-1)
+
+
+def test_keyed_token_bucket_limits_each_key_and_checks_its_arguments():
+    buckets = KeyedTokenBucket(0.001, 2, max_keys=3)
+    assert (buckets.rate, buckets.burst, buckets.max_keys) == (0.001, 2, 3)
+    assert buckets.try_acquire("a") == 0.0 and buckets.try_acquire("a") == 0.0
+    assert 999 < buckets.try_acquire("a") <= 1000
+    assert buckets.try_acquire("b", 2) == 0.0
+    assert len(buckets) == 2
+    for key in ("c", "d", "e"):  # bounded: never more than max_keys tracked
+        buckets.try_acquire(key)
+        assert len(buckets) <= 3
+    with pytest.raises(ValueError, match="exceeds burst"):
+        buckets.try_acquire("a", 3)
+    with pytest.raises(ValueError):
+        buckets.try_acquire("a", -1)
+    for bad in ({"burst": 0}, {"burst": -1}, {"max_keys": 0}, {"max_keys": -5}):
+        with pytest.raises(ValueError):
+            KeyedTokenBucket(**{"rate": 1.0, "burst": 1, **bad})
+    with pytest.raises(ValueError):
+        KeyedTokenBucket(float("nan"), 1)

@@ -339,6 +339,21 @@ def test_auth_defaults_to_none_and_reads_oidc_rules_from_yaml(tmp_path):
         ),
         ({"NEXUS__AUTH__MODE": "open"}, "auth.mode"),
         ({"NEXUS__AUTH__CACHE_TTL": "-1s"}, "auth.cache-ttl"),
+        ({"NEXUS__AUTH__RECEIVER_TOKENS": "maybe"}, "auth.receiver-tokens"),
+        ({"NEXUS__AUTH__RECEIVER_TOKEN_SECRET": "short"}, "auth.receiver-token-secret"),
+        ({"NEXUS__AUTH__RECEIVER_TOKEN_LIFETIME": "0s"}, "auth.receiver-token-lifetime"),
+        ({"NEXUS__AUTH__RECEIVER_TOKEN_LIFETIME": "-5m"}, "auth.receiver-token-lifetime"),
+        ({"NEXUS__AUTH__CALLER_RATE": "-1"}, "auth.caller-rate"),
+        ({"NEXUS__AUTH__CALLER_RATE": "nan"}, "auth.caller-rate"),
+        ({"NEXUS__AUTH__CALLER_RATE": "1e300"}, "auth.caller-rate"),
+        ({"NEXUS__AUTH__CALLER_RATE": "fast"}, "auth.caller-rate"),
+        ({"NEXUS__AUTH__CALLER_BURST": "0"}, "auth.caller-burst"),
+        (
+            {"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__TENANT_BY": "caller"},
+            "tenants.tenant-by caller needs auth.mode",
+        ),
+        ({"NEXUS__S3_BUFFER__BUFFER_CONFIG__TENANTS__TENANT_BY": "user"}, "tenant-by"),
+        ({"NEXUS__AUTH__CALLER_BURST": "99999999999999999999"}, "auth.caller-burst"),
     ],
 )
 def test_bad_auth_settings_name_the_key(environ, names):

@@ -39,6 +39,18 @@ def running(store: HostStore, run_id: str, cluster: str) -> None:
     )
 
 
+def fatal_exit(run_id: str, cluster: str) -> JobObservation:
+    """What the watcher says of a run whose algorithm exited with a fatal code."""
+    return JobObservation(
+        algorithm="algo",
+        run_id=run_id,
+        cluster=cluster,
+        outcome=Outcome.FATAL_EXIT,
+        since=datetime.now(UTC),
+        message="exit code 42",
+    )
+
+
 def supervision(
     store: HostStore, watcher: Watcher, since: timedelta = timedelta(hours=1)
 ) -> Supervision:
@@ -73,14 +85,7 @@ async def test_an_unreachable_shard_does_not_stop_the_others():
     running(store, "fatal-on-a", "shard-a")
     running(store, "quiet-on-b", "shard-b")  # its Job was not listed: shard-b is down
     running(store, "gone-on-a", "shard-a")  # not listed although shard-a answered: lost
-    fatal = JobObservation(
-        algorithm="algo",
-        run_id="fatal-on-a",
-        cluster="shard-a",
-        outcome=Outcome.FATAL_EXIT,
-        since=datetime.now(UTC),
-        message="exit code 42",
-    )
+    fatal = fatal_exit("fatal-on-a", "shard-a")
     watcher = Watcher(
         ClusterSnapshot(observations=[fatal], unreachable={"shard-b": "connection refused"})
     )

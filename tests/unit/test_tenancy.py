@@ -58,3 +58,10 @@ async def test_a_stored_run_gets_the_tenant_its_accept_gave_it():
     labelled = workgroup({TENANT_LABEL: "team-a"})
     assert await Tenancy(Templates(template(), labelled)).of_run(run) == "team-a"
     assert await Tenancy(Templates(None, labelled)).of_run(run) == "algo"  # template gone
+
+
+def test_a_caller_given_is_the_tenant_over_every_label():
+    labelled = template({TENANT_LABEL: "team-t"})
+    assert tenant_of(labelled, workgroup({TENANT_LABEL: "team-w"}), "alice") == "alice"
+    assert tenant_of(labelled, None, None) == "team-t"  # no caller: as before
+    assert tenant_of(labelled, None, "") == "team-t"

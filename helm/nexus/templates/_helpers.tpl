@@ -19,6 +19,29 @@
 {{- printf "%s-%s" (include "nexus.fullname" .root | trunc 52 | trimSuffix "-") .role -}}
 {{- end -}}
 
+{{/*
+A role's Deployment, for a dict {root, role, shards}: "<fullname>-<role>", and for a
+supervisor of some shards (supervisor.shards) "<fullname>-supervisor-<shard>[-<shard>...]".
+*/}}
+{{- define "nexus.deploymentName" -}}
+{{- if .shards -}}
+{{- printf "%s-%s" (include "nexus.roleName" .) (join "-" .shards) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "nexus.roleName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The label that tells apart the supervisors of different shards (their Deployments' pods
+would otherwise match each other's selectors); nothing for a role's only Deployment, so
+the selector of a supervisor of every shard is the one it always had.
+*/}}
+{{- define "nexus.scopeLabel" -}}
+{{- with .shards -}}
+science.sneaksanddata.com/supervised-shards: {{ join "." . | trunc 63 | trimSuffix "." | trimSuffix "-" | quote }}
+{{- end -}}
+{{- end -}}
+
 {{- define "nexus.runtimeNamespace" -}}
 {{- default .Release.Namespace .Values.runtimeNamespace -}}
 {{- end -}}
@@ -97,5 +120,10 @@ must own (where it listens, where the shard kubeconfigs are mounted).
 - name: NEXUS__S3_BUFFER__REQUEST_PAYLOAD_PROXY_CONFIGURATION__SIGN_SECRET
   valueFrom:
     secretKeyRef: {name: {{ $s.payloadSigning.name | quote }}, key: {{ $s.payloadSigning.key | quote }}}
+{{- end }}
+{{- if $s.receiverTokens.name }}
+- name: NEXUS__AUTH__RECEIVER_TOKEN_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ $s.receiverTokens.name | quote }}, key: {{ $s.receiverTokens.key | quote }}}
 {{- end }}
 {{- end -}}

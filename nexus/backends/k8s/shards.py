@@ -7,6 +7,9 @@ client with its own QPS limit and connection pool; a run goes to the shard its
 workgroup's ``cluster`` names. The launching side is
 :class:`~nexus.backends.k8s.launcher.KubernetesLauncher`, the watching side
 :class:`~nexus.backends.k8s.watcher.KubernetesWatcher`; this class wires them together.
+Only the supervisor watches, so the watching side follows only the shards of
+``supervisor.shards`` (all when empty): a per-shard supervisor sends no request to the
+API servers of other shards, and one that does not answer is no concern of it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nexus.backends.k8s.launcher import KubernetesLauncher
 from nexus.backends.k8s.pod_logs import pod_log
 from nexus.backends.k8s.watcher import KubernetesWatcher
 from nexus.core.ports import ClusterSnapshot, JobObservation
+from nexus.core.scope import ShardScope
 from nexus.errors import BackendUnavailable, ConfigError, LaunchError
 from nexus.metrics import Metrics
 from nexus.settings import Settings
@@ -152,7 +156,9 @@ class KubernetesExecutor:
             self._clients[shard.name] = ShardClient(
                 shard, qps=limits.client_qps, burst=limits.client_burst, metrics=self._metrics
             )
-        self._watcher = KubernetesWatcher(self._clients, self._launcher)
+        scope = ShardScope(self._settings.supervisor.shards)
+        watched = {name: c for name, c in self._clients.items() if scope.covers(name)}
+        self._watcher = KubernetesWatcher(watched, self._launcher)
 
     async def close(self) -> None:
         if self._watcher is not None:

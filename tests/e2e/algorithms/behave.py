@@ -6,7 +6,12 @@ named by the request id under $BEHAVE_STATE); "transient_attempts" — exit 75 (
 transient code of the test templates) on the first N attempts; "report": false to exit 0
 silently; "error": a cause to report as failure; otherwise report success with the payload
 echoed. "say": lines to print first (stdout, then "err: ..." on stderr), for the log
-tail. Each attempt also appends "<pid> <unix time>" to "<request id>.starts" and writes
+tail. "check": true then asks the receiver whether the run is processed, as the
+official SDK does after its report, and writes the answer (or the HTTP error's status)
+to "<request id>.checked" in the state folder. Reports and checks carry the
+run's token from $NEXUS__CLIENT__RECEIVER_ACCESS_TOKEN as ``Authorization: Bearer``, the
+way the SDK's receiver client sends the token its token provider gives it (docs/auth.md).
+Each attempt also appends "<pid> <unix time>" to "<request id>.starts" and writes
 its pid to "<request id>.pid" there, so tests can count and time launches and check a
 process was stopped.
 
@@ -28,9 +33,11 @@ import urllib.request
 
 
 def http(method, url, body=None):
-    request = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get("NEXUS__CLIENT__RECEIVER_ACCESS_TOKEN")
+    if token and "/algorithm/v1/" in url:  # the receiver's routes, not the signed URLs
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
@@ -104,6 +111,15 @@ def main():
     report(
         url, json.dumps(outcome).encode(), float(payload.get("report_patience", 20)), args.patience
     )
+    if payload.get("check"):
+        check = f"{receiver}/algorithm/v1/check/{algorithm}/requests/{args.request_id}"
+        try:
+            answer = str(json.loads(http("GET", check))["is_processed"])
+        except urllib.error.HTTPError as exc:
+            answer = str(exc.code)
+        with open(counter + ".checking", "w") as handle:
+            handle.write(answer)
+        os.replace(counter + ".checking", counter + ".checked")  # seen whole or not at all
     return 0
 
 
