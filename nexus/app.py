@@ -17,13 +17,18 @@ from nexus.api import docs, health, openapi
 from nexus.context import NexusApp, NexusContext, NexusRequest
 from nexus.errors import ConfigError, NexusError
 from nexus.metrics import Metrics
-from nexus.roles import receiver, scheduler, supervisor
+from nexus.roles import controller, receiver, scheduler, supervisor
 from nexus.roles.shared import Shared
-from nexus.settings import Settings
+from nexus.settings import Settings, check_controller
 from nexus.version import nexus_version
 
-ROLES = ("scheduler", "receiver", "supervisor", "all")
-_ROLE_MODULES = {"scheduler": scheduler, "receiver": receiver, "supervisor": supervisor}
+ROLES = ("scheduler", "receiver", "supervisor", "controller", "all")
+_ROLE_MODULES = {
+    "scheduler": scheduler,
+    "receiver": receiver,
+    "supervisor": supervisor,
+    "controller": controller,
+}
 log = logging.getLogger("nexus")
 access_log = logging.getLogger("nexus.access")  # one line per request at DEBUG
 
@@ -94,6 +99,8 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> Nex
             f"executor 'local' runs algorithms as child processes and needs --role all; "
             f"set executor: kubernetes (NEXUS__EXECUTOR=kubernetes) to run --role {role}"
         )
+    if role == "controller":
+        check_controller(settings.controller)  # at start-up, before anything is opened
     # Logging is nexus.logs' job (one JSON line per event): Sanic must not install its own.
     app: NexusApp = Sanic(
         name or f"nexus-{role}",
@@ -109,7 +116,7 @@ def create_app(settings: Settings, role: str, *, name: str | None = None) -> Nex
     app.blueprint(health.bp)
     for name_ in roles:
         _ROLE_MODULES[name_].routes(app)
-    if role != "supervisor":
+    if role not in ("supervisor", "controller"):  # these serve no API of their own
         app.blueprint(openapi.bp)
         app.blueprint(docs.bp)
 

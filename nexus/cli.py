@@ -1,6 +1,7 @@
 """The ``nexus`` command with the server installed.
 
-Server:  ``nexus --role scheduler|receiver|supervisor|all [--config F] [--host H] [--port P]``
+Server:  ``nexus --role scheduler|receiver|supervisor|controller|all [--config F]
+         [--host H] [--port P]``
 Client:  ``nexus run|get|wait|cancel|runs ...`` against a scheduler (``--scheduler URL`` or
          env NEXUS_SCHEDULER_URL); see ``nexus COMMAND --help`` and docs/client.md.
 
@@ -20,7 +21,7 @@ import sys
 from nexus.version import nexus_version
 from nexus_run_client import cli as client_cli
 
-ROLE_NAMES = "scheduler|receiver|supervisor|all"
+ROLE_NAMES = "scheduler|receiver|supervisor|controller|all"
 
 DESCRIPTION = f"""Run a nexus process (--role {ROLE_NAMES}), or talk to a running
 scheduler with one of the commands below."""

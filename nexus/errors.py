@@ -90,6 +90,13 @@ class BackendUnavailable(NexusError):
     headers = {"Retry-After": "1"}
 
 
+class SyncFailed(NexusError):
+    """The configuration controller left a shard out of step (a shard did not answer,
+    an object there is not its own, a source is missing); it retries with backoff."""
+
+    status = 503
+
+
 class ConfigError(NexusError):
     """Settings that cannot be used; raised at start-up, never at request time."""
 

@@ -16,6 +16,7 @@ runs algorithms as local processes.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,6 +143,24 @@ class Supervisor(_Section):
     shards: list[str] = msgspec.field(default_factory=list)
 
 
+class Controller(_Section):
+    """The configuration controller (``--role controller``, docs/controller.md): copies
+    templates, workgroups and the Secrets/ConfigMaps they use to every shard."""
+
+    alias: str = "nexus"  # the controller-app label value on every object it writes
+    namespace: str = ""  # where templates live, here and in every shard; "": runtime-namespace
+    workers: int = 2
+    failure_rate_base_delay: Duration = Duration(0.5)  # first retry of a failed sync
+    failure_rate_max_delay: Duration = Duration(60.0)  # longest wait between retries
+    rate_limit_elements_per_second: float = 20.0  # syncs started, over all objects
+    rate_limit_elements_burst: int = 50
+    resync_interval: Duration = Duration(30.0)  # every object is checked again this often
+    request_timeout: Duration = Duration(10.0)  # one API call to a shard or this cluster
+    # Of several replicas, the holder of the Lease <alias>-configuration-controller syncs;
+    # a standby takes over once the holder has not renewed it for this long.
+    lease_duration: Duration = Duration(15.0)
+
+
 VerbName = Literal["create", "get", "update", "delete"]
 VERBS: tuple[VerbName, ...] = ("create", "get", "update", "delete")
 
@@ -237,6 +256,7 @@ class Settings(_Section):
     deploy_namespace: str = "default"
     kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
     supervisor: Supervisor = msgspec.field(default_factory=Supervisor)
+    controller: Controller = msgspec.field(default_factory=Controller)
     auth: Auth = msgspec.field(default_factory=Auth)
     webhooks: Webhooks = msgspec.field(default_factory=Webhooks)
 
@@ -451,6 +471,43 @@ def _check(settings: Settings) -> None:
             f"Invalid settings: cql-store-type '{settings.cql_store_type}' needs "
             "scylla-cql-store.hosts (e.g. NEXUS__SCYLLA_CQL_STORE__HOSTS=10.0.0.1,10.0.0.2), "
             "or scylla-cql-store.secure-connect-bundle for AstraDB"
+        )
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+
+
+def check_controller(controller: Controller) -> None:
+    """Checked when ``--role controller`` starts, not at load: the Go receiver and
+    supervisor have keys of the same names (read as ``controller.*``), and whatever they
+    hold must not stop those roles from starting."""
+    for key, count in (
+        ("workers", controller.workers),
+        ("rate-limit-elements-burst", controller.rate_limit_elements_burst),
+    ):
+        if count < 1:
+            raise ConfigError(f"Invalid settings: controller.{key} must be at least 1, got {count}")
+    for key, value in (
+        ("rate-limit-elements-per-second", controller.rate_limit_elements_per_second),
+        ("failure-rate-base-delay", controller.failure_rate_base_delay),
+        ("resync-interval", controller.resync_interval),
+        ("request-timeout", controller.request_timeout),
+        ("lease-duration", controller.lease_duration),
+    ):
+        if not value > 0:
+            raise ConfigError(
+                f"Invalid settings: controller.{key} must be more than 0, got {value}"
+            )
+    if not _DNS_LABEL.fullmatch(controller.alias):
+        raise ConfigError(
+            f"Invalid settings: controller.alias {controller.alias[:80]!r} must be lower-case "
+            "letters, digits and '-' (at most 40), starting and ending with a letter or digit: "
+            "it is a label value and part of the leader Lease's name"
+        )
+    if controller.failure_rate_base_delay > controller.failure_rate_max_delay:
+        raise ConfigError(
+            "Invalid settings: controller.failure-rate-base-delay must not exceed "
+            "failure-rate-max-delay"
         )
 
 

@@ -46,6 +46,7 @@ class Alias:
     target: str
     convert: Callable[[Any], Any] | None = None
     implies: tuple[tuple[str, Any], ...] = ()
+    note: str = ""  # a start-up warning given when the key is set
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,22 @@ GO_KEYS: dict[str, Alias | Ignored | AstraBundle] = {
     # The supervisor's (and the first scheduler's) namespace of the Jobs it runs.
     "resource-namespace": Alias("runtime-namespace"),
     "external-hostname": Alias("external-url", _https_url),
-    "workers": Ignored(NO_QUEUE),
-    "failure-rate-base-delay": Ignored(NO_QUEUE),
-    "failure-rate-max-delay": Ignored(NO_QUEUE),
-    "rate-limit-elements-per-second": Ignored(NO_QUEUE),
-    "rate-limit-elements-burst": Ignored(NO_QUEUE),
+    # The Go configuration controller's keys (its appconfig.yaml, all at the top level).
+    "alias": Alias("controller.alias"),
+    "controller-config-path": Alias("kube-config-path"),
+    "shard-config-path": Alias("shard-kube-config-path"),
+    "controller-namespace": Alias("controller.namespace"),
+    # The controller's work queue; the Go receiver and supervisor have these keys too.
+    **{
+        key: Alias(f"controller.{key}", note=f"only --role controller reads it; {NO_QUEUE}")
+        for key in (
+            "workers",
+            "failure-rate-base-delay",
+            "failure-rate-max-delay",
+            "rate-limit-elements-per-second",
+            "rate-limit-elements-burst",
+        )
+    },
 }
 
 # Sections only the Go apps have: once their known keys are taken out, anything left in
@@ -190,7 +202,11 @@ def translate(tree: dict[str, Any], source: Callable[[str], str]) -> tuple[dict[
         elif isinstance(entry, AstraBundle):
             if not _unset(value):
                 notes.bundle = (where, str(value))
-        elif not _unset(value):
+        else:
+            if entry.note:
+                notes.ignored[key] = f"Setting {where} is read as {entry.target}: {entry.note}"
+            if _unset(value):
+                continue
             target = entry.target.split(".")
             if _unset(_get(tree, target)):
                 put(tree, target, entry.convert(value) if entry.convert else value)

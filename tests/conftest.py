@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 # that folder's tests (pytest_collectstart below) and re-exports helpers from here.
 sys.modules.setdefault("nexus_tests_conftest", sys.modules[__name__])
 TEST_TEMPLATES = REPO / "tests" / "e2e" / "templates"
+# tests/integration's helper module (control_plane) is imported by its bare name, as its
+# own folder's tests see it; suites elsewhere that reuse those tests' helpers
+# (tests/e2e/test_go_settings.py) need the folder on the path too.
+sys.path.insert(1, str(REPO / "tests" / "integration"))
 
 
 def pytest_collectstart(collector: pytest.Collector) -> None:

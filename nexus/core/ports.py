@@ -212,3 +212,46 @@ class Clock(Protocol):
 
 class Executor(JobLauncher, ClusterWatcher, Protocol):
     """Both sides of one cluster technology (local processes, or Kubernetes shards)."""
+
+
+# --- the configuration controller (core/controller.py) --------------------------------
+
+
+class ConfigSource(Protocol):
+    """The controller cluster: its templates, workgroups, Secrets and ConfigMaps in the
+    controller namespace (read from a cache its watches keep, as the API server's JSON),
+    and the few writes the controller makes there."""
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None: ...
+    def names(self, kind: str) -> list[str]: ...
+    async def set_owners(self, obj: dict[str, Any], owners: list[dict[str, Any]]) -> dict[str, Any]:
+        """Set the object's ownerReferences; Conflict if it changed since it was read."""
+
+    async def write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        """Set the object's status (its status subresource); Conflict as above."""
+
+    async def event(
+        self, involved: dict[str, Any], warning: bool, reason: str, message: str
+    ) -> None:
+        """Record an Event about ``involved``; a failure to record one is only logged."""
+
+
+class ShardObjects(Protocol):
+    """One shard's controller namespace. Calls time out; BackendUnavailable when the
+    API server does not answer, Conflict when a write lost a race."""
+
+    name: str
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None: ...
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def replace(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def delete(self, kind: str, name: str, uid: str) -> None:
+        """Delete the object if it still has ``uid``; a missing one is not an error."""
+
+
+class LeaderLease(Protocol):
+    """A lease only one holder has at a time (a coordination.k8s.io Lease)."""
+
+    async def acquire_or_renew(self) -> bool:
+        """Take the lease if it is free or expired, renew it if ours: whether we hold it.
+        BackendUnavailable when its server does not answer."""

@@ -62,6 +62,11 @@ class Shared:
             self.ctx.readiness.append(ping)
         return component
 
+    async def adopt(self, component: C) -> C:
+        """Open a component a role made itself: closed with the others, in reverse
+        order, and its ``ping`` (if any) one of the readiness checks."""
+        return await self._open(component)
+
     async def store(self) -> RunStore:
         if self._store is None:
             raw = await self._open(factory.make_store(self.settings))

@@ -406,6 +406,102 @@ def test_a_supervisor_per_shard_renders_one_deployment_each(
     }
 
 
+def _template(helm, *values: str, namespace: str = "") -> list[dict]:
+    """``helm template`` of the chart with ``--set`` for each of ``values``."""
+    args = ["template", "nexus", str(CHART), *(["--namespace", namespace] if namespace else [])]
+    for value in values:
+        args += ["--set", value]
+    return _documents(helm(*args).stdout)
+
+
+def _granted(role: dict) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_controller_is_off_by_default_and_renders_behind_its_value(
+    helm, tmp_path: Path
+) -> None:
+    defaults = _template(helm)
+    assert "nexus-controller" not in _by_kind(defaults, "Deployment")
+    assert "nexus-controller" not in _by_kind(defaults, "Role")
+    docs = _template(
+        helm,
+        "controller.enabled=true",
+        "secrets.shards.name=nexus-shards",
+        "secrets.cassandra.name=cql",
+        "config.controller.alias=eu-controller",
+    )
+    deployment = _by_kind(docs, "Deployment")["nexus-controller"]
+    assert deployment["spec"]["replicas"] == 2  # leader election makes a standby safe
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["--role", "controller", "--config", SETTINGS_PATH]
+    assert pod["serviceAccountName"] == "nexus-controller"
+    assert "nexus-controller" in _by_kind(docs, "ServiceAccount")
+    shards = next(v for v in pod["volumes"] if v["name"] == "shards")
+    assert shards["secret"]["secretName"] == "nexus-shards"  # keys: <shard>.kubeconfig
+    assert "/etc/nexus/shards" in {m["mountPath"] for m in container["volumeMounts"]}
+    # Kubernetes only: the store's credentials are not handed to it.
+    assert not any(e["name"].startswith("NEXUS__SCYLLA") for e in container["env"])
+    granted = _granted(_by_kind(docs, "Role")["nexus-controller"])
+    group = "science.sneaksanddata.com"
+    for wanted in (
+        (group, "nexusalgorithmtemplates", "watch"),
+        (group, "nexusalgorithmtemplates/status", "patch"),
+        (group, "nexusalgorithmworkgroups/status", "patch"),
+        ("", "secrets", "watch"),
+        ("", "secrets", "patch"),  # adoption: owner references on the sources
+        ("", "configmaps", "patch"),
+        ("", "events", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    ):
+        assert wanted in granted, wanted
+    # It never creates or deletes anything in the controller cluster but Events/Leases.
+    assert not {g for g in granted if g[2] == "delete"}
+    assert ("", "secrets", "create") not in granted
+    (config_map,) = _by_kind(docs, "ConfigMap").values()
+    _check_settings(config_map["data"]["settings.yaml"], container, tmp_path)
+    settings = yaml.safe_load(config_map["data"]["settings.yaml"])
+    assert settings["shard-kube-config-path"] == "/etc/nexus/shards"
+    assert settings["controller"]["alias"] == "eu-controller"
+
+
+def test_shard_access_renders_what_the_controller_needs_in_a_shard(helm) -> None:
+    docs = _template(
+        helm,
+        "shardAccess.create=true",
+        "scheduler.enabled=false",
+        "receiver.enabled=false",
+        "supervisor.enabled=false",
+        namespace="nexus",
+    )
+    assert _by_kind(docs, "Deployment") == {}
+    account = _by_kind(docs, "ServiceAccount")["nexus-shard-access"]
+    assert account["metadata"]["namespace"] == "nexus"
+    token = _by_kind(docs, "Secret")["nexus-shard-access-token"]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == (
+        "nexus-shard-access"
+    )
+    granted = _granted(_by_kind(docs, "Role")["nexus-shard-access"])
+    for resource in ("nexusalgorithmtemplates", "nexusalgorithmworkgroups"):
+        for verb in ("get", "watch", "create", "update", "delete"):
+            assert ("science.sneaksanddata.com", resource, verb) in granted
+    for resource in ("secrets", "configmaps"):
+        for verb in ("get", "watch", "create", "update", "delete"):
+            assert ("", resource, verb) in granted
+    (binding,) = _by_kind(docs, "RoleBinding").values()
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "nexus-shard-access", "namespace": "nexus"}
+    ]
+
+
 def test_auth_mode_kubernetes_lets_the_scheduler_ask_for_reviews(helm, tmp_path: Path) -> None:
     """Only with auth.mode kubernetes: a ClusterRole creating TokenReviews and
     SubjectAccessReviews, bound to the scheduler alone; the settings still load."""

@@ -100,6 +100,9 @@ must own (where it listens, where the shard kubeconfigs are mounted).
 {{/* Environment from the referenced Secrets, for a dict {root, role}. */}}
 {{- define "nexus.secretEnv" -}}
 {{- $s := .root.Values.secrets -}}
+{{- /* The controller talks to Kubernetes only: no store, no buffer credentials. */ -}}
+{{- if eq .role "controller" }}
+{{- else }}
 {{- if $s.cassandra.name }}
 - name: NEXUS__SCYLLA_CQL_STORE__USER
   valueFrom:
@@ -125,5 +128,6 @@ must own (where it listens, where the shard kubeconfigs are mounted).
 - name: NEXUS__AUTH__RECEIVER_TOKEN_SECRET
   valueFrom:
     secretKeyRef: {name: {{ $s.receiverTokens.name | quote }}, key: {{ $s.receiverTokens.key | quote }}}
+{{- end }}
 {{- end }}
 {{- end -}}

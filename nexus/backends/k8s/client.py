@@ -170,7 +170,13 @@ class ShardClient:
     """Requests to one cluster's API server, each after a token from its bucket."""
 
     def __init__(
-        self, shard: ShardConfig, *, qps: float, burst: int, metrics: ApiMetrics | None = None
+        self,
+        shard: ShardConfig,
+        *,
+        qps: float,
+        burst: int,
+        metrics: ApiMetrics | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         self.name = shard.name
         self.namespace = shard.namespace
@@ -186,6 +192,11 @@ class ShardClient:
         self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix=f"kube-{self.name}")
         self._metrics = metrics or ApiMetrics()
         self._decoders: dict[type, msgspec.json.Decoder] = {}
+        self._timeout = (
+            urllib3.Timeout(connect=min(5.0, request_timeout), read=request_timeout)
+            if request_timeout
+            else REQUEST_TIMEOUT
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -193,10 +204,10 @@ class ShardClient:
 
     # --- plumbing ----------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, content_type: str = "application/json") -> dict[str, str]:
         headers = {
             "Accept": "application/json",
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "User-Agent": "nexus",
         }
         bearer = self._configuration.auth_settings().get("BearerToken")
@@ -221,15 +232,16 @@ class ShardClient:
         url: str,
         body: bytes | None,
         stream: bool = False,
-        timeout: urllib3.Timeout = REQUEST_TIMEOUT,
+        timeout: urllib3.Timeout | None = None,
+        content_type: str = "application/json",
     ) -> Any:
         try:
             response = self._http.request(
                 method,
                 url,
                 body=body,
-                headers=self._headers(),
-                timeout=timeout,
+                headers=self._headers(content_type),
+                timeout=timeout or self._timeout,
                 retries=RETRIES,
                 preload_content=not stream,
             )
@@ -242,8 +254,15 @@ class ShardClient:
         self._metrics.response(self.name, verb, str(response.status))
         return response
 
-    def _call(self, verb: str, method: str, url: str, body: bytes | None) -> Response:
-        response = self._send(verb, method, url, body)
+    def _call(
+        self,
+        verb: str,
+        method: str,
+        url: str,
+        body: bytes | None,
+        content_type: str = "application/json",
+    ) -> Response:
+        response = self._send(verb, method, url, body, content_type=content_type)
         return Response(response.status, response.data)
 
     def decoder(self, item_type: type[T]) -> msgspec.json.Decoder[_List[T]]:
@@ -266,6 +285,7 @@ class ShardClient:
         *,
         query: dict[str, Any] | None = None,
         body: Any = None,
+        content_type: str = "application/json",
     ) -> Response:
         """One call; raise BackendUnavailable when the API server cannot be reached."""
         wait = self._bucket.reserve(1)
@@ -276,7 +296,8 @@ class ShardClient:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._executor, partial(self._call, verb, method, self.url(path, query), encoded)
+                self._executor,
+                partial(self._call, verb, method, self.url(path, query), encoded, content_type),
             )
         except RuntimeError as exc:  # the executor was shut down: nexus is stopping
             raise BackendUnavailable(f"shard '{self.name}' client is closed") from exc

@@ -68,7 +68,15 @@ def home_cluster(settings: Settings) -> tuple[Configuration, str] | None:
     return None
 
 
-def home_client(settings: Settings, name: str, namespace: str, needed_for: str) -> ShardClient:
+def home_client(
+    settings: Settings,
+    name: str,
+    namespace: str,
+    needed_for: str,
+    *,
+    metrics: ApiMetrics | None = None,
+    request_timeout: float | None = None,
+) -> ShardClient:
     """A client of the cluster nexus runs in (see :func:`home_cluster`), limited by
     ``kubernetes.client-qps``/``client-burst``; ConfigError, saying what ``needed_for``
     it, when there is none. Blocking: reading credentials may run an exec plugin."""
@@ -83,6 +91,8 @@ def home_client(settings: Settings, name: str, namespace: str, needed_for: str) 
         ShardConfig(name, configuration, namespace, source),
         qps=limits.client_qps,
         burst=limits.client_burst,
+        metrics=metrics,
+        request_timeout=request_timeout,
     )
 
 
