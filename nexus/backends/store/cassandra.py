@@ -140,6 +140,8 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _MIN_HOUR = -(2**31)
 _HOURS_PER_QUERY = 48
+_HOUR_REWRITE = 600.0  # seconds between two writes of one run_hours row by one process
+_HOURS_REMEMBERED = 10_000
 # A listing page reads at most this many times its size of time rows: a filter that
 # matches few runs (a rare stage) answers a short page with a cursor, never a long scan.
 _SCAN_PAGES = 4
@@ -185,6 +187,8 @@ class CassandraRunStore:
         self._cluster: Cluster | None = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
+        # (scope, hour) -> when this process last wrote that row of run_hours
+        self._hours_written: dict[tuple[str, int], float] = {}
         self._describe = (
             f"AstraDB bundle {config.secure_connect_bundle}"
             if config.secure_connect_bundle
@@ -413,6 +417,7 @@ class CassandraRunStore:
         if run.received_at is None:
             return
         hour = hour_of(run.received_at)
+        now = time.monotonic()
         for scope in (run.algorithm, ALL_SCOPE):
             batch.add(
                 self._p("insert_time"),
@@ -426,7 +431,15 @@ class CassandraRunStore:
                     self._ttl,
                 ),
             )
-            batch.add(self._p("insert_hour"), (scope, hour, self._ttl))
+            # The hour's row once in a while, not with every run (it is the same row):
+            # it outlives every run this process writes under it until it is written
+            # again, as its TTL is longer by more than the pause between two writes.
+            if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE:
+                ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE
+                batch.add(self._p("insert_hour"), (scope, hour, ttl))
+                if len(self._hours_written) > _HOURS_REMEMBERED:
+                    self._hours_written.clear()
+                self._hours_written[(scope, hour)] = now
 
     async def _set_time_stage(self, run: Run, ttl: int) -> None:
         """After a stage change: the stage the counts read (the listing re-checks runs)."""
