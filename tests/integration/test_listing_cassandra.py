@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from contract.servers import cassandra_config, cassandra_settings_env, drop_keyspace, unique
+from test_real_backends import wait_finished
 
 from nexus.backends.store.cassandra import CassandraRunStore
 from nexus.core.listing import RunQuery, position_of
@@ -40,17 +41,6 @@ def keyspace():
     drop_keyspace(name)
 
 
-def wait_finished(http: httpx.Client, run_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = http.get(f"{API}/results/behave/requests/{run_id}", params={"wait": 10})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        if body["status"] not in ("NEW", "BUFFERED", "RUNNING") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)
-
-
 def test_listing_history_and_resubmit_end_to_end(nexus_factory, keyspace):
     nexus = nexus_factory(env=cassandra_settings_env(keyspace))
     tag = f"it-{uuid.uuid4().hex[:8]}"
@@ -63,7 +53,7 @@ def test_listing_history_and_resubmit_end_to_end(nexus_factory, keyspace):
             assert response.status_code == 202, response.text
             ids.append(response.json()["requestId"])
         for run_id in ids:
-            wait_finished(http, run_id)
+            wait_finished(http, "behave", run_id)
 
         page = http.get(f"{API}/runs", params={"algorithm": "behave", "limit": 2}).json()
         assert [r["requestId"] for r in page["runs"]] == ids[::-1][:2], nexus.log()
@@ -86,7 +76,7 @@ def test_listing_history_and_resubmit_end_to_end(nexus_factory, keyspace):
         response = http.post(f"{API}/resubmit/behave/requests/{ids[1]}", json={"tag": "again"})
         assert response.status_code == 202, response.text
         again = response.json()["requestId"]
-        assert wait_finished(http, again)["runErrorMessage"] == "bad rows"
+        assert wait_finished(http, "behave", again)["runErrorMessage"] == "bad rows"
         meta = http.get(f"{API}/metadata/behave/requests/{again}").json()
         assert meta["resubmitted_from"] == ids[1] and meta["tag"] == "again"
         unknown = http.post(f"{API}/resubmit/behave/requests/{uuid.uuid4()}")
