@@ -231,6 +231,39 @@ def test_the_tag_lookup_lists_only_what_the_caller_may_read(
     assert_error(api.get(f"{API}/results/tags/{tag}"), 401, "Authentication required")
 
 
+def test_the_listing_and_counts_show_only_what_the_caller_may_read(
+    api: httpx.Client, provider: Provider
+) -> None:
+    tag = f"l-{uuid.uuid4().hex[:10]}"
+    admin = bearer(provider.token(groups=("admins",)))
+    a_id = create(api, algorithm=A, headers=admin, tag=tag)
+    b_id = create(api, algorithm=B, headers=admin, tag=tag)
+
+    def listed(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/runs", params={"tag": tag}, headers=headers)
+        assert response.status_code == 200, response.text
+        return {run["requestId"] for run in response.json()["runs"]}
+
+    def counted(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/runs/counts", headers=headers)
+        assert response.status_code == 200, response.text
+        return {count["algorithm"] for count in response.json()["counts"]}
+
+    team_a = bearer(provider.token())
+    assert listed(admin) == {a_id, b_id} and counted(admin) >= {A, B}
+    assert listed(team_a) == {a_id} and counted(team_a) == {A}
+    assert listed(bearer(provider.token(groups=("nobody",)))) == set()
+    response = api.get(f"{API}/runs", params={"algorithm": B}, headers=team_a)
+    assert_error(response, 403, "may not get runs of algorithm 'noop'")
+    events = api.get(f"{API}/runs/{B}/requests/{b_id}/events", headers=team_a)
+    assert_error(events, 403, "may not get runs of algorithm 'noop'")
+    reader = bearer(provider.token(groups=("readers",)))
+    resubmit = api.post(f"{API}/resubmit/{B}/requests/{b_id}", headers=reader)
+    assert_error(resubmit, 403, "may not create runs of algorithm 'noop'")
+    for path in ("runs", "runs/counts"):
+        assert_error(api.get(f"{API}/{path}"), 401, "Authentication required")
+
+
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
