@@ -144,7 +144,7 @@ def _rows_read(descriptions: list[str]) -> int:
 
 
 @pytest.mark.slow
-async def test_a_page_among_100k_runs_reads_only_its_own_rows(keyspace, record_property):
+async def test_a_page_among_100k_runs_reads_only_its_own_rows(keyspace):
     store = CassandraRunStore(cassandra_config(keyspace))
     await store.open()
     try:
@@ -157,8 +157,8 @@ async def test_a_page_among_100k_runs_reads_only_its_own_rows(keyspace, record_p
         ]
         began = time.monotonic()
         await _write_all(store, runs)
-        # The server's speed is recorded, not asserted (a busy machine is slow).
-        record_property("seconds_to_write", round(time.monotonic() - began))
+        # The server's speed is reported (pytest -rP), not asserted: a busy machine is slow.
+        print(f"{SCALE} runs written in {time.monotonic() - began:.0f}s")
         for run in runs[-300::7]:  # a few recent runs change stage
             await store.transition(run.algorithm, run.id, S.CANCELLED)
         cancelled = {run.id for run in runs[-300::7]}
