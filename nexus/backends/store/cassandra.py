@@ -140,7 +140,7 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _MIN_HOUR = -(2**31)
 _HOURS_PER_QUERY = 48
-_HOUR_REWRITE = 600.0  # seconds between two writes of one run_hours row by one process
+_HOUR_REWRITE_SECONDS = 600  # seconds between two writes of one run_hours row by one process
 _HOURS_REMEMBERED = 10_000
 # A listing page reads at most this many times its size of time rows: a filter that
 # matches few runs (a rare stage) answers a short page with a cursor, never a long scan.
@@ -434,8 +434,8 @@ class CassandraRunStore:
             # The hour's row once in a while, not with every run (it is the same row):
             # it outlives every run this process writes under it until it is written
             # again, as its TTL is longer by more than the pause between two writes.
-            if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE:
-                ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE
+            if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE_SECONDS:
+                ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE_SECONDS
                 batch.add(self._p("insert_hour"), (scope, hour, ttl))
                 if len(self._hours_written) > _HOURS_REMEMBERED:
                     self._hours_written.clear()
