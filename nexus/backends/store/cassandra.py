@@ -403,20 +403,28 @@ class CassandraRunStore:
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run, self._layout), run, insert=True, ttl=self._ttl)
-        self._add_time_rows(batch, run)
+        hours = self._add_time_rows(batch, run)
         try:
             await self._execute(batch)
         except BackendUnavailable:
             if idempotency_key:
                 await self._release_key(run.algorithm, idempotency_key, run.id)
             raise
+        # Only a written hour row may be skipped by the next runs (a timed-out batch may
+        # still be applied: then the row is written once more, which is harmless).
+        if len(self._hours_written) > _HOURS_REMEMBERED:
+            self._hours_written.clear()
+        now = time.monotonic()
+        self._hours_written.update(dict.fromkeys(hours, now))
         return run.id
 
-    def _add_time_rows(self, batch: BatchStatement, run: Run) -> None:
-        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE)."""
+    def _add_time_rows(self, batch: BatchStatement, run: Run) -> list[tuple[str, int]]:
+        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE); the run_hours
+        rows added, once the batch is written."""
         if run.received_at is None:
-            return
+            return []
         hour = hour_of(run.received_at)
+        hours = []
         now = time.monotonic()
         for scope in (run.algorithm, ALL_SCOPE):
             batch.add(
@@ -437,9 +445,8 @@ class CassandraRunStore:
             if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE_SECONDS:
                 ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE_SECONDS
                 batch.add(self._p("insert_hour"), (scope, hour, ttl))
-                if len(self._hours_written) > _HOURS_REMEMBERED:
-                    self._hours_written.clear()
-                self._hours_written[(scope, hour)] = now
+                hours.append((scope, hour))
+        return hours
 
     async def _set_time_stage(self, run: Run, ttl: int) -> None:
         """After a stage change: the stage the counts read (the listing re-checks runs)."""
