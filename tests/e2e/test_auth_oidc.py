@@ -248,6 +248,9 @@ def test_the_tag_lookup_listing_and_counts_show_only_what_the_caller_may_read(
     for path in ("results/tags/{tag}", "runs", "runs/counts"):
         response = api.get(f"{API}/{path.format(tag=tag)}")
         assert_error(response, 401, "Authentication required")
+    for path in ("runs", "runs/counts"):  # the caller is checked before the query
+        response = api.get(f"{API}/{path}", params={"since": "garbage", "colour": "red"})
+        assert_error(response, 401, "Authentication required")
 
 
 @pytest.mark.parametrize(
