@@ -15,7 +15,7 @@ from sanic import Blueprint
 from sanic.response import HTTPResponse
 
 from nexus.api import schemas
-from nexus.api.runs import _allow, json_response
+from nexus.api.runs import allow, json_response
 from nexus.context import NexusRequest
 from nexus.core.access import Verb
 from nexus.core.listing import (
@@ -134,7 +134,7 @@ def _parent(args: dict[str, list[str]]) -> ParentRef | None:
 async def _check_algorithm(request: NexusRequest, algorithm: str | None) -> None:
     """One named algorithm: refused outright (403) rather than listed empty."""
     if algorithm:
-        await _allow(request, Verb.GET, algorithm)
+        await allow(request, Verb.GET, algorithm)
 
 
 def _list_query(request: NexusRequest) -> RunQuery:
@@ -201,7 +201,7 @@ async def count_runs(request: NexusRequest) -> HTTPResponse:
 
 @bp.get("/runs/<algorithm:str>/requests/<request_id:str>/events")
 async def run_events(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     events = await request.app.ctx.catalog.history(algorithm, request_id)
     return json_response(
         schemas.RunHistory(algorithm=algorithm, request_id=request_id, events=events)

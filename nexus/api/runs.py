@@ -78,7 +78,7 @@ def _parameters(request_body: schemas.RunRequest) -> memoryview:
     return params
 
 
-async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> None:
+async def allow(request: NexusRequest, verb: Verb, algorithm: str) -> None:
     """401/403 unless the caller may ``verb`` runs of ``algorithm`` (``auth.mode``);
     checked before the body is read, so a refused caller learns nothing else."""
     access = request.app.ctx.access
@@ -88,7 +88,7 @@ async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> None:
 
 @bp.post("/run/<algorithm:str>")
 async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
-    await _allow(request, Verb.CREATE, algorithm)
+    await allow(request, Verb.CREATE, algorithm)
     body = _decode(schemas.run_request_decoder, request.body, "Algorithm payload")
     run_id = await request.app.ctx.scheduler.accept(
         algorithm,
@@ -108,7 +108,7 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
 
 @bp.post("/resubmit/<algorithm:str>/requests/<request_id:str>")
 async def resubmit_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.CREATE, algorithm)
+    await allow(request, Verb.CREATE, algorithm)
     body = (
         _decode(schemas.resubmit_decoder, request.body, "Resubmit request")
         if request.body
@@ -141,7 +141,7 @@ def _wait_seconds(request: NexusRequest) -> float:
 
 @bp.get("/results/<algorithm:str>/requests/<request_id:str>")
 async def get_result(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     scheduler = request.app.ctx.scheduler
     wait = _wait_seconds(request)
     run = await (
@@ -175,7 +175,7 @@ async def get_results_by_tag(request: NexusRequest, tag: str) -> HTTPResponse:
 
 @bp.get("/metadata/<algorithm:str>/requests/<request_id:str>")
 async def get_metadata(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     run = await request.app.ctx.scheduler.get(algorithm, request_id)
     return json_response(schemas.checkpoint(run))
 
@@ -184,20 +184,20 @@ async def get_metadata(request: NexusRequest, algorithm: str, request_id: str) -
 async def get_buffered(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     # The Job's JSON, labelled text/plain as the Go server sends it: the Go SDK's
     # GetBufferedRequest accepts no other content type.
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     job = await request.app.ctx.scheduler.submission(algorithm, request_id)
     return raw(schemas.encoder.encode(job), content_type="text/plain; charset=utf-8")
 
 
 @bp.get("/payload/<algorithm:str>/requests/<request_id:str>")
 async def get_payload(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     return redirect(await request.app.ctx.scheduler.payload_uri(algorithm, request_id), status=302)
 
 
 @bp.post("/cancel/<algorithm:str>/requests/<request_id:str>")
 async def cancel_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.DELETE, algorithm)
+    await allow(request, Verb.DELETE, algorithm)
     body = _decode(schemas.cancel_decoder, request.body, "Cancellation payload")
     await request.app.ctx.scheduler.cancel(
         algorithm,
@@ -211,7 +211,7 @@ async def cancel_run(request: NexusRequest, algorithm: str, request_id: str) -> 
 
 @bp.post("/metadata/tags/<algorithm:str>/requests/<request_id:str>")
 async def update_tag(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.UPDATE, algorithm)
+    await allow(request, Verb.UPDATE, algorithm)
     body = _decode(schemas.tag_update_decoder, request.body, "Tag update request")
     await request.app.ctx.scheduler.update_tag(algorithm, request_id, body.new_tag)
     return json_response({})
