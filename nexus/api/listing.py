@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from sanic import Blueprint
 from sanic.response import HTTPResponse
 
 from nexus.api import schemas
-from nexus.api.runs import _allow, json_response
+from nexus.api.runs import allow, json_response
 from nexus.context import NexusRequest
 from nexus.core.access import Verb
 from nexus.core.listing import (
     DEFAULT_LIMIT,
+    RunPage,
     RunQuery,
     decode_cursor,
     encode_cursor,
@@ -132,11 +134,10 @@ def _parent(args: dict[str, list[str]]) -> ParentRef | None:
 async def _check_algorithm(request: NexusRequest, algorithm: str | None) -> None:
     """One named algorithm: refused outright (403) rather than listed empty."""
     if algorithm:
-        await _allow(request, Verb.GET, algorithm)
+        await allow(request, Verb.GET, algorithm)
 
 
-@bp.get("/runs")
-async def list_runs(request: NexusRequest) -> HTTPResponse:
+def _list_query(request: NexusRequest) -> RunQuery:
     args = _arguments(request, LIST_PARAMETERS)
     query = RunQuery(
         algorithm=_one(args, "algorithm") or "",
@@ -148,31 +149,38 @@ async def list_runs(request: NexusRequest) -> HTTPResponse:
         limit=_limit(args),
     )
     cursor = _one(args, "cursor")
-    if cursor is not None:
-        query = RunQuery(
-            **{name: getattr(query, name) for name in query.__struct_fields__ if name != "after"},
-            after=decode_cursor(cursor, query),
-        )
-    await _check_algorithm(request, query.algorithm)
-    pages = []
+    if cursor is None:
+        return query
+    return msgspec.structs.replace(query, after=decode_cursor(cursor, query))
+
+
+@bp.get("/runs")
+async def list_runs(request: NexusRequest) -> HTTPResponse:
+    pages: list[tuple[RunQuery, RunPage]] = []
 
     async def load() -> list[Run]:
+        # Decoded once the caller is known: a caller without a valid token gets a 401,
+        # whatever the query says.
+        query = _list_query(request)
+        await _check_algorithm(request, query.algorithm)
         page = await request.app.ctx.catalog.page(query)
-        pages.append(page)
+        pages.append((query, page))
         return page.runs
 
     runs = await request.app.ctx.access.readable(request.headers.get("authorization"), load)
-    position = pages[0].next
+    query, page = pages[0]
     return json_response(
         schemas.RunList(
             runs=[schemas.run_summary(run) for run in runs],
-            next_cursor=encode_cursor(position, query) if position is not None else None,
+            next_cursor=encode_cursor(page.next, query) if page.next is not None else None,
         )
     )
 
 
 @bp.get("/runs/counts")
 async def count_runs(request: NexusRequest) -> HTTPResponse:
+    authorization = request.headers.get("authorization")
+    await request.app.ctx.access.readable_algorithms(authorization, ())  # the caller first
     args = _arguments(request, COUNT_PARAMETERS)
     algorithm = _one(args, "algorithm") or ""
     until = _time(args, "until") or datetime.now(UTC)
@@ -180,7 +188,7 @@ async def count_runs(request: NexusRequest) -> HTTPResponse:
     await _check_algorithm(request, algorithm)
     counts = await request.app.ctx.catalog.counts(since, until, algorithm)
     allowed = await request.app.ctx.access.readable_algorithms(
-        request.headers.get("authorization"), (count.algorithm for count in counts)
+        authorization, (count.algorithm for count in counts)
     )
     return json_response(
         schemas.RunCounts(
@@ -193,7 +201,7 @@ async def count_runs(request: NexusRequest) -> HTTPResponse:
 
 @bp.get("/runs/<algorithm:str>/requests/<request_id:str>/events")
 async def run_events(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     events = await request.app.ctx.catalog.history(algorithm, request_id)
     return json_response(
         schemas.RunHistory(algorithm=algorithm, request_id=request_id, events=events)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sanic import Blueprint
 from sanic.response import HTTPResponse, text
 
-from nexus.api.runs import json_response
+from nexus.api.runs import allow, json_response
 from nexus.api.schemas import Catalog
 from nexus.context import NexusRequest
 from nexus.core.access import Verb
@@ -41,9 +41,7 @@ async def shards(request: NexusRequest) -> HTTPResponse:
 @bp.get("/logs/<algorithm:str>/requests/<request_id:str>")
 async def logs(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     """The last ``tail`` lines of the run's Pod (or local process) log, as text."""
-    access = request.app.ctx.access
-    if access.enforced:
-        await access.check(request.headers.get("authorization"), Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     tail_lines = _tail(request.args.get("tail"))
     found = await request.app.ctx.scheduler.logs(algorithm, request_id, tail_lines)
     return text(found)

@@ -52,8 +52,6 @@ import logging
 import math
 import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +73,7 @@ from nexus.backends.store.cassandra_go import (
     needs_adoption,
     wait_active,
 )
+from nexus.backends.store.cassandra_listing import TimeIndex
 from nexus.backends.store.cassandra_schema import (
     ALL_SCOPE,
     CALLBACK_BUCKETS,
@@ -106,15 +105,7 @@ from nexus.core.history import (
     transition_event,
     webhook_event,
 )
-from nexus.core.listing import (
-    Position,
-    RunPage,
-    RunQuery,
-    StageCount,
-    page_of,
-    position_of,
-    sort_key,
-)
+from nexus.core.listing import RunPage, RunQuery, StageCount, page_of
 from nexus.core.models import (
     CallbackState,
     LifecycleStage,
@@ -137,12 +128,8 @@ _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their par
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
-_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
-_MIN_HOUR = -(2**31)
-_HOURS_PER_QUERY = 48
-# A listing page reads at most this many times its size of time rows: a filter that
-# matches few runs (a rare stage) answers a short page with a cursor, never a long scan.
-_SCAN_PAGES = 4
+_HOUR_REWRITE_SECONDS = 600  # seconds between two writes of one run_hours row by one process
+_HOURS_REMEMBERED = 10_000
 
 
 def _now() -> datetime:
@@ -185,6 +172,9 @@ class CassandraRunStore:
         self._cluster: Cluster | None = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
+        # (scope, hour) -> when this process last wrote that row of run_hours
+        self._hours_written: dict[tuple[str, int], float] = {}
+        self._time_index = TimeIndex(self._execute, self._p, self._load)
         self._describe = (
             f"AstraDB bundle {config.secure_connect_bundle}"
             if config.secure_connect_bundle
@@ -399,20 +389,29 @@ class CassandraRunStore:
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run, self._layout), run, insert=True, ttl=self._ttl)
-        self._add_time_rows(batch, run)
+        hours = self._add_time_rows(batch, run)
         try:
             await self._execute(batch)
         except BackendUnavailable:
             if idempotency_key:
                 await self._release_key(run.algorithm, idempotency_key, run.id)
             raise
+        # Only a written hour row may be skipped by the next runs (a timed-out batch may
+        # still be applied: then the row is written once more, which is harmless).
+        if len(self._hours_written) > _HOURS_REMEMBERED:
+            self._hours_written.clear()
+        now = time.monotonic()
+        self._hours_written.update(dict.fromkeys(hours, now))
         return run.id
 
-    def _add_time_rows(self, batch: BatchStatement, run: Run) -> None:
-        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE)."""
+    def _add_time_rows(self, batch: BatchStatement, run: Run) -> list[tuple[str, int]]:
+        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE); the run_hours
+        rows added, once the batch is written."""
         if run.received_at is None:
-            return
+            return []
         hour = hour_of(run.received_at)
+        hours = []
+        now = time.monotonic()
         for scope in (run.algorithm, ALL_SCOPE):
             batch.add(
                 self._p("insert_time"),
@@ -426,7 +425,14 @@ class CassandraRunStore:
                     self._ttl,
                 ),
             )
-            batch.add(self._p("insert_hour"), (scope, hour, self._ttl))
+            # The hour's row once in a while, not with every run (it is the same row):
+            # it outlives every run this process writes under it until it is written
+            # again, as its TTL is longer by more than the pause between two writes.
+            if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE_SECONDS:
+                ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE_SECONDS
+                batch.add(self._p("insert_hour"), (scope, hour, ttl))
+                hours.append((scope, hour))
+        return hours
 
     async def _set_time_stage(self, run: Run, ttl: int) -> None:
         """After a stage change: the stage the counts read (the listing re-checks runs)."""
@@ -751,77 +757,12 @@ class CassandraRunStore:
                 self.children(query.parent) if query.parent is not None else self.by_tag(query.tag)
             )
             return page_of([run for run in runs if query.matches(run)], query.limit)
-        return await self._scan_time(query)
-
-    async def _scan_time(self, query: RunQuery) -> RunPage:
-        """Walk ``runs_by_time`` newest first from the query's upper bound, a slice of
-        rows per query, loading and re-checking each run, until the page is full or
-        _SCAN_PAGES times its size was read (then the next page goes on from there)."""
-        scope = query.algorithm or ALL_SCOPE
-        upper = query.after or Position(query.until or _FAR_FUTURE, "", "")
-        if query.until is not None and query.until < upper.received_at:
-            upper = Position(query.until, "", "")
-        lowest = hour_of(query.since) if query.since is not None else _MIN_HOUR
-        budget = _SCAN_PAGES * (query.limit + 1)
-        found: list[Run] = []
-        async for hour in self._hours(scope, lowest, hour_of(upper.received_at)):
-            while budget > 0:
-                want = min(budget, query.limit + 1 - len(found))
-                rows = await self._execute(
-                    self._p("select_time"),
-                    (scope, hour, upper.received_at, upper.algorithm, upper.id, want),
-                )
-                budget -= len(rows)
-                if rows:
-                    last = rows[-1]
-                    upper = Position(utc(last["received_at"]), last["algorithm"], last["id"])
-                runs = await self._load([(row["algorithm"], row["id"]) for row in rows])
-                found += sorted(
-                    (run for run in runs if query.matches(run)), key=sort_key, reverse=True
-                )
-                if len(found) > query.limit:
-                    page = found[: query.limit]
-                    return RunPage(runs=page, next=position_of(page[-1]))
-                if query.since is not None and rows and upper.received_at < query.since:
-                    return RunPage(runs=found)
-                if len(rows) < want:
-                    break  # this hour is done
-            if budget <= 0:
-                return RunPage(runs=found, next=upper)
-        return RunPage(runs=found)
-
-    async def _hours(self, scope: str, lowest: int, highest: int) -> AsyncIterator[int]:
-        """The hours of ``scope`` that have runs, newest first, a few at a time."""
-        while highest >= lowest:
-            rows = await self._execute(
-                self._p("select_hours"), (scope, lowest, highest, _HOURS_PER_QUERY)
-            )
-            for row in rows:
-                yield row["hour"]
-            if len(rows) < _HOURS_PER_QUERY:
-                return
-            highest = rows[-1]["hour"] - 1
+        return await self._time_index.page(query)
 
     async def count_runs(
         self, since: datetime, until: datetime, algorithm: str = ""
     ) -> list[StageCount]:
-        scope = algorithm or ALL_SCOPE
-        hours = [hour async for hour in self._hours(scope, hour_of(since), hour_of(until))]
-        limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
-
-        async def read(hour: int) -> list[dict[str, Any]]:
-            async with limit:
-                return await self._execute(
-                    self._p("select_time_stages"), (scope, hour, _ms(since), _ms(until))
-                )
-
-        counts: Counter[tuple[str, str]] = Counter()
-        for rows in await asyncio.gather(*(read(hour) for hour in hours)):
-            counts.update((row["algorithm"], row["stage"]) for row in rows)
-        return [
-            StageCount(algorithm=name, stage=LifecycleStage(stage), count=count)
-            for (name, stage), count in sorted(counts.items())
-        ]
+        return await self._time_index.counts(since, until, algorithm)
 
     async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
         rows = await self._execute(self._p("select_events"), (algorithm, run_id))

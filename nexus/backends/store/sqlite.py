@@ -146,6 +146,46 @@ def _parent_key(parent: ParentRef | None) -> str:
     return f"{parent.algorithm_name}/{parent.request_id}" if parent else ""
 
 
+def list_statement(query: RunQuery) -> tuple[str, list[Any]]:
+    """The SELECT of a listing page (one more row than the page: is there a next?). The
+    indexes by time, and by algorithm and time, answer it in order, with no sort."""
+    where, args = ["received_at IS NOT NULL"], []
+    # A tag's or a parent's runs are few: read them by their index (its partial WHERE
+    # repeated, so it applies), never by walking the time index past other runs.
+    index = ""
+    if query.tag:
+        index, where = " INDEXED BY checkpoints_by_tag", [*where, "tag != ''"]
+    elif query.parent is not None:
+        index, where = " INDEXED BY checkpoints_by_parent", [*where, "parent_key != ''"]
+    if query.algorithm:
+        where.append("algorithm = ?")
+        args.append(query.algorithm)
+    if query.stages:
+        where.append(f"lifecycle_stage IN ({', '.join('?' for _ in query.stages)})")
+        args += sorted(stage.value for stage in query.stages)
+    if query.tag:
+        where.append("tag = ?")
+        args.append(query.tag)
+    if query.parent is not None:
+        where.append("parent_key = ?")
+        args.append(_parent_key(query.parent))
+    if query.since is not None:
+        where.append("received_at >= ?")
+        args.append(_utc_text(query.since))
+    if query.until is not None:
+        where.append("received_at < ?")
+        args.append(_utc_text(query.until))
+    if query.after is not None:
+        after = query.after
+        where.append("(received_at, algorithm, id) < (?, ?, ?)")
+        args += [_utc_text(after.received_at), after.algorithm, after.id]
+    statement = (
+        f"{_SELECT_RUN}{index} WHERE {' AND '.join(where)} "
+        "ORDER BY received_at DESC, algorithm DESC, id DESC LIMIT ?"
+    )
+    return statement, [*args, query.limit + 1]
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
     """A file written by an older nexus lacks the columns added since: add them (NULL in
     the old rows, read back as unset)."""
@@ -524,36 +564,8 @@ class SqliteRunStore:
     # --- RunStore: listing and history -------------------------------------------------
 
     async def list_runs(self, query: RunQuery) -> RunPage:
-        where, args = ["received_at IS NOT NULL"], []
-        if query.algorithm:
-            where.append("algorithm = ?")
-            args.append(query.algorithm)
-        if query.stages:
-            where.append(f"lifecycle_stage IN ({', '.join('?' for _ in query.stages)})")
-            args += sorted(stage.value for stage in query.stages)
-        if query.tag:
-            where.append("tag = ?")
-            args.append(query.tag)
-        if query.parent is not None:
-            where.append("parent_key = ?")
-            args.append(_parent_key(query.parent))
-        if query.since is not None:
-            where.append("received_at >= ?")
-            args.append(_utc_text(query.since))
-        if query.until is not None:
-            where.append("received_at < ?")
-            args.append(_utc_text(query.until))
-        if query.after is not None:
-            after = query.after
-            where.append("(received_at, algorithm, id) < (?, ?, ?)")
-            args += [_utc_text(after.received_at), after.algorithm, after.id]
-        statement = (
-            f"{_SELECT_RUN} WHERE {' AND '.join(where)} "
-            "ORDER BY received_at DESC, algorithm DESC, id DESC LIMIT ?"
-        )
-        rows = await self._call(
-            lambda conn: conn.execute(statement, (*args, query.limit + 1)).fetchall()
-        )
+        statement, args = list_statement(query)
+        rows = await self._call(lambda conn: conn.execute(statement, args).fetchall())
         return page_of([_row_to_run(row) for row in rows], query.limit)
 
     async def count_runs(
