@@ -17,6 +17,7 @@ from sanic import Request, Sanic
 from sanic.config import Config
 
 from nexus.core.access import AccessPolicy
+from nexus.core.catalog import RunCatalog
 from nexus.core.completion import Completion
 from nexus.core.ports import PayloadBuffer
 from nexus.core.scheduling import Scheduler
@@ -32,6 +33,7 @@ log = logging.getLogger("nexus")
 class NexusContext:
     # Set by the scheduler role: the run API and the signed payload/result routes.
     scheduler: Scheduler
+    catalog: RunCatalog  # the listing, counts and history
     access: AccessPolicy  # who may call the run API (auth.mode)
     buffer: PayloadBuffer
     signer: UrlSigner

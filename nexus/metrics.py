@@ -23,7 +23,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from nexus.core.models import CallbackState, LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.listing import RunPage, RunQuery, StageCount
+from nexus.core.models import (
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    RunEvent,
+    SubmissionEntry,
+)
 from nexus.core.ports import ClusterSnapshot, Executor, JobObservation, RunStore
 from nexus.errors import LaunchError
 
@@ -221,6 +229,9 @@ class MeteredExecutor:
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         return await self._inner.cancel(cluster, run_id, policy)
 
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        return await self._inner.logs(cluster, run_id, tail_lines)
+
     def observations(self) -> AsyncIterator[JobObservation]:
         return self._inner.observations()
 
@@ -286,6 +297,17 @@ class MeteredStore:
 
     async def children(self, parent: ParentRef) -> list[Run]:
         return await self._inner.children(parent)
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        return await self._inner.list_runs(query)
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        return await self._inner.count_runs(since, until, algorithm)
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        return await self._inner.history(algorithm, run_id)
 
     async def pending_callbacks(self, limit: int) -> list[Run]:
         return await self._inner.pending_callbacks(limit)

@@ -148,7 +148,7 @@ class NexusProcess:
         with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
             return {
                 table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("checkpoints", "submission_buffer", "idempotency_keys")
+                for table in ("checkpoints", "submission_buffer", "idempotency_keys", "run_events")
             }
 
     def payload_files(self) -> list[str]:
@@ -299,9 +299,11 @@ def walk_routes(base_url: str, enforced: bool, receiver_tokens: bool = False) ->
             and (not secured or operation.get("security"))
         }
 
-    # The run API asks for a token, and the receiver when receiver tokens are on; health,
-    # docs and the signed URLs are open.
-    asking = ("runs_", "completions_") if receiver_tokens else ("runs_",)
+    # The run API (listing included) and the UI's overview ask for a token, and the
+    # receiver when receiver tokens are on; health, docs, the UI's files and the signed
+    # URLs are open.
+    run_api = ("runs_", "overview_")
+    asking = (*run_api, "completions_") if receiver_tokens else run_api
     assert operations(("runs_",)) and operations(secured=True) == operations(asking), sorted(
         operations(secured=True) ^ operations(asking)
     )

@@ -19,6 +19,7 @@ from nexus_run_client import models
 from nexus_run_client.errors import (
     BadRequest,
     NexusClientError,
+    NotFound,
     ServerError,
     error_for_status,
 )
@@ -40,7 +41,7 @@ class Call(Generic[T]):
     method: str
     path: str
     parse: Callable[[httpx.Response], T]
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     receiver: bool = False
@@ -210,6 +211,68 @@ def metadata(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
 
 def buffered_job(algorithm: str, request_id: str) -> Call[dict[str, Any]]:
     return Call("GET", f"{API}/buffer/{segment(algorithm)}/requests/{segment(request_id)}", _json)
+
+
+def list_runs(filters: Mapping[str, str | list[str]]) -> Call[models.RunPage]:
+    """A page of ``GET runs``: filters algorithm, stage (a list), tag, since, until,
+    parent ("algorithm/id"), limit, cursor; empty ones are left out."""
+    params: list[tuple[str, str]] = []
+    for name, value in filters.items():
+        values = value if isinstance(value, list) else [value]
+        params.extend((name, item) for item in values if item)
+    return Call("GET", f"{API}/runs", lambda r: _decode(models.run_page_decoder, r), params=params)
+
+
+def history(algorithm: str, request_id: str) -> Call[models.RunHistory]:
+    return Call(
+        "GET",
+        f"{API}/runs/{segment(algorithm)}/requests/{segment(request_id)}/events",
+        lambda r: _decode(models.run_history_decoder, r),
+    )
+
+
+def resubmit_run(
+    algorithm: str,
+    request_id: str,
+    *,
+    tag: str | None = None,
+    custom_configuration: Mapping[str, Any] | msgspec.Struct | bytes | None = None,
+) -> Call[str]:
+    body: dict[str, Any] = {}
+    if tag is not None:
+        body["tag"] = tag
+    if isinstance(custom_configuration, bytes):
+        body["customConfiguration"] = msgspec.Raw(custom_configuration)
+    elif custom_configuration is not None:
+        body["customConfiguration"] = custom_configuration
+    return Call(
+        "POST",
+        f"{API}/resubmit/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: _decode(models.run_created_decoder, r).request_id,
+        content=models.encoder.encode(body),
+        headers={"Content-Type": "application/json"},
+        idempotent=False,  # each resubmit is a new run
+        ok=(202,),
+    )
+
+
+def logs(algorithm: str, request_id: str, tail: int) -> Call[str]:
+    return Call(
+        "GET",
+        f"{API}/logs/{segment(algorithm)}/requests/{segment(request_id)}",
+        lambda r: r.text,
+        params={"tail": str(tail)},
+    )
+
+
+def result_location(result: models.RunResult, algorithm: str) -> str:
+    """Where a finished run's result is; NotFound while it has none."""
+    if not result.result_uri:
+        state = "has not finished" if not result.finished else "finished without a result"
+        raise NotFound(
+            f"Run {algorithm}/{result.request_id} {state} ({result.status}): no result to download"
+        )
+    return result.result_uri
 
 
 def payload_url(algorithm: str, request_id: str) -> Call[str]:

@@ -13,7 +13,13 @@ import msgspec
 
 from nexus_run_client import _calls as calls
 from nexus_run_client.errors import NexusClientError, Unavailable, WaitTimeout
-from nexus_run_client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
+from nexus_run_client.models import (
+    CANCELLATION_POLICIES,
+    ParentRequest,
+    RunHistory,
+    RunPage,
+    RunResult,
+)
 from nexus_run_client.sync import DEFAULT_URL
 
 T = TypeVar("T")
@@ -194,6 +200,41 @@ class AsyncNexusClient:
 
     async def get_payload_url(self, algorithm: str, request_id: str) -> str:
         return await self._send(calls.payload_url(algorithm, request_id))
+
+    async def list_runs(self, **filters: str | list[str]) -> RunPage:
+        return await self._send(calls.list_runs(filters))
+
+    async def get_history(self, algorithm: str, request_id: str) -> RunHistory:
+        return await self._send(calls.history(algorithm, request_id))
+
+    async def resubmit_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        tag: str | None = None,
+        custom_configuration: Mapping[str, Any] | msgspec.Struct | bytes | None = None,
+    ) -> str:
+        return await self._send(
+            calls.resubmit_run(
+                algorithm, request_id, tag=tag, custom_configuration=custom_configuration
+            )
+        )
+
+    async def get_logs(self, algorithm: str, request_id: str, *, tail: int = 200) -> str:
+        return await self._send(calls.logs(algorithm, request_id, tail))
+
+    async def get_result_data(self, algorithm: str, request_id: str) -> bytes:
+        url = calls.result_location(await self.get_run(algorithm, request_id), algorithm)
+        try:
+            response = await self._http.get(url, timeout=self._core.timeout)
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"Cannot reach {url}: {exc or type(exc).__name__}", status=None
+            ) from exc
+        if response.status_code != 200:
+            raise calls.error_from(response)
+        return response.content
 
     async def cancel_run(
         self,

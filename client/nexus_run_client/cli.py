@@ -1,4 +1,5 @@
-"""The ``nexus`` command's client side (run, get, wait, cancel, runs) and its console script.
+"""The ``nexus`` command's client side (run, get, wait, cancel, runs; ls, history, logs,
+result and resubmit are in cli_inspect) and its console script.
 
 This distribution owns the ``nexus`` script. With the nexus server installed beside it,
 the server's command takes over (``--role`` and the other server flags, then these same
@@ -25,7 +26,6 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +33,14 @@ import msgspec
 
 from nexus_run_client import models
 from nexus_run_client.async_ import AsyncNexusClient
+from nexus_run_client.cli_inspect import HANDLERS, add_inspect_commands
+from nexus_run_client.cli_support import (
+    UsageError,
+    columns,
+    print_data,
+    read_json_object,
+    structured,
+)
 from nexus_run_client.durations import parse_seconds
 from nexus_run_client.errors import (
     Conflict,
@@ -62,12 +70,20 @@ EXIT_CODES_HELP = """exit codes:
   5  server unavailable (unreachable, 429/503 after retries, 5xx)
   6  conflict (e.g. cancelling a run that already finished)"""
 
-COMMANDS = ("run", "get", "wait", "cancel", "runs", "completion")
+COMMANDS = (
+    "run",
+    "get",
+    "wait",
+    "cancel",
+    "runs",
+    "ls",
+    "history",
+    "logs",
+    "result",
+    "resubmit",
+    "completion",
+)
 SHELLS = ("bash", "zsh", "fish")
-
-
-class UsageError(Exception):
-    """A bad argument found after parsing (unreadable payload file, bad duration)."""
 
 
 def exit_code_for(exc: NexusClientError) -> int:
@@ -229,6 +245,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     runs = command("runs", "list the runs that carry a tag, as a table")
     runs.add_argument("--tag", required=True)
 
+    add_inspect_commands(command)
+
     completion = subparsers.add_parser(
         "completion",
         help="print the shell completion script",
@@ -240,26 +258,6 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 # --- output --------------------------------------------------------------------------
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
-
-
-def _print_data(value: Any, output: str) -> None:
-    """-o json / -o yaml: the wire shapes (camelCase), the same in both."""
-    if output == "yaml":
-        import yaml
-
-        sys.stdout.write(
-            yaml.safe_dump(msgspec.to_builtins(value), sort_keys=False, allow_unicode=True)
-        )
-    else:
-        _print_json(value)
-
-
-def _structured(args: argparse.Namespace) -> bool:
-    return args.output in ("json", "yaml")
 
 
 def _result_code(result: RunResult) -> int:
@@ -300,42 +298,18 @@ def _table(rows: list[RunResult], wide: bool = False) -> str:
                 for r in rows
             ),
         ]
-    aligned = len(header) - 1
-    widths = [max(len(line[i]) for line in lines) for i in range(aligned)]
-    return (
-        "\n".join(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:aligned]))
-            + "  "
-            + line[aligned]
-            for line in lines
-        ).rstrip()
-        + "\n"
-    )
+    return columns(lines)
 
 
 # --- commands ------------------------------------------------------------------------
 
 
-def _read_json_object(source: str, what: str) -> bytes:
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {source}: {exc.strerror}") from None
-    try:
-        value = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise UsageError(f"{what} {source} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{what} {source} must hold a JSON object")
-    return data
-
-
 def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
-    payload = _read_json_object(args.payload, "payload")
+    payload = read_json_object(args.payload, "payload")
     custom = None
     if args.custom_configuration:
         custom = msgspec.json.decode(
-            _read_json_object(args.custom_configuration, "custom configuration")
+            read_json_object(args.custom_configuration, "custom configuration")
         )
     parent = None
     if args.parent:
@@ -354,13 +328,13 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
     )
     if not args.wait:
-        if _structured(args):
-            _print_data({"requestId": request_id}, args.output)
+        if structured(args):
+            print_data({"requestId": request_id}, args.output)
         else:
             print(request_id)
         return EXIT_OK
     # Stages on stderr (one poll a second: the server's long poll ends only at the end).
-    stages = None if _structured(args) else StageLine(request_id)
+    stages = None if structured(args) else StageLine(request_id)
     step = 1.0 if stages else 30.0
     try:
         result = client.await_run(
@@ -384,8 +358,8 @@ def _cmd_run(client: NexusClient, args: argparse.Namespace) -> int:
 def _show(result: Any, args: argparse.Namespace) -> None:
     if result is None:
         return
-    if _structured(args):
-        _print_data(result, args.output)
+    if structured(args):
+        print_data(result, args.output)
     elif args.output == "wide":
         sys.stdout.write(_table([result], wide=True))
     else:
@@ -403,8 +377,8 @@ def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
     client.cancel_run(
         args.algorithm, args.request_id, reason=args.reason, initiator=initiator, policy=args.policy
     )
-    if _structured(args):
-        _print_data({"requestId": args.request_id, "cancelled": True}, args.output)
+    if structured(args):
+        print_data({"requestId": args.request_id, "cancelled": True}, args.output)
     else:
         print(f"{args.request_id}\tCANCELLED")
     return EXIT_OK
@@ -412,15 +386,15 @@ def _cmd_cancel(client: NexusClient, args: argparse.Namespace) -> int:
 
 def _cmd_runs(client: NexusClient, args: argparse.Namespace) -> int:
     rows = client.runs_by_tag(args.tag)
-    if _structured(args):
-        _print_data(rows, args.output)
+    if structured(args):
+        print_data(rows, args.output)
     else:
         sys.stdout.write(_table(rows, wide=args.output == "wide"))
     return EXIT_OK
 
 
 async def _wait_all(args: argparse.Namespace) -> list[RunResult | NexusClientError]:
-    progress = None if _structured(args) else Progress(args.request_ids)
+    progress = None if structured(args) else Progress(args.request_ids)
     async with AsyncNexusClient(args.scheduler, token=args.token) as client:
         task = client.await_runs(
             [(args.algorithm, rid) for rid in args.request_ids],
@@ -441,8 +415,8 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     outcomes = asyncio.run(_wait_all(args))
     unfinished = [o for o in outcomes if isinstance(o, RunResult) and not o.finished]
     errors = [o for o in outcomes if isinstance(o, NexusClientError)]
-    if _structured(args):
-        _print_data(
+    if structured(args):
+        print_data(
             [
                 {"requestId": rid, "error": str(o), "status": o.status}
                 if isinstance(o, NexusClientError)
@@ -474,9 +448,8 @@ def run_command(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "wait":
             return _cmd_wait(args)
-        handler = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel, "runs": _cmd_runs}[
-            args.command
-        ]
+        handlers = {"run": _cmd_run, "get": _cmd_get, "cancel": _cmd_cancel, "runs": _cmd_runs}
+        handler = {**handlers, **HANDLERS}[args.command]
         with NexusClient(args.scheduler, token=args.token) as client:
             return handler(client, args)
     except UsageError as exc:

@@ -55,3 +55,49 @@ run_results_decoder = msgspec.json.Decoder(list[RunResult])
 run_created_decoder = msgspec.json.Decoder(RunCreated)
 check_decoder = msgspec.json.Decoder(CheckResult)
 encoder = msgspec.json.Encoder()
+
+
+class RunSummary(msgspec.Struct, rename="camel", kw_only=True):
+    """One run of a listing (``GET runs``)."""
+
+    algorithm: str
+    request_id: str
+    stage: str
+    tag: str = ""
+    received_at: str | None = None
+    sent_at: str | None = None
+    last_modified: str | None = None
+    cluster: str = ""
+    parent: ParentRequest | None = None
+    result_uri: str = ""
+    error_cause: str = ""
+    error_details: str = ""
+    resubmitted_from: str = ""
+    callback_url: str = ""
+
+
+class RunPage(msgspec.Struct, rename="camel", kw_only=True):
+    """A page of a listing; ``next_cursor`` asks for the next (None: this was the last)."""
+
+    runs: list[RunSummary]
+    next_cursor: str | None = None
+
+
+class RunEvent(msgspec.Struct, rename="camel", kw_only=True):
+    """One entry of a run's history: a stage change, or a webhook delivery attempt."""
+
+    at: str
+    kind: str
+    stage: str | None = None
+    previous: str | None = None
+    cause: str = ""
+
+
+class RunHistory(msgspec.Struct, rename="camel", kw_only=True):
+    algorithm: str
+    request_id: str
+    events: list[RunEvent]
+
+
+run_page_decoder = msgspec.json.Decoder(RunPage)
+run_history_decoder = msgspec.json.Decoder(RunHistory)

@@ -12,7 +12,13 @@ import msgspec
 
 from nexus_run_client import _calls as calls
 from nexus_run_client.errors import NexusClientError, Unavailable, WaitTimeout
-from nexus_run_client.models import CANCELLATION_POLICIES, ParentRequest, RunResult
+from nexus_run_client.models import (
+    CANCELLATION_POLICIES,
+    ParentRequest,
+    RunHistory,
+    RunPage,
+    RunResult,
+)
 
 T = TypeVar("T")
 
@@ -207,6 +213,49 @@ class NexusClient:
     def get_payload_url(self, algorithm: str, request_id: str) -> str:
         """Where the run's payload can be downloaded (the redirect target)."""
         return self._send(calls.payload_url(algorithm, request_id))
+
+    def list_runs(self, **filters: str | list[str]) -> RunPage:
+        """One page of runs, newest first: ``algorithm``, ``stage`` (a list), ``tag``,
+        ``since``/``until`` (RFC 3339), ``parent`` ("algorithm/id"), ``limit``, and the
+        previous page's ``next_cursor`` as ``cursor``."""
+        return self._send(calls.list_runs(filters))
+
+    def get_history(self, algorithm: str, request_id: str) -> RunHistory:
+        """Every stage change of the run (and webhook attempt), oldest first."""
+        return self._send(calls.history(algorithm, request_id))
+
+    def resubmit_run(
+        self,
+        algorithm: str,
+        request_id: str,
+        *,
+        tag: str | None = None,
+        custom_configuration: Mapping[str, Any] | msgspec.Struct | bytes | None = None,
+    ) -> str:
+        """Start a new run with a finished run's payload and configuration; its id."""
+        return self._send(
+            calls.resubmit_run(
+                algorithm, request_id, tag=tag, custom_configuration=custom_configuration
+            )
+        )
+
+    def get_logs(self, algorithm: str, request_id: str, *, tail: int = 200) -> str:
+        """The last ``tail`` lines of the run's Pod (or local process) log."""
+        return self._send(calls.logs(algorithm, request_id, tail))
+
+    def get_result_data(self, algorithm: str, request_id: str) -> bytes:
+        """The bytes of the run's result (from its signed ``resultUri``); NotFound while
+        it has none."""
+        url = calls.result_location(self.get_run(algorithm, request_id), algorithm)
+        try:
+            response = self._http.get(url, timeout=self._core.timeout)
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"Cannot reach {url}: {exc or type(exc).__name__}", status=None
+            ) from exc
+        if response.status_code != 200:
+            raise calls.error_from(response)
+        return response.content
 
     def cancel_run(
         self,

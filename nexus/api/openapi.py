@@ -19,6 +19,8 @@ from sanic.response import HTTPResponse, raw
 
 from nexus.api import schemas
 from nexus.context import NexusApp, NexusRequest
+from nexus.core.models import LifecycleStage
+from nexus.core.pipeline import LaneStatus
 from nexus.core.signing import RUN_TOKEN_ENV, RUN_TOKEN_HEADER
 from nexus.version import nexus_version
 
@@ -47,6 +49,22 @@ _SIGNED = (
     ("sig", "signature of the URL", {"type": "string"}),
 )
 _RUN_ERRORS = (400, 404, 503)
+_TIME = {"type": "string", "format": "date-time"}
+_ALGORITHM_QUERY = ("algorithm", "only this algorithm's runs", {"type": "string"})
+_LIST_QUERY = (
+    _ALGORITHM_QUERY,
+    (
+        "stage",
+        "only runs at these stages (repeat it, or separate with commas)",
+        {"type": "array", "items": {"enum": [stage.value for stage in LifecycleStage]}},
+    ),
+    ("tag", "only runs with this client tag", {"type": "string"}),
+    ("parent", "only children of this run: algorithm/requestId", {"type": "string"}),
+    ("since", "received at or after, RFC 3339", _TIME),
+    ("until", "received before, RFC 3339", _TIME),
+    ("limit", "page size, 1 to 1000 (default 100)", {"type": "integer", "minimum": 1}),
+    ("cursor", "nextCursor of the previous page, with the same filters", {"type": "string"}),
+)
 
 OPERATIONS: dict[str, Operation] = {
     "runs.create_run": Operation(
@@ -128,6 +146,69 @@ OPERATIONS: dict[str, Operation] = {
         ok=(200, "Updated", _ANY_OBJECT, JSON),
         errors=_RUN_ERRORS,
     ),
+    "overview.catalog": Operation(
+        "The templates (those whose runs the caller may read) and workgroups nexus knows",
+        "scheduler",
+        ok=(200, "Templates and workgroups, by name", schemas.Catalog, JSON),
+        errors=(503,),
+    ),
+    "overview.shards": Operation(
+        "Each shard's launch lane: queued runs, bounds, Jobs launched",
+        "scheduler",
+        ok=(200, "One entry per shard, by name", list[LaneStatus], JSON),
+    ),
+    "overview.logs": Operation(
+        "The last lines of a run's Pod (or local process) log",
+        "scheduler",
+        ok=(200, "The log tail", {"type": "string"}, TEXT),
+        errors=(400, 404, 503),
+        query=(
+            (
+                "tail",
+                "how many lines from the end (default 200)",
+                {"type": "integer", "minimum": 1, "maximum": 10000},
+            ),
+        ),
+    ),
+    "runs.resubmit_run": Operation(
+        "Run a finished run again: its stored payload, its (or new) overrides and tag",
+        "scheduler",
+        body=schemas.ResubmitRequest,
+        ok=(202, "Accepted: the new run, linked by resubmittedFrom", schemas.RunCreated, JSON),
+        errors=(400, 404, 409, 429, 503),
+        extra={
+            "description": "The body is optional. 404: no such run; 409: the run is not "
+            "finished yet, or its payload is no longer stored (docs/runs-api.md)."
+        },
+    ),
+    "runs_listing.list_runs": Operation(
+        "List runs, newest first, a page at a time",
+        "scheduler",
+        ok=(200, "A page; nextCursor is absent on the last page", schemas.RunList, JSON),
+        errors=(400, 503),
+        query=_LIST_QUERY,
+        extra={
+            "description": "Only runs of algorithms the caller may read are listed; a page "
+            "may hold fewer than limit runs and still have a nextCursor (docs/runs-api.md)."
+        },
+    ),
+    "runs_listing.count_runs": Operation(
+        "How many runs are at each stage, per algorithm, received in a window",
+        "scheduler",
+        ok=(200, "The counts (stages without runs left out)", schemas.RunCounts, JSON),
+        errors=(400, 503),
+        query=(
+            _ALGORITHM_QUERY,
+            ("since", "window start, RFC 3339 (default: until less one day)", _TIME),
+            ("until", "window end, excluded, RFC 3339 (default: now); at most 31 days", _TIME),
+        ),
+    ),
+    "runs_listing.run_events": Operation(
+        "A run's history: each stage change and webhook attempt, oldest first",
+        "scheduler",
+        ok=(200, "The events", schemas.RunHistory, JSON),
+        errors=_RUN_ERRORS,
+    ),
     "completions.complete_run": Operation(
         "Report a run's outcome (called by the algorithm)",
         "receiver",
@@ -192,6 +273,17 @@ OPERATIONS: dict[str, Operation] = {
         "health",
         ok=(200, "An HTML page", {"type": "string"}, "text/html"),
     ),
+    "ui.page": Operation(
+        "The web UI (served by nexus; docs/ui.md)",
+        "health",
+        ok=(200, "An HTML page", {"type": "string"}, "text/html"),
+    ),
+    "ui.asset": Operation(
+        "The web UI's script and style sheet",
+        "health",
+        ok=(200, "JavaScript or CSS", {"type": "string"}, "text/plain"),
+        errors=(404,),
+    ),
     "docs.redoc": Operation(
         "The page's script (Redoc 2, MIT)",
         "health",
@@ -247,7 +339,7 @@ _WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
     }
 }
-# Every route of the run API (nexus.api.runs) checks its caller when auth.mode is
+# Every route of the run API (nexus.api.runs, listing, overview) checks its caller when auth.mode is
 # kubernetes or oidc; the receiver's (nexus.api.completions) ask for the run's token when
 # auth.receiver-tokens is on; the others are open (health, docs) or carry their own
 # signature.
@@ -266,7 +358,7 @@ _SECURITY_SCHEMES = {
 
 
 def _security(blueprint: str, receiver_tokens: bool) -> Security:
-    if blueprint == "runs":
+    if blueprint in ("runs", "runs_listing", "overview"):
         return _BEARER
     if blueprint == "completions" and receiver_tokens:
         return _RUN_TOKEN

@@ -78,7 +78,7 @@ def _parameters(request_body: schemas.RunRequest) -> memoryview:
     return params
 
 
-async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> str | None:
+async def allow(request: NexusRequest, verb: Verb, algorithm: str) -> str | None:
     """401/403 unless the caller may ``verb`` runs of ``algorithm`` (``auth.mode``);
     checked before the body is read, so a refused caller learns nothing else. The
     caller's name, None when nobody is checked (mode none)."""
@@ -91,7 +91,7 @@ async def _allow(request: NexusRequest, verb: Verb, algorithm: str) -> str | Non
 
 @bp.post("/run/<algorithm:str>")
 async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
-    caller = await _allow(request, Verb.CREATE, algorithm)
+    caller = await allow(request, Verb.CREATE, algorithm)
     body = _decode(schemas.run_request_decoder, request.body, "Algorithm payload")
     run_id = await request.app.ctx.scheduler.accept(
         algorithm,
@@ -105,6 +105,21 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
         idempotency_key=request.headers.get("idempotency-key") or None,
         callback_url=body.callback_url or "",
         caller=caller,
+    )
+    request.app.ctx.metrics.accepted.inc(algorithm)
+    return json_response(schemas.RunCreated(request_id=run_id), status=202)
+
+
+@bp.post("/resubmit/<algorithm:str>/requests/<request_id:str>")
+async def resubmit_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
+    await allow(request, Verb.CREATE, algorithm)
+    body = (
+        _decode(schemas.resubmit_decoder, request.body, "Resubmit request")
+        if request.body
+        else schemas.ResubmitRequest()
+    )
+    run_id = await request.app.ctx.scheduler.resubmit(
+        algorithm, request_id, custom=body.custom_configuration, tag=body.tag
     )
     request.app.ctx.metrics.accepted.inc(algorithm)
     return json_response(schemas.RunCreated(request_id=run_id), status=202)
@@ -130,7 +145,7 @@ def _wait_seconds(request: NexusRequest) -> float:
 
 @bp.get("/results/<algorithm:str>/requests/<request_id:str>")
 async def get_result(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     scheduler = request.app.ctx.scheduler
     wait = _wait_seconds(request)
     run = await (
@@ -164,7 +179,7 @@ async def get_results_by_tag(request: NexusRequest, tag: str) -> HTTPResponse:
 
 @bp.get("/metadata/<algorithm:str>/requests/<request_id:str>")
 async def get_metadata(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     run = await request.app.ctx.scheduler.get(algorithm, request_id)
     return json_response(schemas.checkpoint(run))
 
@@ -173,20 +188,20 @@ async def get_metadata(request: NexusRequest, algorithm: str, request_id: str) -
 async def get_buffered(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
     # The Job's JSON, labelled text/plain as the Go server sends it: the Go SDK's
     # GetBufferedRequest accepts no other content type.
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     job = await request.app.ctx.scheduler.submission(algorithm, request_id)
     return raw(schemas.encoder.encode(job), content_type="text/plain; charset=utf-8")
 
 
 @bp.get("/payload/<algorithm:str>/requests/<request_id:str>")
 async def get_payload(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.GET, algorithm)
+    await allow(request, Verb.GET, algorithm)
     return redirect(await request.app.ctx.scheduler.payload_uri(algorithm, request_id), status=302)
 
 
 @bp.post("/cancel/<algorithm:str>/requests/<request_id:str>")
 async def cancel_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.DELETE, algorithm)
+    await allow(request, Verb.DELETE, algorithm)
     body = _decode(schemas.cancel_decoder, request.body, "Cancellation payload")
     await request.app.ctx.scheduler.cancel(
         algorithm,
@@ -200,7 +215,7 @@ async def cancel_run(request: NexusRequest, algorithm: str, request_id: str) -> 
 
 @bp.post("/metadata/tags/<algorithm:str>/requests/<request_id:str>")
 async def update_tag(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await _allow(request, Verb.UPDATE, algorithm)
+    await allow(request, Verb.UPDATE, algorithm)
     body = _decode(schemas.tag_update_decoder, request.body, "Tag update request")
     await request.app.ctx.scheduler.update_tag(algorithm, request_id, body.new_tag)
     return json_response({})

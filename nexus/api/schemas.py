@@ -7,7 +7,17 @@ from typing import Any
 
 import msgspec
 
-from nexus.core.models import CallbackState, ParentRef, Run, SpecOverride
+from nexus.core.listing import StageCount
+from nexus.core.models import (
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    RunEvent,
+    SpecOverride,
+    Template,
+    Workgroup,
+)
 
 
 class _Wire(msgspec.Struct, rename="camel", kw_only=True):
@@ -56,11 +66,55 @@ class AlgorithmResult(_Wire):
     error_details: str | None = None
 
 
+class ResubmitRequest(_Wire, forbid_unknown_fields=True):
+    """The optional body of a resubmit: what to change from the original run."""
+
+    custom_configuration: SpecOverride | None = None
+    tag: str | None = None
+
+
+class RunSummary(_Wire):
+    """One run in a listing (GET /algorithm/v1/runs; docs/runs-api.md)."""
+
+    algorithm: str
+    request_id: str
+    stage: LifecycleStage
+    tag: str
+    received_at: datetime | None
+    sent_at: datetime | None
+    last_modified: datetime | None
+    cluster: str
+    parent: ParentRef | None
+    result_uri: str
+    error_cause: str
+    error_details: str
+    resubmitted_from: str
+    callback_url: str
+
+
+class RunList(_Wire, omit_defaults=True):
+    runs: list[RunSummary]
+    next_cursor: str | None = None  # absent on the last page
+
+
+class RunCounts(_Wire):
+    since: datetime
+    until: datetime
+    counts: list[StageCount]
+
+
+class RunHistory(_Wire):
+    algorithm: str
+    request_id: str
+    events: list[RunEvent]
+
+
 class CheckResponse(msgspec.Struct):
     is_processed: bool
 
 
 run_request_decoder = msgspec.json.Decoder(RunRequest)
+resubmit_decoder = msgspec.json.Decoder(ResubmitRequest)
 cancel_decoder = msgspec.json.Decoder(CancellationRequest)
 tag_update_decoder = msgspec.json.Decoder(TagUpdateRequest)
 result_decoder = msgspec.json.Decoder(AlgorithmResult)
@@ -77,6 +131,25 @@ def request_result(run: Run) -> RequestResult:
         run_error_message=run.algorithm_failure_cause
         if run.lifecycle_stage.is_terminal and run.lifecycle_stage.value != "COMPLETED"
         else "",
+    )
+
+
+def run_summary(run: Run) -> RunSummary:
+    return RunSummary(
+        algorithm=run.algorithm,
+        request_id=run.id,
+        stage=run.lifecycle_stage,
+        tag=run.tag,
+        received_at=run.received_at,
+        sent_at=run.sent_at,
+        last_modified=run.last_modified,
+        cluster=run.cluster,
+        parent=run.parent,
+        result_uri=run.result_uri if run.lifecycle_stage is LifecycleStage.COMPLETED else "",
+        error_cause=run.algorithm_failure_cause,
+        error_details=run.algorithm_failure_details,
+        resubmitted_from=run.resubmitted_from,
+        callback_url=run.callback_url,
     )
 
 
@@ -124,8 +197,17 @@ def checkpoint(run: Run) -> dict[str, Any]:
         body["configuration_overrides"] = run.configuration_overrides
     if run.parent is not None:
         body["parent"] = run.parent
+    if run.resubmitted_from:
+        body["resubmitted_from"] = run.resubmitted_from
     if run.callback_url:
         body["callback_url"] = run.callback_url
         body["callback_state"] = run.callback_state or CallbackState()
         body["callback_done_at"] = _time(run.callback_done_at) if run.callback_done_at else None
     return body
+
+
+class Catalog(_Wire):
+    """``GET /algorithm/v1/templates``: the manifests as nexus reads them."""
+
+    templates: list[Template]
+    workgroups: list[Workgroup]

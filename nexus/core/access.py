@@ -86,6 +86,14 @@ class AccessPolicy(Protocol):
         """The runs ``load`` finds that the caller may read; the caller is checked first
         (401 before anything is looked up)."""
 
+    async def caller(self, authorization: str | None) -> Principal:
+        """Who calls (401 unless known), for the routes about no one algorithm."""
+
+    async def readable_algorithms(
+        self, authorization: str | None, algorithms: Iterable[str]
+    ) -> set[str]:
+        """Those of ``algorithms`` whose runs the caller may read (``get``)."""
+
 
 class OpenAccess:
     """``auth.mode: none``: anyone may do anything; the Authorization header is ignored."""
@@ -97,6 +105,14 @@ class OpenAccess:
 
     async def readable(self, authorization: str | None, load: RunLoader) -> list[Run]:
         return list(await load())
+
+    async def caller(self, authorization: str | None) -> Principal:
+        return ANONYMOUS
+
+    async def readable_algorithms(
+        self, authorization: str | None, algorithms: Iterable[str]
+    ) -> set[str]:
+        return set(algorithms)
 
 
 K = TypeVar("K")
@@ -260,12 +276,26 @@ class Access:
     async def readable(self, authorization: str | None, load: RunLoader) -> list[Run]:
         key, principal = await self._principal(bearer_token(authorization))
         runs = await load()
-        algorithms = list(dict.fromkeys(run.algorithm for run in runs))
+        allowed = await self._readable(key, principal, (run.algorithm for run in runs))
+        return [run for run in runs if run.algorithm in allowed]
+
+    async def readable_algorithms(
+        self, authorization: str | None, algorithms: Iterable[str]
+    ) -> set[str]:
+        key, principal = await self._principal(bearer_token(authorization))
+        return await self._readable(key, principal, algorithms)
+
+    async def _readable(
+        self, key: bytes, principal: Principal, algorithms: Iterable[str]
+    ) -> set[str]:
+        names = list(dict.fromkeys(algorithms))
         decisions = await asyncio.gather(
-            *(self._allowed(key, principal, Verb.GET, algorithm) for algorithm in algorithms)
+            *(self._allowed(key, principal, Verb.GET, name) for name in names)
         )
-        allowed = dict(zip(algorithms, decisions, strict=True))
-        return [run for run in runs if allowed[run.algorithm]]
+        return {name for name, allowed in zip(names, decisions, strict=True) if allowed}
+
+    async def caller(self, authorization: str | None) -> Principal:
+        return (await self._principal(bearer_token(authorization)))[1]
 
 
 RUN_GROUPS = "science.sneaksanddata.com/run-groups"

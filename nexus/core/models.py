@@ -385,6 +385,19 @@ class Run(msgspec.Struct, kw_only=True):
     callback_url: str = ""
     callback_state: CallbackState | None = None
     callback_done_at: datetime | None = None
+    # The run this one was resubmitted from (same algorithm; POST .../resubmit/...).
+    resubmitted_from: str = ""
+
+
+class RunEvent(msgspec.Struct, kw_only=True, frozen=True, rename="camel", omit_defaults=True):
+    """One entry of a run's history (core.history): a stage change, or a webhook
+    delivery attempt. Stored in the same conditional write as the change it records."""
+
+    at: datetime
+    kind: str  # "stage" or "webhook"
+    stage: LifecycleStage | None = None  # the stage reached (kind "stage")
+    previous: LifecycleStage | None = None  # the stage left (unset for the first)
+    cause: str = ""
 
 
 class SubmissionEntry(msgspec.Struct, kw_only=True):

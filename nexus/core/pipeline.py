@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 import msgspec
@@ -86,6 +86,18 @@ async def _algorithm_tenant(run: Run) -> str:
     return run.algorithm
 
 
+class LaneStatus(msgspec.Struct, frozen=True, rename="camel"):
+    """One shard's launching as the UI shows it: what is queued and how fast it goes."""
+
+    shard: str
+    queued: int  # delayed retries included: what the capacity bounds
+    delayed: int  # failed launches waiting for their backoff
+    capacity: int
+    rate: float  # launches per second the token bucket allows
+    burst: int
+    launched: int  # Jobs created by this process since it started
+
+
 class _Lane:
     """One shard's launching: its token bucket, workers and their wake-up (the runs
     themselves are in the RunQueue's lane of the same name)."""
@@ -93,6 +105,7 @@ class _Lane:
     def __init__(self, rate: float, burst: int) -> None:
         self.bucket = TokenBucket(rate, burst)
         self.wakeup = asyncio.Event()
+        self.launched = 0
         self.workers: list[asyncio.Task[None]] = []
 
 
@@ -140,6 +153,23 @@ class LaunchPipeline:
 
     def tenant_depths(self) -> dict[str, int]:
         return self._queue.tenant_depths()
+
+    def lanes(self, shards: Iterable[str]) -> list[LaneStatus]:
+        """The status of each of ``shards`` (a shard not launched to yet has an empty
+        lane: reading it does not create one, nor start its workers)."""
+        limits = self._limits
+        statuses = []
+        for shard in sorted(set(shards) | self._lanes.keys()):
+            lane = self._lanes.get(shard)
+            queued = self._queue.depth(shard) if lane else 0
+            delayed = self._queue.delayed(shard) if lane else 0
+            launched = lane.launched if lane else 0
+            statuses.append(
+                LaneStatus(
+                    shard, queued, delayed, limits.capacity, limits.rate, limits.burst, launched
+                )
+            )
+        return statuses
 
     def check_room(self, cluster: str, tenant: str) -> None:
         """Raise QueueFull (the 429) unless ``cluster``'s lane and ``tenant`` have room.
@@ -291,6 +321,7 @@ class LaunchPipeline:
             # time is the shard's launch concurrency. Should the commit be lost (the store
             # down, nexus stopped), the supervisor's watch sees the Job and records
             # RUNNING itself, and the scheduler's own sweep queues the run again.
+            self._lane(key.cluster).launched += 1
             commit = asyncio.create_task(self._commit_running(step))
             self._commits.add(commit)
             commit.add_done_callback(self._commits.discard)

@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 import msgspec
 
+from nexus.core.listing import RunPage, RunQuery, StageCount
 from nexus.core.models import (
     CallbackState,
     LifecycleStage,
     ParentRef,
     Run,
+    RunEvent,
     SubmissionEntry,
     Template,
     Workgroup,
@@ -65,6 +67,20 @@ class RunStore(Protocol):
     async def by_tag(self, tag: str) -> list[Run]: ...
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]: ...
     async def children(self, parent: ParentRef) -> list[Run]: ...
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        """A page of the runs ``query`` matches, newest first (core.listing): at most
+        ``query.limit``, maybe fewer with a next position; no next position only on
+        the last page."""
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        """How many runs received in [since, until) are at each stage now, per algorithm
+        (only ``algorithm``'s when given); stages without runs are left out."""
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        """The run's events (core.history), oldest first; None when there is no run."""
 
     async def pending_callbacks(self, limit: int) -> list[Run]:
         """Up to ``limit`` finished runs whose webhook is neither delivered nor given up
@@ -115,6 +131,8 @@ class TemplateSource(Protocol):
     async def close(self) -> None: ...
     async def template(self, name: str) -> Template | None: ...
     async def workgroup(self, name: str) -> Workgroup | None: ...
+    async def catalog(self) -> tuple[list[Template], list[Workgroup]]:
+        """Every usable template and workgroup now, each list sorted by name (the UI)."""
 
 
 class JobLauncher(Protocol):
@@ -127,6 +145,11 @@ class JobLauncher(Protocol):
 
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         """Delete the run's Job with the propagation policy; False when there is none."""
+
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines the run's newest Pod (or process) wrote. Raise
+        NotFound when it has none (not started, or deleted with its Job), and
+        BackendUnavailable when the cluster cannot give them."""
 
 
 class Outcome(str, enum.Enum):

@@ -30,9 +30,11 @@ from nexus.core.models import (
     Run,
     RunKey,
     SpecOverride,
+    Template,
+    Workgroup,
 )
 from nexus.core.overrides import apply_overrides
-from nexus.core.pipeline import LaunchPipeline
+from nexus.core.pipeline import LaneStatus, LaunchPipeline
 from nexus.core.ports import JobLauncher, PayloadBuffer, RunStore, TemplateSource
 from nexus.core.tenancy import tenant_of
 from nexus.core.units import format_duration, parse_duration
@@ -202,6 +204,7 @@ class Scheduler:
         dry_run: bool = False,
         idempotency_key: str | None = None,
         callback_url: str = "",
+        resubmitted_from: str = "",
         caller: str | None = None,
     ) -> str:
         """Store and queue a run; ``caller``: who asked, when authenticated."""
@@ -273,6 +276,7 @@ class Scheduler:
             cluster=cluster,
             payload_valid_for=format_duration(valid_for),
             callback_url=callback_url,
+            resubmitted_from=resubmitted_from,
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
@@ -332,6 +336,43 @@ class Scheduler:
         raise BackendUnavailable(
             f"Request buffering failed for: {run.algorithm}/{run.id}"
         ) from failure
+
+    async def resubmit(
+        self,
+        algorithm: str,
+        run_id: str,
+        *,
+        custom: SpecOverride | None = None,
+        tag: str | None = None,
+    ) -> str:
+        """A new run of a finished one: its stored payload, its overrides (or ``custom``),
+        its tag (or ``tag``), parent, payload lifetime and webhook; the template as it is
+        now. 404 for an unknown run, 409 while it is not finished or once its payload is
+        gone (docs/runs-api.md)."""
+        original = await self.get(algorithm, run_id)
+        if not original.lifecycle_stage.is_terminal:
+            raise Conflict(
+                f"Run {run_id} is {original.lifecycle_stage.value}; only a finished run can "
+                "be resubmitted (cancel it first, or wait for it to end)"
+            )
+        try:
+            payload = await self.buffer.get(algorithm, run_id)
+        except NotFound:
+            raise Conflict(
+                f"Run {run_id} cannot be resubmitted: its payload is no longer stored"
+            ) from None
+        return await self.accept(
+            algorithm,
+            payload,
+            custom=original.configuration_overrides if custom is None else custom,
+            api_version=original.api_version,
+            tag=original.tag if tag is None else tag,
+            parent=original.parent,
+            payload_valid_for=original.payload_valid_for or None,
+            dry_run=original.job_uid == DRY_RUN_UID,
+            callback_url=original.callback_url,
+            resubmitted_from=original.id,
+        )
 
     # --- reads -------------------------------------------------------------------------
 
@@ -440,3 +481,18 @@ class Scheduler:
                 )
             except (Conflict, NotFound):
                 continue
+
+    async def logs(self, algorithm: str, run_id: str, tail_lines: int) -> str:
+        """The run's Pod (or local process) log tail, from its shard."""
+        run = await self.get(algorithm, run_id)
+        if run.job_uid in ("", DRY_RUN_UID):  # set with RUNNING: nothing was started yet
+            raise NotFound(f"No log for request '{run_id}': it has not been launched")
+        return await self.launcher.logs(run.cluster, run_id, tail_lines)
+
+    # --- overview (the UI) -------------------------------------------------------------
+
+    async def catalog(self) -> tuple[list[Template], list[Workgroup]]:
+        return await self.templates.catalog()
+
+    def lanes(self) -> list[LaneStatus]:
+        return self.pipeline.lanes(self.launcher.shards())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nexus.api import data, runs
+from nexus.api import data, listing, overview, runs, ui
 from nexus.context import NexusApp
+from nexus.core.catalog import RunCatalog
 from nexus.core.recovery import PendingSweep, requeue_pending
 from nexus.core.scheduling import Scheduler, SchedulerConfig
 from nexus.roles.shared import Shared
@@ -11,7 +12,10 @@ from nexus.roles.shared import Shared
 
 def routes(app: NexusApp) -> None:
     app.blueprint(runs.bp)
+    app.blueprint(overview.bp)
+    app.blueprint(listing.bp)
     app.blueprint(data.bp)
+    app.blueprint(ui.bp)
 
 
 async def start(app: NexusApp, shared: Shared) -> None:
@@ -23,6 +27,7 @@ async def start(app: NexusApp, shared: Shared) -> None:
     app.ctx.access = await shared.access()
     app.ctx.signer = shared.signer()
     app.ctx.buffer = buffer
+    app.ctx.catalog = RunCatalog(store)
     app.ctx.scheduler = Scheduler(
         store,
         buffer,

@@ -215,7 +215,7 @@ def test_a_template_annotation_grants_its_groups(api: httpx.Client, provider: Pr
     assert_error(response, 403, "nora may not create runs of algorithm 'behave'")
 
 
-def test_the_tag_lookup_lists_only_what_the_caller_may_read(
+def test_the_tag_lookup_listing_and_counts_show_only_what_the_caller_may_read(
     api: httpx.Client, provider: Provider
 ) -> None:
     tag = f"t-{uuid.uuid4().hex[:10]}"
@@ -226,12 +226,51 @@ def test_the_tag_lookup_lists_only_what_the_caller_may_read(
     def listed(headers: dict[str, str]) -> set[str]:
         response = api.get(f"{API}/results/tags/{tag}", headers=headers)
         assert response.status_code == 200, response.text
-        return {run["requestId"] for run in response.json()}
+        listing = api.get(f"{API}/runs", params={"tag": tag}, headers=headers)
+        assert listing.status_code == 200, listing.text
+        found = {run["requestId"] for run in response.json()}
+        assert {run["requestId"] for run in listing.json()["runs"]} == found
+        return found
 
-    assert listed(admin) == {a_id, b_id}
-    assert listed(bearer(provider.token())) == {a_id}
+    def counted(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/runs/counts", headers=headers)
+        assert response.status_code == 200, response.text
+        return {count["algorithm"] for count in response.json()["counts"]}
+
+    team_a = bearer(provider.token())
+    assert listed(admin) == {a_id, b_id} and counted(admin) >= {A, B}
+    assert listed(team_a) == {a_id} and counted(team_a) == {A}
     assert listed(bearer(provider.token(groups=("nobody",)))) == set()
-    assert_error(api.get(f"{API}/results/tags/{tag}"), 401, "Authentication required")
+    response = api.get(f"{API}/runs", params={"algorithm": B}, headers=team_a)
+    assert_error(response, 403, "may not get runs of algorithm 'noop'")
+    events = api.get(f"{API}/runs/{B}/requests/{b_id}/events", headers=team_a)
+    assert_error(events, 403, "may not get runs of algorithm 'noop'")
+    reader = bearer(provider.token(groups=("readers",)))
+    resubmit = api.post(f"{API}/resubmit/{B}/requests/{b_id}", headers=reader)
+    assert_error(resubmit, 403, "may not create runs of algorithm 'noop'")
+    for path in ("results/tags/{tag}", "runs", "runs/counts"):
+        response = api.get(f"{API}/{path.format(tag=tag)}")
+        assert_error(response, 401, "Authentication required")
+    for path in ("runs", "runs/counts"):  # the caller is checked before the query
+        response = api.get(f"{API}/{path}", params={"since": "garbage", "colour": "red"})
+        assert_error(response, 401, "Authentication required")
+
+
+def test_the_ui_overview_lists_only_readable_templates(
+    api: httpx.Client, provider: Provider
+) -> None:
+    def templates(headers: dict[str, str]) -> set[str]:
+        response = api.get(f"{API}/templates", headers=headers)
+        assert response.status_code == 200, response.text
+        return {template["name"] for template in response.json()["templates"]}
+
+    everything = templates(bearer(provider.token(groups=("admins",))))
+    assert {A, B} <= everything
+    assert templates(bearer(provider.token())) == {A}  # team-a's rule names only A
+    assert templates(bearer(provider.token(groups=("nobody",)))) == set()
+    assert_error(api.get(f"{API}/templates"), 401, "Authentication required")
+    assert_error(api.get(f"{API}/shards"), 401, "Authentication required")
+    assert api.get(f"{API}/shards", headers=bearer(provider.token())).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,14 @@ TEXTS = [
     "Foreground",
     "s3://bucket/key",
 ]
+TIMES = [
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "2026-02-30T00:00:00Z",
+    "2026-01-01T24:00:00Z",
+    "2026-01-01T00:00:00+25:00",
+    "2026-01-01T00:00:00-00:00",
+]
 BODY_FIELDS = {
     "payloadValidFor": "durations",
     "tag": "texts",
@@ -148,6 +156,12 @@ def fuzz_config(run_ids: list[str]):
             "path.request_id": {"dictionary": "runs", "probability": 0.85},
             "path.tag": {"dictionary": "texts", "probability": 0.5},
             "query.dryRun": {"dictionary": "dry", "probability": 0.8},
+            # the listing's filters: hostile text, and times just outside what is valid
+            "query.since": {"dictionary": "times", "probability": 0.5},
+            "query.until": {"dictionary": "times", "probability": 0.5},
+            "query.cursor": {"dictionary": "texts", "probability": 0.5},
+            "query.tag": {"dictionary": "texts", "probability": 0.5},
+            "query.parent": {"dictionary": "texts", "probability": 0.5},
             # what must exist for a create to get past its checks to the payload's URL
             "body.customConfiguration.workgroupRef.name": {"dictionary": "workgroups"},
             "body.parentRequest.requestId": {"dictionary": "runs", "probability": 0.85},
@@ -162,6 +176,7 @@ def fuzz_config(run_ids: list[str]):
                 "algorithms": {"values": ["behave"]},
                 "runs": {"values": run_ids},
                 "dry": {"values": ["true"]},
+                "times": {"values": TIMES},
                 "workgroups": {"values": ["local"]},
             },
             "parameters": parameters,
@@ -228,6 +243,25 @@ def test_fuzz_finds_no_server_errors(server: NexusProcess) -> None:
     assert failures == [], "\n".join(failures[:20])
     assert len(sent) > 2 * 5 * len(OPERATIONS)  # really generated requests for every operation
     assert sent.count(202) >= 10  # and many got past validation into the use cases
+
+
+def test_the_listing_routes_document_their_filters_and_shapes() -> None:
+    from nexus.api.openapi import build_document
+
+    settings = load_settings(environ={}, executor="kubernetes")
+    document = build_document(create_app(settings, "scheduler", name="openapi-listing"))
+    listing = document["paths"]["/algorithm/v1/runs"]["get"]
+    names = {p["name"] for p in listing["parameters"]}
+    assert names == {"algorithm", "stage", "tag", "since", "until", "parent", "limit", "cursor"}
+    assert listing["security"] == [{"bearer": []}]
+    schemas = document["components"]["schemas"]
+    assert set(schemas["RunList"]["properties"]) == {"runs", "nextCursor"}
+    assert "resubmittedFrom" in schemas["RunSummary"]["properties"]
+    assert set(schemas["RunEvent"]["properties"]) >= {"at", "kind", "stage", "cause"}
+    resubmit = document["paths"]["/algorithm/v1/resubmit/{algorithm}/requests/{request_id}"]
+    assert {"404", "409"} <= set(resubmit["post"]["responses"])
+    events = "/algorithm/v1/runs/{algorithm}/requests/{request_id}/events"
+    assert "RunHistory" in str(document["paths"][events]["get"]["responses"]["200"])
 
 
 def test_the_headers_clients_rely_on_are_documented() -> None:

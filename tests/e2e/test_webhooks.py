@@ -142,6 +142,13 @@ def test_a_receiver_down_for_a_while_gets_it_once_back_even_across_a_restart(
         assert state["attempts"] >= 2
         time.sleep(1.0)
         assert len(receiver.received) == 1
+        # The attempts' outcomes are in the run's history, the delivery last (an attempt
+        # the kill cut short has none: its claim just expired).
+        events = client.get(f"{API}/runs/behave/requests/{run_id}/events").json()["events"]
+        hooks = [event["cause"] for event in events if event["kind"] == "webhook"]
+        assert 2 <= len(hooks) <= state["attempts"], hooks
+        assert hooks[-1] == f"attempt {state['attempts']}: delivered (HTTP 204)"
+        assert all("delivered" not in cause for cause in hooks[:-1])
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from contract.servers import (
 
 from nexus.backends.buffer.s3 import s3_buffer
 from nexus.backends.store.cassandra import CassandraRunStore
+from nexus.backends.store.cassandra_schema import hour_of
 from nexus.backends.store.rows import COLUMNS
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run, SubmissionEntry
@@ -187,7 +188,7 @@ async def test_schema_has_the_spec_columns(store, keyspace):
     columns: dict[str, set[str]] = {}
     for row in rows:
         columns.setdefault(row["table_name"], set()).add(row["column_name"])
-    assert columns["checkpoints"] == set(COLUMNS)
+    assert columns["checkpoints"] == set(COLUMNS) | {"events"}  # the run's history
     assert columns["submission_buffer"] == {"algorithm", "id", "cluster", "template"}
     assert {
         "checkpoints_by_tag",
@@ -195,6 +196,8 @@ async def test_schema_has_the_spec_columns(store, keyspace):
         "checkpoints_by_parent",
         "idempotency_keys",
         "leases",
+        "runs_by_time",
+        "run_hours",
     } <= set(columns)
     assert replication["replication_factor"] == "1"
 
@@ -258,13 +261,23 @@ async def test_checkpoint_ttl_expires_the_whole_record_at_once(keyspace):
         assert await store.get(run.algorithm, run.id) is None
         assert await store.get_submission(run.algorithm, run.id) is None
         assert await store.find_idempotent(run.algorithm, f"key-{run.id}") is None
+        assert await store.history(run.algorithm, run.id) is None
         with cql_session(keyspace) as session:
             left = session.execute(
                 "SELECT id FROM checkpoints_by_host WHERE host = %s AND "
                 "lifecycle_stage = 'BUFFERED'",
                 (run.received_by_host,),
             ).all()
-        assert left == []
+            # The listing's rows, whose stage the change wrote again, expire with the run.
+            listed = [
+                session.execute(
+                    "SELECT id, stage FROM runs_by_time WHERE scope = %s AND hour = %s "
+                    "AND received_at = %s",
+                    (scope, hour_of(run.received_at), run.received_at),
+                ).all()
+                for scope in (run.algorithm, "*")
+            ]
+        assert left == [] and listed == [[], []]
     finally:
         await store.close()
 

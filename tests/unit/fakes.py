@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,9 @@ import msgspec
 
 from nexus.core import lifecycle
 from nexus.core.callbacks import callback_pending
-from nexus.core.models import CallbackState, Run, RunKey, SubmissionEntry
+from nexus.core.history import created_event, transition_event
+from nexus.core.listing import RunPage, RunQuery, StageCount, page_of
+from nexus.core.models import CallbackState, Run, RunEvent, RunKey, SubmissionEntry
 from nexus.core.models import LifecycleStage as S
 from nexus.core.pipeline import LimitConfig
 from nexus.errors import BackendUnavailable, NotFound
@@ -28,6 +31,7 @@ class MemoryStore:
         self.transitions: list[tuple[str, S]] = []
         self.unavailable = 0  # fail this many calls with BackendUnavailable
         self.idempotency: dict[tuple[str, str], str] = {}
+        self.events: dict[tuple[str, str], list[RunEvent]] = {}
 
     def add(
         self,
@@ -65,6 +69,7 @@ class MemoryStore:
             if first != run.id:
                 return first
         self.runs[(run.algorithm, run.id)] = run
+        self.events[(run.algorithm, run.id)] = [created_event(run)]
         return run.id
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
@@ -122,12 +127,40 @@ class MemoryStore:
         self.runs[(algorithm, run_id)] = updated
         return updated
 
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        self._maybe_fail()
+        return page_of([run for run in self.runs.values() if query.matches(run)], query.limit)
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        self._maybe_fail()
+        counts = Counter(
+            (run.algorithm, run.lifecycle_stage)
+            for run in self.runs.values()
+            if RunQuery(algorithm=algorithm, since=since, until=until).matches(run)
+        )
+        return [
+            StageCount(algorithm=name, stage=stage, count=count)
+            for (name, stage), count in sorted(counts.items())
+        ]
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        self._maybe_fail()
+        if (algorithm, run_id) not in self.runs:
+            return None
+        return list(self.events.get((algorithm, run_id), []))
+
     async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
         self._maybe_fail()
         run = self.runs.get((algorithm, run_id))
         if run is None:
             raise NotFound(run_id)
         lifecycle.check(run_id, run.lifecycle_stage, target)
+        fields.setdefault("last_modified", datetime.now(UTC))
+        self.events.setdefault((algorithm, run_id), []).append(
+            transition_event(run, target, fields)
+        )
         updated = msgspec.structs.replace(run, lifecycle_stage=target, **fields)
         self.runs[(algorithm, run_id)] = updated
         self.transitions.append((run_id, target))
@@ -157,6 +190,9 @@ class FakeLauncher:
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         self.cancelled.append((cluster, run_id, policy))
         return True
+
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        raise NotFound(f"no log for {run_id} in a fake launcher")
 
     def attempts(self, run_id: str) -> list[float]:
         return [at for at, _, launched in self.calls if launched == run_id]

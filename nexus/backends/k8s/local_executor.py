@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from nexus.backends.k8s import local_process
+from nexus.backends.k8s.local_process import tail
 from nexus.backends.k8s.local_records import LaunchRecord, LaunchRecords
 from nexus.core.ports import ClusterSnapshot, JobObservation, Outcome
-from nexus.errors import LaunchError
+from nexus.errors import LaunchError, NotFound
 
 log = logging.getLogger("nexus.executor")
 
@@ -176,6 +177,13 @@ class LocalExecutor:
             else:  # cancelled while it was being spawned
                 self._kill(job)
         return run_id
+
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        path = self._logs / f"{run_id}.log"
+        try:
+            return await asyncio.to_thread(tail, path, tail_lines)
+        except FileNotFoundError:
+            raise NotFound(f"No log for request '{run_id}': its process has not started") from None
 
     async def cancel(self, cluster: str, run_id: str, policy: str) -> bool:
         job = self._jobs.pop(run_id, None)

@@ -86,3 +86,18 @@ async def wait_exit(process: subprocess.Popen[bytes]) -> int:
     finally:
         os.close(pidfd)
     return process.wait()
+
+
+TAIL_BYTES = 1 << 20  # a log tail reads at most this much of the file's end
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of an attempt's log (at most its last MiB), as text."""
+    with open(path, "rb") as log:
+        size = log.seek(0, os.SEEK_END)
+        log.seek(max(0, size - TAIL_BYTES))
+        data = log.read()
+    if size > TAIL_BYTES:
+        data = data.split(b"\n", 1)[-1]  # the first line was cut
+    kept = data.splitlines(keepends=True)[-lines:] if lines else []
+    return b"".join(kept).decode("utf-8", errors="replace")

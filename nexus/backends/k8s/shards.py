@@ -27,6 +27,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from nexus.backends.k8s.client import ApiMetrics, ShardClient, ShardConfig
 from nexus.backends.k8s.launcher import KubernetesLauncher
+from nexus.backends.k8s.pod_logs import pod_log
 from nexus.backends.k8s.watcher import KubernetesWatcher
 from nexus.core.ports import ClusterSnapshot, JobObservation
 from nexus.core.scope import ShardScope
@@ -190,6 +191,9 @@ class KubernetesExecutor:
             return await self._launcher.delete(cluster, run_id, policy, grace=0)
         except ValueError as exc:
             raise LaunchError(str(exc), retryable=False) from exc
+
+    async def logs(self, cluster: str, run_id: str, tail_lines: int) -> str:
+        return await pod_log(self._clients, cluster, run_id, tail_lines)
 
     # --- ClusterWatcher ----------------------------------------------------------------
 

@@ -91,6 +91,9 @@ class _Cache(Generic[S, R]):
             raise BadRequest(f"{self.kind} '{name}' cannot be used: {self.invalid[name]}")
         return item
 
+    def all(self) -> list[R]:
+        return [self.items[name] for name in sorted(self.items)]
+
     def reset(self, resources: list[CustomResource]) -> None:
         self.invalid = {}
         fresh: dict[str, R] = {}
@@ -181,3 +184,7 @@ class KubernetesTemplateSource:
     async def workgroup(self, name: str) -> Workgroup | None:
         await self.ping()
         return self._workgroups.get(name)
+
+    async def catalog(self) -> tuple[list[Template], list[Workgroup]]:
+        await self.ping()
+        return self._templates.all(), self._workgroups.all()

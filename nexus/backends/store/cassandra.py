@@ -73,12 +73,15 @@ from nexus.backends.store.cassandra_go import (
     needs_adoption,
     wait_active,
 )
+from nexus.backends.store.cassandra_listing import TimeIndex
 from nexus.backends.store.cassandra_schema import (
+    ALL_SCOPE,
     CALLBACK_BUCKETS,
     Layout,
     LookupRow,
     Statements,
     check_keyspace,
+    hour_of,
     keyspace_cql,
     lookup_rows,
     tables_cql,
@@ -95,7 +98,22 @@ from nexus.backends.store.rows import (
 )
 from nexus.core import lifecycle
 from nexus.core.callbacks import callback_pending
-from nexus.core.models import CallbackState, LifecycleStage, ParentRef, Run, SubmissionEntry
+from nexus.core.history import (
+    created_event,
+    decode_event,
+    encode_event,
+    transition_event,
+    webhook_event,
+)
+from nexus.core.listing import RunPage, RunQuery, StageCount, page_of
+from nexus.core.models import (
+    CallbackState,
+    LifecycleStage,
+    ParentRef,
+    Run,
+    RunEvent,
+    SubmissionEntry,
+)
 from nexus.errors import BackendUnavailable, ConfigError, NotFound
 from nexus.settings import ScyllaCqlStore
 
@@ -110,6 +128,8 @@ _FETCH_PAGE = 100  # run ids per IN query: one coordinator fans out to their par
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_HOUR_REWRITE_SECONDS = 600  # seconds between two writes of one run_hours row by one process
+_HOURS_REMEMBERED = 10_000
 
 
 def _now() -> datetime:
@@ -152,6 +172,9 @@ class CassandraRunStore:
         self._cluster: Cluster | None = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
+        # (scope, hour) -> when this process last wrote that row of run_hours
+        self._hours_written: dict[tuple[str, int], float] = {}
+        self._time_index = TimeIndex(self._execute, self._p, self._load)
         self._describe = (
             f"AstraDB bundle {config.secure_connect_bundle}"
             if config.secure_connect_bundle
@@ -357,18 +380,82 @@ class CassandraRunStore:
         batch.add(
             self._p("insert_run"),
             [UNSET_VALUE if columns[n] is None else columns[n] for n in COLUMNS]
-            + [self._ttl, int(time.time() * 1e6) - _CREATE_BACKDATE_US],
+            + [
+                [encode_event(created_event(run))],
+                self._ttl,
+                int(time.time() * 1e6) - _CREATE_BACKDATE_US,
+            ],
         )
         if submission is not None:
             batch.add(self._p("insert_submission"), self._submission_values(submission))
         self._add_lookups(batch, lookup_rows(run, self._layout), run, insert=True, ttl=self._ttl)
+        hours = self._add_time_rows(batch, run)
         try:
             await self._execute(batch)
         except BackendUnavailable:
             if idempotency_key:
                 await self._release_key(run.algorithm, idempotency_key, run.id)
             raise
+        # Only a written hour row may be skipped by the next runs (a timed-out batch may
+        # still be applied: then the row is written once more, which is harmless).
+        if len(self._hours_written) > _HOURS_REMEMBERED:
+            self._hours_written.clear()
+        now = time.monotonic()
+        self._hours_written.update(dict.fromkeys(hours, now))
         return run.id
+
+    def _add_time_rows(self, batch: BatchStatement, run: Run) -> list[tuple[str, int]]:
+        """The listing's rows of a new run (cassandra_schema.ALL_SCOPE); the run_hours
+        rows added, once the batch is written."""
+        if run.received_at is None:
+            return []
+        hour = hour_of(run.received_at)
+        hours = []
+        now = time.monotonic()
+        for scope in (run.algorithm, ALL_SCOPE):
+            batch.add(
+                self._p("insert_time"),
+                (
+                    scope,
+                    hour,
+                    run.received_at,
+                    run.algorithm,
+                    run.id,
+                    run.lifecycle_stage.value,
+                    self._ttl,
+                ),
+            )
+            # The hour's row once in a while, not with every run (it is the same row):
+            # it outlives every run this process writes under it until it is written
+            # again, as its TTL is longer by more than the pause between two writes.
+            if now - self._hours_written.get((scope, hour), -math.inf) > _HOUR_REWRITE_SECONDS:
+                ttl = self._ttl and self._ttl + 2 * _HOUR_REWRITE_SECONDS
+                batch.add(self._p("insert_hour"), (scope, hour, ttl))
+                hours.append((scope, hour))
+        return hours
+
+    async def _set_time_stage(self, run: Run, ttl: int) -> None:
+        """After a stage change: the stage the counts read (the listing re-checks runs)."""
+        if run.received_at is None:
+            return
+        batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
+        for scope in (run.algorithm, ALL_SCOPE):
+            batch.add(
+                self._p("update_time_stage"),
+                (
+                    ttl,
+                    run.lifecycle_stage.value,
+                    scope,
+                    hour_of(run.received_at),
+                    run.received_at,
+                    run.algorithm,
+                    run.id,
+                ),
+            )
+        try:
+            await self._execute(batch)
+        except BackendUnavailable as exc:  # the change is done; only a count lags
+            log.warning("stage of run %s not updated in runs_by_time: %s", run.id, exc)
 
     def _submission_values(self, submission: SubmissionEntry) -> tuple[Any, ...]:
         return (
@@ -491,6 +578,7 @@ class CassandraRunStore:
                 ttl,
                 target.value,
                 *(encode_value(n, fields[n], b64=True) for n in names),
+                [encode_event(transition_event(current, target, fields))],
                 algorithm,
                 run_id,
                 current.lifecycle_stage.value,
@@ -499,6 +587,7 @@ class CassandraRunStore:
                 await self._drop_lookups(
                     lookup_rows(current, self._layout) - lookup_rows(updated, self._layout), updated
                 )
+                await self._set_time_stage(updated, ttl)
                 return updated
         raise BackendUnavailable(
             f"Run {run_id} is being changed by many writers at once; "
@@ -586,19 +675,24 @@ class CassandraRunStore:
             raise _not_found(run_id)
         if current.callback_state != expected or current.callback_done_at is not None:
             return None
-        done_at = _ms(_now()) if done else None
+        now = _now()
+        done_at = now if done else None
         updated = msgspec.structs.replace(current, callback_state=state, callback_done_at=done_at)
+        event = webhook_event(expected, state, now)
+        history = () if event is None else ([encode_event(event)],)
         params = (
             self._ttl_left(current),
             encode_json_column(state, b64=True),
             done_at,
+            *history,
             algorithm,
             run_id,
             encode_json_column(expected, b64=True),
         )
         # An ambiguous timeout is an outage to the caller, which tries again later: at
         # worst the webhook is delivered twice (it is at-least-once, docs/webhooks.md).
-        rows = await self._execute(self._p("update_callback"), params)
+        statement = "update_callback" if event is None else "update_callback_event"
+        rows = await self._execute(self._p(statement), params)
         if not rows[0]["[applied]"]:
             return None
         if done:
@@ -615,9 +709,14 @@ class CassandraRunStore:
             runs = [run_from_columns(row, parse_time=_read_time) for row in indexed]
             return sorted(runs, key=lambda run: run.received_at or _EPOCH)
         rows = await self._execute(self._p(f"lookup_select:{table}"), key)
+        runs = await self._load([(row["algorithm"], row["id"]) for row in rows])
+        return sorted(runs, key=lambda run: run.received_at or _EPOCH)
+
+    async def _load(self, keys: list[tuple[str, str]]) -> list[Run]:
+        """The runs of (algorithm, id) ``keys`` that exist, a page of ids per query."""
         ids_of: dict[str, list[str]] = {}
-        for row in rows:
-            ids_of.setdefault(row["algorithm"], []).append(row["id"])
+        for algorithm, run_id in keys:
+            ids_of.setdefault(algorithm, []).append(run_id)
         pages = [
             (algorithm, ids[start : start + _FETCH_PAGE])
             for algorithm, ids in ids_of.items()
@@ -630,8 +729,7 @@ class CassandraRunStore:
                 return await self._execute(self._p("select_runs"), (algorithm, ids))
 
         found = await asyncio.gather(*(load(algorithm, ids) for algorithm, ids in pages))
-        runs = [run_from_columns(row, parse_time=_read_time) for page in found for row in page]
-        return sorted(runs, key=lambda run: run.received_at or _EPOCH)
+        return [run_from_columns(row, parse_time=_read_time) for page in found for row in page]
 
     async def by_tag(self, tag: str) -> list[Run]:
         if not tag:
@@ -649,6 +747,28 @@ class CassandraRunStore:
             "checkpoints_by_parent", (parent.algorithm_name, parent.request_id)
         )
         return [run for run in runs if run.parent == parent]
+
+    # --- RunStore: listing and history -------------------------------------------------
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        # A tag's or a parent's runs are one lookup partition: read it whole.
+        if query.tag or query.parent is not None:
+            runs = await (
+                self.children(query.parent) if query.parent is not None else self.by_tag(query.tag)
+            )
+            return page_of([run for run in runs if query.matches(run)], query.limit)
+        return await self._time_index.page(query)
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        return await self._time_index.counts(since, until, algorithm)
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        rows = await self._execute(self._p("select_events"), (algorithm, run_id))
+        if not rows:
+            return None
+        return [decode_event(text) for text in rows[0]["events"] or ()]
 
     # --- RunStore: scheduler leases ----------------------------------------------------
     # Expiry times come from the writer's clock and are compared with the reader's: keep

@@ -30,6 +30,7 @@ from typing import Any
 from cassandra import OperationTimedOut
 
 from nexus.backends.store.cassandra_schema import (
+    EXTRA_COLUMNS,
     GO_INDEXES,
     KEYSPACES_PROPERTIES,
     LOOKUPS,
@@ -100,9 +101,10 @@ def migrate_cql(keyspace: Any, ks: str, layout: Layout) -> list[str]:
     statements = []
     checkpoints = keyspace.tables.get("checkpoints") if keyspace is not None else None
     if checkpoints is not None:
-        missing = [name for name in COLUMNS if name not in checkpoints.columns]
+        wanted = {name: column_type(name) for name in COLUMNS} | EXTRA_COLUMNS
+        missing = [name for name in wanted if name not in checkpoints.columns]
         if missing:
-            added = ", ".join(f"{name} {column_type(name)}" for name in missing)
+            added = ", ".join(f"{name} {wanted[name]}" for name in missing)
             statements.append(f"ALTER TABLE {ks}.checkpoints ADD ({added})")
     if layout.indexed:
         have = _indexed_columns(checkpoints) if checkpoints is not None else set()

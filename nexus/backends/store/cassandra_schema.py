@@ -23,8 +23,10 @@ nexus's own table.
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
+from datetime import datetime
 from typing import NamedTuple
 
 from nexus.backends.store.rows import COLUMNS, TIME_COLUMNS
@@ -44,6 +46,19 @@ LOOKUPS: dict[str, tuple[str, ...]] = {
     "checkpoints_by_callback": ("bucket",),
 }
 CALLBACK_BUCKETS = 16
+
+# Columns of ``checkpoints`` that are not Run fields: the run's history (core.history),
+# appended to by the very CAS UPDATE that changes the stage (an LWT stays in one
+# partition, so the history lives in the run's own row).
+EXTRA_COLUMNS = {"events": "list<text>"}
+
+# The listing's time index (core.listing): every run under its algorithm and under
+# ALL_SCOPE, in hour partitions, newest first; ``run_hours`` names the hours that have
+# runs, so a page never walks empty partitions. Both are written in the run's create
+# batch and never change but for ``stage``, which only the stage counts read (the
+# listing re-checks each run it loads).
+ALL_SCOPE = "*"  # never an algorithm name (core.scheduling.check_algorithm_name)
+HOUR_SECONDS = 3600
 
 
 # The Go system's secondary indexes (test-resources/scylla-config/checkpoints_indexed.cql).
@@ -100,6 +115,11 @@ def _all_lookup_rows(run: Run) -> set[LookupRow]:
     return rows
 
 
+def hour_of(value: datetime) -> int:
+    """The ``runs_by_time`` partition (hours since the epoch) of a time."""
+    return math.floor(value.timestamp() / HOUR_SECONDS)
+
+
 def callback_bucket(run_id: str) -> str:
     """The partition of ``checkpoints_by_callback`` a run's pending webhook is kept in."""
     return str(zlib.crc32(run_id.encode()) % CALLBACK_BUCKETS)
@@ -141,9 +161,13 @@ _KEYSPACES_OPTIONS = f" WITH {KEYSPACES_PROPERTIES}"
 
 
 def tables_cql(ks: str, layout: Layout = NEXUS_LAYOUT) -> list[str]:
-    columns = ", ".join(f"{name} {column_type(name)}" for name in COLUMNS)
+    columns = ", ".join(
+        [f"{name} {column_type(name)}" for name in COLUMNS]
+        + [f"{name} {kind}" for name, kind in EXTRA_COLUMNS.items()]
+    )
     options = _KEYSPACES_OPTIONS if layout.keyspaces else ""
     lookup_options = options or " WITH gc_grace_seconds = 3600"
+    time_options = f" AND {KEYSPACES_PROPERTIES}" if layout.keyspaces else ""
     lookups = [
         f"CREATE TABLE IF NOT EXISTS {ks}.{table} ("
         f"{', '.join(f'{c} text' for c in key)}, algorithm text, id text, "
@@ -158,6 +182,16 @@ def tables_cql(ks: str, layout: Layout = NEXUS_LAYOUT) -> list[str]:
             f"cluster text, template text, PRIMARY KEY ((algorithm, id))){options}"
         ),
         *lookups,
+        (
+            f"CREATE TABLE IF NOT EXISTS {ks}.runs_by_time (scope text, hour int, "
+            "received_at timestamp, algorithm text, id text, stage text, "
+            "PRIMARY KEY ((scope, hour), received_at, algorithm, id)) "
+            f"WITH CLUSTERING ORDER BY (received_at DESC, algorithm DESC, id DESC){time_options}"
+        ),
+        (
+            f"CREATE TABLE IF NOT EXISTS {ks}.run_hours (scope text, hour int, "
+            f"PRIMARY KEY ((scope), hour)) WITH CLUSTERING ORDER BY (hour DESC){time_options}"
+        ),
         (
             f"CREATE TABLE IF NOT EXISTS {ks}.idempotency_keys (algorithm text, key text, "
             f"id text, PRIMARY KEY ((algorithm, key))){options}"
@@ -181,16 +215,44 @@ class Statements:
         names = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
         self.insert_run = (
-            f"INSERT INTO {ks}.checkpoints ({names}) VALUES ({marks}) USING TTL ? AND TIMESTAMP ?"
+            f"INSERT INTO {ks}.checkpoints ({names}, events) VALUES ({marks}, ?) "
+            "USING TTL ? AND TIMESTAMP ?"
         )
         self.select_run = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id = ?"
         # Lookups read their runs a page of ids at a time (IN on the last partition-key
         # column), not one query per run.
         self.select_runs = f"SELECT {names} FROM {ks}.checkpoints WHERE algorithm = ? AND id IN ?"
-        # A webhook's progress: a compare-and-set on the state the claimer read.
+        # A webhook's progress: a compare-and-set on the state the claimer read; an
+        # attempt's outcome also goes to the history.
         self.update_callback = (
             f"UPDATE {ks}.checkpoints USING TTL ? SET callback_state = ?, callback_done_at = ? "
             "WHERE algorithm = ? AND id = ? IF callback_state = ?"
+        )
+        self.update_callback_event = (
+            f"UPDATE {ks}.checkpoints USING TTL ? SET callback_state = ?, callback_done_at = ?, "
+            "events = events + ? WHERE algorithm = ? AND id = ? IF callback_state = ?"
+        )
+        self.select_events = f"SELECT events FROM {ks}.checkpoints WHERE algorithm = ? AND id = ?"
+        # The listing (see ALL_SCOPE).
+        self.insert_time = (
+            f"INSERT INTO {ks}.runs_by_time (scope, hour, received_at, algorithm, id, stage) "
+            "VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+        )
+        self.update_time_stage = (
+            f"UPDATE {ks}.runs_by_time USING TTL ? SET stage = ? WHERE scope = ? AND hour = ? "
+            "AND received_at = ? AND algorithm = ? AND id = ?"
+        )
+        self.insert_hour = f"INSERT INTO {ks}.run_hours (scope, hour) VALUES (?, ?) USING TTL ?"
+        self.select_hours = (
+            f"SELECT hour FROM {ks}.run_hours WHERE scope = ? AND hour >= ? AND hour <= ? LIMIT ?"
+        )
+        self.select_time = (
+            f"SELECT received_at, algorithm, id FROM {ks}.runs_by_time WHERE scope = ? "
+            "AND hour = ? AND (received_at, algorithm, id) < (?, ?, ?) LIMIT ?"
+        )
+        self.select_time_stages = (
+            f"SELECT algorithm, stage FROM {ks}.runs_by_time WHERE scope = ? AND hour = ? "
+            "AND received_at >= ? AND received_at < ?"
         )
         self.update_tag = (
             f"UPDATE {ks}.checkpoints USING TTL ? SET tag = ?, last_modified = ? "
@@ -247,10 +309,11 @@ class Statements:
         self._ks = ks
 
     def transition(self, names: tuple[str, ...]) -> str:
-        """The compare-and-set of a stage change that also writes ``names``."""
+        """The compare-and-set of a stage change that also writes ``names`` and appends
+        the change's event to the history."""
         assignments = ", ".join(f"{name} = ?" for name in ("lifecycle_stage", *names))
         return (
-            f"UPDATE {self._ks}.checkpoints USING TTL ? SET {assignments} "
+            f"UPDATE {self._ks}.checkpoints USING TTL ? SET {assignments}, events = events + ? "
             "WHERE algorithm = ? AND id = ? IF lifecycle_stage = ?"
         )
 

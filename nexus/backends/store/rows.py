@@ -50,6 +50,7 @@ COLUMNS = (
     "callback_url",
     "callback_state",
     "callback_done_at",
+    "resubmitted_from",
 )
 JSON_COLUMNS = {
     "applied_configuration": AlgorithmSpec,

@@ -40,12 +40,21 @@ from nexus.backends.store.rows import (
     run_from_columns,
 )
 from nexus.core import lifecycle
+from nexus.core.history import (
+    created_event,
+    decode_event,
+    encode_event,
+    transition_event,
+    webhook_event,
+)
+from nexus.core.listing import RunPage, RunQuery, StageCount, page_of
 from nexus.core.models import (
     TERMINAL_STAGES,
     CallbackState,
     LifecycleStage,
     ParentRef,
     Run,
+    RunEvent,
     SubmissionEntry,
 )
 from nexus.errors import BackendUnavailable, NotFound
@@ -73,6 +82,12 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (algorithm, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (host TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS run_events (
+    algorithm TEXT NOT NULL, id TEXT NOT NULL, event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events (algorithm, id);
+CREATE INDEX IF NOT EXISTS checkpoints_by_time ON checkpoints (received_at, algorithm, id);
+CREATE INDEX IF NOT EXISTS checkpoints_by_algorithm_time ON checkpoints (algorithm, received_at);
 """
 _FINISHED = ", ".join(f"'{stage.value}'" for stage in sorted(TERMINAL_STAGES))
 # Finished runs whose webhook is still to be delivered (a partial index: only those rows).
@@ -90,6 +105,7 @@ _INSERT_RUN = (
     f"VALUES ({', '.join('?' for _ in COLUMNS)}, ?)"
 )
 _SELECT_RUN = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+_INSERT_EVENT = "INSERT INTO run_events VALUES (?, ?, ?)"
 _manifest_encoder = msgspec.json.Encoder()
 _manifest_decoder = msgspec.json.Decoder(dict)
 
@@ -121,8 +137,53 @@ def _run_values(run: Run) -> list[Any]:
     return values
 
 
+def _utc_text(value: datetime) -> str:
+    """A query bound in the form times are stored in (UTC ISO 8601, which sorts as text)."""
+    return value.astimezone(UTC).isoformat()
+
+
 def _parent_key(parent: ParentRef | None) -> str:
     return f"{parent.algorithm_name}/{parent.request_id}" if parent else ""
+
+
+def list_statement(query: RunQuery) -> tuple[str, list[Any]]:
+    """The SELECT of a listing page (one more row than the page: is there a next?). The
+    indexes by time, and by algorithm and time, answer it in order, with no sort."""
+    where, args = ["received_at IS NOT NULL"], []
+    # A tag's or a parent's runs are few: read them by their index (its partial WHERE
+    # repeated, so it applies), never by walking the time index past other runs.
+    index = ""
+    if query.tag:
+        index, where = " INDEXED BY checkpoints_by_tag", [*where, "tag != ''"]
+    elif query.parent is not None:
+        index, where = " INDEXED BY checkpoints_by_parent", [*where, "parent_key != ''"]
+    if query.algorithm:
+        where.append("algorithm = ?")
+        args.append(query.algorithm)
+    if query.stages:
+        where.append(f"lifecycle_stage IN ({', '.join('?' for _ in query.stages)})")
+        args += sorted(stage.value for stage in query.stages)
+    if query.tag:
+        where.append("tag = ?")
+        args.append(query.tag)
+    if query.parent is not None:
+        where.append("parent_key = ?")
+        args.append(_parent_key(query.parent))
+    if query.since is not None:
+        where.append("received_at >= ?")
+        args.append(_utc_text(query.since))
+    if query.until is not None:
+        where.append("received_at < ?")
+        args.append(_utc_text(query.until))
+    if query.after is not None:
+        after = query.after
+        where.append("(received_at, algorithm, id) < (?, ?, ?)")
+        args += [_utc_text(after.received_at), after.algorithm, after.id]
+    statement = (
+        f"{_SELECT_RUN}{index} WHERE {' AND '.join(where)} "
+        "ORDER BY received_at DESC, algorithm DESC, id DESC LIMIT ?"
+    )
+    return statement, [*args, query.limit + 1]
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -315,6 +376,7 @@ class SqliteRunStore:
     ) -> str:
         values = _run_values(run)
         values.append(_parent_key(run.parent))
+        event = encode_event(created_event(run))
         manifest = _manifest_encoder.encode(submission.template).decode() if submission else None
 
         def write(conn: sqlite3.Connection) -> str:
@@ -330,6 +392,7 @@ class SqliteRunStore:
                     (run.algorithm, idempotency_key, run.id),
                 )
             conn.execute(_INSERT_RUN, values)
+            conn.execute(_INSERT_EVENT, (run.algorithm, run.id, event))
             if submission is not None:
                 conn.execute(
                     "INSERT INTO submission_buffer VALUES (?, ?, ?, ?)",
@@ -425,6 +488,8 @@ class SqliteRunStore:
             if also is not None:
                 also(conn)
             changes = {**fields, "lifecycle_stage": target}
+            event = transition_event(current, target, fields)
+            conn.execute(_INSERT_EVENT, (algorithm, run_id, encode_event(event)))
             assignments = ", ".join(f"{name} = ?" for name in changes)
             conn.execute(
                 f"UPDATE checkpoints SET {assignments} "
@@ -482,7 +547,11 @@ class SqliteRunStore:
             current = _row_to_run(row)
             if current.callback_state != expected or current.callback_done_at is not None:
                 return None
-            done_at = datetime.now(UTC) if done else None
+            now = datetime.now(UTC)
+            done_at = now if done else None
+            event = webhook_event(expected, state, now)
+            if event is not None:
+                conn.execute(_INSERT_EVENT, (algorithm, run_id, encode_event(event)))
             conn.execute(
                 "UPDATE checkpoints SET callback_state = ?, callback_done_at = ? "
                 "WHERE algorithm = ? AND id = ?",
@@ -491,6 +560,45 @@ class SqliteRunStore:
             return msgspec.structs.replace(current, callback_state=state, callback_done_at=done_at)
 
         return await self._call(write)
+
+    # --- RunStore: listing and history -------------------------------------------------
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        statement, args = list_statement(query)
+        rows = await self._call(lambda conn: conn.execute(statement, args).fetchall())
+        return page_of([_row_to_run(row) for row in rows], query.limit)
+
+    async def count_runs(
+        self, since: datetime, until: datetime, algorithm: str = ""
+    ) -> list[StageCount]:
+        where, args = "received_at >= ? AND received_at < ?", [_utc_text(since), _utc_text(until)]
+        if algorithm:
+            where += " AND algorithm = ?"
+            args.append(algorithm)
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"SELECT algorithm, lifecycle_stage, count(*) FROM checkpoints WHERE {where} "
+                "GROUP BY algorithm, lifecycle_stage ORDER BY algorithm, lifecycle_stage",
+                args,
+            ).fetchall()
+        )
+        return [StageCount(algorithm=a, stage=LifecycleStage(s), count=n) for a, s, n in rows]
+
+    async def history(self, algorithm: str, run_id: str) -> list[RunEvent] | None:
+        def read(conn: sqlite3.Connection) -> list[str] | None:
+            known = conn.execute(
+                "SELECT 1 FROM checkpoints WHERE algorithm = ? AND id = ?", (algorithm, run_id)
+            ).fetchone()
+            if known is None:
+                return None
+            rows = conn.execute(
+                "SELECT event FROM run_events WHERE algorithm = ? AND id = ? ORDER BY rowid",
+                (algorithm, run_id),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        texts = await self._call(read)
+        return None if texts is None else [decode_event(text) for text in texts]
 
     async def _select(self, where: str, args: tuple[Any, ...]) -> list[Run]:
         rows = await self._call(

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import yaml
 
 from nexus.core.models import AlgorithmSpec, Template, Workgroup, WorkgroupSpec
 from nexus.errors import ConfigError
+
+T = TypeVar("T")
 
 log = logging.getLogger("nexus.templates")
 
@@ -106,3 +109,11 @@ class FolderTemplateSource:
     async def workgroup(self, name: str) -> Workgroup | None:
         self._refresh()
         return self._workgroups.get(name)
+
+    async def catalog(self) -> tuple[list[Template], list[Workgroup]]:
+        self._refresh()
+        return _sorted(self._templates), _sorted(self._workgroups)
+
+
+def _sorted(items: dict[str, T]) -> list[T]:
+    return [items[name] for name in sorted(items)]

@@ -5,7 +5,8 @@ Payload keys (all optional): "sleep" seconds before acting; "exit" code to exit 
 named by the request id under $BEHAVE_STATE); "transient_attempts" — exit 75 (a
 transient code of the test templates) on the first N attempts; "report": false to exit 0
 silently; "error": a cause to report as failure; otherwise report success with the payload
-echoed; "check": true then asks the receiver whether the run is processed, as the
+echoed. "say": lines to print first (stdout, then "err: ..." on stderr), for the log
+tail. "check": true then asks the receiver whether the run is processed, as the
 official SDK does after its report, and writes the answer (or the HTTP error's status)
 to "<request id>.checked" in the state folder. Reports and checks carry the
 run's token from $NEXUS__CLIENT__RECEIVER_ACCESS_TOKEN as ``Authorization: Bearer``, the
@@ -86,6 +87,9 @@ def main():
         handle.write(str(attempt))
     with open(counter + ".pid", "w") as handle:
         handle.write(str(os.getpid()))
+    for line in payload.get("say", []):
+        print(line, flush=True)
+        print(f"err: {line}", file=sys.stderr, flush=True)
     time.sleep(float(payload.get("sleep", 0)))
     if "exit" in payload:
         return int(payload["exit"])
