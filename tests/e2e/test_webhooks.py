@@ -134,7 +134,9 @@ def test_a_receiver_down_for_a_while_gets_it_once_back_even_across_a_restart(
     nexus.kill()
     nexus = nexus_factory(env=FAST_RETRIES, data_dir=data, port=nexus.port)
     receiver.start()
-    (headers, body), *_ = receiver.wait(1)
+    # An attempt the kill cut short keeps its claim for webhooks.timeout + 30 s (2 + 30
+    # here) before the new process may make the next one: wait longer than that.
+    (headers, body), *_ = receiver.wait(1, timeout=90)
     assert verified(headers, body)["requestId"] == run_id
     assert headers["x-nexus-delivery"] == f"behave/{run_id}"
     with httpx.Client(base_url=nexus.url, timeout=30) as client:
