@@ -1,6 +1,7 @@
-"""Completion webhooks end to end on embedded defaults: a real nexus process, the test
-algorithm, and a real HTTP receiver on loopback that the test starts, stops and starts
-again (docs/webhooks.md). The Cassandra store's side is the contract suite's."""
+"""Completion webhooks end to end: a real nexus process, the test algorithm, and a real
+HTTP receiver on loopback that the test starts, stops and starts again
+(docs/webhooks.md); the deliveries' state kept in the embedded SQLite store and in the
+real Cassandra."""
 
 from __future__ import annotations
 
@@ -95,9 +96,27 @@ def wait_callback(client: httpx.Client, run_id: str, check, timeout: float = 30.
         time.sleep(0.1)
 
 
-def test_a_finished_run_is_posted_to_its_callback_signed(nexus_factory, receiver):
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)]
+)
+def store_env(request) -> Iterator[dict[str, str]]:
+    """The run store the webhooks' state lives in: embedded SQLite, or the test Cassandra
+    (a keyspace of this module's own)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    from contract.servers import cassandra_settings_env, drop_keyspace, unique
+
+    keyspace = unique("nexus_hooks_")
+    try:
+        yield cassandra_settings_env(keyspace)
+    finally:
+        drop_keyspace(keyspace)
+
+
+def test_a_finished_run_is_posted_to_its_callback_signed(nexus_factory, receiver, store_env):
     receiver.start()
-    nexus = nexus_factory(env=FAST_RETRIES)
+    nexus = nexus_factory(env={**FAST_RETRIES, **store_env})
     with httpx.Client(base_url=nexus.url, timeout=30) as client:
         ok = create(client, {"n": 1}, callbackUrl=receiver.url)
         failed = create(client, {"error": "bad input rows"}, callbackUrl=receiver.url)
@@ -119,20 +138,20 @@ def test_a_finished_run_is_posted_to_its_callback_signed(nexus_factory, receiver
 
 
 def test_a_receiver_down_for_a_while_gets_it_once_back_even_across_a_restart(
-    nexus_factory, receiver, tmp_path
+    nexus_factory, receiver, tmp_path, store_env
 ):
     """The receiver's port is closed: attempts fail and back off (visible in the run's
     metadata). nexus is killed (-9) with the webhook pending and started again on the same
     data; then the receiver comes up and gets the notification, once."""
     data = tmp_path / "data"
-    nexus = nexus_factory(env=FAST_RETRIES, data_dir=data)
+    nexus = nexus_factory(env={**FAST_RETRIES, **store_env}, data_dir=data)
     with httpx.Client(base_url=nexus.url, timeout=30) as client:
         run_id = create(client, {"n": 1}, callbackUrl=receiver.url)
         assert wait_terminal(client, run_id)["status"] == "COMPLETED"
         state = wait_callback(client, run_id, lambda s: s.get("attempts", 0) >= 2)
         assert state["last_status"] == 0 and state["last_error"] and not state.get("gave_up")
     nexus.kill()
-    nexus = nexus_factory(env=FAST_RETRIES, data_dir=data, port=nexus.port)
+    nexus = nexus_factory(env={**FAST_RETRIES, **store_env}, data_dir=data, port=nexus.port)
     receiver.start()
     # An attempt the kill cut short keeps its claim for webhooks.timeout + 30 s (2 + 30
     # here) before the new process may make the next one: wait longer than that.
