@@ -144,12 +144,21 @@ class NexusProcess:
         return self.data_dir / "nexus.db"
 
     def row_counts(self) -> dict[str, int]:
-        """Rows per table of the embedded store, read through a separate connection."""
+        """Rows per table of the embedded store, read through a separate connection.
+
+        For the history it counts the runs that have one, not its rows: runs accepted
+        earlier (by another test of a module-scoped server) keep adding events while they
+        run or deliver their webhook, and a refused request must add no *run*. A test
+        about one existing run compares that run's history itself."""
         with closing(sqlite3.connect(self.db_path, timeout=10)) as conn:
-            return {
+            counts = {
                 table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("checkpoints", "submission_buffer", "idempotency_keys", "run_events")
+                for table in ("checkpoints", "submission_buffer", "idempotency_keys")
             }
+            counts["runs_with_history"] = conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT algorithm, id FROM run_events)"
+            ).fetchone()[0]
+            return counts
 
     def payload_files(self) -> list[str]:
         """Stored payloads (results that algorithms upload, under results/, are left out)."""

@@ -59,6 +59,13 @@ def metadata(client: httpx.Client, request_id: str, algorithm: str = "behave") -
     return response.json()
 
 
+def history(client: httpx.Client, request_id: str, algorithm: str = "behave") -> list[Any]:
+    """The run's stored history (GET runs/{algorithm}/requests/{id}/events)."""
+    response = client.get(f"{API}/runs/{algorithm}/requests/{request_id}/events")
+    assert response.status_code == 200, response.text
+    return response.json()["events"]
+
+
 def wait_terminal(
     client: httpx.Client, request_id: str, algorithm: str = "behave", timeout: float = 45.0
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from support import API, assert_error, create, metadata, wait_stage, wait_terminal
+from support import API, assert_error, create, history, metadata, wait_stage, wait_terminal
 
 MAX = 1024  # NEXUS__MAX_PAYLOAD_SIZE=1Ki
 
@@ -514,7 +514,7 @@ def test_a_signed_url_cannot_be_redirected_to_another_file(api, server):
 def test_bad_cancel_body_changes_nothing(api, server, body):
     run_id = create(api, {"sleep": 30, "report": False})
     wait_stage(api, run_id, "RUNNING")  # its Job row is written by then
-    before = server.written()
+    before, events = server.written(), history(api, run_id)
     response = api.post(
         f"{API}/cancel/behave/requests/{run_id}",
         content=body,
@@ -522,6 +522,7 @@ def test_bad_cancel_body_changes_nothing(api, server, body):
     )
     assert_error(response, 400, "Cancellation payload is invalid")
     assert server.written() == before
+    assert history(api, run_id) == events
     assert metadata(api, run_id)["lifecycle_stage"] != "CANCELLED"
     api.post(f"{API}/cancel/behave/requests/{run_id}", json={"reason": "", "initiator": ""})
 
@@ -642,7 +643,7 @@ def test_deep_nesting_is_a_400(roomy_api, roomy_unchanged, body, what):
 def test_deep_nesting_in_the_other_bodies_is_a_400(roomy, roomy_api, path, body, what):
     run_id = create(roomy_api, {"sleep": 30, "report": False})
     wait_stage(roomy_api, run_id, "RUNNING")
-    before = roomy.written()
+    before, events = roomy.written(), history(roomy_api, run_id)
     response = roomy_api.post(
         f"{API}/{path.format(id=run_id)}",
         content=body,
@@ -650,6 +651,7 @@ def test_deep_nesting_in_the_other_bodies_is_a_400(roomy, roomy_api, path, body,
     )
     assert_error(response, 400, f"{what} is invalid", "too deeply")
     assert roomy.written() == before
+    assert history(roomy_api, run_id) == events
     assert metadata(roomy_api, run_id)["lifecycle_stage"] == "RUNNING"
     roomy_api.post(f"{API}/cancel/behave/requests/{run_id}", json={})
 
@@ -762,13 +764,14 @@ def test_a_tag_longer_than_256_characters_is_refused(api, nothing_written):
 
 
 def test_retag_checks_the_new_tag_like_a_create(api, server, parent):
-    before = server.written()
+    before, events = server.written(), history(api, parent)
     for new_tag, fragment in (("bad\x00tag", "U+0000"), ("x" * 257, "at most 256")):
         response = api.post(
             f"{API}/metadata/tags/behave/requests/{parent}", json={"newTag": new_tag}
         )
         assert_error(response, 400, "Invalid newTag", fragment)
     assert server.written() == before
+    assert history(api, parent) == events
     assert metadata(api, parent)["tag"] == ""
     retagged = "re-tag ✓/ok"
     assert (
