@@ -300,6 +300,8 @@ kube__spawn() {
     local dir
     dir=$(kube__rundir)/$name
     tenv_mkdir "$dir"
+    # The command line, for kube_start_part to start the process again exactly so.
+    printf '%q ' "$@" >"$dir/$name.cmd"
     tenv_spawn "$(kube__name)/$name" "$dir/$name.log" "$@"
 }
 
@@ -472,6 +474,45 @@ kube_stop() {
         tenv_stop_pid "$(kube__name)/$p" 30 || rc=1
     done
     return $rc
+}
+
+# kube_stop_part PART / kube_start_part PART: one process of a running control plane
+# (e.g. the API server: a shard whose API server goes down while its etcd, and so its
+# objects, stay) stopped by SIGTERM, and started again with the same command line.
+kube_stop_part() {
+    local part=$1
+    kube__known_part "$part"
+    tenv_pid "$(kube__name)/$part" >/dev/null || tenv_die "$(kube__name)/$part is not running"
+    tenv_stop_pid "$(kube__name)/$part" 30
+}
+
+kube_start_part() {
+    local part=$1 dir timeout
+    kube__known_part "$part"
+    dir=$(kube__rundir)/$part
+    timeout=${NEXUS_TESTENV_KUBE_TIMEOUT:-${NEXUS_TESTENV_TIMEOUT:-120}}
+    if tenv_pid "$(kube__name)/$part" >/dev/null; then
+        tenv_log "$(kube__name)/$part: already running"
+        return 0
+    fi
+    [[ -s $dir/$part.cmd ]] || tenv_die "$(kube__name)/$part was never started (no $dir/$part.cmd)"
+    local -a cmd
+    eval "cmd=($(<"$dir/$part.cmd"))"
+    [[ -s $dir/$part.log ]] && mv -f "$dir/$part.log" "$dir/$part.log.1"
+    kube__spawn "$part" "${cmd[@]}"
+    if [[ $part == apiserver ]]; then
+        kube__wait "kube-apiserver /readyz" "$timeout" "$dir/$part.log" -- kube__healthy /readyz
+    else
+        sleep 1
+        kube__check_alive
+    fi
+    tenv_log "$(kube__name)/$part: started again"
+}
+
+kube__known_part() {
+    local p
+    for p in "${KUBE_PROCS[@]}"; do [[ $p == "$1" ]] && return 0; done
+    tenv_die "$(kube__name): no process '$1' (known: ${KUBE_PROCS[*]})"
 }
 
 kube_status() {

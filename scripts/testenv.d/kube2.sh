@@ -22,3 +22,5 @@ kube2_status() { KUBE_NAME=kube2 kube_status; }
 kube2_env() { KUBE_NAME=kube2 kube_env; }
 kube2_clean() { KUBE_NAME=kube2 kube_clean; }
 kube2_logs() { KUBE_NAME=kube2 kube_logs; }
+kube2_stop_part() { KUBE_NAME=kube2 kube_stop_part "$@"; }
+kube2_start_part() { KUBE_NAME=kube2 kube_start_part "$@"; }

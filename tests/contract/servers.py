@@ -156,10 +156,10 @@ def delete_prefix(prefix: str) -> None:
         print(f"could not delete test objects under {prefix}: {exc}")
 
 
-def run_testenv(command: str, component: str, timeout: float = 300) -> None:
-    """Run ``scripts/testenv <command> <component>``; fail the test with its output."""
+def run_testenv(command: str, component: str, *args: str, timeout: float = 300) -> None:
+    """Run ``scripts/testenv <command> <component> [args]``; fail the test with its output."""
     result = subprocess.run(
-        [str(TESTENV), command, component],
+        [str(TESTENV), command, component, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -167,7 +167,8 @@ def run_testenv(command: str, component: str, timeout: float = 300) -> None:
     )
     if result.returncode != 0:
         pytest.fail(
-            f"scripts/testenv {command} {component} failed ({result.returncode}):\n"
+            f"scripts/testenv {' '.join((command, component, *args))} failed "
+            f"({result.returncode}):\n"
             f"{result.stdout}\n{result.stderr}",
             pytrace=False,
         )

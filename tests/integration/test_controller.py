@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 from conftest import NexusProcess
+from contract.servers import run_testenv
 from control_plane import GROUP, Kube, install_crds, require_kubeconfig, wait_for
 from test_kubernetes import V1, finished, kube_env, shard_kubeconfig, workgroup
 
@@ -597,6 +598,60 @@ def test_a_shard_that_stops_answering_is_retried_and_converges_when_back(
         )
     finally:
         relay.close()
+
+
+def test_a_shard_api_server_stopped_and_started_again_is_caught_up(
+    kube, kube2, namespace, controller
+):
+    """kube2's kube-apiserver process is really stopped (its etcd, and so its objects,
+    stay) and started again on the same port: while it is down the other shard keeps
+    syncing and the status names the one that is away; once it is back, what changed
+    meanwhile reaches it without a controller restart."""
+    workgroup(kube, namespace, "wg-far", "far")
+    secret(kube, namespace, "db", password="v1")
+    algorithm(kube, namespace, "before", ["db"], [])
+    controller()
+    wait_for(lambda: get(kube2, namespace, "Secret", "db"), SYNC_WAIT, "the first sync")
+
+    run_testenv("stop-part", "kube2", "apiserver")
+    try:
+        algorithm(kube, namespace, "during", ["db"], [])
+        secret(kube, namespace, "db", password="v2")
+        condition = wait_for(
+            lambda: (
+                ready(get(kube, namespace, "NexusAlgorithmTemplate", "during"))
+                if ready(get(kube, namespace, "NexusAlgorithmTemplate", "during")).get("reason")
+                == "SyncError"
+                else None
+            ),
+            SYNC_WAIT,
+            "the stopped shard reported",
+        )
+        assert "shard 'far'" in condition["message"], condition
+        status = get(kube, namespace, "NexusAlgorithmTemplate", "during")["status"]
+        assert status["syncedToClusters"] == ["near"]
+    finally:
+        run_testenv("start-part", "kube2", "apiserver")
+
+    wait_for(
+        lambda: get(kube2, namespace, "NexusAlgorithmTemplate", "during"),
+        SYNC_WAIT * 2,  # the shard's backoff may have grown while it was away
+        "the template in far once its API server is back",
+    )
+    wait_for(
+        lambda: (
+            (get(kube2, namespace, "Secret", "db") or {}).get("data") == {"password": b64("v2")}
+        ),
+        SYNC_WAIT * 2,
+        "the Secret changed while far was away",
+    )
+    wait_for(
+        lambda: (
+            ready(get(kube, namespace, "NexusAlgorithmTemplate", "during")).get("status") == "True"
+        ),
+        SYNC_WAIT * 2,
+        "the template Ready again",
+    )
 
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "nexus"
