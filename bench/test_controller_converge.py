@@ -9,6 +9,7 @@ requests it spent per object to sync (a template, a Secret or a ConfigMap).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -45,8 +46,16 @@ def test_controller_convergence(bench, tmp_path):
             )
         pytest.skip(reason)
 
-    # The integration suite's helpers (and the tests' conftest they import).
+    # The integration suite's helpers (and the tests' conftest they import: the suite's
+    # root conftest is known to tests/integration/conftest.py as nexus_tests_conftest).
     sys.path[:0] = [str(servers.REPO / "tests" / "integration"), str(servers.REPO / "tests")]
+    if "nexus_tests_conftest" not in sys.modules:
+        root = servers.REPO / "tests" / "conftest.py"
+        spec = importlib.util.spec_from_file_location("nexus_tests_conftest", root)
+        assert spec and spec.loader
+        sys.modules["nexus_tests_conftest"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    import control_plane as cp
     import httpx
     import test_controller as tc
     import test_kubernetes as kt
@@ -56,12 +65,12 @@ def test_controller_convergence(bench, tmp_path):
         os.environ["NEXUS_TEST_KUBECONFIG"],
         os.environ["NEXUS_TEST_KUBECONFIG_2"],
     )
-    kube, kube2 = kt.Kube(kubeconfig), kt.Kube(kubeconfig_2)
+    kube, kube2 = cp.Kube(kubeconfig), cp.Kube(kubeconfig_2)
     namespace = f"nexus-bench-ctl-{uuid.uuid4().hex[:8]}"
     server = None
     try:
         for client in (kube, kube2):
-            kt.install_crds(client)
+            cp.install_crds(client)
             client.create_namespace(namespace)
         kt.workgroup(kube, namespace, "wg-far", "far")
         for i in range(count):
@@ -93,11 +102,11 @@ def test_controller_convergence(bench, tmp_path):
 
         def ready() -> int:
             items = kube.call(
-                "GET", f"/apis/{kt.GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates"
+                "GET", f"/apis/{cp.GROUP}/v1/namespaces/{namespace}/nexusalgorithmtemplates"
             )["items"]
             return sum(tc.ready(item).get("status") == "True" for item in items)
 
-        kt.wait_for(lambda: ready() == count, 600, f"{count} templates Ready", every=1.0)
+        cp.wait_for(lambda: ready() == count, 600, f"{count} templates Ready", every=1.0)
         seconds = time.perf_counter() - began
         requests = _requests(httpx.get(f"{server.url}/metrics", timeout=10).text)
         objects = 3 * count
