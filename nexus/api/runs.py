@@ -112,14 +112,14 @@ async def create_run(request: NexusRequest, algorithm: str) -> HTTPResponse:
 
 @bp.post("/resubmit/<algorithm:str>/requests/<request_id:str>")
 async def resubmit_run(request: NexusRequest, algorithm: str, request_id: str) -> HTTPResponse:
-    await allow(request, Verb.CREATE, algorithm)
+    caller = await allow(request, Verb.CREATE, algorithm)
     body = (
         _decode(schemas.resubmit_decoder, request.body, "Resubmit request")
         if request.body
         else schemas.ResubmitRequest()
     )
     run_id = await request.app.ctx.scheduler.resubmit(
-        algorithm, request_id, custom=body.custom_configuration, tag=body.tag
+        algorithm, request_id, custom=body.custom_configuration, tag=body.tag, caller=caller
     )
     request.app.ctx.metrics.accepted.inc(algorithm)
     return json_response(schemas.RunCreated(request_id=run_id), status=202)

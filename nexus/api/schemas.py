@@ -90,6 +90,7 @@ class RunSummary(_Wire):
     error_details: str
     resubmitted_from: str
     callback_url: str
+    created_by: str  # the authenticated caller who created it; empty in auth.mode none
 
 
 class RunList(_Wire, omit_defaults=True):
@@ -150,6 +151,7 @@ def run_summary(run: Run) -> RunSummary:
         error_details=run.algorithm_failure_details,
         resubmitted_from=run.resubmitted_from,
         callback_url=run.callback_url,
+        created_by=run.created_by,
     )
 
 
@@ -199,6 +201,8 @@ def checkpoint(run: Run) -> dict[str, Any]:
         body["parent"] = run.parent
     if run.resubmitted_from:
         body["resubmitted_from"] = run.resubmitted_from
+    if run.created_by:
+        body["created_by"] = run.created_by
     if run.callback_url:
         body["callback_url"] = run.callback_url
         body["callback_state"] = run.callback_state or CallbackState()

@@ -387,6 +387,10 @@ class Run(msgspec.Struct, kw_only=True):
     callback_done_at: datetime | None = None
     # The run this one was resubmitted from (same algorithm; POST .../resubmit/...).
     resubmitted_from: str = ""
+    # Who created the run (or resubmitted it): the authenticated caller's name, empty when
+    # nobody was checked (auth.mode none). Kept so that a recovered run is served as the
+    # same tenant under tenants.tenant-by: caller, and so that listings can say whose it is.
+    created_by: str = ""
 
 
 class RunEvent(msgspec.Struct, kw_only=True, frozen=True, rename="camel", omit_defaults=True):

@@ -277,6 +277,7 @@ class Scheduler:
             payload_valid_for=format_duration(valid_for),
             callback_url=callback_url,
             resubmitted_from=resubmitted_from,
+            created_by=caller or "",
         )
         # The payload upload runs as a task while this one writes the store row (one task
         # instead of gather's two: this is the hot path); both outcomes are judged below.
@@ -344,11 +345,13 @@ class Scheduler:
         *,
         custom: SpecOverride | None = None,
         tag: str | None = None,
+        caller: str | None = None,
     ) -> str:
         """A new run of a finished one: its stored payload, its overrides (or ``custom``),
         its tag (or ``tag``), parent, payload lifetime and webhook; the template as it is
-        now. 404 for an unknown run, 409 while it is not finished or once its payload is
-        gone (docs/runs-api.md)."""
+        now; created by ``caller`` (who resubmits, not who created the original). 404 for
+        an unknown run, 409 while it is not finished or once its payload is gone
+        (docs/runs-api.md)."""
         original = await self.get(algorithm, run_id)
         if not original.lifecycle_stage.is_terminal:
             raise Conflict(
@@ -372,6 +375,7 @@ class Scheduler:
             dry_run=original.job_uid == DRY_RUN_UID,
             callback_url=original.callback_url,
             resubmitted_from=original.id,
+            caller=caller,
         )
 
     # --- reads -------------------------------------------------------------------------

@@ -8,9 +8,10 @@ have a limit on queued runs (settings ``s3-buffer.buffer-config.tenants``).
 
 With ``tenants.tenant-by: caller`` the tenant of a run created by an authenticated
 caller (auth.mode kubernetes or oidc) is that caller, so each user or ServiceAccount
-gets its own share whatever templates it runs. The caller is not stored with the run:
-a run recovered after a restart is served as its template's tenant (recovered runs go
-ahead of new ones anyway).
+gets its own share whatever templates it runs. The caller is stored with the run
+(``Run.created_by``), so a run recovered after a restart or taken over from a dead
+scheduler is served as the same tenant; a run stored without one (auth.mode none, or a
+row from before the column) falls back to its template's tenant.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def tenant_of(template: Template, workgroup: Workgroup | None, caller: str | Non
 
 class Tenancy:
     """Resolves the tenant of a stored run (one found pending by recovery) the way the
-    accept did, from its template and workgroup as they are now; a template deleted
-    since leaves the run its algorithm's name."""
+    accept did: its creator with ``by_caller``, else from its template and workgroup as
+    they are now; a template deleted since leaves the run its algorithm's name."""
 
-    def __init__(self, templates: TemplateSource) -> None:
+    def __init__(self, templates: TemplateSource, by_caller: bool = False) -> None:
         self._templates = templates
+        self._by_caller = by_caller
 
     async def of_run(self, run: Run) -> str:
+        if self._by_caller and run.created_by:
+            return run.created_by
         template = await self._templates.template(run.algorithm)
         if template is None:
             return run.algorithm

@@ -159,7 +159,9 @@ class Shared:
                 render=(await self.renderer()).render,
                 on_change=self.ctx.watch.notify,
                 on_dequeued=lambda taken: metrics.queue_wait.observe(taken.waited, taken.tenant),
-                tenant_of=Tenancy(await self.templates()).of_run,
+                tenant_of=Tenancy(
+                    await self.templates(), by_caller=limits.tenants.tenant_by == "caller"
+                ).of_run,
             )
             self._pipeline = pipeline
             metrics.gauge("nexus_queue_depth", "Runs waiting in the virtual queue", pipeline.depth)

@@ -103,7 +103,13 @@ def ids(runs: list[Run]) -> list[str]:
 
 async def test_create_then_get_returns_every_field(run_store):
     parent = ParentRef(request_id=str(uuid.uuid4()), algorithm_name="parent-algorithm")
-    run = make_run(tag="contract-tag", parent=parent, sent_at=now_ms(), job_uid="")
+    run = make_run(
+        tag="contract-tag",
+        parent=parent,
+        sent_at=now_ms(),
+        job_uid="",
+        created_by="system:serviceaccount:team-a:pipeline",
+    )
     assert await run_store.create(run, submission_for(run)) == run.id
     assert await run_store.get(run.algorithm, run.id) == run
 

@@ -29,13 +29,15 @@ import pytest
 from conftest import NexusProcess, walk_routes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from support import API, assert_error, create
+from support import API, assert_error, create, wait_stage
 
+from nexus.core.models import LifecycleStage
 from nexus_run_client import Forbidden as ClientForbidden
 from nexus_run_client import NexusClient, Unauthorized
 
 AUDIENCE = "nexus-test"
 A, B = "behave", "noop"
+FINISHED = {s.value for s in LifecycleStage if s.is_terminal}
 
 
 class Provider:
@@ -456,11 +458,76 @@ def test_the_caller_is_the_tenant_when_configured(tmp_path: Path, provider: Prov
         for name, runs in counts.items():
             for _ in range(runs):
                 create(http, algorithm=B, headers=bearer(provider.token(kid, sub=name)))
-        wanted = [
-            f'nexus_queue_wait_seconds_count{{tenant="{n}"}} {c}.0' for n, c in counts.items()
-        ]
-        deadline = time.monotonic() + 30
-        while not all(line in http.get("/metrics").text for line in wanted):
-            assert time.monotonic() < deadline, http.get("/metrics").text[-3000:]
-            time.sleep(0.1)
+        wait_for_metrics(http, launched_per_tenant(counts))
         assert f'tenant="{B}"' not in http.get("/metrics").text  # not the template's
+
+
+def launched_per_tenant(counts: dict[str, int]) -> list[str]:
+    """The /metrics lines saying that many runs of each tenant left the queue."""
+    return [f'nexus_queue_wait_seconds_count{{tenant="{n}"}} {c}.0' for n, c in counts.items()]
+
+
+def wait_for_metrics(http: httpx.Client, wanted: list[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while not all(line in (text := http.get("/metrics").text) for line in wanted):
+        assert time.monotonic() < deadline, (wanted, text[-3000:])
+        time.sleep(0.1)
+    return text
+
+
+def listing(http: httpx.Client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    answer = http.get(f"{API}/runs", params={"algorithm": B}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["runs"]
+
+
+def test_a_run_recovered_after_a_crash_is_served_as_its_creator(
+    tmp_path: Path, provider: Provider
+) -> None:
+    """The creating caller is stored with the run (created_by): runs accepted and not yet
+    launched when the scheduler is killed are queued again, by the next one, each in its
+    creator's share, not its template's. The listing says who created each run, and a
+    resubmitted run is the resubmitting caller's."""
+    auth = {"rules": [{"groups": ["team-a"], "algorithms": [B]}]}
+    by_caller = {"tenants": {"tenant-by": "caller"}}
+    held = {  # one launch (carol's run takes it), then none for a long while
+        **by_caller,
+        "rate-limit-elements-per-second": 0.001,
+        "rate-limit-elements-burst": 1,
+        "workers": 1,
+    }
+    kid = provider.published[0]
+    alice, bob, carol = (bearer(provider.token(kid, sub=n)) for n in ("alice", "bob", "carol"))
+    with oidc_nexus(tmp_path, provider, auth, **{"s3-buffer": {"buffer-config": held}}) as (
+        first,
+        http,
+    ):
+        create(http, algorithm=B, headers=carol)
+        wait_for_metrics(http, launched_per_tenant({"carol": 1}))
+        created = {
+            "alice": [create(http, algorithm=B, headers=alice) for _ in range(2)],
+            "bob": [create(http, algorithm=B, headers=bob)],
+        }
+        # None launched: one may wait in a worker for the rate limiter, the rest queued.
+        stages = {run["requestId"]: run["stage"] for run in listing(http, alice)}
+        assert all(stages[i] in {"NEW", "BUFFERED"} for ids in created.values() for i in ids)
+        first.kill()
+
+    with oidc_nexus(tmp_path, provider, auth, **{"s3-buffer": {"buffer-config": by_caller}}) as (
+        _,
+        http,
+    ):
+        text = wait_for_metrics(http, launched_per_tenant({"alice": 2, "bob": 1}))
+        assert f'tenant="{B}"' not in text  # recovered as their creators', not the template's
+        creators = {run["requestId"]: run["createdBy"] for run in listing(http, alice)}
+        for name, ids in created.items():
+            assert all(creators[run_id] == name for run_id in ids), (name, creators)
+
+        original = created["alice"][0]
+        with httpx.Client(base_url=http.base_url, headers=alice, timeout=30) as reader:
+            wait_stage(reader, original, FINISHED, algorithm=B, timeout=60)
+        again = http.post(f"{API}/resubmit/{B}/requests/{original}", headers=bob)
+        assert again.status_code == 202, again.text
+        meta = http.get(f"{API}/metadata/{B}/requests/{again.json()['requestId']}", headers=bob)
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["created_by"] == "bob" and meta.json()["resubmitted_from"] == original

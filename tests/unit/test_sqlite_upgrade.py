@@ -1,5 +1,5 @@
-"""A SQLite file written by an older nexus (before the webhook columns) opens, keeps its
-runs, and takes the new columns."""
+"""A SQLite file written by an older nexus (before the webhook and creator columns) opens,
+keeps its runs, and takes the new columns."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ async def test_an_older_file_gets_the_new_columns_and_keeps_its_runs(tmp_path):
         old = await store.get("algo", "old-run")
         assert old is not None and old.tag == "kept" and old.lifecycle_stage is S.COMPLETED
         assert old.callback_url == "" and old.callback_state is None
+        assert old.created_by == ""  # no creator recorded: served as its template's tenant
         assert [run.id for run in await store.pending_callbacks(10)] == []
         assert await store.update_callback("algo", "old-run", None, CallbackState()) is not None
     finally:

@@ -65,3 +65,18 @@ def test_a_caller_given_is_the_tenant_over_every_label():
     assert tenant_of(labelled, workgroup({TENANT_LABEL: "team-w"}), "alice") == "alice"
     assert tenant_of(labelled, None, None) == "team-t"  # no caller: as before
     assert tenant_of(labelled, None, "") == "team-t"
+
+
+async def test_a_stored_run_keeps_its_creator_as_tenant_when_served_by_caller():
+    run = Run(
+        algorithm="algo",
+        id="r1",
+        lifecycle_stage=LifecycleStage.NEW,
+        applied_configuration=SPEC,
+        created_by="alice",
+    )
+    labelled = Templates(template(), workgroup({TENANT_LABEL: "team-a"}))
+    assert await Tenancy(labelled, by_caller=True).of_run(run) == "alice"
+    assert await Tenancy(labelled).of_run(run) == "team-a"  # tenant-by: template
+    anonymous = msgspec.structs.replace(run, created_by="")  # mode none, or an older row
+    assert await Tenancy(labelled, by_caller=True).of_run(anonymous) == "team-a"

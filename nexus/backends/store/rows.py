@@ -51,6 +51,7 @@ COLUMNS = (
     "callback_state",
     "callback_done_at",
     "resubmitted_from",
+    "created_by",
 )
 JSON_COLUMNS = {
     "applied_configuration": AlgorithmSpec,
