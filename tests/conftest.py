@@ -86,7 +86,7 @@ class NexusProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"nexus-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> NexusProcess:
+    def start(self, timeout: float = 120.0) -> NexusProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS__")}
         env.update(self.env)
