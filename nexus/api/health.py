@@ -23,7 +23,11 @@ async def live(request: NexusRequest) -> HTTPResponse:
 async def ready(request: NexusRequest) -> HTTPResponse:
     checks = request.app.ctx.readiness
     try:
-        await asyncio.wait_for(asyncio.gather(*(check() for check in checks)), timeout=5.0)
+        # Awaited by this task itself (not through wait_for): when the client goes away
+        # and the handler is cancelled, the gather's CancelledError is retrieved here
+        # instead of being logged as "exception was never retrieved".
+        async with asyncio.timeout(5.0):
+            await asyncio.gather(*(check() for check in checks))
     except NexusError as exc:
         raise BackendUnavailable(f"not ready: {exc.message}") from exc
     except TimeoutError as exc:
