@@ -42,12 +42,36 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="bind with SO_REUSEPORT so several nexus processes (each with its "
         "own instance-id) share the port and the kernel spreads connections",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve with N processes on the port (scheduler or receiver; about one per "
+        "core): each a --reuse-port worker with instance-id <instance-id>-<k>, restarted "
+        "when it dies",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     return client_cli.build_parser(
         description=DESCRIPTION, version=f"nexus {nexus_version()}", add_flags=_add_server_flags
     )
+
+
+def _check_workers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.workers is None:
+        return
+    from nexus.workers import SCALABLE_ROLES
+
+    if args.workers < 1:
+        parser.error(f"argument --workers: must be at least 1, not {args.workers}")
+    if args.workers > 1 and args.role not in SCALABLE_ROLES:
+        parser.error(
+            f"argument --workers: --role {args.role} runs as one process; only "
+            f"{' and '.join(SCALABLE_ROLES)} may run as several workers"
+        )
+    if args.workers > 1 and args.reuse_port:
+        parser.error("argument --workers: its workers use --reuse-port already")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,9 +87,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(
                 f"argument --role: invalid choice: {args.role!r} (choose from {', '.join(ROLES)})"
             )
-    elif args.role or args.config or args.host or args.port is not None or args.reuse_port:
+        _check_workers(parser, args)
+    elif (
+        args.role
+        or args.config
+        or args.host
+        or args.port is not None
+        or args.reuse_port
+        or args.workers is not None
+    ):
         parser.error(
-            "--role/--config/--host/--port/--reuse-port start a server; "
+            "--role/--config/--host/--port/--reuse-port/--workers start a server; "
             "they do not go with a client command"
         )
     return args
@@ -100,6 +132,11 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
     for warning in warnings:
         logging.getLogger("nexus.settings").warning(warning)
+    if args.workers and args.workers > 1:
+        from nexus.workers import run_workers, worker_command
+
+        command = worker_command(args.role, args.config, args.host, args.port)
+        return run_workers(args.workers, command, settings.instance_id)
     # Sanic's own multi-worker mode would give every worker the same settings, hence the
     # same instance-id, which names the scheduler's lease and the runs it recovers; separate
     # processes sharing a port keep one identity each.

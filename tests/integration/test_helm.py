@@ -245,6 +245,7 @@ def test_production_values_render(helm, values_file: Path, tmp_path: Path) -> No
     "bad",
     [
         "scheduler.replicas=-1",
+        "scheduler.workers=0",
         "image.pullPolicy=Sometimes",
         "config.log-format=xml",
         "config.scylla-cql-store.password=in-plain-text",
@@ -328,6 +329,17 @@ def test_opt_in_knobs_render(helm) -> None:
         assert {"name": "ca", "emptyDir": {"medium": "Memory"}} in pod["spec"]["volumes"]
         assert {"name": "ca", "mountPath": "/etc/ca"} in container["volumeMounts"]
         assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
+
+
+def test_workers_per_pod_reach_the_command_line(helm) -> None:
+    """scheduler.workers / receiver.workers: nexus --workers N, left out at 1."""
+    docs = _documents(helm("template", "nexus", str(CHART), "--set", "scheduler.workers=4").stdout)
+    args = {
+        name: deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        for name, deployment in _by_kind(docs, "Deployment").items()
+    }
+    assert args["nexus-scheduler"][-2:] == ["--workers", "4"]
+    assert "--workers" not in args["nexus-receiver"] + args["nexus-supervisor"]
 
 
 def test_roles_can_be_turned_off(helm) -> None:
