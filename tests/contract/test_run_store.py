@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -454,17 +455,26 @@ async def test_heartbeat_keeps_a_lease_until_it_expires(run_store):
 
 
 async def test_drop_lease_removes_only_an_expired_lease(run_store):
+    """No sleep decides the outcome: ``gone`` is dropped once it is seen expired, and
+    ``back`` is dropped right after a heartbeat that keeps it for 5 s (a loaded machine
+    stalling that long would fail it), then seen to expire, then dropped for good."""
     gone, back = f"host-{uuid.uuid4()}", f"host-{uuid.uuid4()}"
     await run_store.heartbeat(gone, 0.2)
-    await run_store.heartbeat(back, 1.5)
-    await asyncio.sleep(0.5)
+    await until_expired(run_store, gone)
+    await run_store.heartbeat(back, 5.0)
     await run_store.drop_lease(gone)
     await run_store.drop_lease(back)  # not expired yet: must stay
     assert gone not in await run_store.expired_hosts()
-    await asyncio.sleep(1.5)
-    assert back in await run_store.expired_hosts()
+    await until_expired(run_store, back)  # still there: it expires in its own time
     await run_store.drop_lease(back)
     assert back not in await run_store.expired_hosts()
+
+
+async def until_expired(run_store, host: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while host not in await run_store.expired_hosts():
+        assert time.monotonic() < deadline, f"the lease of {host} never expired"
+        await asyncio.sleep(0.1)
 
 
 async def test_ping_answers(run_store):
