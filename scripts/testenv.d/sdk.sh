@@ -49,8 +49,10 @@ sdk_install() {
     tenv_log "sdk: installing nexus-client-sdk and its pinned dependencies into $venv"
     {
         "$base" -m venv "$venv" &&
+            # --no-compile: byte-compiling all of pandas, pyarrow, polars ... doubled the
+            # install's time; Python compiles the few modules the SDK imports when it does
             "$venv/bin/python" -m pip install --no-deps --require-hashes --only-binary :all: \
-                --disable-pip-version-check --no-input -r "$(sdk__requirements)" &&
+                --no-compile --disable-pip-version-check --no-input -r "$(sdk__requirements)" &&
             "$venv/bin/python" -m pip check --disable-pip-version-check &&
             # the Go shared library loads, and the clients the test uses import
             "$venv/bin/python" -c 'from nexus_client_sdk.clients.cwrapper import import_cgo_library
