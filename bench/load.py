@@ -52,14 +52,15 @@ def build_request(
     *,
     host: str = "127.0.0.1",
     headers: dict[str, str] | None = None,
+    authorization: str | None = "Bearer ",
 ) -> bytes:
-    """One HTTP/1.1 keep-alive request as bytes, sent as-is for every repetition."""
-    lines = [
-        f"{method} {path} HTTP/1.1",
-        f"Host: {host}",
-        "Connection: keep-alive",
-        "Authorization: Bearer ",
-    ]
+    """One HTTP/1.1 keep-alive request as bytes, sent as-is for every repetition.
+
+    ``authorization`` None sends no Authorization header: an algorithm's report carries
+    none when receiver tokens are off (an empty Bearer there is refused with a 401)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
     if body or method in ("POST", "PUT"):
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]

@@ -65,12 +65,17 @@ def summarise(profile_json: Path, top: int = 15) -> dict[str, Any]:
 def profile_accept(
     data_dir: Path,
     out: Path,
-    request: bytes,
+    request: load.RequestSource,
     *,
     seconds: float,
     connections: int = 64,
     extra_env: dict[str, str] | None = None,
+    warmup: load.RequestSource | None = None,
+    warmup_total: int = 500,
+    total: int = 1_000_000,
 ) -> dict[str, Any]:
+    """Profile nexus under ``request`` (any route: requests that name one run each pass
+    their own ``warmup`` requests, ``warmup_total`` of them, and ``total`` at most)."""
     server = servers.nexus(
         data_dir,
         launcher="bench.serve",
@@ -80,7 +85,12 @@ def profile_accept(
     )
     with server:
         load.closed_loop(
-            server.host, server.port, request, connections=connections, total=500, duration=5
+            server.host,
+            server.port,
+            request if warmup is None else warmup,
+            connections=connections,
+            total=warmup_total,
+            duration=5,
         )
         cpu0 = server.thread_cpu()
         result = load.closed_loop(
@@ -88,7 +98,7 @@ def profile_accept(
             server.port,
             request,
             connections=connections,
-            total=1_000_000,
+            total=total,
             duration=seconds,
         )
         cpu1 = server.thread_cpu()

@@ -27,6 +27,9 @@ from bench.profiling import summarise
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS_JSON = HERE / ".results.json"
+# Where one run's figures land first: only a run that measured something touches
+# RESULTS_JSON, so a selection that measures nothing leaves the last figures alone.
+RUN_JSON = HERE / ".results.run.json"
 RESULTS_MD = HERE / "RESULTS.md"
 PROFILES = HERE / "profiles"
 
@@ -155,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     code = 0
     kept: list[dict] = []
-    if args.append and RESULTS_JSON.exists():
+    if (args.append or args.render_only) and RESULTS_JSON.exists():
         kept = json.loads(RESULTS_JSON.read_text())["figures"]
+    figures: list[dict] = []
     if not args.render_only:
         PROFILES.mkdir(exist_ok=True)
-        RESULTS_JSON.unlink(missing_ok=True)
+        RUN_JSON.unlink(missing_ok=True)
         pytest_args = [
             sys.executable,
             "-m",
@@ -182,12 +186,20 @@ def main(argv: list[str] | None = None) -> int:
             pytest_args.append("--bench-strict")
         if args.select:
             pytest_args += ["-k", args.select]
-        env = {**os.environ, "BENCH_RESULTS": str(RESULTS_JSON), "BENCH_PROFILE_DIR": str(PROFILES)}
+        env = {**os.environ, "BENCH_RESULTS": str(RUN_JSON), "BENCH_PROFILE_DIR": str(PROFILES)}
         code = subprocess.call(pytest_args, cwd=REPO, env=env)
-    if not RESULTS_JSON.exists():
+        if RUN_JSON.exists():
+            figures = json.loads(RUN_JSON.read_text())["figures"]
+            RUN_JSON.unlink()
+        if not figures:
+            print(
+                "no figures were recorded; bench/.results.json and RESULTS.md are unchanged",
+                file=sys.stderr,
+            )
+            return code or 1
+    elif not kept:
         print("no figures were recorded", file=sys.stderr)
         return code or 1
-    figures = json.loads(RESULTS_JSON.read_text())["figures"]
     fresh = {(f["target"], f["figure"]) for f in figures}
     figures += [f for f in kept if (f["target"], f["figure"]) not in fresh]
     RESULTS_JSON.write_text(json.dumps({"figures": figures}, indent=1))
