@@ -101,15 +101,17 @@ class Kube:
         created = self.call("POST", base, obj, ok=(200, 201, 409))
         if created.get("code") != 409:
             return created
-        current = self.call("GET", f"{base}/{obj['metadata']['name']}")
-        obj = {
-            **obj,
-            "metadata": {
-                **obj["metadata"],
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-        }
-        return self.call("PUT", f"{base}/{obj['metadata']['name']}", obj)
+        path = f"{base}/{obj['metadata']['name']}"
+        # A controller may change the object (adopt it) between our read and our write:
+        # 409 then means "read again", as for any client of the API.
+        for _ in range(10):
+            current = self.call("GET", path)
+            version = current["metadata"]["resourceVersion"]
+            meta = {**obj["metadata"], "resourceVersion": version}
+            replaced = self.call("PUT", path, {**obj, "metadata": meta}, ok=(200, 201, 409))
+            if replaced.get("code") != 409:
+                return replaced
+        raise AssertionError(f"PUT {path} kept conflicting")
 
     def jobs(self, namespace: str) -> list[dict]:
         return self.call(
