@@ -24,6 +24,12 @@ ALLOWED: dict[S, frozenset[S]] = {
 }
 
 
+def require_unfinished(stage: S) -> None:
+    """For lookups by host and stage, which hold only runs that are not finished."""
+    if stage in TERMINAL_STAGES:
+        raise ValueError(f"runs are looked up by host only at unfinished stages, not {stage}")
+
+
 def can_transition(current: S, target: S) -> bool:
     return target in ALLOWED[current]
 

@@ -434,11 +434,10 @@ class CassandraRunStore:
                 hours.append((scope, hour))
         return hours
 
-    async def _set_time_stage(self, run: Run, ttl: int) -> None:
+    def _add_time_stage(self, batch: BatchStatement, run: Run, ttl: int) -> None:
         """After a stage change: the stage the counts read (the listing re-checks runs)."""
         if run.received_at is None:
             return
-        batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
         for scope in (run.algorithm, ALL_SCOPE):
             batch.add(
                 self._p("update_time_stage"),
@@ -452,10 +451,6 @@ class CassandraRunStore:
                     run.id,
                 ),
             )
-        try:
-            await self._execute(batch)
-        except BackendUnavailable as exc:  # the change is done; only a count lags
-            log.warning("stage of run %s not updated in runs_by_time: %s", run.id, exc)
 
     def _submission_values(self, submission: SubmissionEntry) -> tuple[Any, ...]:
         return (
@@ -584,10 +579,7 @@ class CassandraRunStore:
                 current.lifecycle_stage.value,
             )
             if await self._compare_and_set(cas, params, updated):
-                await self._drop_lookups(
-                    lookup_rows(current, self._layout) - lookup_rows(updated, self._layout), updated
-                )
-                await self._set_time_stage(updated, ttl)
+                await self._after_change(current, updated, ttl)
                 return updated
         raise BackendUnavailable(
             f"Run {run_id} is being changed by many writers at once; "
@@ -624,6 +616,25 @@ class CassandraRunStore:
         # the same stage in the same millisecond differs in some field (a write identical in
         # every field is indistinguishable, and equivalent).
         return now == updated
+
+    async def _after_change(self, current: Run, updated: Run, ttl: int) -> None:
+        """The writes that follow a stage change, in one round trip: the lookup rows of
+        the old stage go, and the listing's rows take the new stage. Neither needs to be
+        atomic with the change or with each other (a stale lookup row is filtered out by
+        its readers, the listing re-checks the runs it shows), so the batch is unlogged:
+        it skips the batch log, the dearest part of a logged batch."""
+        batch = BatchStatement(BatchType.UNLOGGED, consistency_level=self._consistency)
+        stale = lookup_rows(current, self._layout) - lookup_rows(updated, self._layout)
+        self._add_lookups(batch, stale, updated, insert=False)
+        self._add_time_stage(batch, updated, ttl)
+        if not len(batch):
+            return
+        try:
+            await self._execute(batch)
+        except BackendUnavailable as exc:  # the change is done; only lookups and counts lag
+            log.warning(
+                "lookup and listing rows of run %s not brought up to date: %s", updated.id, exc
+            )
 
     async def _drop_lookups(self, rows: set[LookupRow], run: Run) -> None:
         if not rows:
@@ -737,6 +748,7 @@ class CassandraRunStore:
         return [run for run in await self._lookup("checkpoints_by_tag", (tag,)) if run.tag == tag]
 
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
+        lifecycle.require_unfinished(stage)
         runs = await self._lookup("checkpoints_by_host", (host, stage.value))
         return [
             run for run in runs if run.received_by_host == host and run.lifecycle_stage is stage

@@ -9,7 +9,9 @@ A lookup row only says "this run may be here": readers load the run and re-check
 attribute, so a stale row (left by a crash between two writes, or by a lost race) is
 harmless. The host lookup sees one insert and one delete per stage change, so its
 tombstones are purged after an hour rather than the default ten days: resurrecting a
-deleted lookup row by a late repair is harmless for the same reason.
+deleted lookup row by a late repair is harmless for the same reason. It holds only runs
+that are not finished: its readers (recovery, supervision) look for NEW, BUFFERED and
+RUNNING runs, so a finished run's row would be a write nobody reads, on every completion.
 
 A keyspace of the Go system has one of two layouts (:class:`Layout`, detected by
 :mod:`cassandra_go`): secondary indexes on ``checkpoints`` (``tag``, ``received_by_host``,
@@ -100,7 +102,7 @@ def lookup_rows(run: Run, layout: Layout = NEXUS_LAYOUT) -> set[LookupRow]:
 
 def _all_lookup_rows(run: Run) -> set[LookupRow]:
     rows = set()
-    if run.received_by_host:
+    if run.received_by_host and not run.lifecycle_stage.is_terminal:
         rows.add(
             LookupRow("checkpoints_by_host", (run.received_by_host, run.lifecycle_stage.value))
         )

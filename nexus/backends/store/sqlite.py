@@ -614,6 +614,7 @@ class SqliteRunStore:
         return await self._select("tag = ?", (tag,))
 
     async def by_host_stage(self, host: str, stage: LifecycleStage) -> list[Run]:
+        lifecycle.require_unfinished(stage)
         return await self._select(
             "received_by_host = ? AND lifecycle_stage = ?", (host, stage.value)
         )
