@@ -251,9 +251,15 @@ class MeteredStore:
         self._metrics = metrics
 
     async def transition(
-        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+        self,
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        *,
+        known: Run | None = None,
+        **fields: Any,
     ) -> Run:
-        run = await self._inner.transition(algorithm, run_id, target, **fields)
+        run = await self._inner.transition(algorithm, run_id, target, known=known, **fields)
         if target.is_terminal:
             self._metrics.run_finished(target.value, run.received_at)
         return run
@@ -273,9 +279,13 @@ class MeteredStore:
         return await self._inner.create(run, submission, idempotency_key)
 
     async def buffer(
-        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+        self,
+        submission: SubmissionEntry,
+        from_stage: LifecycleStage = LifecycleStage.NEW,
+        *,
+        known: Run | None = None,
     ) -> Run:
-        return await self._inner.buffer(submission, from_stage)
+        return await self._inner.buffer(submission, from_stage, known=known)
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None:
         return await self._inner.find_idempotent(algorithm, key)

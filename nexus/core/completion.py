@@ -7,6 +7,8 @@ nothing about the run, not even whether it exists, and changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nexus.core.models import LifecycleStage as S
 from nexus.core.models import Run
 from nexus.core.ports import RunStore
@@ -51,17 +53,11 @@ class Completion:
         compare-and-set reads it anyway, and refuses a finished run before writing
         anything. One read per completion instead of two (issue 10's completion path)."""
         self._check(algorithm, run_id, token)
+        target = S.FAILED if error_cause else S.COMPLETED
+        fields: dict[str, Any] = {"result_uri": result_uri}
         if error_cause:
-            target, fields = (
-                S.FAILED,
-                {
-                    "algorithm_failure_cause": error_cause,
-                    "algorithm_failure_details": error_details,
-                    "result_uri": result_uri,
-                },
-            )
-        else:
-            target, fields = S.COMPLETED, {"result_uri": result_uri}
+            fields["algorithm_failure_cause"] = error_cause
+            fields["algorithm_failure_details"] = error_details
         try:
             updated = await self.store.transition(algorithm, run_id, target, **fields)
         except NotFound:

@@ -145,7 +145,7 @@ class Launch:
             await self._fail(run, reason, f"Rendering its Job failed: {reason}")
             return None
         try:
-            buffered = await self._store.buffer(entry)
+            buffered = await self._store.buffer(entry, known=run)
         except (InvalidTransition, NotFound):  # cancelled meanwhile
             return None
         self._on_change(run.algorithm, run.id)
@@ -174,7 +174,9 @@ class Launch:
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
-            updated = await self._store.transition(run.algorithm, run.id, target, **fields)
+            updated = await self._store.transition(
+                run.algorithm, run.id, target, known=run, **fields
+            )
         except (InvalidTransition, NotFound):
             return None
         self._on_change(run.algorithm, run.id)

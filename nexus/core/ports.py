@@ -43,7 +43,11 @@ class RunStore(Protocol):
         """
 
     async def buffer(
-        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+        self,
+        submission: SubmissionEntry,
+        from_stage: LifecycleStage = LifecycleStage.NEW,
+        *,
+        known: Run | None = None,
     ) -> Run:
         """The BUFFERED step's write: store the run's rendered Job and move the run from
         ``from_stage`` to BUFFERED, so a BUFFERED run always has its Job. One transaction
@@ -51,17 +55,29 @@ class RunStore(Protocol):
         a run whose Job is rendered and written again). Raise NotFound, or
         InvalidTransition when the run is not at ``from_stage`` now (NEW for a launch;
         RUNNING only for a disruption's re-queue, so a launch that read NEW never moves
-        a run another process took to RUNNING back); then the stage is unchanged."""
+        a run another process took to RUNNING back); then the stage is unchanged.
+        ``known`` as in :meth:`transition`."""
 
     async def find_idempotent(self, algorithm: str, key: str) -> str | None: ...
     async def get(self, algorithm: str, run_id: str) -> Run | None: ...
     async def get_submission(self, algorithm: str, run_id: str) -> SubmissionEntry | None: ...
 
     async def transition(
-        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+        self,
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        *,
+        known: Run | None = None,
+        **fields: Any,
     ) -> Run:
         """Compare-and-set the stage (and ``fields``) if the lifecycle allows it from the
-        stage stored now; return the updated run. Raise NotFound or InvalidTransition."""
+        stage stored now; return the updated run. Raise NotFound or InvalidTransition.
+
+        ``known``: the run as the caller read it just before. A store that must read
+        the run before its compare-and-set may start from it instead: a stale copy is
+        caught by the compare-and-set on the stage, and costs a read and a retry, never
+        a wrong write (the change writes only the stage, ``fields`` and the history)."""
 
     async def update_tag(self, algorithm: str, run_id: str, tag: str) -> Run: ...
     async def by_tag(self, tag: str) -> list[Run]: ...

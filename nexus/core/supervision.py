@@ -183,6 +183,7 @@ class Supervision:
             requeued = await self.store.buffer(
                 msgspec.structs.replace(entry, template=with_disruptions(entry.template, count)),
                 from_stage=S.RUNNING,
+                known=run,
             )
             tenant = await pipeline.tenant_of(requeued)
         except (InvalidTransition, NotFound):  # finished (reported) or re-queued meanwhile
@@ -204,7 +205,9 @@ class Supervision:
 
     async def _transition(self, run: Run, target: S, **fields: Any) -> Run | None:
         try:
-            updated = await self.store.transition(run.algorithm, run.id, target, **fields)
+            updated = await self.store.transition(
+                run.algorithm, run.id, target, known=run, **fields
+            )
         except (InvalidTransition, NotFound):
             return None
         log.info(

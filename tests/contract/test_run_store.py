@@ -272,6 +272,41 @@ async def test_transition_writes_fields_and_keeps_the_others(run_store):
     assert stored.applied_configuration == run.applied_configuration
 
 
+async def test_a_stale_known_copy_costs_a_retry_never_a_wrong_write(run_store):
+    """``known`` spares a store its read before the compare-and-set; a copy older than
+    the row must still lead to the change the row allows, from the row's stage."""
+    host = f"host-{uuid.uuid4()}"
+    run = await reach(run_store, await created(run_store, received_by_host=host), S.BUFFERED)
+    await run_store.transition(run.algorithm, run.id, S.RUNNING, job_uid="uid-1")
+    # The copy says BUFFERED, the row RUNNING: the change is made from RUNNING.
+    done = await run_store.transition(
+        run.algorithm, run.id, S.COMPLETED, known=run, result_uri="s3://r/1"
+    )
+    stored = await run_store.get(run.algorithm, run.id)
+    assert stored.lifecycle_stage is S.COMPLETED and stored.job_uid == "uid-1"
+    assert (stored.result_uri, done.lifecycle_stage) == ("s3://r/1", S.COMPLETED)
+    events = await run_store.history(run.algorithm, run.id)
+    assert [(e.previous, e.stage) for e in events if e.stage][-1] == (S.RUNNING, S.COMPLETED)
+    assert await run_store.by_host_stage(host, S.RUNNING) == []
+    # A copy whose stage would refuse the change (NEW -> RUNNING) is not the judge.
+    fresh = await created(run_store, received_by_host=host)
+    await run_store.transition(fresh.algorithm, fresh.id, S.BUFFERED)
+    running = await run_store.transition(fresh.algorithm, fresh.id, S.RUNNING, known=fresh)
+    assert running.lifecycle_stage is S.RUNNING
+    assert ids(await run_store.by_host_stage(host, S.RUNNING)) == [fresh.id]
+    assert await run_store.by_host_stage(host, S.BUFFERED) == []
+    # A finished row keeps its first result, whatever the copy says.
+    with pytest.raises(InvalidTransition):
+        await run_store.transition(
+            run.algorithm, run.id, S.FAILED, known=run, algorithm_failure_cause="late"
+        )
+    assert (await run_store.get(run.algorithm, run.id)).result_uri == "s3://r/1"
+    # A copy of another run is not used.
+    other = await created(run_store)
+    with pytest.raises(InvalidTransition):
+        await run_store.transition(other.algorithm, other.id, S.RUNNING, known=running)
+
+
 async def test_transition_of_unknown_run_is_not_found(run_store):
     with pytest.raises(NotFound):
         await run_store.transition(ALGORITHM, str(uuid.uuid4()), S.BUFFERED)

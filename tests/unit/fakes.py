@@ -95,7 +95,9 @@ class MemoryStore:
         self._maybe_fail()
         return self.submissions.get((algorithm, run_id))
 
-    async def buffer(self, submission: SubmissionEntry, from_stage: S = S.NEW) -> Run:
+    async def buffer(
+        self, submission: SubmissionEntry, from_stage: S = S.NEW, *, known: Run | None = None
+    ) -> Run:
         current = self.runs.get((submission.algorithm, submission.id))
         if current is not None:
             lifecycle.check(submission.id, current.lifecycle_stage, S.BUFFERED, from_stage)
@@ -151,7 +153,9 @@ class MemoryStore:
             return None
         return list(self.events.get((algorithm, run_id), []))
 
-    async def transition(self, algorithm: str, run_id: str, target: S, **fields: Any) -> Run:
+    async def transition(
+        self, algorithm: str, run_id: str, target: S, *, known: Run | None = None, **fields: Any
+    ) -> Run:
         self._maybe_fail()
         run = self.runs.get((algorithm, run_id))
         if run is None:

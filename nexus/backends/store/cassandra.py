@@ -114,7 +114,7 @@ from nexus.core.models import (
     RunEvent,
     SubmissionEntry,
 )
-from nexus.errors import BackendUnavailable, ConfigError, NotFound
+from nexus.errors import BackendUnavailable, ConfigError, InvalidTransition, NotFound
 from nexus.settings import ScyllaCqlStore
 
 log = logging.getLogger("nexus.store.cassandra")
@@ -462,13 +462,17 @@ class CassandraRunStore:
         )
 
     async def buffer(
-        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+        self,
+        submission: SubmissionEntry,
+        from_stage: LifecycleStage = LifecycleStage.NEW,
+        *,
+        known: Run | None = None,
     ) -> Run:
         # An LWT cannot share a batch with another table: the Job row goes first, so a
         # BUFFERED run always has one (a refused change leaves a harmless Job row).
         await self._execute(self._p("insert_submission"), self._submission_values(submission))
         return await self._transition(
-            submission.algorithm, submission.id, LifecycleStage.BUFFERED, {}, from_stage
+            submission.algorithm, submission.id, LifecycleStage.BUFFERED, {}, from_stage, known
         )
 
     async def _claim_key(self, algorithm: str, key: str, run_id: str) -> str | None:
@@ -538,9 +542,15 @@ class CassandraRunStore:
         )
 
     async def transition(
-        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+        self,
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        *,
+        known: Run | None = None,
+        **fields: Any,
     ) -> Run:
-        return await self._transition(algorithm, run_id, target, fields, None)
+        return await self._transition(algorithm, run_id, target, fields, None, known)
 
     async def _transition(
         self,
@@ -549,19 +559,30 @@ class CassandraRunStore:
         target: LifecycleStage,
         fields: dict[str, Any],
         expected: LifecycleStage | None,
+        known: Run | None = None,
     ) -> Run:
-        """``transition``; ``expected``, if given, is the only stage it is allowed from."""
+        """``transition``; ``expected``, if given, is the only stage it is allowed from.
+        ``known`` (RunStore.transition) saves the first read: the LWT's condition on the
+        stage is what makes the change safe, whichever copy it was computed from."""
         check_fields(fields)
         fields.pop("lifecycle_stage", None)
         fields = {name: _ms(value) for name, value in fields.items()}
         fields["last_modified"] = fields.get("last_modified") or _now()
         names = tuple(sorted(fields))
         cas = await self._statement(f"transition:{','.join(names)}", self._text.transition(names))
+        if known is not None and (known.algorithm, known.id) != (algorithm, run_id):
+            known = None
         for _ in range(_CAS_ATTEMPTS):
-            current = await self.get(algorithm, run_id)
+            from_known, current = known is not None, known or await self.get(algorithm, run_id)
+            known = None
             if current is None:
                 raise _not_found(run_id)
-            lifecycle.check(run_id, current.lifecycle_stage, target, expected)
+            try:
+                lifecycle.check(run_id, current.lifecycle_stage, target, expected)
+            except InvalidTransition:
+                if from_known:  # the copy may be older than the row: judge the row
+                    continue
+                raise
             updated = msgspec.structs.replace(current, lifecycle_stage=target, **fields)
             ttl = self._ttl_left(current)
             added = lookup_rows(updated, self._layout) - lookup_rows(current, self._layout)

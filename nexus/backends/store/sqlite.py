@@ -403,7 +403,11 @@ class SqliteRunStore:
         return await self._call(write)
 
     async def buffer(
-        self, submission: SubmissionEntry, from_stage: LifecycleStage = LifecycleStage.NEW
+        self,
+        submission: SubmissionEntry,
+        from_stage: LifecycleStage = LifecycleStage.NEW,
+        *,
+        known: Run | None = None,  # not needed: the read is local, in the same transaction
     ) -> Run:
         manifest = _manifest_encoder.encode(submission.template).decode()
 
@@ -458,7 +462,13 @@ class SqliteRunStore:
         )
 
     async def transition(
-        self, algorithm: str, run_id: str, target: LifecycleStage, **fields: Any
+        self,
+        algorithm: str,
+        run_id: str,
+        target: LifecycleStage,
+        *,
+        known: Run | None = None,  # not needed: the read is local, in the same transaction
+        **fields: Any,
     ) -> Run:
         check_fields(fields)
         fields["last_modified"] = fields.get("last_modified") or datetime.now(UTC)
