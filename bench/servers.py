@@ -18,9 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.procstat import CLOCK_TICKS, cpu_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_TEMPLATES = REPO / "tests" / "e2e" / "templates"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # The algorithm the accept benchmarks post to: the e2e test template.
 ALGORITHM = "behave"
@@ -121,8 +122,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process (all its threads), from /proc/<pid>/stat."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds([self.pid])
 
     def thread_cpu(self) -> dict[str, float]:
         """CPU seconds per thread group: the event loop (main thread) and the rest by name.
@@ -244,3 +244,23 @@ def kube_unavailable() -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means: no control plane to measure
         return f"the control plane of {path} does not answer: {type(exc).__name__}: {exc}"[:300]
     return ""
+
+
+def integration_helpers():
+    """The integration suite's Kubernetes helpers: its API client (``control_plane``) and
+    its resource helpers (``test_kubernetes``), as modules. They import the tests' root
+    conftest under the name its conftest.py gives it (nexus_tests_conftest), loaded here
+    when pytest did not (a bench run collects bench/, not tests/)."""
+    import importlib
+    import importlib.util
+
+    for folder in (REPO / "tests", REPO / "tests" / "integration"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    if "nexus_tests_conftest" not in sys.modules:
+        root = REPO / "tests" / "conftest.py"
+        spec = importlib.util.spec_from_file_location("nexus_tests_conftest", root)
+        assert spec and spec.loader
+        sys.modules["nexus_tests_conftest"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return importlib.import_module("control_plane"), importlib.import_module("test_kubernetes")

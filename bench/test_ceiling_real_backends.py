@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from bench import load, servers
+from bench.procstat import cpu_seconds, server_pids
 from bench.profiling import profile_accept
 from bench.test_accept_real_backends import REQUEST, _missing
 
@@ -39,50 +40,7 @@ sys.path.insert(0, str(servers.REPO / "tests"))
 from contract import servers as testenv
 
 CONCURRENCY = 64
-TESTENV_RUN = Path(os.environ.get("NEXUS_TESTENV_CACHE", Path.home() / ".cache/nexus-testenv"))
 COMPLETE_BODY = json.dumps({"resultUri": "s3://nexus-results/results/algorithm=behave/x"}).encode()
-
-
-def _pid_file(name: str) -> list[int]:
-    path = TESTENV_RUN / "run" / name
-    try:
-        return [int(path.read_text().split()[0])]
-    except (OSError, ValueError, IndexError):
-        return []
-
-
-def _pids_by_name(name: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def server_pids() -> dict[str, list[int]]:
-    """The test servers' processes: the testenv pid files, else by command name."""
-    found = {
-        "cassandra": _pid_file("cassandra.pid") or _pids_by_name("java"),
-        "seaweedfs": _pid_file("seaweedfs.pid") or _pids_by_name("weed"),
-        "api server": _pid_file("kube/apiserver.pid") + _pid_file("kube2/apiserver.pid")
-        or _pids_by_name("kube-apiserver"),
-    }
-    return {k: [p for p in v if Path(f"/proc/{p}").exists()] for k, v in found.items()}
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / servers.CLOCK_TICKS
 
 
 class BareLoop:

@@ -9,7 +9,6 @@ requests it spent per object to sync (a template, a Secret or a ConfigMap).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -46,19 +45,9 @@ def test_controller_convergence(bench, tmp_path):
             )
         pytest.skip(reason)
 
-    # The integration suite's helpers (and the tests' conftest they import: the suite's
-    # root conftest is known to tests/integration/conftest.py as nexus_tests_conftest).
-    sys.path[:0] = [str(servers.REPO / "tests" / "integration"), str(servers.REPO / "tests")]
-    if "nexus_tests_conftest" not in sys.modules:
-        root = servers.REPO / "tests" / "conftest.py"
-        spec = importlib.util.spec_from_file_location("nexus_tests_conftest", root)
-        assert spec and spec.loader
-        sys.modules["nexus_tests_conftest"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    import control_plane as cp
+    cp, kt = servers.integration_helpers()
     import httpx
     import test_controller as tc
-    import test_kubernetes as kt
 
     count = bench.count(TEMPLATES)
     kubeconfig, kubeconfig_2 = (
