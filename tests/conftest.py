@@ -49,6 +49,35 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
             return
 
 
+def live_members(group: int) -> list[int]:
+    """The processes of ``group`` that have not exited (a zombie has: its descriptors,
+    the run lock among them, are closed)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while the folder was read
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
+def kill_group(group: int, timeout: float = 30.0) -> None:
+    """SIGKILL a process group and wait until none of it lives.
+
+    The signal is only sent: the leader may be gone while a child is still on its way out,
+    still holding the run's lock, and a nexus started then would adopt it as live."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while members := live_members(group):
+        assert time.monotonic() < deadline, f"group {group} still has {members}"
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -192,7 +221,7 @@ class NexusProcess:
                 group = int(group_file.read_text())
                 # only a run wrapper's group: a pid may have been reused since
                 if b"nexus-job" in Path(f"/proc/{group}/cmdline").read_bytes():
-                    os.killpg(group, signal.SIGKILL)
+                    kill_group(group)
             except (ValueError, OSError):
                 pass
         for pid_file in (self.data_dir / "behave").glob("*.pid"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from nexus.backends.k8s.local_executor import LocalExecutor
 from nexus.core.ports import Outcome
 from nexus.errors import LaunchError
+from tests.conftest import kill_group
 
 TERMINAL_OUTCOMES = {o for o in Outcome if o is not Outcome.RUNNING}
 
@@ -487,8 +487,7 @@ async def test_a_process_killed_with_nexus_is_disrupted_and_its_relaunch_continu
     job = manifest("lost", body, backoff_limit=1, deadline=600)
     crash_after_start(tmp_path, job, started)
     group = int((tmp_path / "jobs" / "lost.pid").read_text())
-    os.killpg(group, signal.SIGKILL)  # the processes go with their nexus
-    assert_dies(group)
+    kill_group(group)  # the processes go with their nexus, all of them gone before it restarts
     ex = await restarted(tmp_path)
     try:
         first = await asyncio.wait_for(anext(aiter(ex.observations())), timeout=5)
