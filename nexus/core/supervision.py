@@ -15,6 +15,11 @@ processes that found it lost only one launches it again.
 A supervisor looks after the shards of its :class:`~nexus.core.scope.ShardScope` only:
 observations, lost Jobs and a dead scheduler's pending runs of other shards are left to
 their own supervisor.
+
+A finished stage never changes, so the supervisor remembers the runs it has seen finished
+(the most recent :data:`FINISHED_REMEMBERED`) and does not read them again: a Job is kept
+for a while after its run ends (``ttlSecondsAfterFinished``), and every reconcile pass and
+every later status of that Job would otherwise cost the store a read.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from nexus.core.scope import ShardScope
 from nexus.errors import InvalidTransition, NexusError, NotFound
 
 log = logging.getLogger("nexus.supervisor")
+
+FINISHED_REMEMBERED = 50_000  # runs; about 150 bytes each
 
 FATAL_CAUSE = "Algorithm encountered a fatal error during execution."
 OOM_CAUSE = "Algorithm was killed because it ran out of memory (OOMKilled)."
@@ -110,17 +117,23 @@ class Supervision:
         # A run's Job can only be missed since this supervisor began to look: after a
         # restart, a Job's grace starts here, not at the run's (older) sent_at.
         self._observing_since = observing_since or utcnow()
+        # (algorithm, run id) -> the finished stage it was seen in, oldest first
+        self._finished: dict[tuple[str, str], S] = {}
 
     async def apply(self, obs: JobObservation, now: datetime | None = None) -> Run | None:
         """Act on one observation; return the run if its stage changed."""
         if not self.config.scope.covers(obs.cluster):
             return None
+        finished = self._finished.get((obs.algorithm, obs.run_id))
+        if finished is not None:
+            await self._finished_job(finished, obs)
+            return None
         run = await self.store.get(obs.algorithm, obs.run_id)
         if run is None:
             return None
         if run.lifecycle_stage.is_terminal:
-            if run.lifecycle_stage is S.CANCELLED and obs.outcome is Outcome.RUNNING:
-                await self.watcher.delete_job(obs.cluster, obs.run_id)
+            self._seen_finished(run)
+            await self._finished_job(run.lifecycle_stage, obs)
             return None
         if obs.outcome is Outcome.RUNNING:
             if run.lifecycle_stage is S.BUFFERED:
@@ -141,6 +154,11 @@ class Supervision:
         return await self._transition(
             run, target, algorithm_failure_cause=cause, algorithm_failure_details=obs.message
         )
+
+    async def _finished_job(self, stage: S, obs: JobObservation) -> None:
+        """A finished run's Job: nothing to judge; a cancelled run's Job must not run."""
+        if stage is S.CANCELLED and obs.outcome is Outcome.RUNNING:
+            await self.watcher.delete_job(obs.cluster, obs.run_id)
 
     async def _disrupted(self, run: Run, obs: JobObservation) -> Run | None:
         """Launch a run whose process was lost again, or fail it once the limit is spent."""
@@ -218,7 +236,14 @@ class Supervision:
             fields.get("algorithm_failure_cause", ""),
         )
         self._on_change(run.algorithm, run.id)
+        if updated.lifecycle_stage.is_terminal:
+            self._seen_finished(updated)
         return updated
+
+    def _seen_finished(self, run: Run) -> None:
+        self._finished[(run.algorithm, run.id)] = run.lifecycle_stage
+        if len(self._finished) > FINISHED_REMEMBERED:
+            del self._finished[next(iter(self._finished))]
 
     async def reconcile(self) -> None:
         """One full pass: every Job's status, lost runs, and expired schedulers."""

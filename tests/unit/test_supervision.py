@@ -109,3 +109,66 @@ async def test_a_snapshot_that_fails_entirely_changes_nothing():
     with pytest.raises(BackendUnavailable):
         await supervision(store, Down(ClusterSnapshot(observations=[]))).reconcile()
     assert store.stage("r1") is S.RUNNING
+
+
+class CountingStore(HostStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def get(self, algorithm: str, run_id: str):
+        self.reads.append(run_id)
+        return await super().get(algorithm, run_id)
+
+
+def succeeded(run_id: str) -> JobObservation:
+    return msgspec.structs.replace(
+        fatal_exit(run_id, "shard-a"),
+        outcome=Outcome.SUCCEEDED,
+        since=datetime.now(UTC) - timedelta(hours=1),
+    )
+
+
+async def test_a_run_seen_finished_is_not_read_again():
+    """A finished Job stays listed until its TTL: every later pass judges it from memory."""
+    store = CountingStore()
+    running(store, "failed-here", "shard-a")  # the supervisor finishes it
+    store.add("reported", S.COMPLETED, cluster="shard-a")  # finished by its own report
+    watcher = Watcher(
+        ClusterSnapshot(observations=[fatal_exit("failed-here", "shard-a"), succeeded("reported")])
+    )
+    sup = supervision(store, watcher)
+    await sup.reconcile()
+    assert store.stage("failed-here") is S.FAILED
+    assert sorted(store.reads) == ["failed-here", "reported"]
+    store.reads.clear()
+    await sup.reconcile()
+    await sup.apply(succeeded("reported"))
+    assert store.reads == []
+    assert store.stage("reported") is S.COMPLETED  # and nothing judged it once more
+    assert watcher.deleted == [("shard-a", "failed-here")]  # deleted once, when it failed
+
+
+async def test_a_cancelled_runs_job_is_deleted_each_time_it_is_seen_running():
+    store = CountingStore()
+    store.add("cancelled", S.CANCELLED, cluster="shard-a")
+    alive = msgspec.structs.replace(fatal_exit("cancelled", "shard-a"), outcome=Outcome.RUNNING)
+    watcher = Watcher(ClusterSnapshot(observations=[]))
+    sup = supervision(store, watcher)
+    assert await sup.apply(alive) is None
+    assert await sup.apply(alive) is None
+    assert store.reads == ["cancelled"]
+    assert watcher.deleted == [("shard-a", "cancelled")] * 2
+
+
+async def test_the_memory_of_finished_runs_is_bounded(monkeypatch):
+    import nexus.core.supervision as supervision_module
+
+    monkeypatch.setattr(supervision_module, "FINISHED_REMEMBERED", 2)
+    store = CountingStore()
+    for run_id in ("r1", "r2", "r3"):
+        store.add(run_id, S.COMPLETED, cluster="shard-a")
+    sup = supervision(store, Watcher(ClusterSnapshot(observations=[])))
+    for run_id in ("r1", "r2", "r3", "r3", "r2", "r1"):
+        await sup.apply(succeeded(run_id))
+    assert store.reads == ["r1", "r2", "r3", "r1"]  # r1, the oldest, was forgotten
