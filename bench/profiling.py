@@ -75,11 +75,17 @@ def profile_accept(
     total: int = 1_000_000,
 ) -> dict[str, Any]:
     """Profile nexus under ``request`` (any route: requests that name one run each pass
-    their own ``warmup`` requests, ``warmup_total`` of them, and ``total`` at most)."""
+    their own ``warmup`` requests, ``warmup_total`` of them, and ``total`` at most).
+
+    It runs under an instance id of its own, one per profile: on a store shared with an
+    earlier nexus (the bench's, or the previous profile's), the earlier one's pending runs
+    are not its own to sweep at start-up, which would put the sweep, not the path, in the
+    profile."""
     server = servers.nexus(
         data_dir,
         launcher="bench.serve",
         name="nexus-profiled",
+        instance=f"bench-profiled-{out.name.split('.')[0]}",
         extra_args=["--profile", str(out), "--profiler", "cprofile"],
         extra=extra_env,
     )

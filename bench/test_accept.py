@@ -6,7 +6,7 @@ round (baseline, nexus, baseline, nexus, ...) so that the machine's noise hits b
 1. durable accepts/s of ``POST /algorithm/v1/run/behave`` (2 KB body) over the req/s of a
    bare Sanic endpoint that only decodes the same body and answers 202 (goal >= 0.5);
 3. p99 latency at a fixed (open-loop) rate of half nexus's maximum, over the bare
-   endpoint's p99 at that same rate (goal <= 3);
+   endpoint's p99 at that same rate (goal <= 2, issue 10);
 6. RSS of a nexus process holding 100,000 queued runs (goal <= 200 MB);
 7. accepts/s of two nexus processes sharing one port (SO_REUSEPORT) over one process
    (goal >= 1.5 where the machine leaves room).
@@ -177,8 +177,8 @@ def test_3_p99_at_half_the_maximum_rate(bench, benchmark, baseline_server, nexus
         "3",
         "p99 latency nexus / bare Sanic at half nexus's max rate (open loop)",
         ratio,
-        "<= 3.0",
-        ratio <= 3.0,
+        "<= 2.0",
+        ratio <= 2.0,
         detail,
     )
 
