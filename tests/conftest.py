@@ -49,17 +49,24 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
             return
 
 
+def process_state(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and process group, from /proc; None once it is reaped.
+    (The command name may hold spaces or parentheses: the fields follow its last ")".)"""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped after the open
+        return None
+    return fields[0], int(fields[2])
+
+
 def live_members(group: int) -> list[int]:
     """The processes of ``group`` that have not exited (a zombie has: its descriptors,
     the run lock among them, are closed)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended while the folder was read
-            continue
-        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
-            members.append(int(stat.parent.name))
+    for folder in Path("/proc").glob("[0-9]*"):
+        state = process_state(int(folder.name))
+        if state is not None and state[1] == group and state[0] not in ("Z", "X"):
+            members.append(int(folder.name))
     return members
 
 

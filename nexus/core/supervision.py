@@ -17,9 +17,10 @@ observations, lost Jobs and a dead scheduler's pending runs of other shards are 
 their own supervisor.
 
 A finished stage never changes, so the supervisor remembers the runs it has seen finished
-(the most recent :data:`FINISHED_REMEMBERED`) and does not read them again: a Job is kept
-for a while after its run ends (``ttlSecondsAfterFinished``), and every reconcile pass and
-every later status of that Job would otherwise cost the store a read.
+and does not read them again: a Job is kept for a while after its run ends
+(``ttlSecondsAfterFinished``), and every reconcile pass and every later status of that Job
+would otherwise cost the store a read. It keeps the :data:`FINISHED_REMEMBERED` most
+recently first seen; the oldest first seen is forgotten first.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from nexus.errors import InvalidTransition, NexusError, NotFound
 
 log = logging.getLogger("nexus.supervisor")
 
-FINISHED_REMEMBERED = 50_000  # runs; about 150 bytes each
+FINISHED_REMEMBERED = 50_000  # runs; about 190-250 bytes each (10-13 MB in all, measured)
 
 FATAL_CAUSE = "Algorithm encountered a fatal error during execution."
 OOM_CAUSE = "Algorithm was killed because it ran out of memory (OOMKilled)."

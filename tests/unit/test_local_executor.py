@@ -15,7 +15,7 @@ import pytest
 from nexus.backends.k8s.local_executor import LocalExecutor
 from nexus.core.ports import Outcome
 from nexus.errors import LaunchError
-from tests.conftest import kill_group
+from tests.conftest import kill_group, process_state
 
 TERMINAL_OUTCOMES = {o for o in Outcome if o is not Outcome.RUNNING}
 
@@ -87,14 +87,8 @@ def assert_dies(pid: int, timeout: float = 10.0) -> None:
     """The process ends: gone, or a zombie (killed; reaping it is its parent's business,
     the wrapper shell's or, once that is killed too, init's)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped after the open
-            return
-        if state == "Z":
-            return
-        assert time.monotonic() < deadline, f"process {pid} still {state}"
+    while (state := process_state(pid)) is not None and state[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} still {state[0]}"
         time.sleep(0.02)
 
 
